@@ -1,0 +1,60 @@
+"""Settings, from the environment, with the defaults a newcomer needs (DuckDB under ./data)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+TAIPEI = ZoneInfo("Asia/Taipei")
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """F09: refuse before parsing, so nothing hangs or exhausts memory."""
+
+    max_upload_bytes: int = 100 * MiB
+    max_xlsx_inflated_bytes: int = 512 * MiB
+    max_xlsx_ratio: float = 100.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    archive_cutoff: date = date(2012, 12, 31)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, home: str | Path | None = None) -> Settings:
+        home_path = Path(home or os.environ.get("INSERVICE_HOME", "./data")).resolve()
+        cutoff = os.environ.get("INSERVICE_ARCHIVE_CUTOFF")
+        return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31))
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def inbox(self) -> Path:
+        return self.home / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.home / "outbox"
+
+    def pseudonym_key(self) -> bytes:
+        """INSERVICE_PSEUDONYM_KEY, else a key generated once into $INSERVICE_HOME (mode 0600)."""
+        env = os.environ.get("INSERVICE_PSEUDONYM_KEY")
+        if env:
+            return env.encode("utf-8")
+        path = self.home / "pseudonym.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode("utf-8")

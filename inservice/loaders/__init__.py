@@ -1,0 +1,31 @@
+"""One reader per format, each yielding the same canonical Arrow tables (see base.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from inservice.loaders.base import RawUpload, UploadRefused
+
+FILE_EXTENSIONS = (".xlsx", ".xls", ".xml", ".mdb", ".accdb")
+
+
+def reader_for(ext: str) -> Callable[[Path], RawUpload]:
+    if ext in (".xlsx", ".xls"):
+        from inservice.loaders.excel import read_excel
+
+        return read_excel
+    if ext == ".xml":
+        from inservice.loaders.xml import read_xml
+
+        return read_xml
+    if ext in (".mdb", ".accdb"):
+        try:
+            from inservice.loaders.access import read_access
+        except ImportError as exc:  # the Access reader lands with its own issue
+            raise UploadRefused("F02", "本系統尚未支援 Access 檔", "Access files are not supported yet") from exc
+        return read_access
+    raise UploadRefused("F02", f"不支援的副檔名 {ext}", f"unsupported extension {ext}")
+
+
+__all__ = ["FILE_EXTENSIONS", "RawUpload", "UploadRefused", "reader_for"]

@@ -1,0 +1,116 @@
+"""What every loader yields: canonical Arrow tables of the two record types.
+
+Canonical form: one `string` column per field code (absent optional columns are null), plus
+`_row` (int64): the row's source position (Excel sheet row with header = row 1; XML element
+position; Access record position; feeds: position in the pull). Values are the source text, or
+native values rendered as text (dates ISO `YYYY-MM-DD[ HH:MM:SS]`, booleans `true`/`false`).
+Parsing and every rule happen downstream, once, whatever the format.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from inservice.schemas.fields import RECORD_TYPES, RecordType
+from inservice.schemas.rules import RULES
+
+ROW = "_row"
+
+
+class UploadRefused(Exception):
+    """A whole-upload refusal (F-rule) with a bilingual reason."""
+
+    def __init__(self, rule: str, detail_zh: str, detail_en: str, *, record: str = "file",
+                 row: int | None = None, field: str | None = None) -> None:
+        super().__init__(f"{rule}: {detail_en}")
+        self.rule = rule
+        self.detail_zh = detail_zh
+        self.detail_en = detail_en
+        self.record = record
+        self.row = row
+        self.field = field
+
+    def finding(self) -> dict:
+        r = RULES[self.rule]
+        return {
+            "record": self.record, "row": self.row, "field": self.field, "rule": self.rule,
+            "severity": "error", "course_code": None,
+            "message_zh": f"{r.zh}：{self.detail_zh}", "message_en": f"{r.en}: {self.detail_en}",
+        }
+
+
+@dataclass
+class RawUpload:
+    courses: pa.Table
+    attendance: pa.Table
+    notes: list[dict] = field(default_factory=list)  # file-level warnings (e.g. extra columns ignored)
+    meta: dict[str, str] = field(default_factory=dict)  # e.g. the XML root's unit and month
+
+    def table(self, rt: RecordType) -> pa.Table:
+        return self.courses if rt.name == "course" else self.attendance
+
+
+def fold_header(text: object) -> str:
+    """Headers match after trimming and folding full-width to half-width; case-insensitive."""
+    return unicodedata.normalize("NFKC", str(text)).strip().casefold()
+
+
+def canonical_schema(rt: RecordType) -> pa.Schema:
+    return pa.schema([(ROW, pa.int64()), *((f.code, pa.string()) for f in rt.fields)])
+
+
+def match_headers(rt: RecordType, headers: list[object], where: str) -> tuple[dict[int, str], list[str]]:
+    """Column index → field code, and the unknown headers. Missing required columns → F07."""
+    by_key = {}
+    for f in rt.fields:
+        by_key[fold_header(f.code)] = f.code
+        by_key[fold_header(f.label)] = f.code
+    mapping: dict[int, str] = {}
+    unknown: list[str] = []
+    for i, h in enumerate(headers):
+        if h is None or str(h).strip() == "":
+            continue
+        code = by_key.get(fold_header(h))
+        if code is None:
+            unknown.append(str(h).strip())
+        elif code in mapping.values():
+            raise UploadRefused("F07", f"{where}的欄位「{str(h).strip()}」重複",
+                                f"column '{str(h).strip()}' appears twice in {where}")
+        else:
+            mapping[i] = code
+    missing = [f for f in rt.fields if f.required_in("file") and f.code not in mapping.values()]
+    if missing:
+        raise UploadRefused(
+            "F07",
+            f"{where}缺少欄位 " + "、".join(f"{f.label}（{f.code}）" for f in missing),
+            f"{where} lacks column(s) " + ", ".join(f"{f.code} ({f.label})" for f in missing),
+        )
+    return mapping, unknown
+
+
+def extra_columns_note(rt: RecordType, unknown: list[str], where: str) -> list[dict]:
+    if not unknown:
+        return []
+    names = "、".join(unknown)
+    return [{
+        "record": "file", "row": None, "field": None, "rule": "F07", "severity": "warning",
+        "course_code": None,
+        "message_zh": f"{where}有未定義欄位，已略過：{names}",
+        "message_en": f"unknown column(s) in {where} ignored: {', '.join(unknown)}",
+    }]
+
+
+def canonical_table(rt: RecordType, rows: pa.Array, columns: dict[str, pa.Array]) -> pa.Table:
+    n = len(rows)
+    arrays = [rows.cast(pa.int64())]
+    for f in rt.fields:
+        col = columns.get(f.code)
+        arrays.append(pa.nulls(n, pa.string()) if col is None else col.cast(pa.string()))
+    return pa.Table.from_arrays(arrays, schema=canonical_schema(rt))
+
+
+def empty_upload() -> RawUpload:
+    return RawUpload(*(canonical_schema(rt).empty_table() for rt in RECORD_TYPES))

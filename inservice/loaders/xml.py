@@ -1,0 +1,88 @@
+"""XML (UTF-8 or Big5, as declared) streamed with lxml iterparse against the shipped XSD.
+
+Elements are cleared as they are read, so memory stays flat whatever the file size. DTDs,
+entities and network access are refused (the DOCTYPE itself is refused earlier as F09).
+A shape error (XSD) refuses the upload as F07; a well-formedness or encoding error as F01.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from lxml import etree
+
+from inservice.loaders.base import RawUpload, UploadRefused, canonical_table
+from inservice.schemas.fields import ATTENDANCE, COURSE, RecordType
+from inservice.schemas.xsd import schema
+
+BATCH_ROWS = 50_000
+
+
+class _Collector:
+    """Accumulates one record type's elements into Arrow batches."""
+
+    def __init__(self, rt: RecordType) -> None:
+        self.rt = rt
+        self.codes = rt.codes
+        self.position = 0
+        self.rows: list[int] = []
+        self.values: dict[str, list[str | None]] = {c: [] for c in self.codes}
+        self.batches: list[pa.Table] = []
+
+    def add(self, element: etree._Element) -> None:
+        self.position += 1
+        found = {child.tag: child.text for child in element}
+        self.rows.append(self.position)
+        for code in self.codes:
+            self.values[code].append(found.get(code))
+        if len(self.rows) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            columns = {c: pa.array(v, pa.string()) for c, v in self.values.items()}
+            self.batches.append(canonical_table(self.rt, pa.array(self.rows, pa.int64()), columns))
+            self.rows = []
+            self.values = {c: [] for c in self.codes}
+
+    def table(self) -> pa.Table:
+        self.flush()
+        if not self.batches:
+            return canonical_table(self.rt, pa.array([], pa.int64()), {})
+        return pa.concat_tables(self.batches)
+
+
+def read_xml(path: Path) -> RawUpload:
+    collectors = {COURSE.xml_element: _Collector(COURSE), ATTENDANCE.xml_element: _Collector(ATTENDANCE)}
+    meta: dict[str, str] = {}
+    try:
+        parser = etree.iterparse(
+            str(path), events=("start", "end"), schema=schema(), resolve_entities=False,
+            load_dtd=False, no_network=True, huge_tree=False, remove_comments=True,
+        )
+        depth = 0
+        for event, element in parser:
+            if event == "start":
+                depth += 1
+                if depth == 1:
+                    meta = {k: v for k, v in element.attrib.items()}
+                continue
+            depth -= 1
+            if depth == 2 and element.tag in collectors:
+                collectors[element.tag].add(element)
+                element.clear(keep_tail=False)
+                parent = element.getparent()
+                while element.getprevious() is not None:
+                    del parent[0]
+    except etree.XMLSyntaxError as exc:
+        domains = {e.domain for e in exc.error_log} if exc.error_log else set()
+        line = f"（第 {exc.lineno} 行）" if exc.lineno else ""
+        if etree.ErrorDomains.SCHEMASV in domains:
+            raise UploadRefused("F07", f"XML 結構不符 §2.4{line}：{exc.msg}",
+                                f"the XML is not of the §2.4 shape (line {exc.lineno}): {exc.msg}") from exc
+        raise UploadRefused("F01", f"XML 無法解析{line}：{exc.msg}",
+                            f"the XML cannot be parsed (line {exc.lineno}): {exc.msg}") from exc
+    except (OSError, LookupError, ValueError) as exc:
+        raise UploadRefused("F01", f"XML 無法讀取：{exc}", f"the XML cannot be read: {exc}") from exc
+    return RawUpload(collectors["Course"].table(), collectors["Record"].table(), meta=meta)

@@ -1,0 +1,119 @@
+"""Code lists of spec §3, with their labels. A value matches a code, or any of its labels.
+
+Matching is done on a folded key: full-width folded (NFKC), upper-cased, 台 → 臺, brackets and
+spaces removed. Legacy county codes (and names) map to their successors.
+"""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    label: str
+    aliases: tuple[str, ...] = ()
+
+
+def fold_key(value: str) -> str:
+    """The key a value and a label are compared on (must match validations.normalize.fold_code_key)."""
+    v = unicodedata.normalize("NFKC", value).upper().replace("台", "臺")
+    for ch in " []【】":
+        v = v.replace(ch, "")
+    return v
+
+
+LEVELS = (
+    Code("K", "幼兒園"), Code("E", "國小"), Code("J", "國中"), Code("S", "高中"),
+    Code("V", "高職"), Code("X", "特殊教育學校"), Code("A", "不限"),
+)
+CLASS_TYPES = (
+    Code("1", "非學分班"), Code("2", "學分班-學士"), Code("3", "學分班-碩士"),
+)
+DEGREE_CLASS_TYPES = frozenset({"2", "3"})
+CATEGORIES = (
+    Code("A", "課程、教學及評量"), Code("B", "班級經營與輔導"), Code("C", "專業發展與責任"),
+    Code("D", "新興教育政策"), Code("E", "學校行政與領導"), Code("F", "實用知能與生活素養"),
+)
+ORGANIZER_TYPES = (
+    Code("1", "學校"), Code("2", "縣市政府/教師研習中心"), Code("3", "師資培育之大學"),
+    Code("4", "其他大專校院"), Code("5", "社教機構/法人團體"), Code("6", "中央政府機關"),
+    Code("7", "教師專業組織/工會"),
+)
+DELIVERIES = (
+    Code("1", "講授"), Code("2", "座談"), Code("3", "工作坊"), Code("4", "參訪實察"),
+    Code("5", "觀課議課"), Code("6", "數位課程"),
+)
+TIME_SLOTS = (
+    Code("1", "週一至週五白天"), Code("2", "週一至週五晚上"), Code("3", "週六"), Code("4", "週日"),
+    Code("5", "暑假"), Code("6", "寒假"),
+)
+TAGS = (
+    Code("T1", "教專評鑑", ("教師專業發展評鑑",)),
+    Code("T2", "性平教育", ("性別平等教育",)),
+    Code("T3", "環境教育", ("環境教育",)),
+    Code("T4", "防災教育", ("防災教育",)),
+    Code("T5", "教保專業", ("幼兒園教保專業知能",)),
+    Code("T6", "基本訓練", ("基本救命術訓練",)),
+    Code("T7", "安全教育", ("安全教育",)),
+    Code("T8", "安全訓練", ("基本救命術訓練及安全教育",)),
+)
+NATIONAL_AGENCY_COUNTY = Code("00000", "教育部國民及學前教育署")
+# Legacy county codes (§3.1): merged 2010-12-25, Taoyuan upgraded 2014-12-25.
+LEGACY_COUNTIES = {
+    "10001": ("臺北縣", "65000"),
+    "10006": ("臺中縣", "66000"),
+    "10011": ("臺南縣", "67000"),
+    "10012": ("高雄縣", "64000"),
+    "10003": ("桃園縣", "68000"),
+}
+
+
+@cache
+def counties() -> tuple[Code, ...]:
+    with resources.files("inservice.schemas").joinpath("data/counties.csv").open(encoding="utf-8") as fh:
+        rows = [Code(r["county_code"], r["county_name"], (r["full_name"],)) for r in csv.DictReader(fh)]
+    return (*rows, NATIONAL_AGENCY_COUNTY)
+
+
+def county_names() -> dict[str, str]:
+    return {c.code: c.label for c in counties()}
+
+
+def codelist(name: str) -> tuple[Code, ...]:
+    return {
+        "level": LEVELS,
+        "class_type": CLASS_TYPES,
+        "category": CATEGORIES,
+        "organizer_type": ORGANIZER_TYPES,
+        "delivery": DELIVERIES,
+        "time_slot": TIME_SLOTS,
+        "tag": TAGS,
+        "county": counties(),
+    }[name]
+
+
+@cache
+def lookup(name: str) -> dict[str, str]:
+    """Folded key (code or label) → canonical code, for one code list."""
+    table: dict[str, str] = {}
+    for c in codelist(name):
+        for key in (c.code, c.label, *c.aliases):
+            table.setdefault(fold_key(key), c.code)
+    if name == "county":
+        for legacy, (label, successor) in LEGACY_COUNTIES.items():
+            table[fold_key(legacy)] = successor
+            table[fold_key(label)] = successor
+    return table
+
+
+def label_of(name: str, code: str) -> str:
+    for c in codelist(name):
+        if c.code == code:
+            return c.label
+    return code

@@ -1,0 +1,345 @@
+"""The rule engine: canonical raw tables in, typed tables + findings out (spec §5).
+
+Field rules are pyarrow compute over whole columns; rules across rows or against the warehouse
+(C06, C08, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from inservice.loaders.base import ROW, RawUpload
+from inservice.schemas import codelists, reference
+from inservice.schemas.fields import ATTENDANCE, COURSE, Field, Kind, RecordType
+from inservice.validations import national_id, normalize
+from inservice.validations.findings import Findings, error_rows
+from inservice.validations.pseudonym import Pseudonymiser
+
+# Content columns compared for "unchanged" (no-op) and "differs" (C08/A08).
+COURSE_CONTENT = [f.code for f in COURSE.fields if f.code not in ("unit_code", "course_code", "modified_at")]
+ATTENDANCE_CONTENT = ["school_code", "hours_granted", "completed", "is_deleted"]
+
+MEETING_WORDS = ("校務會議", "學年會議", "行政會議")
+# What may surround a meeting name in a title that is "only a meeting name" (W02):
+# academic year, term, ordinal, 期初/期末/臨時, joiners and punctuation.
+_MEETING_ONLY = (
+    r"^(?:[0-9０-９一二三四五六七八九十百]+學年度|[0-9０-９]+年度?|第?[0-9０-９一二三四五六七八九十上下]+學期|"
+    r"第[0-9０-９一二三四五六七八九十]+次|期初|期末|期中|臨時|定期|[\s　、,，;；/／&＆()（）\-—:：暨及與和]|"
+    + "|".join(MEETING_WORDS) + r")+$"
+)
+
+
+class WarehouseState(Protocol):
+    """What the engine needs to know of the warehouse (C08/A08, A04, W05), as Arrow tables."""
+
+    def existing_courses(self, unit: str, codes: pa.Array) -> pa.Table: ...
+
+    def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table: ...
+
+    def sessions(self, organizer_titles: pa.Table) -> pa.Table: ...
+
+
+@dataclass
+class Exceptions:
+    """Archive-cutoff exceptions in force for one unit on the receipt date."""
+
+    all_courses: bool = False
+    course_codes: frozenset[str] = frozenset()
+
+
+@dataclass
+class Context:
+    unit: str
+    channel: str  # "file" | "db"
+    received_on: date
+    pseudonymiser: Pseudonymiser
+    cutoff: date = date(2012, 12, 31)
+    exceptions: Exceptions = field(default_factory=Exceptions)
+    state: WarehouseState | None = None
+
+
+@dataclass
+class Validated:
+    courses: pa.Table  # typed; `_ok` marks accepted rows
+    attendance: pa.Table  # typed, pseudonymised (teacher_key, id_masked; no raw ID or name)
+    findings: pa.Table
+
+    @property
+    def accepted_courses(self) -> pa.Table:
+        return self.courses.filter(self.courses["_ok"])
+
+    @property
+    def accepted_attendance(self) -> pa.Table:
+        return self.attendance.filter(self.attendance["_ok"])
+
+
+def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
+    """typed values, bad mask, and the rule suffix for bad values ("02" unparseable, "03" code)."""
+    if f.kind is Kind.DATE:
+        return (*normalize.parse_date(values), "02")
+    if f.kind is Kind.DATETIME:
+        return (*normalize.parse_datetime(values), "02")
+    if f.kind is Kind.NUMBER:
+        return (*normalize.parse_number(values), "02")
+    if f.kind is Kind.YESNO:
+        return (*normalize.parse_yesno(values), "02")
+    if f.kind is Kind.CODE:
+        return (*normalize.parse_code(values, f.codelist), "03")
+    if f.kind is Kind.CODES:
+        return (*normalize.parse_codes(values, f.codelist), "03")
+    if f.kind is Kind.NATIONAL_ID:
+        v = pc.utf8_upper(normalize.fold(values))
+        return v, pa.array([False] * len(v)), "02"  # validity is A03, checked separately
+    v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
+    bad = pa.array([False] * len(v))
+    if f.max_len:
+        bad = pc.or_(bad, pc.fill_null(pc.greater(pc.utf8_length(v), f.max_len), False))
+    if f.pattern:
+        bad = pc.or_(bad, pc.fill_null(pc.invert(pc.match_substring_regex(v, f"^(?:{f.pattern})$")), False))
+    return v, bad, "02"
+
+
+def _show(values: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise("「", pc.utf8_slice_codeunits(values, 0, 40), "」", "")
+
+
+def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
+    """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
+    rows = raw[ROW].combine_chunks()
+    codes = normalize.fold(raw["course_code"].combine_chunks())
+    typed: dict[str, pa.Array] = {ROW: rows}
+    p = rt.error_prefix
+    for f in rt.fields:
+        src = raw[f.code].combine_chunks()
+        value, bad, suffix = _parse(f, src)
+        typed[f.code] = value
+        present = pc.is_valid(normalize.clean_text(src))
+        if f.required_in(ctx.channel):
+            out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
+        shown = None if f.personal else _show(normalize.clean_text(src))
+        if f.kind is Kind.NATIONAL_ID:
+            invalid = pc.and_(present, pc.invert(pc.fill_null(national_id.is_valid(value), False)))
+            out.add(rt.name, "A03", invalid, rows, codes, f, pc.fill_null(national_id.mask(value), ""),
+                    pc.fill_null(national_id.mask(value), ""))
+            continue
+        out.add(rt.name, p + suffix, bad, rows, codes, f, shown, shown)
+    return typed
+
+
+def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> None:
+    rows, codes = typed[ROW], typed["course_code"]
+    start, end, closed, hours = typed["start_date"], typed["end_date"], typed["closed_date"], typed["hours"]
+    f = COURSE.field
+    out.add("course", "C04", pc.less(end, start), rows, codes, f("end_date"))
+    days = pc.add(pc.days_between(start, end), 1)
+    # the daily cap only means something for a real date range (C04 reports a reversed one)
+    over_daily = pc.and_(pc.and_(pc.equal(typed["class_type"], "1"), pc.greater(days, 0)),
+                         pc.greater(hours, pc.multiply(days, 12)))
+    out_of_range = pc.or_kleene(pc.or_(pc.less_equal(hours, 0), pc.greater(hours, 999)), over_daily)
+    out.add("course", "C05", out_of_range, rows, codes, f("hours"), _show(pc.cast(hours, pa.string())),
+            _show(pc.cast(hours, pa.string())))
+    archived = pc.less_equal(start, pa.scalar(ctx.cutoff, pa.date32()))
+    if ctx.exceptions.all_courses:
+        archived = pc.and_(archived, False)
+    elif ctx.exceptions.course_codes:
+        archived = pc.and_(archived, pc.invert(pc.is_in(codes, pa.array(sorted(ctx.exceptions.course_codes)))))
+    cutoff = ctx.cutoff.isoformat()
+    out.add("course", "C07", archived, rows, codes, f("start_date"), f"封存基準日 {cutoff}", f"cutoff {cutoff}")
+    received = pa.scalar(ctx.received_on, pa.date32())
+    bad_close = pc.or_kleene(pc.less(closed, end), pc.greater(closed, received))
+    out.add("course", "C09", bad_close, rows, codes, f("closed_date"))
+    if ctx.channel == "file":
+        no_close = pc.and_(pc.is_null(closed), pc.is_null(normalize.clean_text(typed["_closed_raw"])))
+        out.add("course", "C10", no_close, rows, codes, f("closed_date"))
+    title = typed["title"]
+    contains = None
+    for word in MEETING_WORDS:
+        hit = pc.match_substring(title, word)
+        contains = hit if contains is None else pc.or_(contains, hit)
+    out.add("course", "W01", contains, rows, codes, f("title"))
+    only = pc.and_(contains, pc.match_substring_regex(title, _MEETING_ONLY))
+    out.add("course", "W02", only, rows, codes, f("title"))
+    out.add("course", "W03", pc.greater(pc.days_between(end, closed), 7), rows, codes, f("closed_date"))
+
+
+def _typed_table(rt: RecordType, typed: dict[str, pa.Array]) -> pa.Table:
+    return pa.table({ROW: typed[ROW], **{f.code: typed[f.code] for f in rt.fields}})
+
+
+def validate(raw: RawUpload, ctx: Context) -> Validated:
+    out = Findings()
+    out.extend(raw.notes)
+    con = duckdb.connect()
+    try:
+        courses = _validate_courses(raw.courses, ctx, out, con)
+        attendance = _validate_attendance(raw.attendance, courses, ctx, out, con)
+    finally:
+        con.close()
+    return Validated(courses, attendance, out.table())
+
+
+def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.DuckDBPyConnection) -> pa.Table:
+    typed = _field_rules(COURSE, raw, ctx, out)
+    typed["_closed_raw"] = raw["closed_date"].combine_chunks()
+    _course_rules(typed, ctx, out)
+    table = _typed_table(COURSE, typed)
+    rows, codes = table[ROW].combine_chunks(), table["course_code"].combine_chunks()
+    con.register("crs", table)
+    # C06: the first row of a course_code is kept
+    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
+        PARTITION BY course_code ORDER BY {ROW}) AS n FROM crs WHERE course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
+    out.add("course", "C06", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes, COURSE.field("course_code"))
+    # C08: already closed in the warehouse and the content differs
+    if ctx.state is not None and len(codes):
+        existing = ctx.state.existing_courses(ctx.unit, pc.unique(pc.drop_null(codes)))
+        con.register("old", existing)
+        differs = " OR ".join(f"c.{c} IS DISTINCT FROM o.{c}" for c in COURSE_CONTENT)
+        locked = con.sql(f"""SELECT c.{ROW} FROM crs c JOIN old o USING (course_code)
+            WHERE o.closed_date IS NOT NULL AND ({differs})""").to_arrow_table()
+        out.add("course", "C08", pc.is_in(rows, locked[ROW].combine_chunks()), rows, codes)
+    findings = out.table()
+    archived = pc.filter(findings["row"], pc.and_(pc.equal(findings["record"], "course"),
+                                                  pc.equal(findings["rule"], "C07")))
+    out.only("course", archived.combine_chunks(), "C07")
+    bad = error_rows(out.table(), "course")
+    return table.append_column("_ok", pc.invert(pc.is_in(rows, bad)))
+
+
+def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Findings,
+                         con: duckdb.DuckDBPyConnection) -> pa.Table:
+    typed = _field_rules(ATTENDANCE, raw, ctx, out)
+    rows, codes = typed[ROW], typed["course_code"]
+    ids = typed["national_id"]
+    valid_id = pc.fill_null(national_id.is_valid(ids), False)
+    key_ids = pc.if_else(valid_id, ids, pa.scalar(None, pa.string()))
+    table = pa.table({
+        ROW: rows, "unit_code": typed["unit_code"], "course_code": codes,
+        "teacher_key": ctx.pseudonymiser.keys(key_ids),
+        "id_masked": national_id.mask(ids),
+        "school_code": typed["school_code"], "hours_granted": typed["hours_granted"],
+        "completed": typed["completed"], "modified_at": typed["modified_at"], "is_deleted": typed["is_deleted"],
+        "_id_present": pc.is_valid(ids),
+    })
+    con.register("att", table)
+    con.register("crs", courses)
+    existing = _existing(ctx, courses, table)
+    con.register("wh", existing)
+    # A04 unknown course / A05 its course row rejected / A06 hours against the course's hours
+    linked = con.sql(f"""
+        WITH up AS (SELECT course_code, bool_or(_ok) AS ok,
+                           arg_min(hours, {ROW}) FILTER (WHERE _ok) AS hours
+                    FROM crs WHERE course_code IS NOT NULL GROUP BY course_code)
+        SELECT a.{ROW},
+               up.course_code IS NULL AND wh.course_code IS NULL AS unknown,
+               up.course_code IS NOT NULL AND NOT up.ok AS rejected,
+               coalesce(up.hours, wh.hours) AS course_hours
+        FROM att a LEFT JOIN up USING (course_code) LEFT JOIN wh USING (course_code)
+        WHERE a.course_code IS NOT NULL ORDER BY a.{ROW}""").to_arrow_table()
+    f = ATTENDANCE.field
+    lrows = linked[ROW].combine_chunks()
+
+    def at(col: str) -> pa.Array:
+        """A per-linked-row column, aligned back onto all attendance rows."""
+        idx = pc.index_in(rows, lrows)
+        return pc.take(linked[col].combine_chunks(), idx)
+
+    out.add("attendance", "A04", at("unknown"), rows, codes, f("course_code"))
+    rejected = pc.fill_null(at("rejected"), False)
+    out.add("attendance", "A05", rejected, rows, codes)
+    hg, done, course_hours = typed["hours_granted"], typed["completed"], at("course_hours")
+    bad_yes = pc.and_(done, pc.or_kleene(pc.less_equal(hg, 0), pc.greater(hg, course_hours)))
+    bad_no = pc.and_(pc.invert(done), pc.not_equal(hg, 0))
+    out.add("attendance", "A06", pc.or_(pc.fill_null(bad_yes, False), pc.fill_null(bad_no, False)),
+            rows, codes, f("hours_granted"), _show(pc.cast(hg, pa.string())), _show(pc.cast(hg, pa.string())))
+    # A07: the same (unit, course, teacher) again; the first is kept
+    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
+        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att
+        WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
+    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes)
+    # A08: the course is locked (closed in the warehouse) and this row is new or differs
+    if ctx.state is not None:
+        old = ctx.state.existing_attendance(ctx.unit, pc.unique(pc.drop_null(codes)))
+        con.register("old_att", old)
+        differs = " OR ".join(f"a.{c} IS DISTINCT FROM o.{c}" for c in ATTENDANCE_CONTENT)
+        locked_courses = con.sql("""SELECT course_code FROM wh WHERE closed_date IS NOT NULL""").to_arrow_table()
+        con.register("locked", locked_courses)
+        changed = con.sql(f"""SELECT a.{ROW} FROM att a JOIN locked USING (course_code)
+            LEFT JOIN old_att o ON o.course_code = a.course_code AND o.teacher_key = a.teacher_key
+            WHERE a.teacher_key IS NOT NULL AND (o.teacher_key IS NULL OR {differs})""").to_arrow_table()
+        a08 = pc.and_(pc.is_in(rows, changed[ROW].combine_chunks()), pc.invert(rejected))
+        out.add("attendance", "A08", a08, rows, codes)
+    # W04: a well-formed school code that is not in the MOE list
+    school = typed["school_code"]
+    unknown_school = pc.and_(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"),
+                             pc.invert(pc.is_in(school, reference.school_codes())))
+    out.add("attendance", "W04", unknown_school, rows, codes, f("school_code"), _show(school), _show(school))
+    bad = error_rows(out.table(), "attendance")
+    table = table.append_column("_ok", pc.invert(pc.is_in(rows, bad))).drop_columns(["_id_present"])
+    _w05(table, courses, existing, ctx, out, con)
+    return table
+
+
+def _existing(ctx: Context, courses: pa.Table, att: pa.Table) -> pa.Table:
+    """Warehouse courses referenced by this upload's attendance (course_code, hours, closed_date...)."""
+    cols = ["course_code", "organizer", "title", "start_date", "end_date", "hours", "closed_date"]
+    if ctx.state is None or att.num_rows == 0:
+        return pa.table({c: pa.array([], t) for c, t in zip(
+            cols, [pa.string(), pa.string(), pa.string(), pa.date32(), pa.date32(), pa.float64(), pa.date32()],
+            strict=True)})
+    codes = pc.unique(pc.drop_null(att["course_code"].combine_chunks()))
+    return ctx.state.existing_courses(ctx.unit, codes).select(cols)
+
+
+def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out: Findings,
+         con: duckdb.DuckDBPyConnection) -> None:
+    """W05: the teacher also attends another session of the same course (same organizer and
+    title, another course code, overlapping dates), in this upload or already in the warehouse."""
+    con.register("att_ok", att.filter(att["_ok"]))
+    con.register("crs_ok", courses.filter(courses["_ok"]))
+    con.register("wh_c", existing)
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE mine AS
+        WITH info AS (SELECT course_code, organizer, title, start_date, end_date FROM crs_ok
+                      QUALIFY row_number() OVER (PARTITION BY course_code ORDER BY {ROW}) = 1
+                      UNION ALL
+                      SELECT course_code, organizer, title, start_date, end_date FROM wh_c
+                      WHERE course_code NOT IN (SELECT course_code FROM crs_ok))
+        SELECT a.{ROW}, a.course_code, a.teacher_key, i.organizer, i.title, i.start_date, i.end_date
+        FROM att_ok a JOIN info i USING (course_code) WHERE a.teacher_key IS NOT NULL""")
+    pairs = con.sql("SELECT DISTINCT organizer, title FROM mine").to_arrow_table()
+    if pairs.num_rows == 0:
+        return
+    others = ctx.state.sessions(pairs) if ctx.state is not None else None
+    if others is None:
+        others = pa.table({"unit_code": pa.array([], pa.string()), "course_code": pa.array([], pa.string()),
+                           "organizer": pa.array([], pa.string()), "title": pa.array([], pa.string()),
+                           "start_date": pa.array([], pa.date32()), "end_date": pa.array([], pa.date32()),
+                           "teacher_key": pa.array([], pa.string())})
+    con.register("wh_sessions", others)
+    unit = ctx.unit.replace("'", "''")
+    hits = con.sql(f"""
+        WITH sessions AS (
+            SELECT '{unit}' AS unit_code, course_code, teacher_key, organizer, title, start_date, end_date FROM mine
+            UNION ALL
+            SELECT unit_code, course_code, teacher_key, organizer, title, start_date, end_date FROM wh_sessions
+            WHERE NOT (unit_code = '{unit}' AND course_code IN (SELECT course_code FROM mine)))
+        SELECT m.{ROW}, min(s.course_code) AS other
+        FROM mine m JOIN sessions s ON s.teacher_key = m.teacher_key AND s.organizer = m.organizer
+             AND s.title = m.title AND NOT (s.unit_code = '{unit}' AND s.course_code = m.course_code)
+             AND s.start_date <= m.end_date AND m.start_date <= s.end_date
+        GROUP BY m.{ROW}""").to_arrow_table()
+    if hits.num_rows == 0:
+        return
+    rows = att[ROW].combine_chunks()
+    other = pc.take(hits["other"].combine_chunks(), pc.index_in(rows, hits[ROW].combine_chunks()))
+    out.add("attendance", "W05", pc.is_valid(other), rows, att["course_code"].combine_chunks(), None,
+            pc.binary_join_element_wise("另一梯次 ", other, ""), pc.binary_join_element_wise("other session ", other, ""))
+
+
+def code_label(listname: str, code: str) -> str:
+    return codelists.label_of(listname, code)

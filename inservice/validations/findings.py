@@ -1,0 +1,100 @@
+"""Findings: one row per (record row, rule, field), as an Arrow table, with bilingual messages."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from inservice.schemas.fields import Field
+from inservice.schemas.rules import RULES
+
+SCHEMA = pa.schema([
+    ("record", pa.string()),
+    ("row", pa.int64()),
+    ("field", pa.string()),
+    ("rule", pa.string()),
+    ("severity", pa.string()),
+    ("course_code", pa.string()),
+    ("message_zh", pa.string()),
+    ("message_en", pa.string()),
+])
+
+
+def _text(value: pa.Array | str | None, n: int) -> pa.Array:
+    if value is None:
+        return pa.array([""] * n, pa.string())
+    if isinstance(value, str):
+        return pa.array([value] * n, pa.string())
+    return pc.fill_null(value.cast(pa.string()), "")
+
+
+class Findings:
+    def __init__(self) -> None:
+        self._parts: list[pa.Table] = []
+        self._dicts: list[dict] = []
+
+    def add(self, record: str, rule: str, where: pa.Array, rows: pa.Array, course_codes: pa.Array,
+            field: Field | None = None, detail_zh: pa.Array | str | None = None,
+            detail_en: pa.Array | str | None = None) -> None:
+        """Add a finding for every row where `where` is true. Details may be per-row arrays."""
+        where = pc.fill_null(where, False)
+        if not pc.any(where).as_py():
+            return
+        rows_sel = pc.filter(rows, where)
+        n = len(rows_sel)
+        r = RULES[rule]
+        zh_head = f"{r.zh}" + (f"（{field.label}）" if field else "")
+        en_head = f"{r.en}" + (f" ({field.code})" if field else "")
+
+        def pick(d: pa.Array | str | None) -> pa.Array | str | None:
+            return pc.filter(d, where) if isinstance(d, pa.Array | pa.ChunkedArray) else d
+
+        dz, de = _text(pick(detail_zh), n), _text(pick(detail_en), n)
+        sep_z = pc.if_else(pc.equal(dz, ""), "", "：")
+        sep_e = pc.if_else(pc.equal(de, ""), "", ": ")
+        self._parts.append(pa.table({
+            "record": pa.array([record] * n, pa.string()),
+            "row": rows_sel.cast(pa.int64()),
+            "field": pa.array([field.code if field else None] * n, pa.string()),
+            "rule": pa.array([rule] * n, pa.string()),
+            "severity": pa.array([r.severity] * n, pa.string()),
+            "course_code": pc.filter(course_codes, where).cast(pa.string()),
+            "message_zh": pc.binary_join_element_wise(zh_head, sep_z, dz, ""),
+            "message_en": pc.binary_join_element_wise(en_head, sep_e, de, ""),
+        }, schema=SCHEMA))
+
+    def only(self, record: str, rows: pa.Array, rule: str) -> None:
+        """Keep nothing but `rule` for these rows of `record` (an archived course is refused as
+        archived: its content is not assessed further)."""
+        if not len(rows):
+            return
+        kept = []
+        for part in self._parts:
+            other = pc.and_(pc.and_(pc.equal(part["record"], record), pc.is_in(part["row"], rows)),
+                            pc.not_equal(part["rule"], rule))
+            kept.append(part.filter(pc.invert(other)))
+        self._parts = kept
+
+    def extend(self, dicts: list[dict]) -> None:
+        self._dicts.extend(dicts)
+
+    def table(self) -> pa.Table:
+        parts = list(self._parts)
+        if self._dicts:
+            parts.append(pa.Table.from_pylist(self._dicts, schema=SCHEMA))
+        if not parts:
+            return SCHEMA.empty_table()
+        t = pa.concat_tables(parts)
+        order = {"file": 0, "course": 1, "attendance": 2}
+        rank = pc.fill_null(pc.index_in(t["record"], pa.array(list(order))), 0)
+        t = t.append_column("_rank", rank)
+        t = t.sort_by([("_rank", "ascending"), ("row", "ascending"), ("rule", "ascending")])
+        return t.drop_columns(["_rank"])
+
+
+def error_rows(findings: pa.Table, record: str) -> pa.Array:
+    """Row positions of `record` rows that carry at least one error."""
+    mask = pc.and_(pc.equal(findings["record"], record), pc.equal(findings["severity"], "error"))
+    if not findings.num_rows:
+        return pa.array([], pa.int64())
+    return pc.unique(pc.filter(findings["row"].combine_chunks(), mask.combine_chunks()))
