@@ -172,6 +172,11 @@ def _typed_table(rt: RecordType, typed: dict[str, pa.Array]) -> pa.Table:
     return pa.table({ROW: typed[ROW], **{f.code: typed[f.code] for f in rt.fields}})
 
 
+def _not_deleted(values: pa.Array) -> pa.Array:
+    """is_deleted is optional: absent means the row stands (stored as false, compared as false)."""
+    return pc.fill_null(values, False)
+
+
 def validate(raw: RawUpload, ctx: Context) -> Validated:
     out = Findings()
     out.extend(raw.notes)
@@ -188,6 +193,7 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
     typed = _field_rules(COURSE, raw, ctx, out)
     typed["_closed_raw"] = raw["closed_date"].combine_chunks()
     _course_rules(typed, ctx, out)
+    typed["is_deleted"] = _not_deleted(typed["is_deleted"])
     table = _typed_table(COURSE, typed)
     rows, codes = table[ROW].combine_chunks(), table["course_code"].combine_chunks()
     con.register("crs", table)
@@ -223,7 +229,8 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
         "teacher_key": ctx.pseudonymiser.keys(key_ids),
         "id_masked": national_id.mask(ids),
         "school_code": typed["school_code"], "hours_granted": typed["hours_granted"],
-        "completed": typed["completed"], "modified_at": typed["modified_at"], "is_deleted": typed["is_deleted"],
+        "completed": typed["completed"], "modified_at": typed["modified_at"],
+        "is_deleted": _not_deleted(typed["is_deleted"]),
         "_id_present": pc.is_valid(ids),
     })
     con.register("att", table)

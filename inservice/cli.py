@@ -1,0 +1,168 @@
+"""`inservice` command line: ingest, check, units, exceptions, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+from inservice.config import Settings
+from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
+
+
+def _print_receipts(receipts: list[dict], as_json: bool) -> None:
+    for r in receipts:
+        if as_json:
+            print(json.dumps(r, ensure_ascii=False, default=str))
+            continue
+        c, a = r["courses"], r["attendance"]
+        print(f"{r['file']}: {r['status']}{' ' + r['refusal'] if r['refusal'] else ''} — courses "
+              f"{c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} accepted, "
+              f"{len(r['findings'])} finding(s)")
+        for path in r.get("receipt_files", []):
+            print(f"  receipt: {path}")
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.ingest import ingest_paths
+
+    receipts = ingest_paths([Path(p) for p in args.paths], settings, args.received_at, load=True)
+    _print_receipts(receipts, args.json)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.ingest import ingest_paths
+
+    receipts = ingest_paths([Path(args.file)], settings, args.received_at, load=False)
+    _print_receipts(receipts, args.json)
+    return 0
+
+
+def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
+    with Warehouse(settings.warehouse_path) as wh:
+        if args.units_cmd == "add":
+            wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined))
+            print(f"unit {args.code} registered ({args.state}, {args.channel})")
+        else:
+            for u in wh.units():
+                print(f"{u.unit_code}\t{u.name}\t{u.channel}\t{u.state}\t{u.joined}")
+    return 0
+
+
+def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
+    with Warehouse(settings.warehouse_path) as wh:
+        if args.exc_cmd == "add":
+            course = None if args.course in (None, "all", "ALL", "*") else args.course
+            new_id = wh.add_exception(args.unit, course, args.letter, date.fromisoformat(args.letter_date),
+                                      date.fromisoformat(args.valid_until))
+            print(f"exception {new_id} registered for {args.unit} ({course or 'all courses'})")
+        elif args.exc_cmd == "remove":
+            if not wh.remove_exception(args.id):
+                print(f"no exception {args.id}", file=sys.stderr)
+                return 1
+            print(f"exception {args.id} removed")
+        else:
+            for e in wh.exceptions():
+                print("\t".join(str(e[k]) if e[k] is not None else "all" for k in
+                                ("exception_id", "unit_code", "course_code", "letter_no", "letter_date",
+                                 "valid_until")))
+    return 0
+
+
+SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單位二 Sample unit 2"),
+                ("T003", "範例單位三 Sample unit 3")]
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The newcomer's main job: register the sample units, ingest the sample inbox shipped in the repo."""
+    from inservice.ingest import ingest_paths
+
+    sample = Path(__file__).resolve().parent / "sample_inbox"
+    with Warehouse(settings.warehouse_path) as wh:
+        for code, name in SAMPLE_UNITS:
+            if wh.unit(code) is None:
+                wh.add_unit(code, name, "file", "production", date(2017, 1, 1))
+    inbox = settings.inbox
+    files = []
+    for src in sorted(sample.glob("*/*")):
+        dest = inbox / src.parent.name / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            shutil.copy2(src, dest)
+        files.append(dest)
+    receipts = ingest_paths(files, settings, args.received_at, load=True)
+    _print_receipts(receipts, False)
+    print(f"\nwarehouse: {settings.warehouse_path}  (tables courses, attendance, uploads, findings, units)")
+    print(f"receipts:  {settings.outbox}/<unit>/")
+    print(f"query it:  python -c \"import duckdb; print(duckdb.connect('{settings.warehouse_path}', "
+          f"read_only=True).sql('select unit_code, count(*) from courses group by 1'))\"")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inservice", description="全國教師在職進修資訊網 data pipeline")
+    p.add_argument("--home", help="data folder (default $INSERVICE_HOME or ./data)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    ing = sub.add_parser("ingest", help="process upload files as received in the inbox named by their folder")
+    ing.add_argument("paths", nargs="+")
+    ing.add_argument("--received-at", help="ISO-8601 receipt time (default now; no offset = Asia/Taipei)")
+    ing.add_argument("--json", action="store_true", help="one JSON receipt per file, one per line")
+    ing.set_defaults(func=cmd_ingest)
+
+    chk = sub.add_parser("check", help="a unit's self-check: the same receipt, nothing loaded")
+    chk.add_argument("file")
+    chk.add_argument("--received-at")
+    chk.add_argument("--json", action="store_true")
+    chk.set_defaults(func=cmd_check)
+
+    units = sub.add_parser("units", help="the unit register")
+    usub = units.add_subparsers(dest="units_cmd", required=True)
+    add = usub.add_parser("add")
+    add.add_argument("code")
+    add.add_argument("--name", required=True)
+    add.add_argument("--channel", choices=CHANNELS, required=True)
+    add.add_argument("--state", choices=UNIT_STATES, required=True)
+    add.add_argument("--joined", required=True, help="YYYY-MM-DD")
+    usub.add_parser("list")
+    units.set_defaults(func=cmd_units)
+
+    exc = sub.add_parser("exceptions", help="archive-cutoff exceptions (approval letters)")
+    esub = exc.add_subparsers(dest="exc_cmd", required=True)
+    eadd = esub.add_parser("add")
+    eadd.add_argument("unit")
+    eadd.add_argument("--course", help="a course code, or 'all' (default)")
+    eadd.add_argument("--letter", required=True, help="letter number (文號)")
+    eadd.add_argument("--letter-date", required=True, help="YYYY-MM-DD")
+    eadd.add_argument("--valid-until", required=True, help="YYYY-MM-DD")
+    erm = esub.add_parser("remove")
+    erm.add_argument("id", type=int)
+    esub.add_parser("list")
+    exc.set_defaults(func=cmd_exceptions)
+
+    demo = sub.add_parser("demo", help="register the sample units and ingest the sample inbox")
+    demo.add_argument("--received-at", default="2017-06-03T10:00:00+08:00")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 1 if exc.code else 0
+    settings = Settings.from_env(args.home)
+    try:
+        return args.func(args, settings)
+    except (WarehouseError, ValueError) as exc:
+        print(f"inservice: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

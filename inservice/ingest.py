@@ -1,0 +1,256 @@
+"""One upload from inbox to warehouse rows and a receipt — the plain-Python core Dagster drives.
+
+Whole-upload checks run in the order of spec §5 (F02, F03, F05, F06, F04, F08, F09, F01, F07,
+F04) and the first failure refuses the upload; then row rules, then one atomic merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from inservice.config import TAIPEI, Settings
+from inservice.loaders import FILE_EXTENSIONS, RawUpload, UploadRefused, reader_for
+from inservice.loaders.limits import check_limits
+from inservice.schemas.fields import ATTENDANCE, COURSE
+from inservice.validations.engine import Context, Validated, validate
+from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
+from inservice.validations.pseudonym import Pseudonymiser
+from inservice.warehouse.store import Unit, Warehouse
+
+FILE_NAME = re.compile(
+    r"^(?P<unit>[A-Z][A-Z0-9]{3,9})_(?P<year>\d{4})(?P<month>\d{2})(?:_(?P<n>[1-9]\d*))?\.(?P<ext>[A-Za-z]+)$")
+
+
+@dataclass(frozen=True)
+class FileName:
+    unit: str
+    month: str  # "YYYY-MM"
+
+    @property
+    def year_month(self) -> tuple[int, int]:
+        y, m = self.month.split("-")
+        return int(y), int(m)
+
+
+def parse_file_name(name: str) -> FileName:
+    m = FILE_NAME.match(name)
+    if not m or m["ext"].lower() not in {e[1:] for e in FILE_EXTENSIONS} or not 1 <= int(m["month"]) <= 12:
+        raise UploadRefused("F03", f"檔名「{name}」不符 <單位代碼>_<YYYYMM>[_<n>].<副檔名>",
+                            f"file name '{name}' is not <unit_code>_<YYYYMM>[_<n>].<ext>")
+    return FileName(m["unit"], f"{m['year']}-{m['month']}")
+
+
+def deadline(month: str) -> datetime:
+    """A data month's file is on time until 23:59:59 Asia/Taipei on the 5th of the next month."""
+    y, m = (int(x) for x in month.split("-"))
+    ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
+    return datetime.combine(date(ny, nm, 5), time(23, 59, 59), TAIPEI)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def as_received_at(value: datetime | str | None) -> datetime:
+    """ISO-8601; a value without offset is Asia/Taipei wall time."""
+    if value is None:
+        return datetime.now(TAIPEI)
+    dt = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return dt if dt.tzinfo else dt.replace(tzinfo=TAIPEI)
+
+
+def _counts(table: pa.Table | None) -> dict:
+    if table is None:
+        return {"received": 0, "accepted": 0, "rejected": 0}
+    accepted = int(pc.sum(table["_ok"]).as_py() or 0) if table.num_rows else 0
+    return {"received": table.num_rows, "accepted": accepted, "rejected": table.num_rows - accepted}
+
+
+def _unit_rows_refusal(raw: RawUpload, unit: str) -> tuple[UploadRefused, list[dict]] | None:
+    """F04 (rows): a row's unit_code is not the sending unit. Missing codes are C01/A01 instead."""
+    from inservice.validations.normalize import fold
+
+    offending: list[dict] = []
+    for rt, table in ((COURSE, raw.courses), (ATTENDANCE, raw.attendance)):
+        codes = fold(table["unit_code"].combine_chunks())
+        bad = pc.fill_null(pc.not_equal(codes, unit), False)
+        rows = pc.filter(table["_row"].combine_chunks(), bad).to_pylist()
+        values = pc.filter(codes, bad).to_pylist()
+        course_codes = pc.filter(table["course_code"].combine_chunks(), bad).to_pylist()
+        offending += [{
+            "record": rt.name, "row": r, "field": "unit_code", "rule": "F04", "severity": "error",
+            "course_code": c, "message_zh": f"傳報單位不符：單位代碼「{v}」不是傳報單位 {unit}",
+            "message_en": f"the data is not the sending unit's: unit_code '{v}' is not {unit}",
+        } for r, v, c in zip(rows, values, course_codes, strict=True)]
+    if not offending:
+        return None
+    return UploadRefused("F04", f"{len(offending)} 列的單位代碼不是 {unit}",
+                         f"{len(offending)} row(s) carry a unit_code other than {unit}"), offending
+
+
+class Ingestor:
+    """Processes files for one warehouse. `load=False` is the self-check: same receipt, no writes."""
+
+    def __init__(self, settings: Settings, warehouse: Warehouse | None, load: bool = True) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.load = load
+        self.pseudonymiser = Pseudonymiser(settings.pseudonym_key())
+
+    def ingest(self, path: Path, received_at: datetime | str | None = None, unit: str | None = None) -> dict:
+        path = Path(path)
+        received = as_received_at(received_at)
+        inbox_unit = unit or path.resolve().parent.name
+        receipt = {
+            "file": path.name, "unit": inbox_unit, "month": None, "status": "refused", "refusal": None,
+            "received_at": received.isoformat(), "on_time": None,
+            "courses": _counts(None), "attendance": _counts(None), "findings": [],
+            "upload_id": None, "area": None, "content_hash": None,
+        }
+        validated: Validated | None = None
+        findings: pa.Table = FINDINGS_SCHEMA.empty_table()
+        found: dict[str, Unit] = {}  # the registered unit, once known (refusals are recorded too)
+        try:
+            validated = self._process(path, received, inbox_unit, receipt, found)
+            findings = validated.findings
+            receipt["status"] = "loaded" if self.load else "checked"
+        except UploadRefused as refusal:
+            receipt["refusal"] = refusal.rule
+            extra = getattr(refusal, "findings", None) or [refusal.finding()]
+            if refusal.rule == "F08":
+                receipt["status"] = "duplicate"
+            findings = pa.Table.from_pylist(extra, schema=FINDINGS_SCHEMA)
+            validated = getattr(refusal, "validated", None)
+        receipt["findings"] = findings.to_pylist()
+        if validated is not None:
+            receipt["courses"], receipt["attendance"] = _counts(validated.courses), _counts(validated.attendance)
+            if receipt["status"] == "refused":  # refused whole: nothing was accepted
+                for part in ("courses", "attendance"):
+                    receipt[part] = {**receipt[part], "accepted": 0, "rejected": receipt[part]["received"]}
+        if self.load and receipt["status"] in ("loaded", "refused") and "unit" in found:
+            self._record(receipt, findings, validated, found["unit"], received)
+        if self.load:
+            self._write_receipt_files(receipt)
+        return receipt
+
+    def _process(self, path: Path, received: datetime, inbox_unit: str, receipt: dict,
+                 found: dict[str, Unit]) -> Validated:
+        ext = path.suffix.lower()
+        if ext not in FILE_EXTENSIONS:
+            raise UploadRefused("F02", f"不支援的副檔名「{path.suffix}」", f"unknown format '{path.suffix}'")
+        name = parse_file_name(path.name)
+        receipt["month"] = name.month
+        receipt["on_time"] = received <= deadline(name.month)
+        unit_row = self._unit(name.unit)
+        receipt["unit"] = name.unit
+        if unit_row is not None:
+            found["unit"] = unit_row
+            receipt["area"] = unit_row.area
+        if inbox_unit != name.unit:
+            raise UploadRefused("F04", f"檔案位於 {inbox_unit} 的收件匣，檔名卻屬於 {name.unit}",
+                                f"the file sits in {inbox_unit}'s inbox but is named for {name.unit}")
+        content_hash = sha256_file(path)
+        receipt["content_hash"] = content_hash
+        receipt["upload_id"] = f"{name.unit}-{received.astimezone(TAIPEI):%Y%m%dT%H%M%S}-{content_hash[:8]}"
+        if self.warehouse is not None and unit_row is not None:
+            earlier = self.warehouse.loaded_upload_with_hash(name.unit, content_hash, unit_row.area)
+            if earlier:
+                refusal = UploadRefused("F08", f"與 {earlier} 內容相同，未重複載入",
+                                        f"same content as {earlier}; nothing loaded again")
+                refusal.findings = [{**refusal.finding(), "severity": "warning"}]
+                raise refusal
+        check_limits(path, ext, self.settings.limits)
+        raw = reader_for(ext)(path)  # F01, F07
+        root_unit = raw.meta.get("unit")
+        if root_unit is not None and root_unit.strip() != name.unit:
+            raise UploadRefused("F04", f"XML 的 unit 屬性「{root_unit}」不是傳報單位 {name.unit}",
+                                f"the XML unit attribute '{root_unit}' is not the sending unit {name.unit}")
+        rows_refusal = _unit_rows_refusal(raw, name.unit)
+        if rows_refusal:
+            refusal, offending = rows_refusal
+            refusal.findings = offending
+            raise refusal
+        received_on = received.astimezone(TAIPEI).date()
+        ctx = Context(unit=name.unit, channel="file", received_on=received_on,
+                      pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff)
+        if self.warehouse is not None and unit_row is not None:
+            ctx.exceptions = self.warehouse.exceptions_for(name.unit, received_on)
+            ctx.state = self.warehouse.state(unit_row.area)
+        return validate(raw, ctx)
+
+    def _unit(self, code: str) -> Unit | None:
+        if self.warehouse is None:  # self-check without a warehouse: register rules are skipped
+            return None
+        unit = self.warehouse.unit(code)
+        if unit is None:
+            raise UploadRefused("F05", f"單位代碼 {code} 未登錄", f"unit {code} is not registered")
+        if unit.state == "sealed":
+            raise UploadRefused("F06", f"單位 {code} 已封存，須重新申請", f"unit {code} is sealed; it must re-apply")
+        return unit
+
+    def _record(self, receipt: dict, findings: pa.Table, validated: Validated | None, unit: Unit,
+                received: datetime) -> None:
+        json_path, xlsx_path = self._receipt_paths(receipt)
+        upload = {
+            "upload_id": receipt["upload_id"] or f"{unit.unit_code}-{received:%Y%m%dT%H%M%S}-refused",
+            "unit_code": unit.unit_code, "channel": "file", "file_name": receipt["file"],
+            "data_month": receipt["month"], "content_hash": receipt["content_hash"], "received_at": received,
+            "on_time": receipt["on_time"], "area": unit.area, "status": receipt["status"],
+            "refusal": receipt["refusal"], "receipt_json": str(json_path), "receipt_xlsx": str(xlsx_path),
+            "processed_at": datetime.now(TAIPEI),
+            **{f"{part}_{k}": v for part in ("courses", "attendance") for k, v in receipt[part].items()},
+        }
+        receipt["upload_id"] = upload["upload_id"]
+        counts = self.warehouse.record_upload(upload, findings, validated, unit.area, datetime.now(TAIPEI))
+        receipt["merge"] = counts.__dict__
+
+    def _receipt_paths(self, receipt: dict) -> tuple[Path, Path]:
+        """`<file>.<received YYYYmmddTHHMMSS>[-n].receipt.{json,xlsx}`: one pair per processing, never
+        overwriting an earlier receipt (a duplicate's receipt must not replace the loaded one)."""
+        if "receipt_files" in receipt:
+            return Path(receipt["receipt_files"][0]), Path(receipt["receipt_files"][1])
+        stamp = datetime.fromisoformat(receipt["received_at"]).astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
+        folder = self.settings.outbox / receipt["unit"]
+        n, suffix = 1, ""
+        while (folder / f"{receipt['file']}.{stamp}{suffix}.receipt.json").exists():
+            n += 1
+            suffix = f"-{n}"
+        base = f"{receipt['file']}.{stamp}{suffix}.receipt"
+        receipt["receipt_files"] = [str(folder / f"{base}.json"), str(folder / f"{base}.xlsx")]
+        return folder / f"{base}.json", folder / f"{base}.xlsx"
+
+    def _write_receipt_files(self, receipt: dict) -> None:
+        from inservice.receipts import write_receipt
+
+        json_path, xlsx_path = self._receipt_paths(receipt)
+        write_receipt(receipt, json_path, xlsx_path)
+
+
+def public_receipt(receipt: dict) -> dict:
+    """The CLI contract's object (extra keys are kept after the contract's ones)."""
+    keys = ["file", "unit", "month", "status", "refusal", "received_at", "on_time", "courses", "attendance",
+            "findings"]
+    return {**{k: receipt.get(k) for k in keys}, **{k: v for k, v in receipt.items() if k not in keys}}
+
+
+def ingest_paths(paths: list[Path], settings: Settings, received_at: str | None = None,
+                 load: bool = True) -> list[dict]:
+    if not load and not settings.warehouse_path.exists():
+        ingestor = Ingestor(settings, None, load=False)
+        return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
+    read_only = not load
+    with Warehouse(settings.warehouse_path, read_only=read_only) as wh:
+        ingestor = Ingestor(settings, wh, load=load)
+        return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
+

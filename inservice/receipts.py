@@ -1,0 +1,84 @@
+"""Receipts (回執): a JSON file and an Excel workbook per processed upload, in the unit's outbox.
+
+Teachers appear only masked (`A12*****89`); names never appear.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
+RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單"}
+SEVERITY_ZH = {"error": "退件", "warning": "警告"}
+FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("規則", "Rule"),
+                   ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "Message (zh)"),
+                   ("Message", "Message (en)")]
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a receipt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_receipt(receipt: dict, json_path: Path, xlsx_path: Path) -> None:
+    _atomic_write(json_path, lambda p: p.write_text(
+        json.dumps(receipt, ensure_ascii=False, indent=1, default=str), encoding="utf-8"))
+    _atomic_write(xlsx_path, lambda p: _workbook(receipt).save(p))
+
+
+def _workbook(receipt: dict) -> Workbook:
+    wb = Workbook(write_only=True)
+    summary = wb.create_sheet("摘要 Summary")
+    bold = Font(bold=True)
+    summary.column_dimensions["A"].width = 28
+    summary.column_dimensions["B"].width = 48
+    rows = [
+        ("檔名 File", receipt["file"]),
+        ("單位 Unit", receipt["unit"]),
+        ("資料月份 Month", receipt["month"]),
+        ("狀態 Status", f"{STATUS_ZH.get(receipt['status'], receipt['status'])} {receipt['status']}"),
+        ("整批退件規則 Refusal", receipt["refusal"] or "—"),
+        ("收件時間 Received at", receipt["received_at"]),
+        ("準時 On time", {True: "是 yes", False: "否（逾期）late", None: "—"}[receipt["on_time"]]),
+        ("資料區 Area", receipt.get("area") or "—"),
+        ("傳報編號 Upload", receipt.get("upload_id") or "—"),
+    ]
+    for part, zh in (("courses", "課程"), ("attendance", "研習名單")):
+        c = receipt[part]
+        rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
+    if receipt.get("area") == "testing":
+        rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
+    for label, value in rows:
+        summary.append([label, value])
+    findings = wb.create_sheet("檢核結果 Findings")
+    widths = [8, 12, 16, 8, 10, 18, 60, 60]
+    for i, w in enumerate(widths):
+        findings.column_dimensions[chr(ord("A") + i)].width = w
+    findings.freeze_panes = "A2"
+    header = []
+    for zh, en in FINDING_HEADERS:
+        from openpyxl.cell import WriteOnlyCell
+
+        cell = WriteOnlyCell(findings, value=f"{zh} {en}" if zh != en else zh)
+        cell.font = bold
+        header.append(cell)
+    findings.append(header)
+    for f in receipt["findings"]:
+        findings.append([f["row"], RECORD_ZH.get(f["record"], f["record"]), f["field"], f["rule"],
+                         SEVERITY_ZH.get(f["severity"], f["severity"]), f["course_code"],
+                         f["message_zh"], f["message_en"]])
+    return wb

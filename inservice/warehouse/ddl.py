@@ -1,0 +1,143 @@
+"""Warehouse tables. Analysts read `courses`, `attendance`, `uploads`, `findings`, `units`.
+
+Teachers appear only as `teacher_key` (keyed pseudonym); no national ID or name is stored.
+Keys are not enforced as constraints (a PRIMARY KEY makes DuckDB loads 4–8× slower, see
+shared/notes/measured.md): the merge keeps them unique and an asset check proves it.
+`testing` units load into the same tables under the schema `testing`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    comment: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    comment: str
+    columns: tuple[Column, ...]
+    per_area: bool = False  # one copy per area (production = main, testing = testing)
+
+
+C = Column
+
+COURSES = Table("courses", "研習課程（已通過檢核）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("title", "VARCHAR", "研習名稱"),
+    C("organizer", "VARCHAR", "開課單位"),
+    C("organizer_type", "VARCHAR", "開課單位類別（代碼表 3.5）"),
+    C("county_code", "VARCHAR", "縣市代碼（代碼表 3.1，舊代碼已轉換）"),
+    C("start_date", "DATE", "研習起日"),
+    C("end_date", "DATE", "研習迄日"),
+    C("hours", "DECIMAL(5,1)", "研習時數"),
+    C("class_type", "VARCHAR", "班別性質（1 非學分班、2 學分班-學士、3 學分班-碩士）"),
+    C("category", "VARCHAR", "課程類別（代碼表 3.4）"),
+    C("delivery", "VARCHAR", "實施方式（代碼表 3.6）"),
+    C("time_slot", "VARCHAR", "研習時段（代碼表 3.7）"),
+    C("audience", "VARCHAR", "研習對象（代碼以 ; 分隔，依代碼表順序）"),
+    C("tags", "VARCHAR", "屬性標籤（代碼以 ; 分隔）"),
+    C("closed_date", "DATE", "結案日期"),
+    C("modified_at", "TIMESTAMP", "異動時間（臺北時間）"),
+    C("is_deleted", "BOOLEAN", "已撤回"),
+    C("upload_id", "VARCHAR", "最後寫入此列的傳報編號"),
+    C("loaded_at", "TIMESTAMPTZ", "最後寫入時間"),
+), per_area=True)
+
+ATTENDANCE = Table("attendance", "研習名單（教師以假名鍵表示）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("teacher_key", "VARCHAR", "教師假名鍵（身分證字號之 HMAC-SHA256）"),
+    C("school_code", "VARCHAR", "服務學校代碼"),
+    C("hours_granted", "DECIMAL(5,1)", "核發時數"),
+    C("completed", "BOOLEAN", "完成"),
+    C("modified_at", "TIMESTAMP", "異動時間（臺北時間）"),
+    C("is_deleted", "BOOLEAN", "已撤回"),
+    C("upload_id", "VARCHAR", "最後寫入此列的傳報編號"),
+    C("loaded_at", "TIMESTAMPTZ", "最後寫入時間"),
+), per_area=True)
+
+UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳一筆）", (
+    C("upload_id", "VARCHAR", "傳報編號"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("channel", "VARCHAR", "管道（file 檔案、db 資料庫互傳）"),
+    C("file_name", "VARCHAR", "檔名"),
+    C("data_month", "VARCHAR", "資料月份 YYYY-MM"),
+    C("content_hash", "VARCHAR", "內容雜湊（SHA-256）"),
+    C("received_at", "TIMESTAMPTZ", "收件時間"),
+    C("on_time", "BOOLEAN", "準時（次月 5 日 23:59:59 前）"),
+    C("area", "VARCHAR", "資料區（production 正式、testing 測試）"),
+    C("status", "VARCHAR", "狀態（loaded 已載入、refused 退件）"),
+    C("refusal", "VARCHAR", "整批退件規則"),
+    C("courses_received", "INTEGER", "課程收件筆數"),
+    C("courses_accepted", "INTEGER", "課程通過筆數"),
+    C("courses_rejected", "INTEGER", "課程退件筆數"),
+    C("courses_inserted", "INTEGER", "課程新增筆數"),
+    C("courses_updated", "INTEGER", "課程更新筆數"),
+    C("attendance_received", "INTEGER", "名單收件筆數"),
+    C("attendance_accepted", "INTEGER", "名單通過筆數"),
+    C("attendance_rejected", "INTEGER", "名單退件筆數"),
+    C("attendance_inserted", "INTEGER", "名單新增筆數"),
+    C("attendance_updated", "INTEGER", "名單更新筆數"),
+    C("receipt_json", "VARCHAR", "回執 JSON 路徑"),
+    C("receipt_xlsx", "VARCHAR", "回執 Excel 路徑"),
+    C("processed_at", "TIMESTAMPTZ", "處理時間"),
+))
+
+FINDINGS = Table("findings", "檢核結果（退件與警告，逐列）", (
+    C("upload_id", "VARCHAR", "傳報編號"),
+    C("record", "VARCHAR", "資料類別（file、course、attendance）"),
+    C("row", "BIGINT", "列號（Excel 工作表列、XML 元素序、Access 紀錄序）"),
+    C("field", "VARCHAR", "欄位代碼"),
+    C("rule", "VARCHAR", "規則代號（F/C/A/W）"),
+    C("severity", "VARCHAR", "嚴重度（error 退件、warning 警告）"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("message_zh", "VARCHAR", "說明"),
+    C("message_en", "VARCHAR", "Message"),
+))
+
+UNITS = Table("units", "傳報單位名冊", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("name", "VARCHAR", "單位名稱"),
+    C("channel", "VARCHAR", "管道（file、db）"),
+    C("state", "VARCHAR", "狀態（testing 測試、production 正式、sealed 封存）"),
+    C("joined", "DATE", "加入日期"),
+    C("updated_at", "TIMESTAMPTZ", "最後異動時間"),
+))
+
+ARCHIVE_EXCEPTIONS = Table("archive_exceptions", "封存年度例外核准（公文）", (
+    C("exception_id", "INTEGER", "編號"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼（NULL 表示全部課程）"),
+    C("letter_no", "VARCHAR", "核准文號"),
+    C("letter_date", "DATE", "核准日期"),
+    C("valid_until", "DATE", "有效期限"),
+    C("created_at", "TIMESTAMPTZ", "登錄時間"),
+))
+
+TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, ARCHIVE_EXCEPTIONS)
+AREAS = {"production": "main", "testing": "testing"}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def statements() -> list[str]:
+    out = ["CREATE SCHEMA IF NOT EXISTS testing"]
+    for table in TABLES:
+        schemas = AREAS.values() if table.per_area else ("main",)
+        for schema in schemas:
+            cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in table.columns)
+            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {cols}\n)")
+            out.append(f"COMMENT ON TABLE {schema}.{table.name} IS {_quote(table.comment)}")
+            out += [f'COMMENT ON COLUMN {schema}.{table.name}."{c.name}" IS {_quote(c.comment)}'
+                    for c in table.columns]
+    return out

@@ -1,0 +1,234 @@
+"""The DuckDB warehouse (the embedded default): register, state queries and the upload merge.
+
+One writer at a time (DuckDB): the CLI holds the file for one command; Dagster serialises
+writers through a pool. Every upload is merged in one transaction: all its accepted rows or none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
+from inservice.warehouse import ddl
+
+UNIT_STATES = ("testing", "production", "sealed")
+CHANNELS = ("file", "db")
+
+
+def failpoint(name: str) -> None:
+    """Test hook: `INSERVICE_FAILPOINT=name` kills the process here (proves all-or-nothing loads)."""
+    if os.environ.get("INSERVICE_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_code: str
+    name: str
+    channel: str
+    state: str
+    joined: date
+
+    @property
+    def area(self) -> str:
+        return "testing" if self.state == "testing" else "production"
+
+
+@dataclass
+class MergeCounts:
+    courses_inserted: int = 0
+    courses_updated: int = 0
+    attendance_inserted: int = 0
+    attendance_updated: int = 0
+
+
+class WarehouseError(Exception):
+    pass
+
+
+class Warehouse:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            for stmt in ddl.statements():
+                self.con.execute(stmt)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- unit register -------------------------------------------------------------------------
+    def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
+        if channel not in CHANNELS or state not in UNIT_STATES:
+            raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
+        with self.transaction():
+            self.con.execute("DELETE FROM units WHERE unit_code = ?", [code])
+            self.con.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, now())", [code, name, channel, state, joined])
+
+    def unit(self, code: str) -> Unit | None:
+        row = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units WHERE unit_code = ?",
+                               [code]).fetchone()
+        return Unit(*row) if row else None
+
+    def units(self) -> list[Unit]:
+        rows = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units ORDER BY 1").fetchall()
+        return [Unit(*r) for r in rows]
+
+    # --- archive exceptions --------------------------------------------------------------------
+    def add_exception(self, unit: str, course_code: str | None, letter_no: str, letter_date: date,
+                      valid_until: date) -> int:
+        with self.transaction():
+            next_id = self.con.execute(
+                "SELECT coalesce(max(exception_id), 0) + 1 FROM archive_exceptions").fetchone()[0]
+            self.con.execute("INSERT INTO archive_exceptions VALUES (?, ?, ?, ?, ?, ?, now())",
+                             [next_id, unit, course_code, letter_no, letter_date, valid_until])
+        return next_id
+
+    def remove_exception(self, exception_id: int) -> bool:
+        with self.transaction():
+            n = self.con.execute("DELETE FROM archive_exceptions WHERE exception_id = ? RETURNING 1",
+                                 [exception_id]).fetchall()
+        return bool(n)
+
+    def exceptions(self) -> list[dict]:
+        cur = self.con.execute("SELECT * EXCLUDE (created_at) FROM archive_exceptions ORDER BY exception_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def exceptions_for(self, unit: str, on: date) -> Exceptions:
+        rows = self.con.execute("""SELECT course_code FROM archive_exceptions
+            WHERE unit_code = ? AND valid_until >= ? AND letter_date <= ?""", [unit, on, on]).fetchall()
+        codes = frozenset(r[0] for r in rows if r[0] is not None)
+        return Exceptions(all_courses=any(r[0] is None for r in rows), course_codes=codes)
+
+    # --- uploads -------------------------------------------------------------------------------
+    def loaded_upload_with_hash(self, unit: str, content_hash: str, area: str) -> str | None:
+        row = self.con.execute("""SELECT upload_id FROM uploads WHERE unit_code = ? AND content_hash = ?
+            AND area = ? AND status = 'loaded' ORDER BY processed_at LIMIT 1""",
+                               [unit, content_hash, area]).fetchone()
+        return row[0] if row else None
+
+    # --- WarehouseState (what the rule engine reads) -------------------------------------------
+    def state(self, area: str) -> AreaState:
+        return AreaState(self.con, ddl.AREAS[area])
+
+    # --- the merge -----------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str,
+                      now: datetime) -> MergeCounts:
+        """Write the upload row, its findings and (if loaded) its accepted rows, atomically."""
+        counts = MergeCounts()
+        with self.transaction():
+            if validated is not None and upload["status"] == "loaded":
+                counts = self._merge(validated, ddl.AREAS[area], upload["upload_id"], now)
+            row = {**upload, **counts.__dict__}
+            cols = [c.name for c in ddl.UPLOADS.columns]
+            self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             [row.get(c) for c in cols])
+            self.con.register("new_findings", findings)
+            self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
+                course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
+            self.con.unregister("new_findings")
+            failpoint("merge.before_commit")
+        return counts
+
+    def _merge(self, v: Validated, schema: str, upload_id: str, now: datetime) -> MergeCounts:
+        con = self.con
+        courses = v.accepted_courses.select(["unit_code", "course_code", *COURSE_CONTENT, "modified_at"])
+        att = v.accepted_attendance.select(["unit_code", "course_code", "teacher_key", *ATTENDANCE_CONTENT,
+                                            "modified_at"])
+        con.register("stage_c", courses)
+        con.register("stage_a", att)
+        try:
+            c_ins, c_upd = self._upsert(f"{schema}.courses", "stage_c", ["unit_code", "course_code"],
+                                        [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, upload_id, now)
+            failpoint("merge.after_courses")
+            a_ins, a_upd = self._upsert(f"{schema}.attendance", "stage_a",
+                                        ["unit_code", "course_code", "teacher_key"],
+                                        [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, upload_id, now)
+        finally:
+            con.unregister("stage_c")
+            con.unregister("stage_a")
+        return MergeCounts(c_ins, c_upd, a_ins, a_upd)
+
+    def _upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
+                upload_id: str, now: datetime) -> tuple[int, int]:
+        """Set-based upsert: update rows whose content differs, insert the new keys (anti-join)."""
+        on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
+        sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
+        updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
+            FROM {stage} s WHERE {on} AND ({differs})""", [upload_id, now]).fetchone()[0]
+        all_cols = [*keys, *columns]
+        names = ", ".join(f'"{c}"' for c in all_cols)
+        inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at)
+            SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ? FROM {stage} s
+            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [upload_id, now]).fetchone()[0]
+        return int(inserted), int(updated)
+
+    def table(self, sql: str, params: list | None = None) -> pa.Table:
+        return self.con.sql(sql, params=params).to_arrow_table()
+
+
+class AreaState:
+    """The engine's view of one area of the warehouse (implements validations.engine.WarehouseState)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, schema: str) -> None:
+        self.con = con
+        self.schema = schema
+
+    def _with_codes(self, sql: str, unit: str, codes: pa.Array) -> pa.Table:
+        self.con.register("wanted_codes", pa.table({"course_code": codes}))
+        try:
+            return self.con.sql(sql, params=[unit]).to_arrow_table()
+        finally:
+            self.con.unregister("wanted_codes")
+
+    def existing_courses(self, unit: str, codes: pa.Array) -> pa.Table:
+        cols = ", ".join(f'"{c}"' for c in COURSE_CONTENT if c != "hours")
+        return self._with_codes(f"""SELECT course_code, {cols}, CAST(hours AS DOUBLE) AS hours
+            FROM {self.schema}.courses WHERE unit_code = ?
+            AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
+
+    def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
+        return self._with_codes(f"""SELECT course_code, teacher_key, school_code,
+            CAST(hours_granted AS DOUBLE) AS hours_granted, completed, is_deleted
+            FROM {self.schema}.attendance WHERE unit_code = ?
+            AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
+
+    def sessions(self, organizer_titles: pa.Table) -> pa.Table:
+        self.con.register("wanted_pairs", organizer_titles)
+        try:
+            return self.con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title,
+                c.start_date, c.end_date, a.teacher_key
+                FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
+                JOIN {self.schema}.attendance a USING (unit_code, course_code)
+                WHERE NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
+        finally:
+            self.con.unregister("wanted_pairs")
