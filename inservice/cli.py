@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -72,6 +73,9 @@ def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
                                  "valid_until")))
     return 0
 
+
+# Feature modules that add subcommands: each has `register(subparsers)` setting `func(args, settings)`.
+EXTENSIONS: list[str] = []
 
 SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單位二 Sample unit 2"),
                 ("T003", "範例單位三 Sample unit 3")]
@@ -147,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="register the sample units and ingest the sample inbox")
     demo.add_argument("--received-at", default="2017-06-03T10:00:00+08:00")
     demo.set_defaults(func=cmd_demo)
+    for module in EXTENSIONS:
+        importlib.import_module(module).register(sub)
     return p
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one rule per line reads best)
 """Rule identifiers of spec §5 with their bilingual descriptions. Receipts quote these."""
 
 from __future__ import annotations

@@ -199,7 +199,8 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
     con.register("crs", table)
     # C06: the first row of a course_code is kept
     dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
-        PARTITION BY course_code ORDER BY {ROW}) AS n FROM crs WHERE course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
+        PARTITION BY course_code ORDER BY {ROW}) AS n FROM crs WHERE course_code IS NOT NULL)
+        WHERE n > 1""").to_arrow_table()
     out.add("course", "C06", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes, COURSE.field("course_code"))
     # C08: already closed in the warehouse and the content differs
     if ctx.state is not None and len(codes):
@@ -345,7 +346,8 @@ def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out
     rows = att[ROW].combine_chunks()
     other = pc.take(hits["other"].combine_chunks(), pc.index_in(rows, hits[ROW].combine_chunks()))
     out.add("attendance", "W05", pc.is_valid(other), rows, att["course_code"].combine_chunks(), None,
-            pc.binary_join_element_wise("另一梯次 ", other, ""), pc.binary_join_element_wise("other session ", other, ""))
+            pc.binary_join_element_wise("另一梯次 ", other, ""),
+            pc.binary_join_element_wise("other session ", other, ""))
 
 
 def code_label(listname: str, code: str) -> str:
