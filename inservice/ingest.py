@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -106,7 +107,10 @@ class Ingestor:
         self.settings = settings
         self.warehouse = warehouse
         self.load = load
-        self.pseudonymiser = Pseudonymiser(settings.pseudonym_key())
+        # a self-check without a warehouse compares nothing across uploads: an ephemeral key will do,
+        # and nothing is written on the unit's machine
+        key = settings.pseudonym_key() if warehouse is not None else secrets.token_bytes(32)
+        self.pseudonymiser = Pseudonymiser(key)
 
     def ingest(self, path: Path, received_at: datetime | str | None = None, unit: str | None = None) -> dict:
         path = Path(path)

@@ -62,6 +62,7 @@ def read_xml(path: Path) -> RawUpload:
             load_dtd=False, no_network=True, huge_tree=False, remove_comments=True,
         )
         depth = 0
+        complete = False
         for event, element in parser:
             if event == "start":
                 depth += 1
@@ -69,12 +70,19 @@ def read_xml(path: Path) -> RawUpload:
                     meta = {k: v for k, v in element.attrib.items()}
                 continue
             depth -= 1
+            if depth == 0:
+                complete = True
             if depth == 2 and element.tag in collectors:
                 collectors[element.tag].add(element)
                 element.clear(keep_tail=False)
                 parent = element.getparent()
                 while element.getprevious() is not None:
                     del parent[0]
+        # lxml with schema= and resolve_entities=False stops silently at a premature end of file:
+        # only a closed root element proves the whole upload was read
+        if not complete:
+            raise UploadRefused("F01", "XML 檔案不完整（缺少 </Transmission> 結尾）",
+                                "the XML is truncated (no closing </Transmission>)")
     except etree.XMLSyntaxError as exc:
         domains = {e.domain for e in exc.error_log} if exc.error_log else set()
         line = f"（第 {exc.lineno} 行）" if exc.lineno else ""

@@ -95,9 +95,9 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
         return (*normalize.parse_codes(values, f.codelist), "03")
     if f.kind is Kind.NATIONAL_ID:
         v = pc.utf8_upper(normalize.fold(values))
-        return v, pa.array([False] * len(v)), "02"  # validity is A03, checked separately
+        return v, pa.array([False] * len(v), pa.bool_()), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
-    bad = pa.array([False] * len(v))
+    bad = pa.array([False] * len(v), pa.bool_())
     if f.max_len:
         bad = pc.or_(bad, pc.fill_null(pc.greater(pc.utf8_length(v), f.max_len), False))
     if f.pattern:

@@ -1,0 +1,141 @@
+"""All-or-nothing loads (the process killed mid-load) and personal data never stored or shown raw."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from inservice.ingest import ingest_paths
+from inservice.warehouse.store import Warehouse
+from tests.conftest import FIXTURES, RECEIVED, drop, fixture_cases, load_expected, table_snapshot
+
+ID_SHAPE = re.compile(r"[A-Z][12890A-D][0-9]{8}")
+
+
+def run_cli(settings, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "INSERVICE_HOME": str(settings.home)}
+    if failpoint:
+        env["INSERVICE_FAILPOINT"] = failpoint
+    return subprocess.run([sys.executable, "-m", "inservice.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("failpoint", ["merge.after_courses", "merge.before_commit"])
+def test_killed_mid_load_leaves_nothing_and_rerun_loads_whole(settings, failpoint: str) -> None:
+    exp, src = load_expected(FIXTURES / "defects-xlsx")
+    path = drop(settings, src)
+    before = table_snapshot(settings)
+    killed = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED, "--json", failpoint=failpoint)
+    assert killed.returncode == -9  # SIGKILL inside the open transaction
+    assert table_snapshot(settings) == before  # the warehouse has none of that upload
+    ok = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED, "--json")
+    assert ok.returncode == 0, ok.stderr
+    receipt = json.loads(ok.stdout)
+    assert receipt["status"] == "loaded"
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == exp["courses_accepted"]
+        assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == exp["attendance_accepted"]
+        assert wh.con.execute("SELECT count(*) FROM uploads").fetchone()[0] == 1
+
+
+def _source_ids_and_names(settings) -> tuple[set[str], set[str]]:
+    ids, names = set(), set()
+    from inservice.loaders import reader_for
+
+    for case in fixture_cases():
+        if "access" in str(case):
+            continue
+        _, src = load_expected(case)
+        raw = reader_for(src.suffix.lower())(src)
+        ids |= {v.strip().upper() for v in raw.attendance["national_id"].to_pylist() if v and v.strip()}
+        names |= {v.strip() for v in raw.attendance["name"].to_pylist() if v and v.strip()}
+    return ids, names
+
+
+def test_no_raw_id_or_name_in_any_table_receipt_or_output(settings) -> None:
+    paths = [drop(settings, load_expected(c)[1]) for c in fixture_cases() if "access" not in str(c)]
+    out = run_cli(settings, "ingest", *map(str, paths), "--received-at", RECEIVED, "--json")
+    assert out.returncode == 0, out.stderr
+    ids, names = _source_ids_and_names(settings)
+    assert len(ids) > 1000 and len(names) > 100
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        text_cols = wh.con.execute("""SELECT table_schema, table_name, column_name FROM information_schema.columns
+                                      WHERE data_type = 'VARCHAR'""").fetchall()
+        values: set[str] = set()
+        for schema, table, column in text_cols:
+            values |= {v for (v,) in wh.con.execute(f'SELECT DISTINCT "{column}" FROM {schema}.{table}').fetchall()
+                       if v is not None}
+    stored = " ".join(values)
+    assert not ID_SHAPE.search(stored), ID_SHAPE.search(stored)
+    assert not any(n in values for n in names)
+    assert not any(i in stored for i in ids)
+    # receipts (JSON and Excel) and the command's own output
+    texts = [out.stdout, out.stderr]
+    for receipt in (settings.outbox).rglob("*.receipt.json"):
+        texts.append(receipt.read_text(encoding="utf-8"))
+    for book in (settings.outbox).rglob("*.receipt.xlsx"):
+        wb = load_workbook(book, read_only=True)
+        texts += [" ".join(str(c) for row in ws.iter_rows(values_only=True) for c in row if c is not None)
+                  for ws in wb.worksheets]
+    blob = "\n".join(texts)
+    assert not any(i in blob for i in ids)
+    assert not any(n in blob for n in names if len(n) >= 2)
+    assert re.search(r"[A-Z][0-9A-Z]{2}\*{5}[0-9]{2}", blob)  # masked IDs do appear (A03 findings)
+
+
+def test_pseudonym_key_is_generated_once_with_mode_0600(settings) -> None:
+    path = drop(settings, FIXTURES / "clean-xlsx" / "T002" / "T002_201705.xlsx")
+    ingest_paths([path], settings, RECEIVED)
+    key = settings.home / "pseudonym.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    first = key.read_text()
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        keys = {k for (k,) in wh.con.execute("SELECT teacher_key FROM attendance").fetchall()}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
+    assert settings.pseudonym_key().decode() == first
+
+
+def test_json_cli_contract(settings) -> None:
+    path = drop(settings, FIXTURES / "defects-xml" / "T001" / "T001_201705.xml")
+    out = run_cli(settings, "ingest", str(path), "--received-at", "2017-06-06T00:00:00+08:00", "--json")
+    assert out.returncode == 0
+    [line] = out.stdout.strip().splitlines()
+    r = json.loads(line)
+    assert list(r)[:10] == ["file", "unit", "month", "status", "refusal", "received_at", "on_time", "courses",
+                            "attendance", "findings"]
+    assert (r["file"], r["unit"], r["month"], r["on_time"]) == ("T001_201705.xml", "T001", "2017-05", False)
+    assert set(r["findings"][0]) >= {"record", "row", "field", "rule", "severity", "course_code", "message_zh",
+                                     "message_en"}
+    assert run_cli(settings, "ingest").returncode == 1  # usage error
+    assert run_cli(settings, "frobnicate").returncode == 1
+
+
+def test_check_loads_nothing(settings) -> None:
+    path = drop(settings, FIXTURES / "defects-xlsx" / "T003" / "T003_201705.xlsx")
+    before = table_snapshot(settings)
+    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    exp, _ = load_expected(FIXTURES / "defects-xlsx")
+    assert r["status"] == "checked" and r["courses"]["accepted"] == exp["courses_accepted"]
+    assert table_snapshot(settings) == before
+    assert not settings.outbox.exists()
+
+
+def test_check_without_a_warehouse(tmp_path: Path, monkeypatch) -> None:
+    """A unit's self-check on its own machine: no register, no warehouse, the same row findings."""
+    monkeypatch.setenv("INSERVICE_HOME", str(tmp_path / "nohome"))
+    exp, src = load_expected(FIXTURES / "defects-xml-big5")
+    env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "nohome")}
+    out = subprocess.run([sys.executable, "-m", "inservice.cli", "check", str(src), "--received-at", RECEIVED,
+                          "--json"], env=env, capture_output=True, text=True, timeout=300)
+    r = json.loads(out.stdout)
+    assert r["attendance"]["accepted"] == exp["attendance_accepted"]
+    assert not (tmp_path / "nohome").exists()  # nothing written on the unit's machine

@@ -1,0 +1,205 @@
+"""Whole-upload refusals F01–F09, in the spec's order; nothing refused reaches the warehouse."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from inservice.config import Limits
+from inservice.ingest import ingest_paths
+from inservice.warehouse.store import Warehouse
+from tests.builders import attendee, course, make_id, write_xls, write_xlsx, write_xml
+from tests.conftest import FIXTURES, RECEIVED, drop, table_snapshot
+
+RNG = random.Random(11)
+IDS = [make_id(RNG) for _ in range(5)]
+GOOD_C, GOOD_A = [course("C1")], [attendee("C1", IDS[0])]
+
+
+def ingest(settings, path: Path) -> dict:
+    [r] = ingest_paths([path], settings, RECEIVED)
+    return r
+
+
+def assert_refused(settings, r: dict, rule: str) -> None:
+    assert r["status"] == "refused" and r["refusal"] == rule, r
+    assert any(f["rule"] == rule and f["severity"] == "error" for f in r["findings"])
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == 0
+        assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 0
+
+
+def test_f02_unknown_format(settings) -> None:
+    p = settings.inbox / "T001" / "T001_201705.csv"
+    p.parent.mkdir(parents=True)
+    p.write_text("a,b\n")
+    assert_refused(settings, ingest(settings, p), "F02")
+
+
+@pytest.mark.parametrize("name", ["T001_2017.xlsx", "t001_201705.xlsx", "T001_201713.xlsx", "T001-201705.xlsx",
+                                  "T001_201705_0.xlsx", "T001_201705_x.xlsx"])
+def test_f03_bad_file_name(settings, name: str) -> None:
+    p = write_xlsx(settings.inbox / "T001" / name, GOOD_C, GOOD_A)
+    assert_refused(settings, ingest(settings, p), "F03")
+
+
+def test_file_name_variants_accepted(settings) -> None:
+    for name in ("T001_201705_2.xlsx", "T001_201705.XLSX"):
+        p = write_xlsx(settings.inbox / "T001" / name, [course(f"C{name[-6]}")], [])
+        assert ingest(settings, p)["status"] == "loaded"
+
+
+def test_f05_unknown_and_f06_sealed_unit(settings) -> None:
+    p = write_xlsx(settings.inbox / "T009" / "T009_201705.xlsx", GOOD_C, GOOD_A)
+    assert_refused(settings, ingest(settings, p), "F05")
+    with Warehouse(settings.warehouse_path) as wh:
+        wh.add_unit("T004", "sealed one", "file", "sealed", date(2013, 1, 1))
+    p = write_xlsx(settings.inbox / "T004" / "T004_201705.xlsx", GOOD_C, GOOD_A)
+    assert_refused(settings, ingest(settings, p), "F06")
+
+
+def test_f04_inbox_name_and_rows(settings) -> None:
+    p = write_xlsx(settings.inbox / "T002" / "T001_201705.xlsx", GOOD_C, GOOD_A)
+    assert_refused(settings, ingest(settings, p), "F04")
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1"), course("C2", unit_code="T002")],
+                   [attendee("C1", IDS[0], unit_code="T003")])
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F04")
+    rows = {(f["record"], f["row"], f["field"]) for f in r["findings"]}
+    assert rows == {("course", 3, "unit_code"), ("attendance", 2, "unit_code")}
+    p = write_xml(settings.inbox / "T001" / "T001_201706.xml", GOOD_C, GOOD_A, unit="T002")
+    assert_refused(settings, ingest(settings, p), "F04")
+
+
+def test_f08_duplicate_only_of_loaded_content(settings) -> None:
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C, GOOD_A)
+    assert ingest(settings, p)["status"] == "loaded"
+    r = ingest(settings, p)
+    assert r["status"] == "duplicate" and r["refusal"] == "F08"
+    # refused content may be sent again (and is refused again, not called a duplicate)
+    bad = write_xlsx(settings.inbox / "T001" / "T001_201706.xlsx", [course("C2", unit_code="T002")], [])
+    assert ingest(settings, bad)["refusal"] == "F04"
+    assert ingest(settings, bad)["refusal"] == "F04"
+
+
+def test_f09_limits_before_parsing(settings, tmp_path: Path) -> None:
+    # an .xlsx whose parts inflate past 100x its size (a zip bomb) is refused unread
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C, GOOD_A)
+    with zipfile.ZipFile(p, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/media/padding.bin", b"\0" * (30 * 1024 * 1024))
+    assert_refused(settings, ingest(settings, p), "F09")
+    # XML with a DTD (billion laughs): refused before any parser expands it
+    laughs = ('<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+              '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>\n')
+    p = write_xml(settings.inbox / "T001" / "T001_201706.xml", GOOD_C, GOOD_A, prolog=laughs)
+    assert_refused(settings, ingest(settings, p), "F09")
+    # over the size limit
+    small = dataclasses.replace(settings, limits=Limits(max_upload_bytes=1000))
+    p = write_xlsx(settings.inbox / "T001" / "T001_201707.xlsx", GOOD_C, GOOD_A)
+    [r] = ingest_paths([p], small, RECEIVED)
+    assert_refused(settings, r, "F09")
+
+
+def test_f01_unreadable(settings) -> None:
+    inbox = settings.inbox / "T001"
+    inbox.mkdir(parents=True)
+    (inbox / "T001_201705.xlsx").write_bytes(bytes(RNG.randrange(256) for _ in range(5000)))
+    assert_refused(settings, ingest(settings, inbox / "T001_201705.xlsx"), "F01")
+    (inbox / "T001_201706.xls").write_bytes(b"not an excel file at all")
+    assert_refused(settings, ingest(settings, inbox / "T001_201706.xls"), "F01")
+    full = write_xml(inbox / "full.xml", GOOD_C * 50, GOOD_A * 50).read_bytes()
+    (inbox / "T001_201707.xml").write_bytes(full[: len(full) // 2])  # cut mid-way
+    assert_refused(settings, ingest(settings, inbox / "T001_201707.xml"), "F01")
+    big5 = write_xml(inbox / "x.xml", [course("C1", title="臺灣研習")], [], encoding="Big5").read_bytes()
+    (inbox / "T001_201708.xml").write_bytes(big5.replace(b'encoding="Big5"', b'encoding="UTF-8"'))
+    assert_refused(settings, ingest(settings, inbox / "T001_201708.xml"), "F01")
+    (inbox / "T001_201709.xlsx").write_bytes(b"")
+    assert_refused(settings, ingest(settings, inbox / "T001_201709.xlsx"), "F01")
+
+
+def test_f07_structure(settings) -> None:
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C, GOOD_A, sheet_names=("課程", "名單"))
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F07")
+    assert "研習名單" in r["findings"][0]["message_zh"]
+    no_hours = [{k: v for k, v in c.items() if k != "hours"} for c in GOOD_C]
+    p = write_xlsx(settings.inbox / "T001" / "T001_201706.xlsx", no_hours, GOOD_A)
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F07")
+    assert "研習時數" in r["findings"][0]["message_zh"] and "hours" in r["findings"][0]["message_en"]
+    p = write_xml(settings.inbox / "T001" / "T001_201707.xml", [course("C1", remark="x")], GOOD_A)
+    assert_refused(settings, ingest(settings, p), "F07")
+    p = settings.inbox / "T001" / "T001_201708.xml"
+    p.write_text('<?xml version="1.0" encoding="UTF-8"?><Upload unit="T001"></Upload>', encoding="utf-8")
+    assert_refused(settings, ingest(settings, p), "F07")
+
+
+def test_check_order_reports_the_first_failure(settings) -> None:
+    # bad name and unknown unit and wrong inbox: F03 comes first
+    p = write_xlsx(settings.inbox / "T002" / "t009_2017.xlsx", GOOD_C, GOOD_A)
+    assert ingest(settings, p)["refusal"] == "F03"
+    # unknown unit in another unit's inbox: F05 before F04
+    p = write_xlsx(settings.inbox / "T002" / "T009_201705.xlsx", GOOD_C, GOOD_A)
+    assert ingest(settings, p)["refusal"] == "F05"
+    # a DOCTYPE in a broken file: F09 before F01
+    p = settings.inbox / "T001" / "T001_201705.xml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text('<?xml version="1.0"?><!DOCTYPE x []><Transmission', encoding="utf-8")
+    assert ingest(settings, p)["refusal"] == "F09"
+
+
+def test_xls_and_big5_xml_unseen(settings) -> None:
+    rows = [course("C1", title="臺灣閱讀教學"), course("C2", county_code="99999")]
+    att = [attendee("C1", IDS[0]), attendee("C2", IDS[1])]
+    att_t2 = [attendee("C1", IDS[2], unit_code="T002"), attendee("C2", IDS[3], unit_code="T002")]
+    for path in (write_xls(settings.inbox / "T001" / "T001_201705.xls", rows, att),
+                 write_xml(settings.inbox / "T002" / "T002_201705.xml",
+                           [dict(r, unit_code="T002") for r in rows], att_t2,
+                           unit="T002", encoding="Big5")):
+        r = ingest(settings, path)
+        assert r["status"] == "loaded", r["findings"]
+        got = {(f["record"], f["row"], f["rule"]) for f in r["findings"]}
+        first = 2 if path.suffix == ".xls" else 1
+        assert got == {("course", first + 1, "C03"), ("attendance", first + 1, "A05")}
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        titles = wh.con.execute("SELECT DISTINCT title FROM courses").fetchall()
+    assert titles == [("臺灣閱讀教學",)]
+
+
+def test_testing_unit_loads_into_test_area_only(settings) -> None:
+    with Warehouse(settings.warehouse_path) as wh:
+        wh.add_unit("U100", "new unit", "file", "testing", date(2017, 5, 1))
+    p = write_xlsx(settings.inbox / "U100" / "U100_201705.xlsx", [course("C1", unit_code="U100")],
+                   [attendee("C1", IDS[0], unit_code="U100")])
+    r = ingest(settings, p)
+    assert r["status"] == "loaded" and r["area"] == "testing"
+    snap = table_snapshot(settings)
+    assert snap["courses"] == [] and snap["attendance"] == []
+    assert len(snap["testing.courses"]) == 1 and len(snap["testing.attendance"]) == 1
+
+
+def test_refused_upload_is_recorded_with_findings(settings) -> None:
+    p = drop(settings, FIXTURES / "clean-xlsx" / "T002" / "T002_201705.xlsx", unit="T001")
+    r = ingest(settings, p)
+    assert r["refusal"] == "F04"
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        assert wh.con.execute("SELECT status, refusal FROM uploads").fetchall() == [("refused", "F04")]
+        assert wh.con.execute("SELECT rule FROM findings").fetchall() == [("F04",)]
+
+
+def test_xml_cut_anywhere_is_refused_never_half_loaded(settings) -> None:
+    full = write_xml(settings.home / "full.xml", [course(f"C{i}") for i in range(30)],
+                     [attendee(f"C{i}", IDS[i % 5]) for i in range(30)]).read_bytes()
+    end = full.rindex(b"</Transmission>")
+    for i, cut in enumerate(sorted({60, 200, len(full) // 3, len(full) // 2, end - 40, end, end + 5})):
+        p = settings.inbox / "T001" / f"T001_2017{i + 1:02d}.xml"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(full[:cut])
+        r = ingest(settings, p)
+        assert r["refusal"] in ("F01", "F07"), (cut, r["refusal"])
+        assert_refused(settings, r, r["refusal"])

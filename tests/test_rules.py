@@ -1,0 +1,274 @@
+"""Row rules (C, A, W) on uploads nobody has seen, built from the spec, through the real ingest path."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from inservice.ingest import ingest_paths
+from inservice.warehouse.store import Warehouse
+from tests.builders import attendee, course, make_id, write_xlsx
+
+RNG = random.Random(7)
+IDS = [make_id(RNG) for _ in range(20)]
+RECEIVED = "2017-06-03T10:00:00+08:00"
+
+
+def send(settings, courses, attendance, name="T001_201705.xlsx", received=RECEIVED, unit="T001") -> dict:
+    path = write_xlsx(settings.inbox / unit / name, courses, attendance)
+    [receipt] = ingest_paths([path], settings, received)
+    return receipt
+
+
+def rules_of(receipt: dict, record: str, row: int) -> set[tuple[str, str | None]]:
+    return {(f["rule"], f["field"]) for f in receipt["findings"] if f["record"] == record and f["row"] == row}
+
+
+def test_clean_upload_loads_every_row(settings) -> None:
+    r = send(settings, [course("C1"), course("C2")], [attendee("C1", IDS[0]), attendee("C2", IDS[0])])
+    assert r["status"] == "loaded" and r["findings"] == []
+    assert r["courses"] == {"received": 2, "accepted": 2, "rejected": 0}
+    assert r["attendance"] == {"received": 2, "accepted": 2, "rejected": 0}
+
+
+@pytest.mark.parametrize("field", ["course_code", "title", "organizer", "organizer_type", "county_code",
+                                   "start_date", "end_date", "hours", "class_type", "category", "delivery",
+                                   "time_slot", "audience"])
+def test_c01_required_course_field_missing(settings, field: str) -> None:
+    r = send(settings, [course("C1"), course("C2", **{field: "　 "})], [attendee("C1", IDS[0])])
+    assert ("C01", field) in rules_of(r, "course", 3)
+    assert r["courses"]["accepted"] == 1
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("start_date", "106/02/30"), ("start_date", "2017/05/10"), ("start_date", "20170510"),
+    ("title", "研" * 201), ("organizer", "x" * 101), ("course_code", "A 1"), ("course_code", "A" * 21),
+    ("hours", "1,000"), ("hours", "6.25"), ("hours", "六"), ("closed_date", "明天"),
+])
+def test_c02_unparseable_or_too_long(settings, field: str, value: str) -> None:
+    r = send(settings, [course("C1"), course("C2", **{field: value})], [])
+    assert ("C02", field) in rules_of(r, "course", 3)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("county_code", "99999"), ("tags", "T2;T9"), ("audience", "E;Z"), ("class_type", "4"),
+    ("category", "G"), ("organizer_type", "8"), ("delivery", "7"), ("time_slot", "0"),
+])
+def test_c03_code_not_in_list(settings, field: str, value: str) -> None:
+    r = send(settings, [course("C1"), course("C2", **{field: value})], [])
+    assert rules_of(r, "course", 3) == {("C03", field)}
+
+
+def test_c04_c05_hours_and_dates(settings) -> None:
+    r = send(settings, [
+        course("C1", start_date="2017-05-10", end_date="2017-05-09"),
+        course("C2", hours="0"),
+        course("C3", hours="1000"),
+        course("C4", hours="12.5"),  # one day of class type 1: at most 12
+        course("C5", hours="12.5", class_type="2"),  # degree programme: no daily cap
+        course("C6", hours="24", end_date="2017-05-11"),  # two days: 24 allowed
+    ], [])
+    assert rules_of(r, "course", 2) == {("C04", "end_date")}
+    assert rules_of(r, "course", 3) == {("C05", "hours")}
+    assert rules_of(r, "course", 4) == {("C05", "hours")}
+    assert rules_of(r, "course", 5) == {("C05", "hours")}
+    assert rules_of(r, "course", 6) == set()
+    assert rules_of(r, "course", 7) == set()
+
+
+def test_c06_first_course_row_kept(settings) -> None:
+    r = send(settings, [course("C1"), course("C1", title="另一個")], [attendee("C1", IDS[0])])
+    assert rules_of(r, "course", 2) == set()
+    assert rules_of(r, "course", 3) == {("C06", "course_code")}
+    assert r["attendance"]["accepted"] == 1
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        assert wh.con.execute("SELECT title FROM courses").fetchall() == [("素養導向教學設計工作坊C1",)]
+
+
+def test_c07_archive_cutoff_and_exceptions(settings) -> None:
+    rows = [course("OLD", start_date="2012-12-31", end_date="2012-12-31", closed_date="2013-01-02"),
+            course("NEW", start_date="2013-01-01", end_date="2013-01-01", closed_date="2013-01-02")]
+    att = [attendee("OLD", IDS[0]), attendee("NEW", IDS[0])]
+    r = send(settings, rows, att)
+    assert rules_of(r, "course", 2) == {("C07", "start_date")}
+    assert rules_of(r, "course", 3) == set()
+    assert rules_of(r, "attendance", 2) == {("A05", None)}
+    with Warehouse(settings.warehouse_path) as wh:  # an exception for another course changes nothing
+        wh.add_exception("T001", "OTHER", "府教字第1號", date(2017, 1, 1), date(2017, 12, 31))
+    r = send(settings, rows, att, name="T001_201705_2.xlsx")
+    assert ("C07", "start_date") in rules_of(r, "course", 2)
+    with Warehouse(settings.warehouse_path) as wh:  # an expired one neither
+        wh.add_exception("T001", "OLD", "府教字第2號", date(2016, 1, 1), date(2017, 6, 2))
+    r = send(settings, rows, att, name="T001_201705_3.xlsx")
+    assert ("C07", "start_date") in rules_of(r, "course", 2)
+    with Warehouse(settings.warehouse_path) as wh:
+        wh.add_exception("T001", None, "府教字第3號", date(2017, 1, 1), date(2017, 12, 31))
+    r = send(settings, rows, att, name="T001_201705_4.xlsx")
+    assert rules_of(r, "course", 2) == set() and r["courses"]["accepted"] == 2
+
+
+def test_c07_cutoff_is_configurable(settings, monkeypatch) -> None:
+    monkeypatch.setenv("INSERVICE_ARCHIVE_CUTOFF", "2014-12-31")
+    from inservice.config import Settings
+
+    s = Settings.from_env(settings.home)
+    path = write_xlsx(s.inbox / "T001" / "T001_201705.xlsx",
+                      [course("C1", start_date="2014-06-01", end_date="2014-06-01", closed_date="2014-06-02")], [])
+    [r] = ingest_paths([path], s, RECEIVED)
+    assert rules_of(r, "course", 2) == {("C07", "start_date")}
+
+
+def test_c09_c10_closed_date(settings) -> None:
+    r = send(settings, [course("C1", closed_date="2017-05-09"), course("C2", closed_date="2017-06-04"),
+                        course("C3", closed_date=None), course("C4", closed_date="2017-06-03")], [])
+    assert rules_of(r, "course", 2) == {("C09", "closed_date")}
+    assert rules_of(r, "course", 3) == {("C09", "closed_date"), ("W03", "closed_date")}
+    assert rules_of(r, "course", 4) == {("C10", "closed_date")}
+    assert rules_of(r, "course", 5) == {("W03", "closed_date")}  # 24 days after the end
+
+
+def test_w01_w02_w03(settings) -> None:
+    r = send(settings, [
+        course("C1", title="106學年度第1次校務會議"),
+        course("C2", title="行政會議暨課程領導研習"),
+        course("C3", title="期末"),
+        course("C4", closed_date="2017-05-17"),  # 7 days after: fine
+        course("C5", closed_date="2017-05-18"),  # 8 days after: W03
+    ], [])
+    assert rules_of(r, "course", 2) == {("W01", "title"), ("W02", "title")}
+    assert rules_of(r, "course", 3) == {("W01", "title")}
+    assert rules_of(r, "course", 4) == set()
+    assert rules_of(r, "course", 5) == set()
+    assert rules_of(r, "course", 6) == {("W03", "closed_date")}
+    assert r["courses"]["accepted"] == 5  # warnings do not refuse
+
+
+def test_c08_a08_locks(settings) -> None:
+    first = send(settings, [course("C1")], [attendee("C1", IDS[0]), attendee("C1", IDS[1])])
+    assert first["status"] == "loaded"
+    # identical content in another file: accepted, a no-op
+    same = send(settings, [course("C1")], [attendee("C1", IDS[0]), attendee("C1", IDS[1])],
+                name="T001_201705_2.xlsx")
+    assert same["findings"] == [] and same["merge"] == {
+        "courses_inserted": 0, "courses_updated": 0, "attendance_inserted": 0, "attendance_updated": 0}
+    # the course is closed in the warehouse: a changed title is C08, its rows A05
+    changed = send(settings, [course("C1", title="改過的名稱")], [attendee("C1", IDS[0])], name="T001_201706.xlsx")
+    assert rules_of(changed, "course", 2) == {("C08", None)}
+    assert rules_of(changed, "attendance", 2) == {("A05", None)}
+    # unchanged course, but a new teacher or changed hours: A08
+    more = send(settings, [course("C1")], [attendee("C1", IDS[0]), attendee("C1", IDS[2]),
+                                            attendee("C1", IDS[1], hours_granted="5")], name="T001_201706_2.xlsx")
+    assert rules_of(more, "attendance", 2) == set()
+    assert rules_of(more, "attendance", 3) == {("A08", None)}
+    assert rules_of(more, "attendance", 4) == {("A08", None)}
+    # attendance alone for a locked course already in the warehouse
+    alone = send(settings, [], [attendee("C1", IDS[3])], name="T001_201706_3.xlsx")
+    assert rules_of(alone, "attendance", 2) == {("A08", None)}
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        assert wh.con.execute("SELECT title FROM courses").fetchall() == [("素養導向教學設計工作坊C1",)]
+        assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 2
+
+
+def test_attendance_rules(settings) -> None:
+    resident_new, resident_old = make_id(RNG, "new_resident"), make_id(RNG, "old_resident")
+    bad_checksum = IDS[5][:-1] + str((int(IDS[5][-1]) + 1) % 10)
+    r = send(settings, [course("C1"), course("BAD", county_code="99999")], [
+        attendee("C1", IDS[0]),                                  # 2 ok
+        attendee("C1", IDS[1], name=None),                       # 3 A01 name
+        attendee("C1", IDS[2], hours_granted="三小時"),           # 4 A02
+        attendee("C1", IDS[3], completed="也許"),                 # 5 A02
+        attendee("C1", IDS[4], school_code="12AB"),              # 6 A02
+        attendee("C1", bad_checksum),                            # 7 A03
+        attendee("NOPE", IDS[6]),                                # 8 A04
+        attendee("BAD", IDS[7]),                                 # 9 A05
+        attendee("C1", IDS[8], hours_granted="0"),               # 10 A06 completed, no hours
+        attendee("C1", IDS[9], hours_granted="7"),               # 11 A06 above the course's 6
+        attendee("C1", IDS[10], completed="N", hours_granted="2"),  # 12 A06 not completed, hours
+        attendee("C1", IDS[0]),                                  # 13 A07 repeated teacher
+        attendee("C1", IDS[11], school_code="ZZZ999"),           # 14 W04
+        attendee("C1", resident_new),                            # 15 ok
+        attendee("C1", resident_old),                            # 16 ok
+        attendee("C1", IDS[12].lower(), completed="否", hours_granted="0"),  # 17 ok: upper-cased, 否 with 0
+    ])
+    expect = {2: set(), 3: {("A01", "name")}, 4: {("A02", "hours_granted")}, 5: {("A02", "completed")},
+              6: {("A02", "school_code")}, 7: {("A03", "national_id")}, 8: {("A04", "course_code")},
+              9: {("A05", None)}, 10: {("A06", "hours_granted")}, 11: {("A06", "hours_granted")},
+              12: {("A06", "hours_granted")}, 13: {("A07", None)}, 14: {("W04", "school_code")},
+              15: set(), 16: set(), 17: set()}
+    for row, rules in expect.items():
+        assert rules_of(r, "attendance", row) == rules, row
+    assert r["attendance"]["accepted"] == 5
+    a03 = next(f for f in r["findings"] if f["rule"] == "A03")
+    assert bad_checksum not in a03["message_zh"] and bad_checksum[:3] + "*****" in a03["message_zh"]
+
+
+def test_w05_other_session_in_upload_and_warehouse(settings) -> None:
+    same = {"title": "同名研習", "organizer": "臺北市教師研習中心"}
+    sessions = [course("S1", start_date="2017-05-10", end_date="2017-05-11", hours="12", **same),
+                course("S2", start_date="2017-05-11", end_date="2017-05-11", hours="6", **same),
+                course("S3", start_date="2017-05-20", end_date="2017-05-20", hours="6", closed_date="2017-05-21",
+                       **same)]
+    r = send(settings, sessions, [attendee("S1", IDS[0]), attendee("S2", IDS[0]), attendee("S3", IDS[0]),
+                                  attendee("S2", IDS[1])])
+    assert rules_of(r, "attendance", 2) == {("W05", None)}
+    assert rules_of(r, "attendance", 3) == {("W05", None)}
+    assert rules_of(r, "attendance", 4) == set()  # no overlap
+    assert rules_of(r, "attendance", 5) == set()  # another teacher
+    later = send(settings, [course("S4", start_date="2017-05-11", end_date="2017-05-11", **same)],
+                 [attendee("S4", IDS[1])], name="T001_201705_2.xlsx")
+    assert rules_of(later, "attendance", 2) == {("W05", None)}
+
+
+def test_value_formats(settings) -> None:
+    """Every value format of spec §2.3."""
+    forms = {
+        "2017-05-10": "2017-05-10", "106/05/10": "2017-05-10", "106-05-10": "2017-05-10",
+        "106.05.10": "2017-05-10", "1060510": "2017-05-10", "１０６／０５／１０": "2017-05-10",
+        "990105": "2010-01-05",
+    }
+    rows = [course(f"D{i}", start_date=v, end_date=v, closed_date="2017-05-12" if v != "990105" else "2010-01-06")
+            for i, v in enumerate(forms)]
+    rows.append(course("N1", start_date=date(2017, 5, 10), end_date=date(2017, 5, 10),
+                       closed_date=date(2017, 5, 12), hours=6.5, county_code="台北市", audience="國小；國中",
+                       tags="[教專評鑑];性別平等教育", class_type="非學分班", category="ａ"))
+    att = [attendee("N1", IDS[i], completed=v, hours_granted="０" if v in ("N", "否", "0", "false") else "６.5")
+           for i, v in enumerate(["Y", "是", "1", "TRUE", "y"])]
+    att += [attendee("N1", IDS[10 + i], completed=v, hours_granted="0") for i, v in enumerate(["N", "否", "0", "False"])]
+    with Warehouse(settings.warehouse_path) as wh:  # 990105 is 2010: archived unless excepted
+        wh.add_exception("T001", f"D{len(forms) - 1}", "府教字第9號", date(2017, 1, 1), date(2017, 12, 31))
+    att.append(attendee("N1", "　" + IDS[15].lower() + " ", completed=True, hours_granted=6))
+    r = send(settings, rows, att)
+    assert r["findings"] == [], r["findings"]
+    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+        got = dict(wh.con.execute("SELECT course_code, strftime(start_date, '%Y-%m-%d') FROM courses").fetchall())
+        n1 = wh.con.execute("""SELECT county_code, audience, tags, class_type, category, CAST(hours AS DOUBLE)
+                               FROM courses WHERE course_code = 'N1'""").fetchone()
+        hours = wh.con.execute("""SELECT completed, CAST(hours_granted AS DOUBLE), count(*) FROM attendance
+                                  GROUP BY ALL ORDER BY ALL""").fetchall()
+    assert [got[f"D{i}"] for i in range(len(forms))] == list(forms.values())
+    assert n1 == ("63000", "E;J", "T1;T2", "1", "A", 6.5)
+    assert hours == [(False, 0.0, 4), (True, 6.0, 1), (True, 6.5, 5)]
+
+
+def test_headers_by_code_full_width_and_english_sheets(settings) -> None:
+    path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1")], [attendee("C1", IDS[0])],
+                      by="code", sheet_names=("Courses", "ATTENDANCE"))
+    [r] = ingest_paths([path], settings, RECEIVED)
+    assert r["status"] == "loaded" and r["findings"] == []
+
+
+def test_extra_column_is_ignored_with_a_warning(settings) -> None:
+    r = send(settings, [course("C1", 備註="內部用")], [attendee("C1", IDS[0])])
+    assert r["status"] == "loaded" and r["courses"]["accepted"] == 1
+    [note] = [f for f in r["findings"] if f["record"] == "file"]
+    assert note["severity"] == "warning" and "備註" in note["message_zh"]
+
+
+def test_empty_rows_are_skipped_and_positions_kept(settings, tmp_path: Path) -> None:
+    blank = {k: None for k in course("x")}
+    r = send(settings, [course("C1"), blank, course("C2", title=None)], [])
+    assert rules_of(r, "course", 4) == {("C01", "title")}
+    assert r["courses"]["received"] == 2

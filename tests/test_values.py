@@ -1,0 +1,94 @@
+"""Value formats of spec §2.3 and the ID checksum of §4, at the parser level."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime
+
+import pyarrow as pa
+import pytest
+
+from inservice.schemas import codelists
+from inservice.schemas.xsd import render_xsd, shipped_xsd_text
+from inservice.validations import national_id, normalize
+from tests.builders import id_check_digit, make_id
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2017-05-31", date(2017, 5, 31)), ("106/05/31", date(2017, 5, 31)), ("106-05-31", date(2017, 5, 31)),
+    ("106.05.31", date(2017, 5, 31)), ("1060531", date(2017, 5, 31)), ("990105", date(2010, 1, 5)),
+    ("99/1/5", date(2010, 1, 5)), ("2017-05-31 00:00:00", date(2017, 5, 31)), ("１０６／０５／３１", date(2017, 5, 31)),
+    ("　106/05/31 ", date(2017, 5, 31)), ("105/02/29", date(2016, 2, 29)),
+])
+def test_dates(text: str, expected: date) -> None:
+    parsed, bad = normalize.parse_date(pa.array([text]))
+    assert parsed.to_pylist() == [expected] and bad.to_pylist() == [False]
+
+
+@pytest.mark.parametrize("text", ["106/02/29", "2017-02-30", "106/13/01", "0113-09-07", "20170531", "31/05/2017",
+                                  "106年5月31日", "abc", "1060532", "1.5"])
+def test_bad_dates(text: str) -> None:
+    parsed, bad = normalize.parse_date(pa.array([text]))
+    assert parsed.to_pylist() == [None] and bad.to_pylist() == [True]
+
+
+def test_missing_is_not_bad() -> None:
+    parsed, bad = normalize.parse_date(pa.array([None, "", "　 "], pa.string()))
+    assert parsed.to_pylist() == [None] * 3 and bad.to_pylist() == [False] * 3
+
+
+def test_datetimes() -> None:
+    parsed, bad = normalize.parse_datetime(pa.array(["2017-05-31 08:30", "106/05/31 23:59:59", "1060531 07:00",
+                                                     "2017-05-31 24:00", "2017-05-31"]))
+    assert parsed.to_pylist() == [datetime(2017, 5, 31, 8, 30), datetime(2017, 5, 31, 23, 59, 59),
+                                  datetime(2017, 5, 31, 7, 0), None, datetime(2017, 5, 31)]
+    assert bad.to_pylist() == [False, False, False, True, False]
+
+
+def test_numbers() -> None:
+    parsed, bad = normalize.parse_number(pa.array(["6", "6.5", "６．５", "06.0", "6.00", "1,000", "6.25", "1e3", "-2"]))
+    assert parsed.to_pylist() == [6, 6.5, 6.5, 6, 6, None, None, None, -2]
+    assert bad.to_pylist() == [False, False, False, False, False, True, True, True, False]
+
+
+def test_yes_no() -> None:
+    parsed, bad = normalize.parse_yesno(pa.array(["Y", "n", "是", "否", "1", "0", "TRUE", "False", "ｙ", "x"]))
+    assert parsed.to_pylist() == [True, False, True, False, True, False, True, False, True, None]
+    assert bad.to_pylist()[-1] is True
+
+
+def test_codes_labels_legacy_and_tai() -> None:
+    parsed, bad = normalize.parse_code(pa.array(["63000", "臺北市", "台北市", "10001", "臺北縣", "10003", "00000",
+                                                 "金門縣", "99999"]), "county")
+    assert parsed.to_pylist() == ["63000", "63000", "63000", "65000", "65000", "68000", "00000", "09020", None]
+    tags, bad = normalize.parse_codes(pa.array(["T1;T8", "[教專評鑑]；基本救命術訓練及安全教育", "教師專業發展評鑑",
+                                                "安全訓練", "T9", ""]), "tag")
+    assert tags.to_pylist() == ["T1;T8", "T1;T8", "T1", "T8", None, None]
+    assert bad.to_pylist() == [False, False, False, False, True, False]
+
+
+def test_code_lists_are_complete() -> None:
+    assert len(codelists.counties()) == 23  # 22 + 00000
+    assert [c.code for c in codelists.LEVELS] == list("KEJSVXA")
+    assert len(codelists.TAGS) == 8
+
+
+def test_national_id_checksum_matches_the_spec() -> None:
+    rng = random.Random(3)
+    valid = [make_id(rng, kind) for kind in ("national", "new_resident", "old_resident") for _ in range(300)]
+    # the textbook example of the spec's algorithm
+    assert id_check_digit("A12345678") == 9
+    invalid = [v[:-1] + str((int(v[-1]) + d) % 10) for v in valid[:300] for d in (1, 5)]
+    shapes = ["A323456789", "a123456789", "A12345678", "1123456789", "AE12345678", "A1234567890", "ＡＢ"]
+    got = national_id.is_valid(pa.array(valid + invalid + shapes)).to_pylist()
+    assert got[: len(valid)] == [True] * len(valid)
+    assert got[len(valid):] == [False] * (len(invalid) + len(shapes))
+    assert [national_id.checksum_ok_scalar(v) for v in valid[:50]] == [True] * 50
+
+
+def test_mask() -> None:
+    assert national_id.mask(pa.array(["A123456789", "AB", None])).to_pylist() == ["A12*****89", "**", None]
+
+
+def test_shipped_xsd_is_generated_from_the_fields() -> None:
+    assert shipped_xsd_text() == render_xsd()
