@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 from inservice.config import TAIPEI, Settings
 from inservice.loaders import FILE_EXTENSIONS, RawUpload, UploadRefused, reader_for
 from inservice.loaders.limits import check_limits
+from inservice.receipts import discard, publish, stage_receipt
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
@@ -142,10 +144,23 @@ class Ingestor:
             if receipt["status"] == "refused":  # refused whole: nothing was accepted
                 for part in ("courses", "attendance"):
                     receipt[part] = {**receipt[part], "accepted": 0, "rejected": receipt[part]["received"]}
-        if self.load and receipt["status"] in ("loaded", "refused") and "unit" in found:
-            self._record(receipt, findings, validated, found["unit"], received)
-        if self.load:
-            self._write_receipt_files(receipt)
+        if not self.load:
+            return receipt
+        if receipt["upload_id"] is None:
+            stamp = received.astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
+            receipt["upload_id"] = f"{receipt['unit']}-{stamp}-{receipt['status']}"
+        json_path, xlsx_path = self._receipt_paths(receipt)
+        # The receipt is written to temporary files while the warehouse merges (openpyxl holds the
+        # GIL, DuckDB does not), and published only once the merge has committed.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            staged = pool.submit(stage_receipt, dict(receipt), json_path, xlsx_path)
+            try:
+                if receipt["status"] in ("loaded", "refused") and "unit" in found:
+                    self._record(receipt, findings, validated, found["unit"], received, json_path, xlsx_path)
+            except BaseException:
+                discard(staged.result())
+                raise
+            publish(staged.result())
         return receipt
 
     def _process(self, path: Path, received: datetime, inbox_unit: str, receipt: dict,
@@ -204,10 +219,9 @@ class Ingestor:
         return unit
 
     def _record(self, receipt: dict, findings: pa.Table, validated: Validated | None, unit: Unit,
-                received: datetime) -> None:
-        json_path, xlsx_path = self._receipt_paths(receipt)
+                received: datetime, json_path: Path, xlsx_path: Path) -> None:
         upload = {
-            "upload_id": receipt["upload_id"] or f"{unit.unit_code}-{received:%Y%m%dT%H%M%S}-refused",
+            "upload_id": receipt["upload_id"],
             "unit_code": unit.unit_code, "channel": "file", "file_name": receipt["file"],
             "data_month": receipt["month"], "content_hash": receipt["content_hash"], "received_at": received,
             "on_time": receipt["on_time"], "area": unit.area, "status": receipt["status"],
@@ -215,7 +229,6 @@ class Ingestor:
             "processed_at": datetime.now(TAIPEI),
             **{f"{part}_{k}": v for part in ("courses", "attendance") for k, v in receipt[part].items()},
         }
-        receipt["upload_id"] = upload["upload_id"]
         counts = self.warehouse.record_upload(upload, findings, validated, unit.area, datetime.now(TAIPEI))
         receipt["merge"] = counts.__dict__
 
@@ -234,11 +247,6 @@ class Ingestor:
         receipt["receipt_files"] = [str(folder / f"{base}.json"), str(folder / f"{base}.xlsx")]
         return folder / f"{base}.json", folder / f"{base}.xlsx"
 
-    def _write_receipt_files(self, receipt: dict) -> None:
-        from inservice.receipts import write_receipt
-
-        json_path, xlsx_path = self._receipt_paths(receipt)
-        write_receipt(receipt, json_path, xlsx_path)
 
 
 def public_receipt(receipt: dict) -> dict:

@@ -21,23 +21,45 @@ FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("
                    ("Message", "Message (en)")]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a receipt."""
+def _temp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    return Path(tmp)
+
+
+Staged = list[tuple[Path, Path]]
+
+
+def stage_receipt(receipt: dict, json_path: Path, xlsx_path: Path) -> Staged:
+    """Write both files under temporary names beside their final ones; `publish` renames them."""
+    staged: Staged = []
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
+        tmp = _temp_beside(json_path)
+        staged.append((tmp, json_path))
+        tmp.write_text(json.dumps(receipt, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        tmp = _temp_beside(xlsx_path)
+        staged.append((tmp, xlsx_path))
+        _workbook(receipt).save(tmp)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        discard(staged)
         raise
+    return staged
+
+
+def publish(staged: Staged) -> None:
+    """Atomic renames: a reader never sees half a receipt."""
+    for tmp, final in staged:
+        os.replace(tmp, final)
+
+
+def discard(staged: Staged) -> None:
+    for tmp, _ in staged:
+        tmp.unlink(missing_ok=True)
 
 
 def write_receipt(receipt: dict, json_path: Path, xlsx_path: Path) -> None:
-    _atomic_write(json_path, lambda p: p.write_text(
-        json.dumps(receipt, ensure_ascii=False, indent=1, default=str), encoding="utf-8"))
-    _atomic_write(xlsx_path, lambda p: _workbook(receipt).save(p))
+    publish(stage_receipt(receipt, json_path, xlsx_path))
 
 
 def _workbook(receipt: dict) -> Workbook:

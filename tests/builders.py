@@ -36,7 +36,8 @@ def make_id(rng: random.Random, kind: str = "national") -> str:
 
 def course(code: str, **over: object) -> dict:
     row = {
-        "unit_code": "T001", "course_code": code, "title": f"素養導向教學設計工作坊{code}", "organizer": "國立臺灣師範大學",
+        "unit_code": "T001", "course_code": code, "title": f"素養導向教學設計工作坊{code}",
+        "organizer": "國立臺灣師範大學",
         "organizer_type": "3", "county_code": "63000", "start_date": "2017-05-10", "end_date": "2017-05-10",
         "hours": "6", "class_type": "1", "category": "A", "delivery": "3", "time_slot": "1", "audience": "E;J",
         "tags": "T2", "closed_date": "2017-05-12",

@@ -236,7 +236,8 @@ def test_value_formats(settings) -> None:
                        tags="[教專評鑑];性別平等教育", class_type="非學分班", category="ａ"))
     att = [attendee("N1", IDS[i], completed=v, hours_granted="０" if v in ("N", "否", "0", "false") else "６.5")
            for i, v in enumerate(["Y", "是", "1", "TRUE", "y"])]
-    att += [attendee("N1", IDS[10 + i], completed=v, hours_granted="0") for i, v in enumerate(["N", "否", "0", "False"])]
+    att += [attendee("N1", IDS[10 + i], completed=v, hours_granted="0")
+            for i, v in enumerate(["N", "否", "0", "False"])]
     with Warehouse(settings.warehouse_path) as wh:  # 990105 is 2010: archived unless excepted
         wh.add_exception("T001", f"D{len(forms) - 1}", "府教字第9號", date(2017, 1, 1), date(2017, 12, 31))
     att.append(attendee("N1", "　" + IDS[15].lower() + " ", completed=True, hours_granted=6))

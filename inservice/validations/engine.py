@@ -109,6 +109,11 @@ def _show(values: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise("「", pc.utf8_slice_codeunits(values, 0, 40), "」", "")
 
 
+def _shown(values: pa.Array):
+    """A lazy detail: the offending values, quoted, built only for the selected rows."""
+    return lambda idx: _show(pc.take(values, idx))
+
+
 def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
     """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
     rows = raw[ROW].combine_chunks()
@@ -119,15 +124,19 @@ def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> 
         src = raw[f.code].combine_chunks()
         value, bad, suffix = _parse(f, src)
         typed[f.code] = value
-        present = pc.is_valid(normalize.clean_text(src))
+        present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else \
+            pc.is_valid(normalize.clean_text(src))
         if f.required_in(ctx.channel):
             out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
-        shown = None if f.personal else _show(normalize.clean_text(src))
         if f.kind is Kind.NATIONAL_ID:
             invalid = pc.and_(present, pc.invert(pc.fill_null(national_id.is_valid(value), False)))
-            out.add(rt.name, "A03", invalid, rows, codes, f, pc.fill_null(national_id.mask(value), ""),
-                    pc.fill_null(national_id.mask(value), ""))
+            masked = lambda idx, v=value: national_id.mask(pc.take(v, idx))  # noqa: E731
+            out.add(rt.name, "A03", invalid, rows, codes, f, masked, masked)
             continue
+        noted = out.noted_rows(rt.name, f.code)
+        if len(noted):  # the reader already said why this cell is bad: say it once
+            bad = pc.and_(bad, pc.invert(pc.is_in(rows, noted)))
+        shown = None if f.personal else _shown(src)
         out.add(rt.name, p + suffix, bad, rows, codes, f, shown, shown)
     return typed
 
@@ -142,8 +151,8 @@ def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> No
     over_daily = pc.and_(pc.and_(pc.equal(typed["class_type"], "1"), pc.greater(days, 0)),
                          pc.greater(hours, pc.multiply(days, 12)))
     out_of_range = pc.or_kleene(pc.or_(pc.less_equal(hours, 0), pc.greater(hours, 999)), over_daily)
-    out.add("course", "C05", out_of_range, rows, codes, f("hours"), _show(pc.cast(hours, pa.string())),
-            _show(pc.cast(hours, pa.string())))
+    out.add("course", "C05", out_of_range, rows, codes, f("hours"), _shown(typed["_hours_raw"]),
+            _shown(typed["_hours_raw"]))
     archived = pc.less_equal(start, pa.scalar(ctx.cutoff, pa.date32()))
     if ctx.exceptions.all_courses:
         archived = pc.and_(archived, False)
@@ -192,6 +201,7 @@ def validate(raw: RawUpload, ctx: Context) -> Validated:
 def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.DuckDBPyConnection) -> pa.Table:
     typed = _field_rules(COURSE, raw, ctx, out)
     typed["_closed_raw"] = raw["closed_date"].combine_chunks()
+    typed["_hours_raw"] = raw["hours"].combine_chunks()
     _course_rules(typed, ctx, out)
     typed["is_deleted"] = _not_deleted(typed["is_deleted"])
     table = _typed_table(COURSE, typed)
@@ -264,7 +274,8 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     bad_yes = pc.and_(done, pc.or_kleene(pc.less_equal(hg, 0), pc.greater(hg, course_hours)))
     bad_no = pc.and_(pc.invert(done), pc.not_equal(hg, 0))
     out.add("attendance", "A06", pc.or_(pc.fill_null(bad_yes, False), pc.fill_null(bad_no, False)),
-            rows, codes, f("hours_granted"), _show(pc.cast(hg, pa.string())), _show(pc.cast(hg, pa.string())))
+            rows, codes, f("hours_granted"), _shown(raw["hours_granted"].combine_chunks()),
+            _shown(raw["hours_granted"].combine_chunks()))
     # A07: the same (unit, course, teacher) again; the first is kept
     dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
         PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att
@@ -286,7 +297,7 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     school = typed["school_code"]
     unknown_school = pc.and_(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"),
                              pc.invert(pc.is_in(school, reference.school_codes())))
-    out.add("attendance", "W04", unknown_school, rows, codes, f("school_code"), _show(school), _show(school))
+    out.add("attendance", "W04", unknown_school, rows, codes, f("school_code"), _shown(school), _shown(school))
     bad = error_rows(out.table(), "attendance")
     table = table.append_column("_ok", pc.invert(pc.is_in(rows, bad))).drop_columns(["_id_present"])
     _w05(table, courses, existing, ctx, out, con)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.schemas.fields import Field
 from inservice.schemas.rules import RULES
+
+Detail = str | pa.Array | Callable[[pa.Array], pa.Array] | None
 
 SCHEMA = pa.schema([
     ("record", pa.string()),
@@ -34,9 +38,12 @@ class Findings:
         self._dicts: list[dict] = []
 
     def add(self, record: str, rule: str, where: pa.Array, rows: pa.Array, course_codes: pa.Array,
-            field: Field | None = None, detail_zh: pa.Array | str | None = None,
-            detail_en: pa.Array | str | None = None) -> None:
-        """Add a finding for every row where `where` is true. Details may be per-row arrays."""
+            field: Field | None = None, detail_zh: Detail = None, detail_en: Detail = None) -> None:
+        """Add a finding for every row where `where` is true.
+
+        A detail is a string, a per-row array, or a function of the selected rows' indices that
+        returns one — so messages are built only for the few rows at fault, not for every row.
+        """
         where = pc.fill_null(where, False)
         if not pc.any(where).as_py():
             return
@@ -45,8 +52,13 @@ class Findings:
         r = RULES[rule]
         zh_head = f"{r.zh}" + (f"（{field.label}）" if field else "")
         en_head = f"{r.en}" + (f" ({field.code})" if field else "")
+        picked: dict[int, pa.Array] = {}
 
-        def pick(d: pa.Array | str | None) -> pa.Array | str | None:
+        def pick(d: Detail) -> pa.Array | str | None:
+            if callable(d):
+                if id(d) not in picked:  # zh and en often share one function
+                    picked[id(d)] = d(pc.indices_nonzero(where))
+                return picked[id(d)]
             return pc.filter(d, where) if isinstance(d, pa.Array | pa.ChunkedArray) else d
 
         dz, de = _text(pick(detail_zh), n), _text(pick(detail_en), n)
@@ -77,6 +89,13 @@ class Findings:
 
     def extend(self, dicts: list[dict]) -> None:
         self._dicts.extend(dicts)
+
+    def noted_rows(self, record: str, field: str) -> pa.Array:
+        """Rows whose `field` a reader's note already reports (e.g. an Access value it cannot
+        represent): the field rules then say nothing more about that cell."""
+        rows = {d["row"] for d in self._dicts
+                if d["record"] == record and d["field"] == field and d["row"] is not None}
+        return pa.array(sorted(rows), pa.int64())
 
     def table(self) -> pa.Table:
         parts = list(self._parts)

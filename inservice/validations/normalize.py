@@ -22,9 +22,16 @@ def clean_text(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
 
+def nfkc(values: pa.Array) -> pa.Array:
+    """NFKC, skipped when the column is plain ASCII (the usual case for codes: NFKC is costly)."""
+    if pc.all(pc.string_is_ascii(values)).as_py() in (True, None):
+        return values
+    return pc.utf8_normalize(values, "NFKC")
+
+
 def fold(values: pa.Array) -> pa.Array:
     """Full-width → half-width (NFKC), then clean: for codes, numbers, dates, keys."""
-    return clean_text(pc.utf8_normalize(values, "NFKC"))
+    return clean_text(nfkc(values))
 
 
 def _is_bad(present: pa.Array, parsed: pa.Array) -> pa.Array:
@@ -148,7 +155,7 @@ def parse_yesno(values: pa.Array) -> tuple[pa.Array, pa.Array]:
 # --- codes -------------------------------------------------------------------------------------
 def fold_code_key(values: pa.Array) -> pa.Array:
     """Vectorised twin of codelists.fold_key."""
-    v = pc.utf8_upper(pc.utf8_normalize(values, "NFKC"))
+    v = pc.utf8_upper(nfkc(values))
     v = pc.replace_substring(v, "台", "臺")
     return pc.replace_substring_regex(v, r"[\s\[\]【】]", "")
 
