@@ -79,8 +79,15 @@ class Validated:
         return self.attendance.filter(self.attendance["_ok"])
 
 
+_TYPES = {Kind.DATE: pa.date32(), Kind.DATETIME: pa.timestamp("s"), Kind.NUMBER: pa.float64(),
+          Kind.YESNO: pa.bool_()}
+
+
 def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     """typed values, bad mask, and the rule suffix for bad values ("02" unparseable, "03" code)."""
+    if values.null_count == len(values):  # an absent optional column: nothing to parse
+        return (pa.nulls(len(values), _TYPES.get(f.kind, pa.string())), pa.array([False] * len(values), pa.bool_()),
+                "02")
     if f.kind is Kind.DATE:
         return (*normalize.parse_date(values), "02")
     if f.kind is Kind.DATETIME:
@@ -129,7 +136,8 @@ def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> 
         if f.required_in(ctx.channel):
             out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
         if f.kind is Kind.NATIONAL_ID:
-            invalid = pc.and_(present, pc.invert(pc.fill_null(national_id.is_valid(value), False)))
+            typed["_id_valid"] = pc.fill_null(national_id.is_valid(value), False)
+            invalid = pc.and_(present, pc.invert(typed["_id_valid"]))
             masked = lambda idx, v=value: national_id.mask(pc.take(v, idx))  # noqa: E731
             out.add(rt.name, "A03", invalid, rows, codes, f, masked, masked)
             continue
@@ -233,8 +241,7 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     typed = _field_rules(ATTENDANCE, raw, ctx, out)
     rows, codes = typed[ROW], typed["course_code"]
     ids = typed["national_id"]
-    valid_id = pc.fill_null(national_id.is_valid(ids), False)
-    key_ids = pc.if_else(valid_id, ids, pa.scalar(None, pa.string()))
+    key_ids = pc.if_else(typed["_id_valid"], ids, pa.scalar(None, pa.string()))
     table = pa.table({
         ROW: rows, "unit_code": typed["unit_code"], "course_code": codes,
         "teacher_key": ctx.pseudonymiser.keys(key_ids),
