@@ -1,0 +1,61 @@
+"""The register and exception commands, and what a unit reads in its receipt workbook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from openpyxl import load_workbook
+
+from inservice.ingest import ingest_paths
+from tests.conftest import FIXTURES, RECEIVED, drop, load_expected
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inservice.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "INSERVICE_HOME": str(home)}, timeout=300)
+
+
+def test_units_and_exceptions_commands(home: Path) -> None:
+    assert cli(home, "units", "add", "T001", "--name", "國立臺灣師範大學", "--channel", "file", "--state",
+               "production", "--joined", "2017-01-01").returncode == 0
+    assert cli(home, "units", "add", "C63000", "--name", "臺北市政府教育局", "--channel", "db", "--state", "testing",
+               "--joined", "2017-03-01").returncode == 0
+    listing = cli(home, "units", "list").stdout.splitlines()
+    assert listing == ["C63000\t臺北市政府教育局\tdb\ttesting\t2017-03-01",
+                       "T001\t國立臺灣師範大學\tfile\tproduction\t2017-01-01"]
+    bad = cli(home, "units", "add", "T002", "--name", "x", "--channel", "fax", "--state", "production",
+              "--joined", "2017-01-01")
+    assert bad.returncode == 1 and "fax" in bad.stderr
+    assert cli(home, "exceptions", "add", "T001", "--letter", "臺教師(三)字第1號", "--letter-date", "2017-03-01",
+               "--valid-until", "2017-12-31").returncode == 0
+    assert cli(home, "exceptions", "add", "T001", "--course", "A1010101", "--letter", "第2號", "--letter-date",
+               "2017-03-02", "--valid-until", "2018-12-31").returncode == 0
+    rows = [r.split("\t") for r in cli(home, "exceptions", "list").stdout.splitlines()]
+    assert rows == [["1", "T001", "all", "臺教師(三)字第1號", "2017-03-01", "2017-12-31"],
+                    ["2", "T001", "A1010101", "第2號", "2017-03-02", "2018-12-31"]]
+    assert cli(home, "exceptions", "remove", "1").returncode == 0
+    assert cli(home, "exceptions", "remove", "1").returncode == 1
+    assert len(cli(home, "exceptions", "list").stdout.splitlines()) == 1
+
+
+def test_receipt_workbook_lists_every_finding(settings) -> None:
+    exp, src = load_expected(FIXTURES / "defects-xls")
+    [r] = ingest_paths([drop(settings, src)], settings, RECEIVED)
+    json_path, xlsx_path = map(Path, r["receipt_files"])
+    assert json.loads(json_path.read_text(encoding="utf-8"))["findings"] == r["findings"]
+    wb = load_workbook(xlsx_path, read_only=True)
+    assert wb.sheetnames == ["摘要 Summary", "檢核結果 Findings"]
+    summary = {row[0]: row[1] for row in wb["摘要 Summary"].iter_rows(values_only=True)}
+    assert summary["檔名 File"] == "T003_201705.xls" and summary["狀態 Status"].startswith("已載入")
+    assert summary["研習名單 收件/通過/退件 attendance"].split(" / ")[1] == str(exp["attendance_accepted"])
+    rows = list(wb["檢核結果 Findings"].iter_rows(values_only=True))
+    assert [h.split(" ")[0] for h in rows[0][:4]] == ["列", "資料", "欄位", "規則"]
+    assert rows[0][6].startswith("說明")
+    body = rows[1:]
+    assert len(body) == len(exp["findings"])
+    assert {(row[0], row[3]) for row in body} == {(f["row"], f["rule"]) for f in exp["findings"]}
+    assert all(row[6] and row[7] for row in body)  # Chinese and English message on every row
