@@ -49,6 +49,7 @@ COURSES = Table("courses", "研習課程（已通過檢核）", (
     C("is_deleted", "BOOLEAN", "已撤回"),
     C("upload_id", "VARCHAR", "最後寫入此列的傳報編號"),
     C("loaded_at", "TIMESTAMPTZ", "最後寫入時間"),
+    C("first_loaded_at", "TIMESTAMPTZ", "首次載入時間"),
 ), per_area=True)
 
 ATTENDANCE = Table("attendance", "研習名單（教師以假名鍵表示）", (
@@ -62,6 +63,21 @@ ATTENDANCE = Table("attendance", "研習名單（教師以假名鍵表示）", (
     C("is_deleted", "BOOLEAN", "已撤回"),
     C("upload_id", "VARCHAR", "最後寫入此列的傳報編號"),
     C("loaded_at", "TIMESTAMPTZ", "最後寫入時間"),
+    C("first_loaded_at", "TIMESTAMPTZ", "首次載入時間"),
+), per_area=True)
+
+HISTORY = Table("history", "異動歷程：課程與名單首次載入後的每一次變更（更新、撤回、更正）", (
+    C("record", "VARCHAR", "資料類別（course、attendance）"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("teacher_key", "VARCHAR", "教師假名鍵（名單列）"),
+    C("action", "VARCHAR", "異動（update 更新、withdraw 撤回、correction 更正、add 更正新增、remove 更正刪除）"),
+    C("before_json", "VARCHAR", "異動前內容（JSON；新增時為空）"),
+    C("after_json", "VARCHAR", "異動後內容（JSON；撤回或刪除時為空）"),
+    C("source", "VARCHAR", "來源（upload 檔案傳報、feed 資料庫互傳、correction 更正申請）"),
+    C("source_id", "VARCHAR", "來源編號（傳報編號、互傳日、更正列）"),
+    C("letter_no", "VARCHAR", "核定文號（更正）"),
+    C("changed_at", "TIMESTAMPTZ", "異動時間"),
 ), per_area=True)
 
 UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳一筆）", (
@@ -86,6 +102,8 @@ UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳�
     C("attendance_rejected", "INTEGER", "名單退件筆數"),
     C("attendance_inserted", "INTEGER", "名單新增筆數"),
     C("attendance_updated", "INTEGER", "名單更新筆數"),
+    C("courses_withdrawn", "INTEGER", "課程撤回筆數"),
+    C("attendance_withdrawn", "INTEGER", "名單撤回筆數"),
     C("receipt_json", "VARCHAR", "回執 JSON 路徑"),
     C("receipt_xlsx", "VARCHAR", "回執 Excel 路徑"),
     C("processed_at", "TIMESTAMPTZ", "處理時間"),
@@ -122,7 +140,7 @@ ARCHIVE_EXCEPTIONS = Table("archive_exceptions", "封存年度例外核准（公
     C("created_at", "TIMESTAMPTZ", "登錄時間"),
 ))
 
-TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, ARCHIVE_EXCEPTIONS)
+TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS)
 AREAS = {"production": "main", "testing": "testing"}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -49,6 +49,17 @@ class MergeCounts:
     courses_updated: int = 0
     attendance_inserted: int = 0
     attendance_updated: int = 0
+    courses_withdrawn: int = 0
+    attendance_withdrawn: int = 0
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a change came from, as the history records it."""
+
+    kind: str  # "upload" | "feed" | "correction"
+    id: str  # upload id, feed-day id, or correction row id
+    letter_no: str | None = None  # approval letter (corrections)
 
 
 class WarehouseError(Exception):
@@ -141,12 +152,17 @@ class Warehouse:
         self.con.execute("COMMIT")
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str,
-                      now: datetime) -> MergeCounts:
-        """Write the upload row, its findings and (if loaded) its accepted rows, atomically."""
+                      now: datetime, in_transaction: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                      ) -> MergeCounts:
+        """Write the upload row, its findings and (if loaded) its accepted rows, atomically.
+
+        `in_transaction` runs inside the same transaction (a feed's watermark: it moves with the
+        rows it covers, or not at all)."""
         counts = MergeCounts()
         with self.transaction():
             if validated is not None and upload["status"] == "loaded":
-                counts = self._merge(validated, ddl.AREAS[area], upload["upload_id"], now)
+                kind = "feed" if upload.get("channel") == "db" else "upload"
+                counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
             row = {**upload, **counts.__dict__}
             cols = [c.name for c in ddl.UPLOADS.columns]
             self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -155,41 +171,78 @@ class Warehouse:
             self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
                 course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
             self.con.unregister("new_findings")
+            if in_transaction is not None:
+                in_transaction(self.con)
             failpoint("merge.before_commit")
         return counts
 
-    def _merge(self, v: Validated, schema: str, upload_id: str, now: datetime) -> MergeCounts:
-        con = self.con
+    def merge(self, v: Validated, area: str, source: Source, now: datetime) -> MergeCounts:
+        """The one merge of every channel (call inside a transaction): withdrawals, then upserts.
+
+        A row with is_deleted leaves the analyst tables (a withdrawn course takes its attendance
+        with it); every update and withdrawal of a loaded row is kept in `history`."""
+        con, schema = self.con, ddl.AREAS[area]
         courses = v.accepted_courses.select(["unit_code", "course_code", *COURSE_CONTENT, "modified_at"])
         att = v.accepted_attendance.select(["unit_code", "course_code", "teacher_key", *ATTENDANCE_CONTENT,
                                             "modified_at"])
         con.register("stage_c", courses)
         con.register("stage_a", att)
         try:
-            c_ins, c_upd = self._upsert(f"{schema}.courses", "stage_c", ["unit_code", "course_code"],
-                                        [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, upload_id, now)
+            con.execute("""CREATE OR REPLACE TEMP TABLE gone_c AS
+                SELECT unit_code, course_code FROM stage_c WHERE is_deleted""")
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE gone_a AS
+                SELECT unit_code, course_code, teacher_key FROM stage_a WHERE is_deleted
+                UNION ALL SELECT a.unit_code, a.course_code, a.teacher_key FROM {schema}.attendance a
+                JOIN gone_c USING (unit_code, course_code)""")
+            withdrawn_att = self._withdraw(f"{schema}.attendance", "gone_a",
+                                           ["unit_code", "course_code", "teacher_key"], source, now)
+            withdrawn_c = self._withdraw(f"{schema}.courses", "gone_c", ["unit_code", "course_code"], source, now)
+            con.execute("""CREATE OR REPLACE TEMP TABLE live_c AS SELECT * FROM stage_c WHERE NOT is_deleted""")
+            con.execute("""CREATE OR REPLACE TEMP TABLE live_a AS SELECT * FROM stage_a a WHERE NOT is_deleted
+                AND NOT EXISTS (SELECT 1 FROM gone_c g WHERE g.unit_code = a.unit_code
+                                AND g.course_code = a.course_code)""")
+            c_ins, c_upd = self._upsert(f"{schema}.courses", "live_c", ["unit_code", "course_code"],
+                                        [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, source, now)
             failpoint("merge.after_courses")
-            a_ins, a_upd = self._upsert(f"{schema}.attendance", "stage_a",
+            a_ins, a_upd = self._upsert(f"{schema}.attendance", "live_a",
                                         ["unit_code", "course_code", "teacher_key"],
-                                        [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, upload_id, now)
+                                        [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, source, now)
         finally:
             con.unregister("stage_c")
             con.unregister("stage_a")
-        return MergeCounts(c_ins, c_upd, a_ins, a_upd)
+        return MergeCounts(c_ins, c_upd, a_ins, a_upd, withdrawn_c, withdrawn_att)
+
+    def _history(self, target: str, select_from: str, action: str, before: str, after: str,
+                 source: Source, now: datetime) -> None:
+        schema, table = target.split(".")
+        record = "course" if table == "courses" else "attendance"
+        teacher = "t.teacher_key" if record == "attendance" else "NULL"
+        self.con.execute(f"""INSERT INTO {schema}.history SELECT '{record}', t.unit_code, t.course_code,
+            {teacher}, '{action}', {before}, {after}, ?, ?, ?, ? {select_from}""",
+                         [source.kind, source.id, source.letter_no, now])
+
+    def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
+        on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
+        self._history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", "to_json(t)", "NULL",
+                      source, now)
+        return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchone()[0])
 
     def _upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
-                upload_id: str, now: datetime) -> tuple[int, int]:
-        """Set-based upsert: update rows whose content differs, insert the new keys (anti-join)."""
+                source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
+        """Set-based upsert: history and update for rows whose content differs, then insert the new
+        keys (anti-join). No enforced key: the anti-join keeps keys unique, an asset check proves it."""
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
+        self._history(target, f"FROM {target} t JOIN {stage} s ON {on} WHERE {differs}", action,
+                      "to_json(t)", "to_json(s)", source, now)
         sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
         updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
-            FROM {stage} s WHERE {on} AND ({differs})""", [upload_id, now]).fetchone()[0]
+            FROM {stage} s WHERE {on} AND ({differs})""", [source.id, now]).fetchone()[0]
         all_cols = [*keys, *columns]
         names = ", ".join(f'"{c}"' for c in all_cols)
-        inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at)
-            SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ? FROM {stage} s
-            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [upload_id, now]).fetchone()[0]
+        inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at, first_loaded_at)
+            SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ?, ? FROM {stage} s
+            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [source.id, now, now]).fetchone()[0]
         return int(inserted), int(updated)
 
     def table(self, sql: str, params: list | None = None) -> pa.Table:
