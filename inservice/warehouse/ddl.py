@@ -140,7 +140,12 @@ ARCHIVE_EXCEPTIONS = Table("archive_exceptions", "封存年度例外核准（公
     C("created_at", "TIMESTAMPTZ", "登錄時間"),
 ))
 
-TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS)
+# Feature tables (each feature owns its block below; add your Table objects to your tuple).
+FEED_TABLES: tuple[Table, ...] = ()  # daily database feeds
+CORRECTION_TABLES: tuple[Table, ...] = ()  # corrections, unit lifecycle
+
+TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
+          *CORRECTION_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
 
