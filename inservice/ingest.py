@@ -114,7 +114,11 @@ class Ingestor:
         key = settings.pseudonym_key() if warehouse is not None else secrets.token_bytes(32)
         self.pseudonymiser = Pseudonymiser(key)
 
-    def ingest(self, path: Path, received_at: datetime | str | None = None, unit: str | None = None) -> dict:
+    def ingest(self, path: Path, received_at: datetime | str | None = None, unit: str | None = None,
+               rerun: bool = False) -> dict:
+        """`rerun=True`: staff re-run an upload explicitly (e.g. after an archive exception was
+        registered): F08 is not applied (the earlier load was partial), archive exceptions are those in
+        force on the day of the re-run, and the upload id is marked `-rerun<time>`."""
         path = Path(path)
         received = as_received_at(received_at)
         inbox_unit = unit or path.resolve().parent.name
@@ -124,11 +128,13 @@ class Ingestor:
             "courses": _counts(None), "attendance": _counts(None), "findings": [],
             "upload_id": None, "area": None, "content_hash": None,
         }
+        if rerun:
+            receipt["rerun"] = True
         validated: Validated | None = None
         findings: pa.Table = FINDINGS_SCHEMA.empty_table()
         found: dict[str, Unit] = {}  # the registered unit, once known (refusals are recorded too)
         try:
-            validated = self._process(path, received, inbox_unit, receipt, found)
+            validated = self._process(path, received, inbox_unit, receipt, found, rerun)
             findings = validated.findings
             receipt["status"] = "loaded" if self.load else "checked"
         except UploadRefused as refusal:
@@ -164,7 +170,7 @@ class Ingestor:
         return receipt
 
     def _process(self, path: Path, received: datetime, inbox_unit: str, receipt: dict,
-                 found: dict[str, Unit]) -> Validated:
+                 found: dict[str, Unit], rerun: bool = False) -> Validated:
         ext = path.suffix.lower()
         if ext not in FILE_EXTENSIONS:
             raise UploadRefused("F02", f"不支援的副檔名「{path.suffix}」", f"unknown format '{path.suffix}'")
@@ -182,7 +188,9 @@ class Ingestor:
         content_hash = sha256_file(path)
         receipt["content_hash"] = content_hash
         receipt["upload_id"] = f"{name.unit}-{received.astimezone(TAIPEI):%Y%m%dT%H%M%S}-{content_hash[:8]}"
-        if self.warehouse is not None and unit_row is not None:
+        if rerun:  # the original's id stays the original's
+            receipt["upload_id"] += f"-rerun{datetime.now(TAIPEI):%Y%m%dT%H%M%S%f}"
+        if self.warehouse is not None and unit_row is not None and not rerun:
             earlier = self.warehouse.loaded_upload_with_hash(name.unit, content_hash, unit_row.area)
             if earlier:
                 refusal = UploadRefused("F08", f"與 {earlier} 內容相同，未重複載入",
@@ -204,7 +212,9 @@ class Ingestor:
         ctx = Context(unit=name.unit, channel="file", received_on=received_on,
                       pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff)
         if self.warehouse is not None and unit_row is not None:
-            ctx.exceptions = self.warehouse.exceptions_for(name.unit, received_on)
+            # a re-run admits what today's exceptions admit: one registered after the refusal is its reason
+            on = datetime.now(TAIPEI).date() if rerun else received_on
+            ctx.exceptions = self.warehouse.exceptions_for(name.unit, on)
             ctx.state = self.warehouse.state(unit_row.area)
         return validate(raw, ctx)
 

@@ -17,8 +17,8 @@ STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重
 RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單"}
 SEVERITY_ZH = {"error": "退件", "warning": "警告"}
 FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("規則", "Rule"),
-                   ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "Message (zh)"),
-                   ("Message", "Message (en)")]
+                   ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "說明"),
+                   ("Message", "Message")]
 
 
 def _temp_beside(path: Path) -> Path:

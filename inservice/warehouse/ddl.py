@@ -141,8 +141,73 @@ ARCHIVE_EXCEPTIONS = Table("archive_exceptions", "封存年度例外核准（公
 ))
 
 # Feature tables (each feature owns its block below; add your Table objects to your tuple).
-FEED_TABLES: tuple[Table, ...] = ()  # daily database feeds
-CORRECTION_TABLES: tuple[Table, ...] = ()  # corrections, unit lifecycle
+FEEDS = Table("feeds", "資料庫互傳登錄（連線字串存於環境變數，不存密碼）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("url_env", "VARCHAR", "存放 SQLAlchemy 連線字串的環境變數名稱"),
+    C("courses_table", "VARCHAR", "課程資料表或檢視（可含 schema.）"),
+    C("attendance_table", "VARCHAR", "研習名單資料表或檢視（可含 schema.）"),
+    C("overlap_minutes", "INTEGER", "重疊讀取分鐘數（水位線往前回讀，補遲交易）"),
+    C("added_at", "TIMESTAMPTZ", "登錄時間"),
+))
+
+FEED_WATERMARKS = Table("feed_watermarks", "資料庫互傳水位線：已讀取之最大異動時間，與其涵蓋的資料同一交易寫入", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("area", "VARCHAR", "資料區（production 正式、testing 測試）"),
+    C("watermark", "TIMESTAMP", "已讀取之最大異動時間（臺北時間；空值表示尚未讀取任何列）"),
+    C("rows_taken", "BIGINT", "設定此水位線之讀取所讀列數（課程＋名單）"),
+    C("upload_id", "VARCHAR", "設定此水位線之傳報編號"),
+    C("updated_at", "TIMESTAMPTZ", "最後完成讀取時間"),
+))
+
+FEED_TABLES: tuple[Table, ...] = (FEEDS, FEED_WATERMARKS)  # daily database feeds
+
+CORRECTION_WORKBOOKS = Table("correction_workbooks", "更正申請表收件登記（內容雜湊；同一份申請表不重複處理）", (
+    C("content_hash", "VARCHAR", "內容雜湊（SHA-256）"),
+    C("file_name", "VARCHAR", "檔名"),
+    C("received_at", "TIMESTAMPTZ", "收件時間"),
+    C("status", "VARCHAR", "狀態（processed 已處理、refused 整份退件）"),
+    C("refusal", "VARCHAR", "整份退件原因"),
+    C("rows_received", "INTEGER", "申請列數"),
+    C("rows_applied", "INTEGER", "已更正列數"),
+    C("rows_refused", "INTEGER", "不予更正列數"),
+    C("rows_already_applied", "INTEGER", "先前已更正列數"),
+    C("receipt_json", "VARCHAR", "回執 JSON 路徑"),
+    C("receipt_xlsx", "VARCHAR", "回執 Excel 路徑"),
+    C("processed_at", "TIMESTAMPTZ", "處理時間"),
+))
+
+CORRECTIONS = Table("corrections", "更正申請逐列處理結果（已更正或不予更正，皆留存稽核）", (
+    C("correction_id", "VARCHAR", "更正編號（申請表雜湊:列號）"),
+    C("content_hash", "VARCHAR", "申請表內容雜湊"),
+    C("row", "BIGINT", "申請表列號"),
+    C("row_key", "VARCHAR", "更正內容鍵（HMAC；同一更正不重複套用）"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("record", "VARCHAR", "資料類別（course、attendance）"),
+    C("field", "VARCHAR", "修改欄位（欄位代碼；名單為 attendance:add／remove／欄位）"),
+    C("teacher_key", "VARCHAR", "教師假名鍵（名單更正）"),
+    C("original", "VARCHAR", "原內容（身分證字號已遮蔽）"),
+    C("new_value", "VARCHAR", "修改後內容（身分證字號已遮蔽）"),
+    C("authority", "VARCHAR", "核定機關"),
+    C("letter_no", "VARCHAR", "核定文號"),
+    C("letter_date", "DATE", "核定日期"),
+    C("status", "VARCHAR", "結果（applied 已更正、refused 不予更正、already_applied 先前已更正）"),
+    C("reason", "VARCHAR", "不予更正原因代碼"),
+    C("message_zh", "VARCHAR", "說明"),
+    C("message_en", "VARCHAR", "Message"),
+    C("decided_at", "TIMESTAMPTZ", "處理時間"),
+))
+
+UNIT_STATE_LOG = Table("unit_state_log", "單位狀態異動紀錄（測試、正式、封存；含核定文號）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("from_state", "VARCHAR", "原狀態"),
+    C("to_state", "VARCHAR", "新狀態"),
+    C("letter_no", "VARCHAR", "核定文號"),
+    C("reason", "VARCHAR", "事由（promote 轉正式、seal 封存、seal_dormant 久未交換資料封存、reapply 重新申請）"),
+    C("changed_at", "TIMESTAMPTZ", "異動時間"),
+))
+
+CORRECTION_TABLES: tuple[Table, ...] = (CORRECTION_WORKBOOKS, CORRECTIONS, UNIT_STATE_LOG)  # corrections, lifecycle
 
 TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
           *CORRECTION_TABLES)

@@ -89,8 +89,9 @@ class Warehouse:
     def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
+        if self.unit(code) is not None:  # a state change needs a letter and goes to the log
+            raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
         with self.transaction():
-            self.con.execute("DELETE FROM units WHERE unit_code = ?", [code])
             self.con.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, now())", [code, name, channel, state, joined])
 
     def unit(self, code: str) -> Unit | None:
