@@ -189,7 +189,8 @@ class Ingestor:
         receipt["content_hash"] = content_hash
         receipt["upload_id"] = f"{name.unit}-{received.astimezone(TAIPEI):%Y%m%dT%H%M%S}-{content_hash[:8]}"
         if rerun:  # the original's id stays the original's
-            receipt["upload_id"] += f"-rerun{datetime.now(TAIPEI):%Y%m%dT%H%M%S%f}"
+            # no letter before the digits: "T230005123456" would look like a national ID to the checks
+            receipt["upload_id"] += f"-rerun{datetime.now(TAIPEI):%Y%m%d%H%M%S%f}"
         if self.warehouse is not None and unit_row is not None and not rerun:
             earlier = self.warehouse.loaded_upload_with_hash(name.unit, content_hash, unit_row.area)
             if earlier:

@@ -1,0 +1,1 @@
+"""Dagster orchestration: resources, jobs, the inbox sensor and the one Definitions object."""
