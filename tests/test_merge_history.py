@@ -67,3 +67,19 @@ def test_open_course_updates_and_withdrawal_keep_history(settings) -> None:
     assert json.loads(hist[0][4])["title"] == "素養導向教學設計工作坊C1" and json.loads(hist[0][5])["title"] == "新名稱"
     assert hist[2][5] is None and json.loads(hist[2][4])["course_code"] == "C1"
     assert all(IDS[0] not in (r[4] or "") for r in hist)  # pseudonymised in history too
+
+
+def test_an_older_warehouse_gains_new_columns_when_opened(tmp_path) -> None:
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE courses (unit_code VARCHAR, course_code VARCHAR)")
+    con.execute("INSERT INTO courses VALUES ('T001', 'C1')")
+    con.close()
+    with Warehouse(path) as wh:
+        cols = {r[0] for r in wh.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'courses' "
+            "AND table_schema = 'main'").fetchall()}
+        assert {"first_loaded_at", "hours", "audience"} <= cols
+        assert wh.con.execute("SELECT unit_code, course_code FROM courses").fetchall() == [("T001", "C1")]

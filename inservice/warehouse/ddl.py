@@ -156,7 +156,9 @@ FEED_WATERMARKS = Table("feed_watermarks", "資料庫互傳水位線：已讀取
     C("watermark", "TIMESTAMP", "已讀取之最大異動時間（臺北時間；空值表示尚未讀取任何列）"),
     C("rows_taken", "BIGINT", "設定此水位線之讀取所讀列數（課程＋名單）"),
     C("upload_id", "VARCHAR", "設定此水位線之傳報編號"),
-    C("updated_at", "TIMESTAMPTZ", "最後完成讀取時間"),
+    C("complete", "BOOLEAN", "該次讀取已完成全部批次（否：中斷，下次接續）"),
+    C("pull_started_at", "TIMESTAMPTZ", "該次讀取（含中斷後接續）開始時間；其後結案之課程不視為已鎖定"),
+    C("updated_at", "TIMESTAMPTZ", "最後寫入時間"),
 ))
 
 FEED_TABLES: tuple[Table, ...] = (FEEDS, FEED_WATERMARKS)  # daily database feeds
@@ -216,6 +218,21 @@ AREAS = {"production": "main", "testing": "testing"}
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def missing_columns(existing: set[tuple[str, str, str]]) -> list[str]:
+    """Additive migration: ALTER statements for declared columns an older warehouse lacks.
+
+    `existing` holds (schema, table, column) of the open warehouse."""
+    tables = {(s, t) for s, t, _ in existing}
+    out = []
+    for table in TABLES:
+        for schema in (AREAS.values() if table.per_area else ("main",)):
+            if (schema, table.name) not in tables:
+                continue  # created whole by CREATE TABLE
+            out += [f'ALTER TABLE {schema}.{table.name} ADD COLUMN "{c.name}" {c.type}'
+                    for c in table.columns if (schema, table.name, c.name) not in existing]
+    return out
 
 
 def statements() -> list[str]:

@@ -73,7 +73,9 @@ class Warehouse:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(self.path), read_only=read_only)
         if not read_only:
-            for stmt in ddl.statements():
+            existing = set(self.con.execute("""SELECT table_schema, table_name, column_name
+                FROM information_schema.columns""").fetchall())
+            for stmt in ddl.missing_columns(existing) + ddl.statements():
                 self.con.execute(stmt)
 
     def close(self) -> None:

@@ -1,0 +1,86 @@
+"""Publication bench: one monthly statistics run and one yearbook run on a large synthetic warehouse.
+
+Generates (DuckDB SQL, inservice.publish.generate) 2,000,000 courses and 20,000,000 attendance rows
+over 2013–2018 with units, uploads and findings — about 28,000 courses and 280,000 attendance rows a
+month — then times `publish_month` (stat_* tables, workbook, HTML) and `publish_year` (Parquet
+snapshot of the year, seven tables, CSVs, workbook). Targets on a 2-core machine: month ≤ 10 s,
+year ≤ 30 s.
+
+Usage: python bench/publish.py [--scale 0.1] [--home DIR] [--keep] [--month 2017-05] [--year 2017]
+A --home that already holds a generated warehouse is reused (generation is skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from inservice.config import Settings
+from inservice.publish.generate import Sizes, generate
+from inservice.publish.monthly import publish_month
+from inservice.publish.yearbook import publish_year
+from inservice.warehouse.store import Warehouse
+
+TARGETS = {"month": 10.0, "year": 30.0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of 2M courses / 20M attendance rows")
+    ap.add_argument("--home", help="INSERVICE_HOME to use (default: a temporary folder, removed afterwards)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--month", default="2017-05")
+    ap.add_argument("--year", default="2017")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each (the median is reported)")
+    args = ap.parse_args()
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-publish-"))
+    settings = Settings.from_env(home)
+    sizes = Sizes.scaled(args.scale)
+    figures: dict = {"scale": args.scale, "sizes": sizes.__dict__}
+    try:
+        with Warehouse(settings.warehouse_path) as wh:
+            have = wh.con.execute("SELECT count(*) FROM main.courses").fetchall()[0][0]
+            if have == 0:
+                print(f"generating {sizes.courses:,} courses, {sizes.attendance:,} attendance rows in {home}",
+                      flush=True)
+                t = time.perf_counter()
+                generate(wh.con, sizes)
+                wh.con.execute("CHECKPOINT")
+                figures["generate_s"] = round(time.perf_counter() - t, 1)
+            rows = wh.con.execute("""SELECT (SELECT count(*) FROM main.courses),
+                (SELECT count(*) FROM main.attendance)""").fetchall()[0]
+            figures["rows"] = {"courses": rows[0], "attendance": rows[1]}
+        size = settings.warehouse_path.stat().st_size
+        figures["warehouse_mib"] = round(size / 2**20)
+        print(f"warehouse: {rows[0]:,} courses, {rows[1]:,} attendance rows, {size / 2**30:.2f} GiB", flush=True)
+
+        month_s, year_s = [], []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            pub = publish_month(settings, args.month)
+            month_s.append(time.perf_counter() - t)
+            print(f"month {args.month}: {month_s[-1]:.2f} s (target ≤ {TARGETS['month']:.0f} s) — {pub.totals}",
+                  flush=True)
+            t = time.perf_counter()
+            ext = publish_year(settings, args.year)
+            year_s.append(time.perf_counter() - t)
+            print(f"year {args.year}: {year_s[-1]:.2f} s (target ≤ {TARGETS['year']:.0f} s) — snapshot "
+                  f"{ext.snapshot.courses:,} courses, {ext.snapshot.attendance:,} attendance rows; {ext.totals}",
+                  flush=True)
+        figures["month_s"] = round(sorted(month_s)[len(month_s) // 2], 2)
+        figures["year_s"] = round(sorted(year_s)[len(year_s) // 2], 2)
+        figures["within_targets"] = figures["month_s"] <= TARGETS["month"] and figures["year_s"] <= TARGETS["year"]
+        print(json.dumps(figures, ensure_ascii=False))
+    finally:
+        if not args.home and not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
