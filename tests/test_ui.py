@@ -140,8 +140,10 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in ui.gql(ASSETS)["assetNodes"]}
     groups = {k: n["groupName"] for k, n in nodes.items()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
-        "partner_upload": "ingest", "unsorted_upload": "ingest",
-        "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse"}
+        "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest",
+        "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
+        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
+    assert {"monthly_statistics", "yearbook_extract"} <= {k for k, g in groups.items() if g == "publish"}
     for name in ("partner_upload", "courses", "attendance", "upload_log"):
         assert nodes[name]["description"] and nodes[name]["owners"] == [{"team": "data-engineering"}]
     checks = {(k, c["name"]): c["blocking"] for k, n in nodes.items()
@@ -152,8 +154,9 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     assert partitions["type"] == "MULTIPARTITIONED"
     assert {(d["name"], d["type"]) for d in partitions["dimensionTypes"]} == {("unit", "DYNAMIC"),
                                                                              ("month", "TIME_WINDOW")}
-    [sensor] = ui.gql(SENSORS)["sensorsOrError"]["results"]
-    assert sensor == {"name": "inbox_sensor", "sensorState": {"status": "RUNNING"}}
+    sensors = {s["name"]: s["sensorState"]["status"] for s in ui.gql(SENSORS)["sensorsOrError"]["results"]}
+    assert sensors["inbox_sensor"] == "RUNNING"  # on by default: staff need not switch it on
+    assert sensors["corrections_sensor"] == "RUNNING"
 
     def unit_partitions() -> list[str]:
         dims = ui.gql(UNIT_PARTITIONS)["assetNodeOrError"]["partitionKeysByDimension"]
