@@ -1,0 +1,133 @@
+"""Feeds: a partner's database pulled daily (partition = feed unit × day) by the plain core.
+
+The watermark, not the calendar, decides what is read: a day's run takes every row changed since
+the last pull, so a missed day is caught up by the next run, and a backfill of a date range runs
+one pull per day (the first takes everything pending, the others find little or nothing new).
+`full: true` in the run config re-reads every row (unchanged rows are no-ops).
+"""
+
+# No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
+
+import os
+from datetime import date, timedelta
+
+import dagster as dg
+import duckdb
+
+from inservice.config import TAIPEI
+from inservice.feeds import FeedNotRegistered, FeedUnavailable, run_feed
+from inservice.feeds import register as feed_register
+from inservice.pipelines.resources import OWNERS, TRANSIENT_ERRORS, WAREHOUSE_POOL, InserviceResource, permanent
+
+FEED_UNITS = dg.DynamicPartitionsDefinition(name="feed_unit")
+FIRST_DAY = "2017-01-01"
+FEED_DAYS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="Asia/Taipei")
+FEED_PARTITIONS = dg.MultiPartitionsDefinition({"unit": FEED_UNITS, "day": FEED_DAYS})
+# A partner server that is down is usually back within the hour: 1, 2, 4, 8 minutes (±jitter).
+FEED_RETRY = dg.RetryPolicy(max_retries=4, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+REGISTER_INTERVAL = int(os.environ.get("INSERVICE_FEED_SENSOR_INTERVAL", "300"))
+
+
+class FeedConfig(dg.Config):
+    full: bool = False  # ignore the watermark and re-read every row (unchanged rows are no-ops)
+
+
+def feed_metadata(receipt: dict) -> dict:
+    feed = receipt.get("feed") or {}
+    meta = {
+        "status": receipt["status"], "refusal": receipt["refusal"] or "none",
+        **{f"{part}_{k}": receipt[part][k] for part in ("courses", "attendance")
+           for k in ("received", "accepted", "rejected")},
+        "findings": len(receipt["findings"]), "upload_id": receipt.get("upload_id") or "",
+        "source": feed.get("source") or "", "since": feed.get("since") or "everything",
+        "watermark_before": feed.get("watermark_before") or "none",
+        "watermark_after": feed.get("watermark_after") or "none",
+        "batches": feed.get("batches", 0), "complete": bool(feed.get("complete")),
+        **(receipt.get("merge") or {}),
+    }
+    files = receipt.get("receipt_files") or []
+    if files:
+        meta["receipt"] = dg.MetadataValue.path(files[0])
+        meta["receipt_xlsx"] = dg.MetadataValue.path(files[1])
+    return meta
+
+
+@dg.asset(
+    partitions_def=FEED_PARTITIONS,
+    group_name="ingest",
+    pool=WAREHOUSE_POOL,
+    retry_policy=FEED_RETRY,
+    owners=OWNERS,
+    kinds={"python", "duckdb", "sql"},
+    description=(
+        "A partner's daily database feed (資料庫互傳), partition = unit × day. The core reads the rows of "
+        "the partner's inservice_courses / inservice_attendance changed since the watermark (less the "
+        "overlap window), checks them with the same rules as files, merges them and moves the watermark "
+        "in the same transaction, and writes the day's receipt (回執). Partner unreachable: the refusal is "
+        "recorded, then the run is retried with back-off."),
+)
+def partner_feed(context: dg.AssetExecutionContext, config: FeedConfig,
+                 inservice: InserviceResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    unit, day = keys["unit"], date.fromisoformat(keys["day"])
+    try:
+        receipt = run_feed(inservice.settings(), unit, day, full=config.full)
+    except FeedUnavailable as exc:
+        context.log.warning(f"{unit} {day}: partner unavailable ({exc}); receipt "
+                            f"{(exc.receipt.get('receipt_files') or [''])[0]}")
+        raise  # a ConnectionError: the retry policy tries again later
+    except FeedNotRegistered as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except TRANSIENT_ERRORS:
+        raise  # e.g. the warehouse file locked by a process outside the pool
+    except Exception as exc:
+        raise permanent(exc, "feed failed (every committed batch is whole; the watermark covers only those)") \
+            from exc
+    context.log.info(f"{unit} {day}: {receipt['status']}{' ' + receipt['refusal'] if receipt['refusal'] else ''}")
+    return dg.MaterializeResult(metadata=feed_metadata(receipt))
+
+
+feed_job = dg.define_asset_job(
+    "feed_pull", selection=dg.AssetSelection.assets(partner_feed),
+    description="One unit's feed for one day (started by feed_daily_schedule, or by a backfill).")
+
+
+def feed_run_requests(units: list[str], day: date) -> list[dg.RunRequest]:
+    return [dg.RunRequest(run_key=f"feed:{u}:{day.isoformat()}",
+                          partition_key=dg.MultiPartitionKey({"unit": u, "day": day.isoformat()}),
+                          tags={"inservice/unit": u, "inservice/feed_day": day.isoformat()})
+            for u in sorted(units)]
+
+
+@dg.schedule(job=feed_job, cron_schedule="0 2 * * *", execution_timezone="Asia/Taipei", name="feed_daily_schedule",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="02:00 Asia/Taipei: every registered feed unit pulls, as the partition of the day "
+                         "just ended.")
+def feed_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+    day = context.scheduled_execution_time.astimezone(TAIPEI).date() - timedelta(days=1)
+    units = list(context.instance.get_dynamic_partitions(FEED_UNITS.name))
+    if not units:
+        return dg.SkipReason("no feed units yet (feed_register_sensor adds them from the feed register)")
+    return feed_run_requests(units, day)
+
+
+@dg.sensor(name="feed_register_sensor", minimum_interval_seconds=REGISTER_INTERVAL,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Adds each unit of the feed register (inservice feeds add) as a feed_unit partition.")
+def feed_register_sensor(context: dg.SensorEvaluationContext, inservice: InserviceResource) -> dg.SensorResult:
+    try:
+        with inservice.warehouse(read_only=True) as wh:
+            registered = {f.unit_code for f in feed_register.feeds(wh)}
+    except duckdb.Error as exc:  # the warehouse busy with a writer: next tick
+        return dg.SensorResult(skip_reason=f"warehouse not readable now ({type(exc).__name__}); next tick")
+    known = set(context.instance.get_dynamic_partitions(FEED_UNITS.name))
+    missing = sorted(registered - known)
+    if not missing:
+        return dg.SensorResult(skip_reason=f"{len(registered)} feed unit(s), all known")
+    return dg.SensorResult(dynamic_partitions_requests=[FEED_UNITS.build_add_request(missing)])
+
+
+FEED_ASSETS = [partner_feed]
+FEED_JOBS = [feed_job]
+FEED_SCHEDULES = [feed_daily_schedule]
+FEED_SENSORS = [feed_register_sensor]
