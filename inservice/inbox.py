@@ -117,16 +117,23 @@ def scan(inbox: Path, ignored: list[str] | None = None) -> Iterator[InboxFile]:
             if ignored is not None:
                 ignored.append(unit_entry.name)
             continue
-        with os.scandir(unit_entry.path) as files:
-            for entry in files:
-                if _is_temp(entry.name) or not entry.is_file(follow_symlinks=False):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:  # moved away between listing and stat
-                    continue
-                yield InboxFile(unit_entry.name, entry.name, Path(entry.path), st.st_size, st.st_mtime_ns,
-                                st.st_ctime)
+        yield from scan_folder(unit_entry.name, Path(unit_entry.path))
+
+
+def scan_folder(label: str, path: Path) -> Iterator[InboxFile]:
+    """The files of one inbox folder (one level, temporary files skipped), labelled with its unit."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if _is_temp(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # moved away between listing and stat
+            continue
+        yield InboxFile(label, entry.name, Path(entry.path), st.st_size, st.st_mtime_ns, st.st_ctime)
 
 
 def plan_tick(inbox: Path, cursor: InboxCursor, max_uploads: int = 20, max_hash_bytes: int = 1 << 30,

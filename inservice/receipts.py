@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -31,8 +32,10 @@ def _temp_beside(path: Path) -> Path:
 Staged = list[tuple[Path, Path]]
 
 
-def stage_receipt(receipt: dict, json_path: Path, xlsx_path: Path) -> Staged:
-    """Write both files under temporary names beside their final ones; `publish` renames them."""
+def stage_receipt(receipt: dict, json_path: Path, xlsx_path: Path,
+                  workbook: Callable[[dict], Workbook] | None = None) -> Staged:
+    """Write both files under temporary names beside their final ones; `publish` renames them.
+    `workbook` builds the Excel side (uploads' by default; corrections bring their own)."""
     staged: Staged = []
     try:
         tmp = _temp_beside(json_path)
@@ -40,7 +43,7 @@ def stage_receipt(receipt: dict, json_path: Path, xlsx_path: Path) -> Staged:
         tmp.write_text(json.dumps(receipt, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
         tmp = _temp_beside(xlsx_path)
         staged.append((tmp, xlsx_path))
-        _workbook(receipt).save(tmp)
+        (workbook or _workbook)(receipt).save(tmp)
     except BaseException:
         discard(staged)
         raise

@@ -3,7 +3,6 @@ receipts (inservice/receipts.py). National IDs appear masked only; names never a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -11,7 +10,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
 from inservice.corrections.apply import REASONS, STATUS_ZH
-from inservice.receipts import Staged, _temp_beside, discard
+from inservice.receipts import Staged, stage_receipt
 
 CHANGE_HEADERS = [("列", "Row"), ("單位代碼", "Unit"), ("研習代碼", "Course"), ("修改欄位", "Field"),
                   ("原內容", "Original"), ("修改後內容", "New"), ("核定機關", "Authority"), ("核定文號", "Letter"),
@@ -20,18 +19,7 @@ WIDTHS = [6, 10, 14, 18, 24, 24, 16, 26, 14, 20, 60, 60]
 
 
 def stage(receipt: dict, json_path: Path, xlsx_path: Path) -> Staged:
-    staged: Staged = []
-    try:
-        tmp = _temp_beside(json_path)
-        staged.append((tmp, json_path))
-        tmp.write_text(json.dumps(receipt, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-        tmp = _temp_beside(xlsx_path)
-        staged.append((tmp, xlsx_path))
-        _workbook(receipt).save(tmp)
-    except BaseException:
-        discard(staged)
-        raise
-    return staged
+    return stage_receipt(receipt, json_path, xlsx_path, workbook=_workbook)
 
 
 def _workbook(receipt: dict) -> Workbook:

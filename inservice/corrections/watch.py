@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 from inservice.config import TAIPEI, Settings
 from inservice.corrections.apply import FOLDER
-from inservice.inbox import InboxFile, _is_temp, settle
+from inservice.inbox import InboxFile, scan_folder, settle
 
 
 def folder(settings: Settings) -> Path:
@@ -18,20 +17,9 @@ def folder(settings: Settings) -> Path:
 
 
 def scan_corrections(settings: Settings) -> Iterator[InboxFile]:
-    """Every file in inbox/_corrections/ (one level, temporary files skipped), as the unit inbox
-    scan yields them, with `_corrections` in place of the unit."""
-    try:
-        entries = list(os.scandir(folder(settings)))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if _is_temp(entry.name) or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:  # moved away between listing and stat
-            continue
-        yield InboxFile(FOLDER, entry.name, Path(entry.path), st.st_size, st.st_mtime_ns, st.st_ctime)
+    """Every file in inbox/_corrections/, as the unit inbox scan yields them, with `_corrections`
+    in place of the unit."""
+    yield from scan_folder(FOLDER, folder(settings))
 
 
 def settle_workbook(settings: Settings, path: Path, receipt: dict) -> Path:
