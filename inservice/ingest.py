@@ -102,6 +102,16 @@ def _unit_rows_refusal(raw: RawUpload, unit: str) -> tuple[UploadRefused, list[d
                          f"{len(offending)} row(s) carry a unit_code other than {unit}"), offending
 
 
+def registered_unit(warehouse: Warehouse, code: str) -> Unit:
+    """F05 unknown unit, F06 sealed unit — for every channel."""
+    unit = warehouse.unit(code)
+    if unit is None:
+        raise UploadRefused("F05", f"單位代碼 {code} 未登錄", f"unit {code} is not registered")
+    if unit.state == "sealed":
+        raise UploadRefused("F06", f"單位 {code} 已封存，須重新申請", f"unit {code} is sealed; it must re-apply")
+    return unit
+
+
 class Ingestor:
     """Processes files for one warehouse. `load=False` is the self-check: same receipt, no writes."""
 
@@ -222,12 +232,7 @@ class Ingestor:
     def _unit(self, code: str) -> Unit | None:
         if self.warehouse is None:  # self-check without a warehouse: register rules are skipped
             return None
-        unit = self.warehouse.unit(code)
-        if unit is None:
-            raise UploadRefused("F05", f"單位代碼 {code} 未登錄", f"unit {code} is not registered")
-        if unit.state == "sealed":
-            raise UploadRefused("F06", f"單位 {code} 已封存，須重新申請", f"unit {code} is sealed; it must re-apply")
-        return unit
+        return registered_unit(self.warehouse, code)
 
     def _record(self, receipt: dict, findings: pa.Table, validated: Validated | None, unit: Unit,
                 received: datetime, json_path: Path, xlsx_path: Path) -> None:

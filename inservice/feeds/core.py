@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from inservice.config import TAIPEI, Settings
 from inservice.feeds import register
 from inservice.feeds.source import Chunk, PartnerReader, PartnerSource, PartnerUnreachable, concat
-from inservice.ingest import _counts, _unit_rows_refusal, as_received_at, public_receipt
+from inservice.ingest import _counts, _unit_rows_refusal, as_received_at, public_receipt, registered_unit
 from inservice.loaders.base import RawUpload, UploadRefused
 from inservice.receipts import discard, publish, stage_receipt
 from inservice.schemas.fields import ATTENDANCE
@@ -236,12 +236,7 @@ class FeedRunner:
 
     # --- steps ---------------------------------------------------------------------------------
     def _unit(self, code: str) -> Unit:
-        unit = self.warehouse.unit(code)
-        if unit is None:
-            raise UploadRefused("F05", f"單位代碼 {code} 未登錄", f"unit {code} is not registered")
-        if unit.state == "sealed":
-            raise UploadRefused("F06", f"單位 {code} 已封存，須重新申請", f"unit {code} is sealed; it must re-apply")
-        return unit
+        return registered_unit(self.warehouse, code)
 
     def _pull(self, run: _Run, full: bool) -> None:
         area = run.unit_row.area
