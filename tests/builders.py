@@ -63,6 +63,9 @@ def _headers(rt, rows: list[dict], by: str) -> list[str]:
 def write_xlsx(path: Path, courses: list[dict], attendance: list[dict], by: str = "label",
                sheet_names: tuple[str, str] = ("課程", "研習名單")) -> Path:
     wb = Workbook()
+    # two files with the same rows written within one second would be byte-identical (F08 duplicate):
+    # the title keeps files of different names apart, as real partner files are
+    wb.properties.title = path.name
     wb.remove(wb.active)
     for rt, rows, sheet in ((COURSE, courses, sheet_names[0]), (ATTENDANCE, attendance, sheet_names[1])):
         ws = wb.create_sheet(sheet)
