@@ -36,11 +36,6 @@ class FileName:
     unit: str
     month: str  # "YYYY-MM"
 
-    @property
-    def year_month(self) -> tuple[int, int]:
-        y, m = self.month.split("-")
-        return int(y), int(m)
-
 
 def parse_file_name(name: str) -> FileName:
     m = FILE_NAME.match(name)

@@ -9,7 +9,6 @@ only the snapshot, so running it again on the same snapshot gives byte-identical
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from inservice.config import Settings
+from inservice.ingest import sha256_file
 from inservice.publish.common import (
     ALL,
     ROW_GROUP,
@@ -72,14 +72,6 @@ def yearbook_dir(settings: Settings, year: int) -> Path:
     return settings.home / "publish" / "yearbook" / f"{year:04d}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -117,7 +109,7 @@ def take_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings, year: int,
     con.execute(f"COPY y_att TO {_sql_path(folder / 'attendance.parquet')} (FORMAT parquet)")
     n_courses = fetch(con, "SELECT count(*) FROM y_sc")[0][0]
     n_att = fetch(con, "SELECT count(*) FROM y_att")[0][0]
-    hashes = {p: _sha256(folder / f"{p}.parquet") for p in ("courses", "attendance")}
+    hashes = {p: sha256_file(folder / f"{p}.parquet") for p in ("courses", "attendance")}
     con.execute("INSERT INTO yearbook_snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [snapshot_id, year, taken_at, n_courses, n_att, str(folder), hashes["courses"], hashes["attendance"]])
     (folder / "manifest.json").write_text(json.dumps({
@@ -144,7 +136,7 @@ def find_snapshot(con: duckdb.DuckDBPyConnection, year: int, snapshot_id: str) -
     folder = Path(path)
     for part, column in (("courses", "courses_sha256"), ("attendance", "attendance_sha256")):
         expected = fetch(con, f"SELECT {column} FROM yearbook_snapshots WHERE snapshot_id = ?", [sid])[0][0]
-        if _sha256(folder / f"{part}.parquet") != expected:  # a frozen snapshot must not have changed
+        if sha256_file(folder / f"{part}.parquet") != expected:  # a frozen snapshot must not have changed
             raise ValueError(f"snapshot {sid}: {part}.parquet does not match its recorded hash")
     return Snapshot(sid, y, as_of_now(taken), nc, na, folder)
 

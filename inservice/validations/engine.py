@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.loaders.base import ROW, RawUpload
-from inservice.schemas import codelists, reference
+from inservice.schemas import reference
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field, Kind, RecordType
 from inservice.validations import national_id, normalize
 from inservice.validations.findings import Findings, error_rows
@@ -366,7 +366,3 @@ def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out
     out.add("attendance", "W05", pc.is_valid(other), rows, att["course_code"].combine_chunks(), None,
             pc.binary_join_element_wise("另一梯次 ", other, ""),
             pc.binary_join_element_wise("other session ", other, ""))
-
-
-def code_label(listname: str, code: str) -> str:
-    return codelists.label_of(listname, code)
