@@ -103,7 +103,7 @@ def main() -> int:
         settings = Settings(home=work / "home")
         os.environ["FEED_BENCH_URL"] = url.render_as_string(hide_password=False)
         spec = feed_register.FeedSpec("T001", "FEED_BENCH_URL")
-        with Warehouse(settings.warehouse_path) as wh:
+        with Warehouse(settings) as wh:
             wh.add_unit("T001", "bench unit", "db", "production", date(2016, 1, 1))
             feed_register.add_feed(wh, spec)
 
@@ -125,7 +125,7 @@ def main() -> int:
 
         total = args.rows + n_courses
         t0 = time.perf_counter()
-        with Warehouse(settings.warehouse_path) as wh:
+        with Warehouse(settings) as wh:
             receipt = FeedRunner(settings, wh, batch_rows=args.batch_rows).run("T001", date(2017, 6, 2))
         feed_s = time.perf_counter() - t0
         rss_feed = maxrss_mib()

@@ -68,7 +68,7 @@ def raw_read(path: Path) -> int:
 
 def e2e(path: Path, home: Path) -> dict:
     settings = Settings.from_env(home)
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.add_unit("T001", "bench", "file", "production", date(2016, 1, 1))
         return Ingestor(settings, wh).ingest(path, "2017-06-03T10:00:00+08:00")
 

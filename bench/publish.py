@@ -43,7 +43,7 @@ def main() -> int:
     sizes = Sizes.scaled(args.scale)
     figures: dict = {"scale": args.scale, "sizes": sizes.__dict__}
     try:
-        with Warehouse(settings.warehouse_path) as wh:
+        with Warehouse(settings) as wh:
             have = wh.con.execute("SELECT count(*) FROM main.courses").fetchall()[0][0]
             if have == 0:
                 print(f"generating {sizes.courses:,} courses, {sizes.attendance:,} attendance rows in {home}",

@@ -44,7 +44,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         if args.units_cmd == "add":
             wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined))
             print(f"unit {args.code} registered ({args.state}, {args.channel})")
@@ -55,7 +55,7 @@ def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         if args.exc_cmd == "add":
             course = None if args.course in (None, "all", "ALL", "*") else args.course
             new_id = wh.add_exception(args.unit, course, args.letter, date.fromisoformat(args.letter_date),
@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.ingest import ingest_paths
 
     sample = Path(__file__).resolve().parent / "sample_inbox"
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         for code, name in SAMPLE_UNITS:
             if wh.unit(code) is None:
                 wh.add_unit(code, name, "file", "production", date(2017, 1, 1))

@@ -27,16 +27,24 @@ class Settings:
     home: Path
     archive_cutoff: date = date(2012, 12, 31)
     limits: Limits = field(default_factory=Limits)
+    warehouse: str | None = None  # INSERVICE_WAREHOUSE_URL; None: DuckDB under the home
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
         home_path = Path(home or os.environ.get("INSERVICE_HOME", "./data")).resolve()
         cutoff = os.environ.get("INSERVICE_ARCHIVE_CUTOFF")
-        return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31))
+        return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31),
+                   warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None)
 
     @property
     def warehouse_path(self) -> Path:
+        """The embedded default's file (used only when INSERVICE_WAREHOUSE_URL is not set)."""
         return self.home / "warehouse.duckdb"
+
+    @property
+    def warehouse_url(self) -> str:
+        """INSERVICE_WAREHOUSE_URL (duckdb:///path or postgresql://...), else DuckDB under the home."""
+        return self.warehouse or f"duckdb://{self.warehouse_path}"
 
     @property
     def inbox(self) -> Path:

@@ -269,11 +269,11 @@ def public_receipt(receipt: dict) -> dict:
 
 def ingest_paths(paths: list[Path], settings: Settings, received_at: str | None = None,
                  load: bool = True) -> list[dict]:
-    if not load and not settings.warehouse_path.exists():
+    if not load and not Warehouse.exists(settings):
         ingestor = Ingestor(settings, None, load=False)
         return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
     read_only = not load
-    with Warehouse(settings.warehouse_path, read_only=read_only) as wh:
+    with Warehouse(settings, read_only=read_only) as wh:
         ingestor = Ingestor(settings, wh, load=load)
         return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from inservice.config import Settings
@@ -15,9 +21,67 @@ from inservice.warehouse.store import Warehouse
 FIXTURES = Path(__file__).parent / "fixtures"
 RECEIVED = "2017-06-03T10:00:00+08:00"  # the fixtures' receipt day (on time)
 
+# The suites of ingest, feeds and statistics run on both warehouse backends; the rest on DuckDB.
+BOTH_BACKENDS = {"test_fixtures", "test_rules", "test_file_rules", "test_values", "test_merge_history",
+                 "test_atomic_and_privacy", "test_cli_and_receipts", "test_access", "test_feeds", "test_publish",
+                 "test_backends"}
+PG_SERVER = os.environ.get("INSERVICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backends", default="duckdb,postgresql",
+                     help="warehouse backends for the suites that run on both (comma-separated)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "warehouse_backend" in metafunc.fixturenames and metafunc.module.__name__.split(".")[-1] in BOTH_BACKENDS:
+        backends = metafunc.config.getoption("--backends").split(",")
+        metafunc.parametrize("warehouse_backend", backends, indirect=True)
+
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def warehouse_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "duckdb")
+
+
+@contextmanager
+def pg_database(prefix: str = "inservice_t") -> Iterator[str]:
+    """A fresh database on the local server, dropped afterwards (its URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(PG_SERVER)
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f'CREATE DATABASE "{name}"')
+        yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def warehouse_url(warehouse_backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """INSERVICE_WAREHOUSE_URL for this test: unset (DuckDB under the home) or a fresh PostgreSQL database."""
+    if warehouse_backend == "duckdb":
+        monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
+        yield None
+        return
+    with pg_database() as url:
+        monkeypatch.setenv("INSERVICE_WAREHOUSE_URL", url)
+        yield url
+
+
+@pytest.fixture
+def new_settings(warehouse_backend: str) -> Iterator[Callable[[Path], Settings]]:
+    """Settings for another home, with a warehouse of its own on this test's backend."""
+    with ExitStack() as stack:
+        def make(home: Path) -> Settings:
+            url = None if warehouse_backend == "duckdb" else stack.enter_context(pg_database())
+            return replace(Settings.from_env(home), warehouse=url)
+        yield make
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_url: str | None) -> Path:
     h = tmp_path / "home"
     monkeypatch.setenv("INSERVICE_HOME", str(h))
     monkeypatch.delenv("INSERVICE_PSEUDONYM_KEY", raising=False)
@@ -28,7 +92,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def settings(home: Path) -> Settings:
     s = Settings.from_env(home)
-    with Warehouse(s.warehouse_path) as wh:
+    with Warehouse(s) as wh:
         for code in ("T001", "T002", "T003"):
             wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
     return s
@@ -57,7 +121,7 @@ def finding_keys(findings: list[dict]) -> set[tuple]:
 
 
 def table_snapshot(settings: Settings) -> dict[str, list]:
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         out = {}
         for t in ("courses", "attendance", "uploads", "findings", "units", "testing.courses",
                   "testing.attendance"):

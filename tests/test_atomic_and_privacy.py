@@ -39,7 +39,7 @@ def test_killed_mid_load_leaves_nothing_and_rerun_loads_whole(settings, failpoin
     assert ok.returncode == 0, ok.stderr
     receipt = json.loads(ok.stdout)
     assert receipt["status"] == "loaded"
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == exp["courses_accepted"]
         assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == exp["attendance_accepted"]
         assert wh.con.execute("SELECT count(*) FROM uploads").fetchone()[0] == 1
@@ -65,7 +65,7 @@ def test_no_raw_id_or_name_in_any_table_receipt_or_output(settings) -> None:
     assert out.returncode == 0, out.stderr
     ids, names = _source_ids_and_names(settings)
     assert len(ids) > 1000 and len(names) > 100
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         text_cols = wh.con.execute("""SELECT table_schema, table_name, column_name FROM information_schema.columns
                                       WHERE data_type = 'VARCHAR'""").fetchall()
         values: set[str] = set()
@@ -96,7 +96,7 @@ def test_pseudonym_key_is_generated_once_with_mode_0600(settings) -> None:
     key = settings.home / "pseudonym.key"
     assert key.stat().st_mode & 0o777 == 0o600
     first = key.read_text()
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         keys = {k for (k,) in wh.con.execute("SELECT teacher_key FROM attendance").fetchall()}
     assert all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
     assert settings.pseudonym_key().decode() == first

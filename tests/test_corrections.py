@@ -61,7 +61,7 @@ def raw(courses: list[dict], attendance: list[dict]) -> RawUpload:
 
 def merge(settings: Settings, courses: list[dict], attendance: list[dict], now: datetime, unit: str = "T001") -> None:
     """Load rows as a database feed would (channel "db"), at a chosen time, with the warehouse key."""
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         ctx = Context(unit=unit, channel="db", received_on=now.date(),
                       pseudonymiser=Pseudonymiser(settings.pseudonym_key()), state=wh.state("production"))
         v = validate(raw(courses, attendance), ctx)
@@ -107,7 +107,7 @@ def apply(settings: Settings, path: Path, received: str = CORR_RECEIVED) -> dict
 
 
 def q(settings: Settings, sql: str, params: list | None = None) -> list[tuple]:
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         return wh.con.execute(sql, params or []).fetchall()
 
 
@@ -116,7 +116,7 @@ def c1(settings: Settings, *cols: str) -> tuple:
 
 
 def snapshot(settings: Settings) -> dict[str, list]:
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         return {t: sorted(map(repr, wh.con.execute(f"SELECT * FROM {t}").fetchall())) for t in TABLES}
 
 
@@ -296,7 +296,7 @@ def test_attendance_add_remove_hours_with_masked_ids_and_no_raw_id_anywhere(load
     actions = q(loaded, "SELECT action, teacher_key FROM history WHERE record = 'attendance' ORDER BY changed_at")
     assert actions == [("add", key(IDS[2])), ("correction", key(IDS[0])), ("remove", key(IDS[1]))]
     # no raw ID anywhere: warehouse text, receipts (JSON and Excel), the command's output
-    with Warehouse(loaded.warehouse_path, read_only=True) as wh:
+    with Warehouse(loaded, read_only=True) as wh:
         cols = wh.con.execute("""SELECT table_schema, table_name, column_name FROM information_schema.columns
                                  WHERE data_type = 'VARCHAR'""").fetchall()
         stored = " ".join(str(v) for s, t, c in cols
@@ -319,7 +319,7 @@ def test_history_reconstructs_a_course_before_and_after_corrections_and_withdraw
         row("C1", "attendance:add", None, f"{IDS[2]};423605;6"),
         row("C1", "attendance:remove", IDS[1], None),
     ]))
-    with Warehouse(loaded.warehouse_path, read_only=True) as wh:
+    with Warehouse(loaded, read_only=True) as wh:
         before = course_history(wh.con, "T001", "C1", date(2017, 6, 1))
         unloaded = course_history(wh.con, "T001", "C1", date(2017, 5, 31))
         now = course_history(wh.con, "T001", "C1", datetime.now(TAIPEI).date())
@@ -339,7 +339,7 @@ def test_history_reconstructs_a_course_before_and_after_corrections_and_withdraw
     merge(loaded, [c3], [attendee("C3", IDS[0], modified_at=M)], T0)
     merge(loaded, [{**c3, "is_deleted": "Y"}], [], T0 + timedelta(days=2))
     merge(loaded, [{**c3, "title": "重新開課"}], [], T0 + timedelta(days=4))
-    with Warehouse(loaded.warehouse_path, read_only=True) as wh:
+    with Warehouse(loaded, read_only=True) as wh:
         states = {d: course_history(wh.con, "T001", "C3", date(2017, 6, d)) for d in (1, 2, 3, 4, 5)}
     assert [states[d]["course"] and states[d]["course"]["title"] for d in (1, 2, 3, 4, 5)] == [
         "素養導向教學設計工作坊C3", "素養導向教學設計工作坊C3", None, None, "重新開課"]
@@ -366,7 +366,7 @@ def upload(settings: Settings, unit: str, code: str = "P1", received: str = RECE
 
 
 def test_promotion_copies_nothing_and_the_resend_is_not_a_duplicate(settings: Settings) -> None:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.add_unit("T004", "new unit", "file", "testing", date(2017, 5, 1))
     first = upload(settings, "T004")
     assert (first["status"], first["area"]) == ("loaded", "testing")
@@ -378,7 +378,7 @@ def test_promotion_copies_nothing_and_the_resend_is_not_a_duplicate(settings: Se
     assert (again["status"], again["refusal"], again["area"]) == ("loaded", None, "production")
     assert q(settings, "SELECT count(*) FROM courses WHERE unit_code = 'T004'") == [(1,)]
     assert upload(settings, "T004")["status"] == "duplicate"  # and once loaded there, it is one
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         log = state_log(wh, "T004")
         with pytest.raises(WarehouseError, match="not allowed"):
             set_state(wh, "T004", "testing", "L")  # no demotion
@@ -398,7 +398,7 @@ def test_sealing_lists_then_seals_only_when_confirmed_and_a_sealed_unit_reapplie
     assert run_cli(settings, "units", "seal-dormant", "--yes").returncode == 1  # no letter
     done = run_cli(settings, "units", "seal-dormant", "--yes", "--letter", "臺教師(三)字第1060100001號")
     assert done.returncode == 0 and "sealed: T002, T003" in done.stdout
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         assert {u.unit_code: u.state for u in wh.units()} == {"T001": "production", "T002": "sealed",
                                                               "T003": "sealed"}
         assert [(e["unit_code"], e["reason"]) for e in state_log(wh)] == [
@@ -420,7 +420,7 @@ def test_sealing_lists_then_seals_only_when_confirmed_and_a_sealed_unit_reapplie
 
 # --- archive exceptions ----------------------------------------------------------------------------------------
 def test_archive_exceptions_expire(settings: Settings) -> None:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.add_exception("T001", None, "L-all", date(2017, 3, 1), date(2017, 12, 31))
         wh.add_exception("T002", "A0", "L-one", date(2017, 3, 1), date(2017, 6, 30))
         on = {d: wh.exceptions_for("T001", d).all_courses
@@ -444,7 +444,7 @@ def test_a_rerun_after_an_exception_loads_the_rows_refused_as_archived(settings:
     first = ingest_paths([path], settings, RECEIVED)[0]
     assert first["status"] == "loaded" and first["courses"]["rejected"] == 1
     assert {f["rule"] for f in first["findings"]} == {"C07", "A05"}
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         ingestor = Ingestor(settings, wh)
         # an expired exception admits nothing on a re-run either
         wh.add_exception("T001", "A0", "L-old", date(2017, 6, 10), date(2020, 12, 31))
@@ -523,7 +523,7 @@ def test_dagster_sensor_job_and_register_view(loaded: Settings, instance: dg.Dag
         "confirm": True, "letter": "L-seal", "from_date": "2013-01-01", "to_date": "2017-06-08"}}}})
     assert sealed.output_for_node("seal_dormant_units")["sealed"] == ["T001", "T002", "T003"]
     # the exceptions register as a table asset
-    with Warehouse(loaded.warehouse_path) as wh:
+    with Warehouse(loaded) as wh:
         wh.add_exception("T001", None, "L-1", date(2017, 3, 1), date(2017, 12, 31))
         wh.add_exception("T002", "A0", "L-2", date(2017, 3, 1), date(2099, 12, 31))
     view = defs.resolve_job_def("archive_exceptions_register").execute_in_process(instance=instance)

@@ -208,7 +208,7 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         assert len(evaluations) == 7 and all(e.passed for e in evaluations)
         assert metadata(result, "courses")["dagster/row_count"] > 0
     assert list((settings.inbox / "T001").iterdir()) == []
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT count(*) FROM uploads WHERE status = 'loaded'").fetchone()[0] == 3
         receipts = wh.con.execute("SELECT receipt_json FROM uploads").fetchall()
     assert all(Path(r[0]).is_file() for r in receipts)
@@ -223,7 +223,7 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
 
 
 def test_rerun_from_archive_and_from_quarantine(settings: Settings, instance: dg.DagsterInstance) -> None:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         set_state(wh, "T003", "sealed", "府教字第1號")
     drop_samples(settings, ("T002", "T003"))
     requests, _ = requests_after_two_ticks(instance)
@@ -240,7 +240,7 @@ def test_rerun_from_archive_and_from_quarantine(settings: Settings, instance: dg
     assert (settings.home / "archive/T002/201705/T002_201705.xlsx").is_file()
     # the unit re-applies (sealed → testing) and is promoted; re-running its partition picks up the
     # quarantined file and loads it
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         set_state(wh, "T003", "testing", "府教字第2號")
         set_state(wh, "T003", "production", "府教字第3號")
     result = launch("ingest_upload", instance, {"received_at": "2017-06-03T10:00:00+08:00"}, key("T003"))
@@ -284,7 +284,7 @@ def loaded_sample(settings: Settings, instance: dg.DagsterInstance, unit: str = 
 
 def test_check_functions_catch_each_violation(settings: Settings, instance: dg.DagsterInstance) -> None:
     loaded_sample(settings, instance)
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         con = wh.con
         for fn in (checks.courses_unique, checks.attendance_unique, checks.attendance_has_course,
                    checks.raw_national_ids):
@@ -326,7 +326,7 @@ def test_a_failed_check_blocks_downstream_publishing(settings: Settings, instanc
     test_defs = dg.Definitions(assets=[*INGEST_ASSETS, *WAREHOUSE_ASSETS, monthly_report],
                                asset_checks=WAREHOUSE_CHECKS, jobs=[job], resources=RESOURCES,
                                executor=dg.in_process_executor)
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.con.execute("INSERT INTO attendance SELECT * FROM attendance LIMIT 1")
     result = test_defs.resolve_job_def("publish_test").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
@@ -334,7 +334,7 @@ def test_a_failed_check_blocks_downstream_publishing(settings: Settings, instanc
               if not e.passed}
     assert failed == {("attendance", "unique_key")}
     assert not published.exists()
-    with Warehouse(settings.warehouse_path) as wh:  # fixed: publishing goes ahead
+    with Warehouse(settings) as wh:  # fixed: publishing goes ahead
         wh.con.execute("CREATE TEMP TABLE a AS SELECT DISTINCT * FROM attendance")
         wh.con.execute("DELETE FROM attendance")
         wh.con.execute("INSERT INTO attendance SELECT * FROM a")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -268,7 +268,7 @@ DAY2_FINDINGS = {("C08", "G3"), ("C01", "NM"), ("A08", "G1"), ("A01", "G2")}
 
 # --- running -----------------------------------------------------------------------------------------------
 @pytest.fixture
-def fhome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def fhome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_url: str | None) -> Settings:
     home = tmp_path / "home"
     monkeypatch.setenv("INSERVICE_HOME", str(home))
     monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", KEY)
@@ -279,7 +279,7 @@ def fhome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def setup_unit(settings: Settings, url: URL, monkeypatch: pytest.MonkeyPatch, state: str = "production",
                register_unit: bool = True) -> None:
     monkeypatch.setenv(ENV, url.render_as_string(hide_password=False))
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         if register_unit:
             wh.add_unit(UNIT, "feed unit", "db", state, date(2017, 1, 1))
         feed_register.add_feed(wh, feed_register.FeedSpec(UNIT, ENV))
@@ -305,12 +305,12 @@ def rules(receipt: dict) -> set[tuple[str, str]]:
 
 
 def wh_rows(settings: Settings, sql: str) -> list[tuple]:
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         return wh.con.execute(sql).fetchall()
 
 
 def mark(settings: Settings, area: str = "production") -> feed_register.Watermark:
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         return feed_register.watermark(wh.con, UNIT, area)
 
 
@@ -323,13 +323,13 @@ CONTENT = {
 
 
 def content(settings: Settings) -> dict[str, list[tuple]]:
-    return {t: wh_rows(settings, f"SELECT {cols} FROM {t} ORDER BY ALL") for t, cols in CONTENT.items()}
+    return {t: wh_rows(settings, f"SELECT {cols} FROM {t} ORDER BY {cols}") for t, cols in CONTENT.items()}
 
 
 def all_text(settings: Settings, receipt_files: list[str]) -> str:
     """Every text the feed left behind: warehouse text columns, receipts (JSON and the workbook's XML)."""
     parts = []
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         cols = wh.con.execute("""SELECT table_schema, table_name, column_name FROM information_schema.columns
                                  WHERE data_type = 'VARCHAR'""").fetchall()
         for schema, table, column in cols:
@@ -402,7 +402,7 @@ def test_feed_rules_increments_and_history(server: str, request: pytest.FixtureR
     assert wh_rows(fhome, "SELECT count(*) FROM courses WHERE course_code = 'G5'") == [(0,)]
     assert wh_rows(fhome, "SELECT course_code, count(*) FROM attendance GROUP BY 1 ORDER BY 1") == [
         ("G1", 3), ("G3", 1), ("G4", 3), ("N1", 1)]  # G4: T10, T11 and the late T12, not T13
-    hist = wh_rows(fhome, "SELECT record, course_code, action, source FROM history ORDER BY ALL")
+    hist = wh_rows(fhome, "SELECT record, course_code, action, source FROM history ORDER BY 1, 2, 3, 4")
     assert hist == [("attendance", "G2", "withdraw", "feed"), ("attendance", "G5", "withdraw", "feed"),
                     ("attendance", "G5", "withdraw", "feed"), ("course", "G2", "update", "feed"),
                     ("course", "G5", "withdraw", "feed")]
@@ -441,7 +441,7 @@ def big_partner(url: URL) -> sa.Engine:
 
 def cli_subprocess(settings: Settings, env_url: URL, *args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "INSERVICE_HOME": str(settings.home), ENV: env_url.render_as_string(False),
-                "INSERVICE_PSEUDONYM_KEY": KEY, **env}
+                "INSERVICE_PSEUDONYM_KEY": KEY, "INSERVICE_WAREHOUSE_URL": settings.warehouse or "", **env}
     return subprocess.run([sys.executable, "-m", "inservice.cli", *args], env=full_env, capture_output=True,
                           text=True, timeout=300)
 
@@ -453,17 +453,17 @@ def rejected_rows(settings: Settings) -> set[tuple]:
     return {(rec, code, msg.rsplit("(ID ", 1)[-1] if rec == "attendance" else "") for rec, code, msg in found}
 
 
-def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          new_settings: Callable[[Path], Settings]) -> None:
     big_partner(pg)
     homes = {}
     for name in ("whole", "batched", "killed_after", "killed_inside"):
-        homes[name] = s = Settings.from_env(tmp_path / name)
+        homes[name] = s = new_settings(tmp_path / name)
         monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", KEY)
         setup_unit(s, pg, monkeypatch)
-    with Warehouse(homes["whole"].warehouse_path) as wh:
+    with Warehouse(homes["whole"]) as wh:
         whole = FeedRunner(homes["whole"], wh, batch_rows=10**6).run(UNIT, date(2017, 6, 2))
-    with Warehouse(homes["batched"].warehouse_path) as wh:
+    with Warehouse(homes["batched"]) as wh:
         batched = FeedRunner(homes["batched"], wh, batch_rows=400, chunk_rows=150).run(UNIT, date(2017, 6, 2))
     assert whole["feed"]["batches"] == 1 and batched["feed"]["batches"] >= 7
     assert rules(whole) == rules(batched) and ("A05", "K07") in rules(batched)
@@ -494,7 +494,8 @@ def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Pat
 
 
 def test_link_dropped_mid_read_keeps_whole_batches_and_resumes(pg: URL, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                new_settings: Callable[[Path], Settings]) -> None:
     """The partner's server ends the connection in the middle of the attendance stream (the view
     terminates its own backend at row 1000): batches before stay, the watermark covers only them,
     the run is retryable, and the retry completes to the same warehouse as an unbroken pull."""
@@ -510,15 +511,15 @@ def test_link_dropped_mid_read_keeps_whole_batches_and_resumes(pg: URL, tmp_path
         f'ALTER DATABASE "{pg.database}" SET enable_seqscan = off',
     ):
         execute(db, sql)
-    whole_home, home = Settings.from_env(tmp_path / "whole"), Settings.from_env(tmp_path / "cut")
+    whole_home, home = new_settings(tmp_path / "whole"), new_settings(tmp_path / "cut")
     monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", KEY)
     for s in (whole_home, home):
         setup_unit(s, pg, monkeypatch)
-    with Warehouse(whole_home.warehouse_path) as wh:
+    with Warehouse(whole_home) as wh:
         FeedRunner(whole_home, wh, batch_rows=10**6).run(UNIT)
     execute(db, """CREATE OR REPLACE FUNCTION feed_cut(n bigint) RETURNS boolean LANGUAGE plpgsql AS $$
         BEGIN IF n = 1000 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN true; END $$""")
-    with Warehouse(home.warehouse_path) as wh, pytest.raises(FeedUnavailable) as err:
+    with Warehouse(home) as wh, pytest.raises(FeedUnavailable) as err:
         FeedRunner(home, wh, batch_rows=300, chunk_rows=100).run(UNIT)
     receipt = err.value.receipt
     assert (receipt["status"], receipt["refusal"], receipt["feed"]["complete"]) == ("loaded", "F01", False)
@@ -530,7 +531,7 @@ def test_link_dropped_mid_read_keeps_whole_batches_and_resumes(pg: URL, tmp_path
     newest = wh_rows(home, "SELECT max(modified_at) FROM attendance")[0][0]
     assert newest <= mark(home).watermark < mark(whole_home).watermark and mark(home).complete is False
     execute(db, "CREATE OR REPLACE FUNCTION feed_cut(n bigint) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
-    with Warehouse(home.warehouse_path) as wh:
+    with Warehouse(home) as wh:
         again = FeedRunner(home, wh, batch_rows=300, chunk_rows=100).run(UNIT)
     assert again["feed"]["resumed"] is True and again["feed"]["complete"] is True
     assert content(home) == content(whole_home) and mark(home).watermark == mark(whole_home).watermark
@@ -568,7 +569,7 @@ def test_partner_unreachable_is_recorded_and_retryable(pg: URL, fhome: Settings,
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     monkeypatch.setenv(ENV, pg.set(port=closed, password="s3cret-pw").render_as_string(False))
-    with Warehouse(fhome.warehouse_path) as wh, pytest.raises(FeedUnavailable) as err:
+    with Warehouse(fhome) as wh, pytest.raises(FeedUnavailable) as err:
         FeedRunner(fhome, wh).run(UNIT)
     assert isinstance(err.value, ConnectionError)  # what the Dagster retry policy retries
     receipt = err.value.receipt
@@ -624,7 +625,7 @@ def test_structure_faults_name_table_and_column(pg: URL, fhome: Settings, monkey
     execute(db, 'CREATE TABLE partner.att AS SELECT unit_code AS "UNIT_CODE", course_code, national_id, name, '
                 "school_code, hours_granted, completed, modified_at::timestamp AS modified_at, is_deleted "
                 "FROM inservice_attendance")
-    with Warehouse(fhome.warehouse_path) as wh:
+    with Warehouse(fhome) as wh:
         feed_register.add_feed(wh, feed_register.FeedSpec(UNIT, ENV, attendance_table="partner.att"))
     r = run_json()
     assert r["status"] == "loaded" and mark(fhome).updated_at is not None
@@ -639,10 +640,10 @@ def test_unit_register_states(pg: URL, fhome: Settings, monkeypatch: pytest.Monk
     setup_unit(fhome, pg, monkeypatch, register_unit=False)
     r = run_json()
     assert (r["status"], r["refusal"]) == ("refused", "F05")
-    with Warehouse(fhome.warehouse_path) as wh:
+    with Warehouse(fhome) as wh:
         wh.add_unit(UNIT, "feed unit", "db", "sealed", date(2017, 1, 1))
     assert run_json()["refusal"] == "F06"
-    with Warehouse(fhome.warehouse_path) as wh:  # the state as the lifecycle commands leave it
+    with Warehouse(fhome) as wh:  # the state as the lifecycle commands leave it
         wh.con.execute("UPDATE units SET state = 'testing' WHERE unit_code = ?", [UNIT])
     r = run_json()
     assert (r["status"], r["area"]) == ("loaded", "testing")

@@ -29,7 +29,7 @@ def ingest(settings, path: Path) -> dict:
 def assert_refused(settings, r: dict, rule: str) -> None:
     assert r["status"] == "refused" and r["refusal"] == rule, r
     assert any(f["rule"] == rule and f["severity"] == "error" for f in r["findings"])
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == 0
         assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 0
 
@@ -57,7 +57,7 @@ def test_file_name_variants_accepted(settings) -> None:
 def test_f05_unknown_and_f06_sealed_unit(settings) -> None:
     p = write_xlsx(settings.inbox / "T009" / "T009_201705.xlsx", GOOD_C, GOOD_A)
     assert_refused(settings, ingest(settings, p), "F05")
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.add_unit("T004", "sealed one", "file", "sealed", date(2013, 1, 1))
     p = write_xlsx(settings.inbox / "T004" / "T004_201705.xlsx", GOOD_C, GOOD_A)
     assert_refused(settings, ingest(settings, p), "F06")
@@ -166,13 +166,13 @@ def test_xls_and_big5_xml_unseen(settings) -> None:
         got = {(f["record"], f["row"], f["rule"]) for f in r["findings"]}
         first = 2 if path.suffix == ".xls" else 1
         assert got == {("course", first + 1, "C03"), ("attendance", first + 1, "A05")}
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         titles = wh.con.execute("SELECT DISTINCT title FROM courses").fetchall()
     assert titles == [("臺灣閱讀教學",)]
 
 
 def test_testing_unit_loads_into_test_area_only(settings) -> None:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.add_unit("U100", "new unit", "file", "testing", date(2017, 5, 1))
     p = write_xlsx(settings.inbox / "U100" / "U100_201705.xlsx", [course("C1", unit_code="U100")],
                    [attendee("C1", IDS[0], unit_code="U100")])
@@ -187,7 +187,7 @@ def test_refused_upload_is_recorded_with_findings(settings) -> None:
     p = drop(settings, FIXTURES / "clean-xlsx" / "T002" / "T002_201705.xlsx", unit="T001")
     r = ingest(settings, p)
     assert r["refusal"] == "F04"
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT status, refusal FROM uploads").fetchall() == [("refused", "F04")]
         assert wh.con.execute("SELECT rule FROM findings").fetchall() == [("F04",)]
 

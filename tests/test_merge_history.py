@@ -40,7 +40,7 @@ def feed_merge(wh: Warehouse, courses: list[dict], attendance: list[dict], day: 
 
 def test_open_course_updates_and_withdrawal_keep_history(settings) -> None:
     m = "2017-05-10 09:00"
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         first = feed_merge(wh, [course("C1", closed_date=None, modified_at=m)],
                            [attendee("C1", IDS[0], modified_at=m), attendee("C1", IDS[1], modified_at=m)], 1)
         assert first["courses_inserted"] == 1 and first["attendance_inserted"] == 2

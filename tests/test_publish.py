@@ -74,7 +74,7 @@ def add_findings(con: duckdb.DuckDBPyConnection, upload_id: str, rows: list[tupl
 
 
 def build_warehouse(settings: Settings) -> None:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         con = wh.con
         wh.add_unit("J05", "五個月前加入", "db", "production", date(2016, 12, 15))
         wh.add_unit("J20", "二十個月前加入", "file", "production", date(2015, 9, 1))
@@ -142,7 +142,7 @@ def wh_settings(settings: Settings) -> Settings:
 
 
 def q(settings: Settings, sql: str, params: list | None = None) -> list[tuple]:
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         return wh.con.execute(sql, params or []).fetchall()
 
 
@@ -271,7 +271,7 @@ def test_audit_cadence(wh_settings: Settings, month: str, j05: tuple, j20: tuple
 def test_revision_keeps_earlier_publications(wh_settings: Settings) -> None:
     s = wh_settings
     first = publish_month(s, M, as_of=AS_OF)
-    with Warehouse(s.warehouse_path) as wh:  # a late supplement for May
+    with Warehouse(s) as wh:  # a late supplement for May
         add_courses(wh.con, [c("T003", "L1", "2017-05-15", hours=2, closed_date="2017-05-16")])
         add_attendance(wh.con, [("T003", "L1", "t6", SV66, 2, True)])
     later = datetime(2017, 6, 20, 9, 0, tzinfo=TAIPEI)
@@ -407,7 +407,7 @@ def test_yearbook_snapshot_reproducible(wh_settings: Settings) -> None:
     csvs = sorted(p for p in Path(first.files[0]).parent.glob("*.csv"))
     assert len(csvs) == 7
     before = {p.name: p.read_bytes() for p in csvs}
-    with Warehouse(s.warehouse_path) as wh:  # the warehouse moves on after the snapshot
+    with Warehouse(s) as wh:  # the warehouse moves on after the snapshot
         add_courses(wh.con, [c("T003", "L1", "2017-09-15", hours=2, closed_date="2017-09-16")])
         add_attendance(wh.con, [("T003", "L1", "t6", SV66, 2, True)])
         wh.con.execute("UPDATE courses SET hours = 9 WHERE course_code = 'C1'")

@@ -84,7 +84,7 @@ def test_c06_first_course_row_kept(settings) -> None:
     assert rules_of(r, "course", 2) == set()
     assert rules_of(r, "course", 3) == {("C06", "course_code")}
     assert r["attendance"]["accepted"] == 1
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT title FROM courses").fetchall() == [("素養導向教學設計工作坊C1",)]
 
 
@@ -96,15 +96,15 @@ def test_c07_archive_cutoff_and_exceptions(settings) -> None:
     assert rules_of(r, "course", 2) == {("C07", "start_date")}
     assert rules_of(r, "course", 3) == set()
     assert rules_of(r, "attendance", 2) == {("A05", None)}
-    with Warehouse(settings.warehouse_path) as wh:  # an exception for another course changes nothing
+    with Warehouse(settings) as wh:  # an exception for another course changes nothing
         wh.add_exception("T001", "OTHER", "府教字第1號", date(2017, 1, 1), date(2017, 12, 31))
     r = send(settings, rows, att, name="T001_201705_2.xlsx")
     assert ("C07", "start_date") in rules_of(r, "course", 2)
-    with Warehouse(settings.warehouse_path) as wh:  # an expired one neither
+    with Warehouse(settings) as wh:  # an expired one neither
         wh.add_exception("T001", "OLD", "府教字第2號", date(2016, 1, 1), date(2017, 6, 2))
     r = send(settings, rows, att, name="T001_201705_3.xlsx")
     assert ("C07", "start_date") in rules_of(r, "course", 2)
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         wh.add_exception("T001", None, "府教字第3號", date(2017, 1, 1), date(2017, 12, 31))
     r = send(settings, rows, att, name="T001_201705_4.xlsx")
     assert rules_of(r, "course", 2) == set() and r["courses"]["accepted"] == 2
@@ -168,7 +168,7 @@ def test_c08_a08_locks(settings) -> None:
     # attendance alone for a locked course already in the warehouse
     alone = send(settings, [], [attendee("C1", IDS[3])], name="T001_201706_3.xlsx")
     assert rules_of(alone, "attendance", 2) == {("A08", None)}
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
+    with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT title FROM courses").fetchall() == [("素養導向教學設計工作坊C1",)]
         assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 2
 
@@ -239,17 +239,17 @@ def test_value_formats(settings) -> None:
            for i, v in enumerate(["Y", "是", "1", "TRUE", "y"])]
     att += [attendee("N1", IDS[10 + i], completed=v, hours_granted="0")
             for i, v in enumerate(["N", "否", "0", "False"])]
-    with Warehouse(settings.warehouse_path) as wh:  # 990105 is 2010: archived unless excepted
+    with Warehouse(settings) as wh:  # 990105 is 2010: archived unless excepted
         wh.add_exception("T001", f"D{len(forms) - 1}", "府教字第9號", date(2017, 1, 1), date(2017, 12, 31))
     att.append(attendee("N1", "　" + IDS[15].lower() + " ", completed=True, hours_granted=6))
     r = send(settings, rows, att)
     assert r["findings"] == [], r["findings"]
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
-        got = dict(wh.con.execute("SELECT course_code, strftime(start_date, '%Y-%m-%d') FROM courses").fetchall())
-        n1 = wh.con.execute("""SELECT county_code, audience, tags, class_type, category, CAST(hours AS DOUBLE)
+    with Warehouse(settings, read_only=True) as wh:
+        got = dict(wh.con.execute("SELECT course_code, CAST(start_date AS VARCHAR) FROM courses").fetchall())
+        n1 = wh.con.execute("""SELECT county_code, audience, tags, class_type, category, CAST(hours AS FLOAT8)
                                FROM courses WHERE course_code = 'N1'""").fetchone()
-        hours = wh.con.execute("""SELECT completed, CAST(hours_granted AS DOUBLE), count(*) FROM attendance
-                                  GROUP BY ALL ORDER BY ALL""").fetchall()
+        hours = wh.con.execute("""SELECT completed, CAST(hours_granted AS FLOAT8), count(*) FROM attendance
+                                  GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
     assert [got[f"D{i}"] for i in range(len(forms))] == list(forms.values())
     assert n1 == ("63000", "E;J", "T1;T2", "1", "A", 6.5)
     assert hours == [(False, 0.0, 4), (True, 6.0, 1), (True, 6.5, 5)]

@@ -70,7 +70,7 @@ class Dagit:
 def server(tmp_path: Path) -> Iterator[tuple[Dagit, Settings]]:
     home = tmp_path / "home"
     settings = Settings(home=home)
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         for code in ("T001", "T002", "T003"):
             wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
     shutil.copytree(REPO / "inservice" / "sample_inbox", settings.inbox)

@@ -73,7 +73,7 @@ def correction_workbook(context: dg.AssetExecutionContext, config: CorrectionCon
         raise dg.Failure(description=f"{FOLDER}/{config.file_name} is in none of inbox/, quarantine/, archive/",
                          allow_retries=False)
     try:
-        with Warehouse(settings.warehouse_path) as wh:
+        with Warehouse(settings) as wh:
             receipt = process_workbook(path, settings, wh, config.received_at or None)
     except TRANSIENT_ERRORS:
         raise

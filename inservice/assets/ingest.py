@@ -60,7 +60,7 @@ def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, pa
     done: list[Processed] = []
     explicit = {"rerun": True} if rerun else {}  # the core's explicit re-run, only when staff ask for it
     try:
-        with Warehouse(settings.warehouse_path) as wh:
+        with Warehouse(settings) as wh:
             ingestor = Ingestor(settings, wh, load=True)
             for path in paths:
                 receipt = ingestor.ingest(path, received_at or None, unit=unit, **explicit)

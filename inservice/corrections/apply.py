@@ -37,7 +37,7 @@ from inservice.validations import national_id
 from inservice.validations.engine import ATTENDANCE_CONTENT, Context, _parse, validate
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse import ddl
-from inservice.warehouse.store import Source, Warehouse, failpoint
+from inservice.warehouse.store import ROW_JSON, Source, Warehouse, failpoint
 
 AREA = "production"  # corrections change the production area only (spec §6)
 SCHEMA = ddl.AREAS[AREA]
@@ -456,7 +456,7 @@ class CorrectionRun:
                 SELECT ?::VARCHAR AS unit_code, ?::VARCHAR AS course_code, ?::VARCHAR AS teacher_key""",
                         [d.unit_code, d.course_code, key])
             join = f"FROM {target} t JOIN corr_stage s USING ({', '.join(keys)})"
-            self.wh._history(target, join, "remove", "to_json(t)", "NULL", source, now)
+            self.wh._history(target, join, "remove", ROW_JSON.format("t"), "NULL", source, now)
             con.execute(f"""DELETE FROM {target} t USING corr_stage s WHERE t.unit_code = s.unit_code
                 AND t.course_code = s.course_code AND t.teacher_key = s.teacher_key""")
             return
@@ -471,7 +471,7 @@ class CorrectionRun:
         assert (inserted, updated) == ((0, 1) if current else (1, 0)), (inserted, updated)
         if current is None:  # an insert leaves no history by itself: record the addition
             self.wh._history(target, f"FROM {target} t JOIN corr_stage s USING ({', '.join(keys)})", "add",
-                             "NULL", "to_json(t)", source, now)
+                             "NULL", ROW_JSON.format("t"), source, now)
 
     # --- the audit trail -----------------------------------------------------------------------
     def record(self, d: Decision, now: datetime) -> None:
@@ -566,5 +566,5 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
 
 
 def process_paths(paths: list[Path], settings: Settings, received_at: str | None = None) -> list[dict]:
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         return [process_workbook(p, settings, wh, received_at) for p in paths]

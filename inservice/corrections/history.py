@@ -15,26 +15,25 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, time, timedelta
 
-import duckdb
-
 from inservice.config import TAIPEI
 from inservice.warehouse import ddl
+from inservice.warehouse.backend import Connection, insertion_order, json_text
 
-# $1 record, $2 unit, $3 course, $4 the first instant after D. rowid breaks ties in time.
+# $1 record, $2 unit, $3 course, $4 the first instant after D. Insertion order breaks ties in time.
 STATE_AT_SQL = """
 WITH changes AS (
     SELECT coalesce(teacher_key, '') AS k, before_json,
-           row_number() OVER (PARTITION BY coalesce(teacher_key, '') ORDER BY changed_at, rowid) AS n
+           row_number() OVER (PARTITION BY coalesce(teacher_key, '') ORDER BY changed_at, {order}) AS n
     FROM {schema}.history
     WHERE record = $1 AND unit_code = $2 AND course_code = $3 AND changed_at >= $4),
 earliest AS (SELECT k, before_json FROM changes WHERE n = 1),
-present AS (SELECT coalesce({teacher}, '') AS k, to_json(t)::VARCHAR AS j
+present AS (SELECT coalesce({teacher}, '') AS k, CAST(to_json(t) AS VARCHAR) AS j
             FROM {schema}.{table} t WHERE unit_code = $2 AND course_code = $3),
 state AS (SELECT CASE WHEN e.k IS NOT NULL THEN e.before_json ELSE p.j END AS j
           FROM earliest e FULL JOIN present p ON e.k = p.k)
 SELECT j FROM state
 WHERE j IS NOT NULL
-  AND coalesce(CAST(json_extract_string(j, '$.first_loaded_at') AS TIMESTAMPTZ) < $4, true)
+  AND coalesce(CAST({first_loaded} AS TIMESTAMPTZ) < $4, true)
 ORDER BY j
 """
 
@@ -48,21 +47,23 @@ def end_of_day(at: date | None) -> datetime:
     return datetime.combine(at + timedelta(days=1), time(0), TAIPEI)
 
 
-def state_at(con: duckdb.DuckDBPyConnection, record: str, unit: str, course: str, at: date | None,
+def state_at(con: Connection, record: str, unit: str, course: str, at: date | None,
              area: str = "production") -> list[dict]:
     """The rows of one course (record "course": at most one; "attendance": its list) at the end of `at`."""
     schema = ddl.AREAS[area]
     table, teacher = ("courses", "NULL") if record == "course" else ("attendance", "t.teacher_key")
-    sql = STATE_AT_SQL.format(schema=schema, table=table, teacher=teacher)
+    sql = STATE_AT_SQL.format(schema=schema, table=table, teacher=teacher, order=insertion_order(con),
+                              first_loaded=json_text(con, "j", "first_loaded_at"))
     rows = con.execute(sql, [record, unit, course, end_of_day(at)]).fetchall()
     return [json.loads(j) for (j,) in rows]
 
 
-def changes(con: duckdb.DuckDBPyConnection, unit: str, course: str, area: str = "production") -> list[dict]:
+def changes(con: Connection, unit: str, course: str, area: str = "production") -> list[dict]:
     """The change log of a course and its attendance: what changed, when, from where, under which letter."""
     schema = ddl.AREAS[area]
+    order = insertion_order(con)
     cur = con.execute(f"""SELECT record, teacher_key, action, before_json, after_json, source, source_id, letter_no,
-        changed_at FROM {schema}.history WHERE unit_code = ? AND course_code = ? ORDER BY changed_at, rowid""",
+        changed_at FROM {schema}.history WHERE unit_code = ? AND course_code = ? ORDER BY changed_at, {order}""",
                       [unit, course])
     out = []
     for record, teacher, action, before, after, source, source_id, letter, changed_at in cur.fetchall():
@@ -78,14 +79,14 @@ def changes(con: duckdb.DuckDBPyConnection, unit: str, course: str, area: str = 
     return out
 
 
-def units_with_course(con: duckdb.DuckDBPyConnection, course: str, area: str = "production") -> list[str]:
+def units_with_course(con: Connection, course: str, area: str = "production") -> list[str]:
     schema = ddl.AREAS[area]
     rows = con.execute(f"""SELECT unit_code FROM {schema}.courses WHERE course_code = $1
         UNION SELECT unit_code FROM {schema}.history WHERE course_code = $1 ORDER BY 1""", [course]).fetchall()
     return [r[0] for r in rows]
 
 
-def course_history(con: duckdb.DuckDBPyConnection, unit: str, course: str, at: date | None = None,
+def course_history(con: Connection, unit: str, course: str, at: date | None = None,
                    area: str = "production") -> dict:
     """The course, its attendance (pseudonymised) and its change log, as of the end of `at`."""
     courses = state_at(con, "course", unit, course, at, area)

@@ -17,7 +17,7 @@ EX_TEMPFAIL = 75  # sysexits.h: the partner could not be reached; try again late
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
     if args.feeds_cmd == "run":
         return _run(args, settings)
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         if args.feeds_cmd == "add":
             spec = feed_register.FeedSpec(args.unit, args.url_env, args.courses_table, args.attendance_table,
                                      args.overlap_minutes)

@@ -412,6 +412,6 @@ class FeedRunner:
 def run_feed(settings: Settings, unit: str, day: date | None = None, *, full: bool = False,
              received_at: datetime | str | None = None, batch_rows: int | None = None) -> dict:
     """Open the warehouse, pull one unit's feed once, return the public receipt (CLI and Dagster)."""
-    with Warehouse(settings.warehouse_path) as wh:
+    with Warehouse(settings) as wh:
         return public_receipt(FeedRunner(settings, wh, batch_rows=batch_rows).run(
             unit, day, full=full, received_at=received_at))

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
+import psycopg2
 
 from inservice.config import Settings
 from inservice.warehouse.store import Warehouse
@@ -16,7 +17,7 @@ OWNERS = ["team:data-engineering"]
 
 # Transient: worth another attempt (a lock held by a process outside the pool, a busy disk).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    duckdb.IOException, TimeoutError, BlockingIOError, InterruptedError, ConnectionError)
+    duckdb.IOException, psycopg2.OperationalError, TimeoutError, BlockingIOError, InterruptedError, ConnectionError)
 RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -30,9 +31,9 @@ class InserviceResource(dg.ConfigurableResource):
 
     @contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:
-        path = self.settings().warehouse_path
+        settings = self.settings()
         # A read-only connection needs an existing file; the first opener creates the tables.
-        with Warehouse(path, read_only=read_only and path.exists()) as wh:
+        with Warehouse(settings, read_only=read_only and Warehouse.exists(settings)) as wh:
             yield wh
 
 

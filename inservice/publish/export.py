@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from openpyxl import Workbook
 
 from inservice.config import Settings
 from inservice.publish.common import ROW_GROUP, Month, as_of_now, fetch, rowid_ranges
 from inservice.schemas import codelists
 from inservice.schemas.fields import ATTENDANCE, COURSE
+from inservice.warehouse.compute import compute_session
 from inservice.warehouse.store import Warehouse
 
 FORMATS = ("xlsx", "csv", "parquet")
@@ -45,13 +47,17 @@ class CountyExport:
                 "units": self.units, "rows": self.rows, "files": self.files}
 
 
+# A unit's county: the county of most of its courses (ties: the smaller code). Portable SQL: it runs
+# on the warehouse itself, whichever backend, so a PostgreSQL warehouse is not copied whole for it.
+UNITS_OF_COUNTY = """SELECT unit_code FROM (
+    SELECT unit_code, county_code,
+           row_number() OVER (PARTITION BY unit_code ORDER BY count(*) DESC, county_code) AS r
+    FROM main.courses WHERE NOT coalesce(is_deleted, false) GROUP BY unit_code, county_code) t
+    WHERE r = 1 AND county_code = ?"""
+
+
 def _stage(con: duckdb.DuckDBPyConnection, county: str, first: Month, last: Month) -> None:
-    con.execute("""CREATE OR REPLACE TEMP TABLE ex_units AS
-        SELECT unit_code FROM (
-            SELECT unit_code, county_code, count(*) AS n FROM main.courses
-            WHERE NOT coalesce(is_deleted, false) GROUP BY ALL)
-        QUALIFY row_number() OVER (PARTITION BY unit_code ORDER BY n DESC, county_code) = 1
-            AND county_code = ?""", [county])
+    con.execute("CREATE OR REPLACE TEMP TABLE ex_units AS SELECT unit_code FROM units_of_county", )
     cols = ", ".join(f'c."{c}"' for c in COURSE_EXPORT)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE ex_courses AS
         SELECT {cols} FROM main.courses c JOIN ex_units USING (unit_code)
@@ -99,8 +105,17 @@ def export_county(settings: Settings, county: str, first: str, last: str, fmt: s
     as_of = as_of_now()
     out = settings.home / "publish" / "export" / county / f"{f.key}_{t.key}"
     out.mkdir(parents=True, exist_ok=True)
-    with Warehouse(settings.warehouse_path, read_only=True) as wh:
-        con = wh.con
+    with Warehouse(settings, read_only=True) as wh, compute_session(wh) as cx:
+        con = cx.con
+        units = pa.table({"unit_code": pa.array([r[0] for r in wh.con.execute(UNITS_OF_COUNTY, [county]).fetchall()],
+                                                pa.string())})
+        con.register("units_of_county", units)
+        window = ("unit_code IN (SELECT unit_code FROM units_of_county) AND start_date >= ? AND start_date < ?")
+        if cx.mirrored:  # the county's units' courses of the months, and their attendance
+            wh.con.register("units_of_county", units)
+            cx.pull("main.courses", window, [f.start, t.end])
+            cx.pull("main.attendance", f"(unit_code, course_code) IN (SELECT unit_code, course_code FROM "
+                                       f"main.courses WHERE {window})", [f.start, t.end])
         _stage(con, county, f, t)
         units = [r[0] for r in fetch(con, "SELECT unit_code FROM ex_units ORDER BY 1")]
         rows = {"courses": fetch(con, "SELECT count(*) FROM ex_courses")[0][0],

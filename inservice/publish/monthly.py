@@ -43,6 +43,7 @@ from inservice.publish.common import (
     rowid_ranges,
 )
 from inservice.schemas import codelists
+from inservice.warehouse.compute import Compute, compute_session
 from inservice.warehouse.store import Warehouse
 
 SERIES_MONTHS = 36
@@ -412,6 +413,23 @@ def _totals(con: duckdb.DuckDBPyConnection, key: list) -> dict:
             "teachers": int(teachers), "granted_hours": float(granted)}
 
 
+def _pull_inputs(cx: Compute, m: Month) -> None:
+    """On PostgreSQL: the slice `compute` reads, into the compute DuckDB (see warehouse/compute.py):
+    the series window's courses and their attendance, the register, the uploads and the W01/W02 and
+    error findings, and the month's earlier publications (revision numbers)."""
+    window = "start_date >= ? AND start_date < ?"
+    bounds = [m.shift(1 - SERIES_MONTHS).start, m.end]
+    cx.pull("main.courses", window, bounds)
+    cx.pull("main.attendance", f"""(unit_code, course_code) IN (
+        SELECT unit_code, course_code FROM main.courses WHERE {window})""", bounds)
+    cx.pull("main.units")
+    cx.pull("main.uploads", "area = 'production'")
+    cx.pull("main.findings", f"""(rule IN ('W01', 'W02') AND upload_id IN (
+        SELECT upload_id FROM main.courses WHERE {window})) OR (severity = 'error' AND upload_id IN (
+        SELECT upload_id FROM main.uploads WHERE data_month = ? OR data_month IS NULL))""", [*bounds, m.key])
+    cx.pull("main.stat_publications", "month = ?", [m.key])
+
+
 def monthly_dir(settings: Settings, m: Month) -> Path:
     return settings.home / "publish" / "monthly" / m.key
 
@@ -426,11 +444,12 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
     as_of_dt = as_of_now(as_of)
     report_day = report_date or as_of_dt.date()
     out = monthly_dir(settings, m)
-    with Warehouse(settings.warehouse_path) as wh:
-        con = wh.con
-        ensure_tables(con)
+    with Warehouse(settings) as wh, compute_session(wh) as cx:
+        con = cx.con
+        cx.run(ensure_tables)
         register_refs(con)
-        with wh.transaction():
+        _pull_inputs(cx, m)
+        with cx.transaction():
             earlier = fetch(con, "SELECT revision FROM stat_publications WHERE month = ? AND as_of = ?",
                             [m.key, as_of_dt])
             con.execute("DELETE FROM stat_publications WHERE month = ? AND as_of = ?", [m.key, as_of_dt])
@@ -443,6 +462,8 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
             con.execute("INSERT INTO stat_publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [m.key, as_of_dt, revision, report_day, totals["courses"], totals["course_hours"],
                          totals["person_times"], totals["teachers"], totals["granted_hours"], json.dumps(files)])
+            for t in (*STAT_MONTHLY, "stat_publications"):
+                cx.push(t, "month = ? AND as_of = ?", [m.key, as_of_dt])
             reports = render(con, m, as_of_dt)
             # files last, inside the transaction: a failed write leaves no publication behind
             title = f"教師在職進修統計月報 {m.roc}"

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -35,6 +35,7 @@ from inservice.publish.common import (
     rowid_ranges,
 )
 from inservice.publish.workbook import write_workbook
+from inservice.warehouse.compute import compute_session
 from inservice.warehouse.store import Warehouse
 
 DOC_TITLE = "中華民國師資培育統計年報 — 教師進修篇"
@@ -323,11 +324,23 @@ def publish_year(settings: Settings, year: int | str, snapshot: str | None = Non
     """Take a new snapshot (or reuse `snapshot`: an id or 'latest') and write the extract from it."""
     y = parse_year(year)
     out = yearbook_dir(settings, y)
-    with Warehouse(settings.warehouse_path) as wh:
-        con = wh.con
-        ensure_tables(con)
+    with Warehouse(settings) as wh, compute_session(wh) as cx:
+        con = cx.con
+        cx.run(ensure_tables)
         register_refs(con)
-        snap = find_snapshot(con, y, snapshot) if snapshot else take_snapshot(con, settings, y, as_of_now(taken_at))
+        cx.pull("main.yearbook_snapshots", "year = ?", [y])
+        if snapshot:
+            snap = find_snapshot(con, y, snapshot)
+        else:
+            # on PostgreSQL, the year's courses and their attendance come into the compute DuckDB
+            year = "start_date >= ? AND start_date < ?"
+            bounds = [date(y, 1, 1), date(y + 1, 1, 1)]
+            cx.pull("main.courses", year, bounds)
+            cx.pull("main.attendance", f"(unit_code, course_code) IN (SELECT unit_code, course_code "
+                                       f"FROM main.courses WHERE {year})", bounds)
+            with cx.transaction():
+                snap = take_snapshot(con, settings, y, as_of_now(taken_at))
+                cx.push("yearbook_snapshots", "snapshot_id = ?", [snap.snapshot_id])
         _load(con, snap, fresh=not snapshot)
         reports = build_reports(con, y)
         totals = _totals(con)

@@ -1,4 +1,4 @@
-"""Warehouse invariants as plain functions: `(passed, details)` over a DuckDB connection.
+"""Warehouse invariants as plain functions: `(passed, details)` over a warehouse connection.
 
 Dagster wraps them as blocking asset checks (inservice/assets/warehouse.py); anything else (a
 script, a test, an audit) can call them on `Warehouse(...).con`. Keys are not enforced by DuckDB
@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-import duckdb
-
 from inservice.warehouse import ddl
+from inservice.warehouse.backend import Connection, regex_matches, text_type_names
 
 NATIONAL_ID = "[A-Z][12890A-D][0-9]{8}"  # the spec's national ID / resident certificate shape
 EXAMPLES = 10  # keys listed in details; counts are always complete
@@ -28,21 +27,21 @@ def _areas() -> list[str]:
     return list(ddl.AREAS.values())
 
 
-def _examples(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
+def _examples(con: Connection, sql: str, params: list | None = None) -> list[dict]:
     cur = con.execute(f"{sql} LIMIT {EXAMPLES}", params or [])
     names = [d[0] for d in cur.description]
     return [{k: (v if isinstance(v, int | str | None) else str(v)) for k, v in zip(names, row, strict=True)}
             for row in cur.fetchall()]
 
 
-def duplicate_keys(con: duckdb.DuckDBPyConnection, table: str, key: Iterable[str]) -> Outcome:
+def duplicate_keys(con: Connection, table: str, key: Iterable[str]) -> Outcome:
     """No two rows of `table` (in any area) share `key`."""
     cols = ", ".join(f'"{k}"' for k in key)
     counts: dict[str, int] = {}
     examples: list[dict] = []
     for schema in _areas():
-        grouped = f"SELECT {cols}, count(*) AS copies FROM {schema}.{table} GROUP BY ALL HAVING count(*) > 1"
-        counts[schema] = con.execute(f"SELECT count(*) FROM ({grouped})").fetchone()[0]
+        grouped = f"SELECT {cols}, count(*) AS copies FROM {schema}.{table} GROUP BY {cols} HAVING count(*) > 1"
+        counts[schema] = con.execute(f"SELECT count(*) FROM ({grouped}) d").fetchone()[0]
         if counts[schema]:
             examples += [{"area": schema, **e} for e in _examples(con, f"{grouped} ORDER BY {cols}")]
     total = sum(counts.values())
@@ -50,15 +49,15 @@ def duplicate_keys(con: duckdb.DuckDBPyConnection, table: str, key: Iterable[str
                         "examples": examples[:EXAMPLES]}
 
 
-def courses_unique(con: duckdb.DuckDBPyConnection) -> Outcome:
+def courses_unique(con: Connection) -> Outcome:
     return duplicate_keys(con, "courses", COURSE_KEY)
 
 
-def attendance_unique(con: duckdb.DuckDBPyConnection) -> Outcome:
+def attendance_unique(con: Connection) -> Outcome:
     return duplicate_keys(con, "attendance", ATTENDANCE_KEY)
 
 
-def attendance_has_course(con: duckdb.DuckDBPyConnection) -> Outcome:
+def attendance_has_course(con: Connection) -> Outcome:
     """Every attendance row's (unit_code, course_code) is a course of the same area."""
     counts: dict[str, int] = {}
     examples: list[dict] = []
@@ -66,8 +65,8 @@ def attendance_has_course(con: duckdb.DuckDBPyConnection) -> Outcome:
         orphans = f"""SELECT a.unit_code, a.course_code, count(*) AS rows FROM {schema}.attendance a
             WHERE NOT EXISTS (SELECT 1 FROM {schema}.courses c
                               WHERE c.unit_code = a.unit_code AND c.course_code = a.course_code)
-            GROUP BY ALL"""
-        counts[schema] = con.execute(f"SELECT coalesce(sum(rows), 0) FROM ({orphans})").fetchone()[0]
+            GROUP BY a.unit_code, a.course_code"""
+        counts[schema] = con.execute(f"SELECT coalesce(sum(rows), 0) FROM ({orphans}) o").fetchone()[0]
         if counts[schema]:
             examples += [{"area": schema, **e} for e in _examples(con, f"{orphans} ORDER BY 1, 2")]
     total = int(sum(counts.values()))
@@ -75,7 +74,7 @@ def attendance_has_course(con: duckdb.DuckDBPyConnection) -> Outcome:
                         "examples": examples[:EXAMPLES]}
 
 
-def cutoff_respected(con: duckdb.DuckDBPyConnection, cutoff: date) -> Outcome:
+def cutoff_respected(con: Connection, cutoff: date) -> Outcome:
     """No course starts on or before the archive cutoff unless an archive exception covered it
     when its upload was received (the same window the C07 rule uses: letter_date..valid_until)."""
     counts: dict[str, int] = {}
@@ -88,7 +87,7 @@ def cutoff_respected(con: duckdb.DuckDBPyConnection, cutoff: date) -> Outcome:
                 WHERE e.unit_code = c.unit_code AND (e.course_code IS NULL OR e.course_code = c.course_code)
                   AND CAST(coalesce(timezone('Asia/Taipei', u.received_at), timezone('Asia/Taipei', c.loaded_at))
                            AS DATE) BETWEEN e.letter_date AND e.valid_until)"""
-        counts[schema] = con.execute(f"SELECT count(*) FROM ({uncovered})", [cutoff]).fetchone()[0]
+        counts[schema] = con.execute(f"SELECT count(*) FROM ({uncovered}) u", [cutoff]).fetchone()[0]
         if counts[schema]:
             examples += [{"area": schema, **e} for e in _examples(con, f"{uncovered} ORDER BY 1, 2", [cutoff])]
     total = sum(counts.values())
@@ -96,12 +95,14 @@ def cutoff_respected(con: duckdb.DuckDBPyConnection, cutoff: date) -> Outcome:
                         "examples": examples[:EXAMPLES]}
 
 
-def text_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+def text_columns(con: Connection) -> dict[str, list[str]]:
     """Every VARCHAR column of every base table, as {"schema.table": [columns]}."""
-    rows = con.execute("""SELECT c.table_schema, c.table_name, c.column_name
+    types = ", ".join(f"'{t}'" for t in text_type_names(con))
+    rows = con.execute(f"""SELECT c.table_schema, c.table_name, c.column_name
         FROM information_schema.columns c JOIN information_schema.tables t
           ON t.table_catalog = c.table_catalog AND t.table_schema = c.table_schema AND t.table_name = c.table_name
-        WHERE t.table_type = 'BASE TABLE' AND c.data_type = 'VARCHAR' AND c.table_catalog = current_database()
+        WHERE t.table_type = 'BASE TABLE' AND c.data_type IN ({types}) AND c.table_catalog = current_database()
+          AND c.table_schema IN ('main', 'testing')
         ORDER BY c.table_schema, c.table_name, c.ordinal_position""").fetchall()
     out: dict[str, list[str]] = {}
     for schema, table, column in rows:
@@ -109,7 +110,7 @@ def text_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     return out
 
 
-def raw_national_ids(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None = None,
+def raw_national_ids(con: Connection, tables: Iterable[str] | None = None,
                      exclude: Iterable[str] = ()) -> Outcome:
     """No text column holds something shaped like a national ID. `tables` ("schema.table") limits
     the scan (default: every table of the warehouse), `exclude` leaves some out. One scan per table."""
@@ -119,7 +120,8 @@ def raw_national_ids(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | Non
     hits: dict[str, int] = {}
     for name in sorted(wanted & set(columns)):
         cols = columns[name]
-        counts = ", ".join(f"count(*) FILTER (WHERE regexp_matches(\"{c}\", '{NATIONAL_ID}'))" for c in cols)
+        matches = [regex_matches(con, '"' + c + '"', NATIONAL_ID) for c in cols]
+        counts = ", ".join(f"count(*) FILTER (WHERE {m})" for m in matches)
         row = con.execute(f"SELECT {counts} FROM {name}").fetchone()
         hits.update({f"{name}.{c}": n for c, n in zip(cols, row, strict=True) if n})
     return not hits, {"pattern": NATIONAL_ID, "tables_scanned": sorted(wanted & set(columns)),

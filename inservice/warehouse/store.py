@@ -1,7 +1,10 @@
-"""The DuckDB warehouse (the embedded default): register, state queries and the upload merge.
+"""The warehouse: register, state queries and the upload merge, on either backend.
 
-One writer at a time (DuckDB): the CLI holds the file for one command; Dagster serialises
-writers through a pool. Every upload is merged in one transaction: all its accepted rows or none.
+The SQL here is written once; `backend.py` picks DuckDB (embedded default) or PostgreSQL, and
+`postgres.py` holds what PostgreSQL does differently. One writer at a time: on DuckDB the CLI holds
+the file for one command and Dagster serialises writers through a pool; on PostgreSQL writing
+transactions also take an advisory lock. Every upload is merged in one transaction: all its
+accepted rows or none.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 
+from inservice.config import Settings
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.warehouse import ddl
+from inservice.warehouse.backend import POSTGRESQL, Connection, WarehouseUrl, backend_of, connect
 
 UNIT_STATES = ("testing", "production", "sealed")
+ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
 
 
@@ -67,16 +72,31 @@ class WarehouseError(Exception):
 
 
 class Warehouse:
-    def __init__(self, path: Path, read_only: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, target: Settings | Path | str, read_only: bool = False) -> None:
+        """`target`: Settings (its INSERVICE_WAREHOUSE_URL or DuckDB default), a DuckDB file, or a URL."""
+        self.url = WarehouseUrl.parse(target.warehouse_url if isinstance(target, Settings) else target)
+        self.con: Connection = connect(self.url, read_only=read_only)
+        self.backend = backend_of(self.con)
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            existing = set(self.con.execute("""SELECT table_schema, table_name, column_name
-                FROM information_schema.columns""").fetchall())
-            for stmt in ddl.missing_columns(existing) + ddl.statements():
-                self.con.execute(stmt)
+            self.ensure_tables()
+
+    @staticmethod
+    def exists(settings: Settings) -> bool:
+        """Is there a warehouse to read (a server always is; an embedded file once created)?"""
+        url = WarehouseUrl.parse(settings.warehouse_url)
+        return url.backend == POSTGRESQL or Path(url.target).exists()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.url.target)
+
+    def ensure_tables(self) -> None:
+        if self.backend == POSTGRESQL:
+            self.con.execute("CREATE SCHEMA IF NOT EXISTS main")
+        existing = set(self.con.execute("""SELECT table_schema, table_name, column_name
+            FROM information_schema.columns WHERE table_schema IN ('main', 'testing')""").fetchall())
+        for stmt in ddl.missing_columns(existing) + ddl.statements():
+            self.con.execute(stmt)
 
     def close(self) -> None:
         self.con.close()
@@ -122,7 +142,8 @@ class Warehouse:
         return bool(n)
 
     def exceptions(self) -> list[dict]:
-        cur = self.con.execute("SELECT * EXCLUDE (created_at) FROM archive_exceptions ORDER BY exception_id")
+        cur = self.con.execute("""SELECT exception_id, unit_code, course_code, letter_no, letter_date, valid_until
+            FROM archive_exceptions ORDER BY exception_id""")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
@@ -146,16 +167,16 @@ class Warehouse:
     # --- the merge -----------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
+        self.con.begin()
         try:
             yield
         except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.rollback()
             raise
-        self.con.execute("COMMIT")
+        self.con.commit()
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str,
-                      now: datetime, in_transaction: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                      now: datetime, in_transaction: Callable[[Connection], None] | None = None,
                       ) -> MergeCounts:
         """Write the upload row, its findings and (if loaded) its accepted rows, atomically.
 
@@ -226,7 +247,7 @@ class Warehouse:
 
     def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
         on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
-        self._history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", "to_json(t)", "NULL",
+        self._history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
                       source, now)
         return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchone()[0])
 
@@ -237,7 +258,7 @@ class Warehouse:
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
         self._history(target, f"FROM {target} t JOIN {stage} s ON {on} WHERE {differs}", action,
-                      "to_json(t)", "to_json(s)", source, now)
+                      ROW_JSON.format("t"), ROW_JSON.format("s"), source, now)
         sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
         updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
             FROM {stage} s WHERE {on} AND ({differs})""", [source.id, now]).fetchone()[0]
@@ -255,7 +276,7 @@ class Warehouse:
 class AreaState:
     """The engine's view of one area of the warehouse (implements validations.engine.WarehouseState)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    def __init__(self, con: Connection, schema: str) -> None:
         self.con = con
         self.schema = schema
 
@@ -268,13 +289,13 @@ class AreaState:
 
     def existing_courses(self, unit: str, codes: pa.Array) -> pa.Table:
         cols = ", ".join(f'"{c}"' for c in COURSE_CONTENT if c != "hours")
-        return self._with_codes(f"""SELECT course_code, {cols}, CAST(hours AS DOUBLE) AS hours
+        return self._with_codes(f"""SELECT course_code, {cols}, CAST(hours AS FLOAT8) AS hours
             FROM {self.schema}.courses WHERE unit_code = ?
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
 
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
         return self._with_codes(f"""SELECT course_code, teacher_key, school_code,
-            CAST(hours_granted AS DOUBLE) AS hours_granted, completed, is_deleted
+            CAST(hours_granted AS FLOAT8) AS hours_granted, completed, is_deleted
             FROM {self.schema}.attendance WHERE unit_code = ?
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
 

@@ -1,0 +1,88 @@
+"""Which warehouse: one setting, `INSERVICE_WAREHOUSE_URL`, picks the backend.
+
+- `duckdb:///path/warehouse.duckdb` (the default, under $INSERVICE_HOME): embedded, one file.
+- `postgresql://user@host:5432/db` (`postgres://` and `postgresql+psycopg2://` too): a server.
+
+Everything above this module is written once against a connection offering the DuckDB subset the
+warehouse uses; `postgres.PgConnection` provides it on PostgreSQL. The handful of SQL fragments
+that cannot be written portably are the functions below, one branch per backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import duckdb
+
+from inservice.warehouse.postgres import PgConnection
+
+Connection = Union[duckdb.DuckDBPyConnection, PgConnection]  # noqa: UP007 (a runtime alias)
+DUCKDB, POSTGRESQL = "duckdb", "postgresql"
+
+
+@dataclass(frozen=True)
+class WarehouseUrl:
+    backend: str
+    target: str  # DuckDB: a file path; PostgreSQL: a libpq URI
+
+    @classmethod
+    def parse(cls, url: str | Path) -> WarehouseUrl:
+        text = str(url)
+        if isinstance(url, Path) or "://" not in text:
+            return cls(DUCKDB, text)
+        scheme, rest = text.split("://", 1)
+        scheme = scheme.split("+", 1)[0].lower()
+        if scheme == "duckdb":
+            return cls(DUCKDB, rest)
+        if scheme in ("postgresql", "postgres"):
+            return cls(POSTGRESQL, f"postgresql://{rest}")
+        raise ValueError(f"INSERVICE_WAREHOUSE_URL: unknown scheme {scheme!r} (duckdb:// or postgresql://)")
+
+    def redacted(self) -> str:
+        """For logs and messages: the password (if any) never printed."""
+        if self.backend == DUCKDB:
+            return f"duckdb://{self.target}"
+        head, _, tail = self.target.rpartition("@")
+        if not head:
+            return self.target
+        scheme, _, creds = head.partition("://")
+        return f"{scheme}://{creds.split(':', 1)[0]}@{tail}"
+
+
+def connect(url: WarehouseUrl, read_only: bool = False) -> Connection:
+    if url.backend == POSTGRESQL:
+        return PgConnection(url.target, read_only=read_only)
+    path = Path(url.target)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(path), read_only=read_only)
+
+
+def backend_of(con: Any) -> str:
+    return getattr(con, "backend", DUCKDB)
+
+
+# --- the SQL that differs ------------------------------------------------------------------------------
+def regex_matches(con: Any, column: str, pattern: str) -> str:
+    if backend_of(con) == POSTGRESQL:
+        return f"({column} ~ '{pattern}')"
+    return f"regexp_matches({column}, '{pattern}')"
+
+
+def text_type_names(con: Any) -> tuple[str, ...]:
+    """information_schema.columns.data_type of the text columns."""
+    return ("character varying", "text") if backend_of(con) == POSTGRESQL else ("VARCHAR",)
+
+
+def json_text(con: Any, expr: str, key: str) -> str:
+    """The text of one top-level key of a JSON text value."""
+    if backend_of(con) == POSTGRESQL:
+        return f"(CAST({expr} AS json) ->> '{key}')"
+    return f"json_extract_string({expr}, '$.{key}')"
+
+
+def insertion_order(con: Any) -> str:
+    """A column that orders an append-only table's rows as they were inserted (history ties)."""
+    return "ctid" if backend_of(con) == POSTGRESQL else "rowid"

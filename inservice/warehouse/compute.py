@@ -1,0 +1,98 @@
+"""Where the statistics run: DuckDB, whichever backend holds the warehouse.
+
+The publications (monthly tables, yearbook, county export) are one body of DuckDB SQL. On the DuckDB
+backend it runs on the warehouse itself. On PostgreSQL the slice it reads (a month's window of
+courses and their attendance, a year, a county's units) is copied into an in-memory DuckDB, the same
+SQL runs there, and what it publishes (stat_* rows of one key, a snapshot's register row) is written
+back to PostgreSQL by COPY in one transaction. So both backends give the same statistics by
+construction, and no statistics SQL exists twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from inservice.warehouse.backend import POSTGRESQL, Connection
+from inservice.warehouse.postgres import copy_in
+from inservice.warehouse.store import Warehouse
+
+
+class Compute:
+    def __init__(self, wh: Warehouse) -> None:
+        self.wh = wh
+        self.mirrored = wh.backend == POSTGRESQL
+        self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:") if self.mirrored else wh.con  # type: ignore[assignment]
+        self._pushes: list[tuple[str, str, list[Any]]] = []
+
+    def close(self) -> None:
+        if self.mirrored:
+            self.con.close()
+
+    def connections(self) -> list[Connection]:
+        """Where a DDL step must run: the compute connection, and the warehouse when they differ."""
+        return [self.con, self.wh.con] if self.mirrored else [self.con]
+
+    def pull(self, table: str, where: str = "true", params: Sequence[Any] = ()) -> None:
+        """Copy `table`'s rows matching `where` into the compute DuckDB (a no-op on DuckDB itself).
+
+        The copy keeps the warehouse's column types (numeric precision, time zones), so the SQL gives
+        the same answers as on the warehouse."""
+        if not self.mirrored:
+            return
+        rows: pa.Table = self.wh.con.execute(f"SELECT * FROM {table} WHERE {where}", list(params)).to_arrow_table()
+        self.con.register("pulled", rows)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM pulled")
+        finally:
+            self.con.unregister("pulled")
+
+    def pull_query(self, table: str, sql: str, params: Sequence[Any] = ()) -> None:
+        """Like `pull`, for a slice that a query over the warehouse defines (its columns: the table's)."""
+        if not self.mirrored:
+            return
+        rows = self.wh.con.execute(sql, list(params)).to_arrow_table()
+        self.con.register("pulled", rows)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM pulled")
+        finally:
+            self.con.unregister("pulled")
+
+    def push(self, table: str, where: str, params: Sequence[Any]) -> None:
+        """Publish `table`'s rows matching `where` to the warehouse when the transaction commits
+        (replacing the warehouse's rows that match). A no-op on DuckDB: they were written in place."""
+        if self.mirrored:
+            self._pushes.append((table, where, list(params)))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All of a publication or none of it, on the warehouse."""
+        if not self.mirrored:
+            with self.wh.transaction():
+                yield
+            return
+        self._pushes = []
+        yield
+        with self.wh.transaction():
+            for table, where, params in self._pushes:
+                self.wh.con.execute(f"DELETE FROM {table} WHERE {where}", params)
+                rows = self.con.execute(f"SELECT * FROM {table} WHERE {where}", params).to_arrow_table()
+                with self.wh.con.cursor() as cur:  # type: ignore[union-attr]
+                    copy_in(cur, table, rows)
+
+    def run(self, step: Callable[[Connection], None]) -> None:
+        for con in self.connections():
+            step(con)
+
+
+@contextmanager
+def compute_session(wh: Warehouse) -> Iterator[Compute]:
+    cx = Compute(wh)
+    try:
+        yield cx
+    finally:
+        cx.close()
