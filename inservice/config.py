@@ -28,13 +28,15 @@ class Settings:
     archive_cutoff: date = date(2012, 12, 31)
     limits: Limits = field(default_factory=Limits)
     warehouse: str | None = None  # INSERVICE_WAREHOUSE_URL; None: DuckDB under the home
+    analyst_role: str = "inservice_analyst"  # INSERVICE_ANALYST_ROLE (PostgreSQL read-only role)
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
         home_path = Path(home or os.environ.get("INSERVICE_HOME", "./data")).resolve()
         cutoff = os.environ.get("INSERVICE_ARCHIVE_CUTOFF")
         return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31),
-                   warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None)
+                   warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None,
+                   analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", "inservice_analyst"))
 
     @property
     def warehouse_path(self) -> Path:

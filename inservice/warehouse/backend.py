@@ -86,3 +86,10 @@ def json_text(con: Any, expr: str, key: str) -> str:
 def insertion_order(con: Any) -> str:
     """A column that orders an append-only table's rows as they were inserted (history ties)."""
     return "ctid" if backend_of(con) == POSTGRESQL else "rowid"
+
+
+def month_text(con: Any, expr: str) -> str:
+    """YYYY-MM of a timestamp (in the session's time zone)."""
+    if backend_of(con) == POSTGRESQL:
+        return f"to_char({expr}, 'YYYY-MM')"
+    return f"strftime({expr}, '%Y-%m')"

@@ -80,7 +80,7 @@ class Compute:
         with self.wh.transaction():
             for table, where, params in self._pushes:
                 self.wh.con.execute(f"DELETE FROM {table} WHERE {where}", params)
-                rows = self.con.execute(f"SELECT * FROM {table} WHERE {where}", params).to_arrow_table()
+                rows = self.con.sql(f"SELECT * FROM {table} WHERE {where}", params=params).to_arrow_table()
                 with self.wh.con.cursor() as cur:  # type: ignore[union-attr]
                     copy_in(cur, table, rows)
 

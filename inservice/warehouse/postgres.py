@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg2
@@ -122,11 +122,13 @@ class PgResult:
     def to_arrow_table(self) -> pa.Table:
         if self.description is None:
             raise ValueError("the statement returned no rows to read")
-        rows = self._cur.fetchall()
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.description)
-        arrays = [pa.array(list(values), type=_arrow_type(col)) for col, values in zip(
-            self.description, columns, strict=True)]
-        return pa.table(arrays, names=[col.name for col in self.description])
+        return pa.Table.from_batches([to_batch(self.description, self._cur.fetchall())])
+
+
+def to_batch(description: Sequence[Any], rows: list[tuple]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(description)
+    arrays = [pa.array(list(values), type=_arrow_type(col)) for col, values in zip(description, columns, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, names=[col.name for col in description])
 
 
 class PgConnection:
@@ -166,6 +168,17 @@ class PgConnection:
 
     def sql(self, sql: str, params: Sequence[Any] | None = None) -> PgResult:
         return self.execute(sql, params)
+
+    def stream(self, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
+        """Arrow batches of a query through a server-side cursor: memory bounded by `rows`."""
+        with self.raw.cursor(name=f"stream_{id(self):x}", withhold=True) as cur:
+            cur.itersize = rows
+            cur.execute(sql)
+            while True:
+                chunk = cur.fetchmany(rows)
+                if not chunk:
+                    break
+                yield to_batch(cur.description, chunk)
 
     def register(self, name: str, table: pa.Table) -> None:
         """A temp table of the Arrow table's rows (DuckDB registers a zero-copy view instead)."""

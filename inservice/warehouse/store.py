@@ -75,8 +75,10 @@ class Warehouse:
     def __init__(self, target: Settings | Path | str, read_only: bool = False) -> None:
         """`target`: Settings (its INSERVICE_WAREHOUSE_URL or DuckDB default), a DuckDB file, or a URL."""
         self.url = WarehouseUrl.parse(target.warehouse_url if isinstance(target, Settings) else target)
+        self.settings = target if isinstance(target, Settings) else None
         self.con: Connection = connect(self.url, read_only=read_only)
         self.backend = backend_of(self.con)
+        self.committed = False  # a write was committed: analysts' access is refreshed on close
         if not read_only:
             self.ensure_tables()
 
@@ -99,7 +101,12 @@ class Warehouse:
             self.con.execute(stmt)
 
     def close(self) -> None:
-        self.con.close()
+        try:
+            if self.committed and self.settings is not None:
+                from inservice.warehouse.analyst import refresh_analyst_access
+                refresh_analyst_access(self, self.settings)
+        finally:
+            self.con.close()
 
     def __enter__(self) -> Warehouse:
         return self
@@ -174,6 +181,7 @@ class Warehouse:
             self.con.rollback()
             raise
         self.con.commit()
+        self.committed = True
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,

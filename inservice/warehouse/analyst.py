@@ -1,0 +1,233 @@
+"""Analyst access that never blocks a load, and the Parquet lake.
+
+- DuckDB (one writer holds the file): after every committed write, the analyst tables are copied
+  into `$INSERVICE_HOME/analyst/warehouse.duckdb`, written beside it and renamed over it. Analysts
+  open that file read-only; a connection already open keeps reading the copy it opened (the
+  rename leaves its inode alone), the next one sees the new load. Nobody but the loader opens the
+  warehouse file itself.
+- PostgreSQL (MVCC: readers and the loader do not wait on each other): a read-only role with SELECT
+  on the analyst tables only; no feed register, no corrections' workbook register, no temp staging
+  (the pseudonymisation key is never in the database at all).
+- The lake: the analyst tables as Hive-partitioned Parquet (year=/month=), which Spark, Trino and
+  DuckDB read as partitioned tables; written from either backend by streaming batches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from inservice.config import Settings
+from inservice.warehouse import ddl
+from inservice.warehouse.backend import POSTGRESQL, month_text
+from inservice.warehouse.store import Warehouse
+
+# What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
+# correction registers (they hold the masked original values), unit_state_log (letters), testing.
+CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
+ANALYST_ROLE = "inservice_analyst"
+SNAPSHOT_NAME = "warehouse.duckdb"
+
+# Lake partitioning: each table's year/month (courses by start date, attendance by its course's,
+# uploads and their findings by the data month, else the month received).
+LAKE_QUERIES = {
+    "courses": "SELECT c.*, CAST(extract(year FROM c.start_date) AS INTEGER) AS year, "
+               "CAST(extract(month FROM c.start_date) AS INTEGER) AS month FROM main.courses c",
+    "attendance": "SELECT a.*, CAST(extract(year FROM c.start_date) AS INTEGER) AS year, "
+                  "CAST(extract(month FROM c.start_date) AS INTEGER) AS month FROM main.attendance a "
+                  "JOIN main.courses c ON c.unit_code = a.unit_code AND c.course_code = a.course_code",
+    "uploads": "SELECT u.*, {ym} AS ym FROM main.uploads u WHERE u.area = 'production'",
+    "findings": "SELECT f.*, {ym} AS ym FROM main.findings f JOIN main.uploads u ON u.upload_id = f.upload_id "
+                "WHERE u.area = 'production'",
+    "units": "SELECT * FROM main.units",
+}
+PARTITION = pa.schema([("year", pa.int32()), ("month", pa.int32())])
+
+
+def analyst_tables(wh: Warehouse) -> list[str]:
+    """The analyst tables present in this warehouse (the stat_* and yearbook tables once published)."""
+    rows = wh.con.execute("""SELECT table_name FROM information_schema.tables
+        WHERE table_schema = 'main' AND (table_name LIKE 'stat\\_%' ESCAPE '\\' OR table_name = 'yearbook_snapshots')
+        ORDER BY 1""").fetchall()
+    return [*CORE_TABLES, *(r[0] for r in rows)]
+
+
+def refresh_analyst_access(wh: Warehouse, settings: Settings) -> None:
+    """After a committed write: a new read-only copy (DuckDB), or the role's grants on any new analyst
+    table (PostgreSQL, when the role exists; `inservice warehouse grant-analyst` creates it)."""
+    if wh.backend == POSTGRESQL:
+        if wh.con.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [settings.analyst_role]).fetchall():
+            _grant_select(wh, settings.analyst_role)
+        return
+    publish_snapshot(wh, settings)
+
+
+# --- DuckDB: the read-only copy ------------------------------------------------------------------------
+def snapshot_path(settings: Settings) -> Path:
+    return settings.home / "analyst" / SNAPSHOT_NAME
+
+
+def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
+    """Copy the analyst tables into a fresh file and rename it over the published one (DuckDB only)."""
+    if wh.backend == POSTGRESQL:
+        return None
+    target = snapshot_path(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{SNAPSHOT_NAME}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    con = wh.con
+    con.execute(f"ATTACH '{_sql_text(tmp)}' AS analyst_copy")
+    try:
+        for name in analyst_tables(wh):
+            con.execute(f"CREATE TABLE analyst_copy.main.{name} AS SELECT * FROM main.{name}")
+    finally:
+        con.execute("DETACH analyst_copy")
+    os.replace(tmp, target)  # atomic: a reader sees the old copy or the new one, never a partial file
+    return target
+
+
+def _sql_text(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+# --- PostgreSQL: the read-only role --------------------------------------------------------------------
+def grant_analyst_role(wh: Warehouse, role: str = ANALYST_ROLE, password: str | None = None) -> list[str]:
+    """Create (if needed) a role that can read the analyst tables and nothing else; returns the tables.
+
+    One transaction: an analyst already connected never sees the role half-configured. The grants
+    of stat_* tables created later are added after each committed write (refresh_analyst_access)."""
+    if wh.backend != POSTGRESQL:
+        raise ValueError("the analyst role is for a PostgreSQL warehouse (DuckDB publishes a read-only copy)")
+    con, db = wh.con, _current_db(wh)
+    with wh.transaction():
+        if not con.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [role]).fetchall():
+            con.execute(f'CREATE ROLE "{role}" LOGIN NOINHERIT')
+        if password is not None:
+            con.execute(f'ALTER ROLE "{role}" PASSWORD ?', [password])
+        con.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+        con.execute(f'ALTER ROLE "{role}" SET search_path = main')
+        con.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA main, testing FROM "{role}"')
+        con.execute(f'REVOKE CREATE ON SCHEMA main, testing, public FROM "{role}"')
+        # no staging of its own: temp tables only for the loader
+        con.execute(f"REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC")
+        con.execute(f'REVOKE TEMPORARY ON DATABASE {db} FROM "{role}"')
+        con.execute(f"GRANT TEMPORARY ON DATABASE {db} TO CURRENT_USER")
+        con.execute(f'GRANT USAGE ON SCHEMA main TO "{role}"')
+        return _grant_select(wh, role)
+
+
+def _grant_select(wh: Warehouse, role: str) -> list[str]:
+    tables = analyst_tables(wh)
+    wh.con.execute(f'GRANT SELECT ON {", ".join(f"main.{t}" for t in tables)} TO "{role}"')
+    return tables
+
+
+def _current_db(wh: Warehouse) -> str:
+    return '"' + wh.con.execute("SELECT current_database()").fetchone()[0] + '"'
+
+
+# --- the lake ------------------------------------------------------------------------------------------
+def batches(wh: Warehouse, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
+    if wh.backend == POSTGRESQL:
+        yield from wh.con.stream(sql, rows)  # type: ignore[union-attr]
+        return
+    yield from wh.con.execute(sql).to_arrow_reader(rows)
+
+
+def _with_year_month(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """uploads/findings: the `ym` text (YYYY-MM) as the two partition columns."""
+    ym = batch.column("ym")
+    year = pc.cast(pc.utf8_slice_codeunits(ym, 0, 4), pa.int32())
+    month = pc.cast(pc.utf8_slice_codeunits(ym, 5, 7), pa.int32())
+    names = [n for n in batch.schema.names if n != "ym"]
+    return pa.RecordBatch.from_arrays([*(batch.column(n) for n in names), year, month], [*names, "year", "month"])
+
+
+def export_lake(wh: Warehouse, dest: Path) -> dict[str, int]:
+    """Write the analyst tables under `dest/<table>/year=YYYY/month=M/*.parquet` (units: one file).
+
+    Each table's folder is replaced whole (written beside, then renamed), so a reader of the lake
+    never sees a table half-written. Returns rows written per table."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written: dict[str, int] = {}
+    for table, template in LAKE_QUERIES.items():
+        sql = template.format(ym=f"coalesce(u.data_month, {month_text(wh.con, 'u.received_at')})")
+        stream = batches(wh, sql)
+        if table in ("uploads", "findings"):
+            stream = (_with_year_month(b) for b in stream)
+        first = next(stream, None)
+        staging = dest / f".{table}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        count = 0
+        if first is not None:
+            def counted(b: pa.RecordBatch) -> pa.RecordBatch:
+                nonlocal count
+                count += b.num_rows
+                return b
+
+            data = (counted(b) for b in _chain(first, stream))
+            partitioning = None if table == "units" else ds.partitioning(PARTITION, flavor="hive")
+            ds.write_dataset(data, staging, schema=first.schema, format="parquet", partitioning=partitioning,
+                             basename_template="part-{i}.parquet", max_rows_per_group=500_000)
+        else:
+            staging.mkdir(parents=True)
+        final = dest / table
+        old = dest / f".{table}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        written[table] = count
+    return written
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+# --- the lake's table definitions for Spark and Trino ----------------------------------------------------
+SPARK_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP_NTZ", "TIMESTAMPTZ": "TIMESTAMP", "INTEGER": "INT"}
+# Trino's Hive connector has no timestamp with time zone: UTC-adjusted Parquet timestamps are read as
+# timestamps in hive.parquet.time-zone (set it to UTC, or Asia/Taipei for local wall time).
+TRINO_TYPES = {"VARCHAR": "varchar", "TIMESTAMP": "timestamp(6)", "TIMESTAMPTZ": "timestamp(6)",
+               "INTEGER": "integer", "BIGINT": "bigint", "BOOLEAN": "boolean", "DATE": "date"}
+LAKE_DECLARED = {"courses": ddl.COURSES, "attendance": ddl.ATTENDANCE, "uploads": ddl.UPLOADS,
+                 "findings": ddl.FINDINGS, "units": ddl.UNITS}
+
+
+def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
+    """CREATE TABLE statements over the lake for Spark SQL or Trino (Hive connector), from the
+    declared columns, so they cannot drift from what `export_lake` writes."""
+    out = []
+    for name, table in LAKE_DECLARED.items():
+        partitioned = name != "units"
+        where = f"{location.rstrip('/')}/{name}"
+        if engine == "spark":
+            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in table.columns]
+            cols += ["  `year` INT", "  `month` INT"] if partitioned else []
+            part = "\nPARTITIONED BY (year, month)" if partitioned else ""
+            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{name} (\n" + ",\n".join(cols)
+                       + f"\n) USING PARQUET{part}\nLOCATION '{where}';\n"
+                       + (f"MSCK REPAIR TABLE {schema}.{name};\n" if partitioned else ""))
+        elif engine == "trino":
+            def trino(t: str) -> str:
+                return TRINO_TYPES.get(t, t.lower())
+            cols = [f'  "{c.name}" {trino(c.type)}' for c in table.columns]
+            cols += ["  year integer", "  month integer"] if partitioned else []
+            props = [f"external_location = '{where}'", "format = 'PARQUET'"]
+            props += ["partitioned_by = ARRAY['year', 'month']"] if partitioned else []
+            out.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{name} (\n" + ",\n".join(cols)
+                       + "\n) WITH (\n  " + ",\n  ".join(props) + "\n);\n"
+                       + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'ADD');\n"
+                          if partitioned else ""))
+        else:
+            raise ValueError("engine must be spark or trino")
+    return "\n".join(out)

@@ -1,0 +1,257 @@
+"""The two warehouse backends: same tables and statistics, analyst access that never blocks a load,
+the Parquet lake read back, the setting that picks the backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pyarrow.parquet as pq
+import pytest
+
+from inservice.config import TAIPEI, Settings
+from inservice.ingest import ingest_paths
+from inservice.publish.monthly import publish_month
+from inservice.warehouse import analyst
+from inservice.warehouse.backend import POSTGRESQL, WarehouseUrl
+from inservice.warehouse.store import Warehouse
+from tests.builders import attendee, course, make_id, write_xlsx
+from tests.conftest import RECEIVED, drop, fixture_cases, load_expected, pg_database
+
+SAMPLE = Path(__file__).resolve().parent.parent / "inservice" / "sample_inbox"
+AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)
+VOLATILE = {"loaded_at", "first_loaded_at", "processed_at", "received_at", "updated_at", "receipt_json",
+            "receipt_xlsx", "upload_id", "changed_at", "source_id", "before_json", "after_json", "as_of",
+            "files"}
+
+
+def test_url_picks_backend_and_hides_password() -> None:
+    assert WarehouseUrl.parse("duckdb:///srv/w.duckdb") == WarehouseUrl("duckdb", "/srv/w.duckdb")
+    pg = WarehouseUrl.parse("postgresql+psycopg2://loader:s3cret@db.example:5432/inservice")
+    assert (pg.backend, pg.target) == ("postgresql", "postgresql://loader:s3cret@db.example:5432/inservice")
+    assert "s3cret" not in pg.redacted() and "loader@db.example" in pg.redacted()
+    with pytest.raises(ValueError, match="unknown scheme"):
+        WarehouseUrl.parse("sqlite:///x.db")
+
+
+def _load_everything(settings: Settings) -> None:
+    """The fixtures and the sample inbox, then the month's statistics."""
+    for case in fixture_cases():  # one at a time: later files of a unit re-send its month
+        _, src = load_expected(case)
+        ingest_paths([drop(settings, src)], settings, RECEIVED)
+    publish_month(settings, "2017-05", as_of=AS_OF, report_date=date(2017, 6, 6))
+
+
+def _normal(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(TAIPEI).isoformat()
+    if isinstance(value, Decimal | float):
+        return round(float(value), 4)
+    return value
+
+
+def _analyst_view(settings: Settings) -> dict[str, list[tuple]]:
+    """Every analyst table, volatile columns (times, generated ids, receipt paths) left out."""
+    with Warehouse(settings, read_only=True) as wh:
+        out = {}
+        for table in analyst.analyst_tables(wh):
+            cur = wh.con.execute(f"SELECT * FROM main.{table}")
+            names = [d[0] for d in cur.description]
+            keep = [i for i, n in enumerate(names) if n not in VOLATILE]
+            out[table] = sorted((tuple(_normal(r[i]) for i in keep) for r in cur.fetchall()), key=repr)
+        return out
+
+
+def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "same-key-for-both")
+    monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
+    views = {}
+    with pg_database() as url:
+        for backend, warehouse in (("duckdb", None), ("postgresql", url)):
+            s = replace(Settings.from_env(tmp_path / backend), warehouse=warehouse)
+            with Warehouse(s) as wh:
+                for code in ("T001", "T002", "T003"):
+                    wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
+            _load_everything(s)
+            views[backend] = _analyst_view(s)
+    duck, pg = views["duckdb"], views["postgresql"]
+    assert sorted(duck) == sorted(pg)
+    assert len(duck["attendance"]) > 10 and len(duck["findings"]) > 10 and duck["stat_monthly_series"]
+    for table in duck:
+        assert duck[table] == pg[table], table
+
+
+def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str) -> None:
+    _load_everything(settings)
+    lake = settings.home / "lake"
+    subprocess.run([sys.executable, "-m", "inservice.cli", "warehouse", "lake"], check=True, capture_output=True,
+                   env={**os.environ, "INSERVICE_HOME": str(settings.home)})
+    assert (lake / "courses" / "year=2017" / "month=5").is_dir()
+    assert (lake / "attendance" / "year=2017" / "month=5").is_dir()
+    con = duckdb.connect()
+    with Warehouse(settings, read_only=True) as wh:
+        for table, key in (("courses", "unit_code, course_code"), ("attendance", "unit_code, course_code, teacher_key"),
+                           ("uploads", "upload_id"), ("findings", "upload_id, record, \"row\", rule, field")):
+            read = con.execute(f"""SELECT * EXCLUDE (year, month) FROM read_parquet(
+                '{lake}/{table}/**/*.parquet', hive_partitioning = true) ORDER BY {key}""").fetchall()
+            where = " WHERE area = 'production'" if table == "uploads" else ""
+            stored = wh.con.execute(f"SELECT * FROM main.{table}{where} ORDER BY {key}").fetchall()
+            assert [tuple(map(_normal, r)) for r in read] == [tuple(map(_normal, r)) for r in stored], table
+        # the Spark and Trino definitions name exactly the columns the files hold, in order
+        spark, trino = analyst.lake_ddl("spark", str(lake)), analyst.lake_ddl("trino", str(lake))
+        for table in analyst.LAKE_DECLARED:
+            files = sorted((lake / table).rglob("*.parquet"))
+            assert files, table
+            stored_cols = pq.read_schema(files[0]).names
+            declared = [c.name for c in analyst.LAKE_DECLARED[table].columns]
+            assert stored_cols == declared, table
+            for text, quote in ((spark, "`"), (trino, '"')):
+                block = text.split(f".{table} (\n", 1)[1].split("\n)", 1)[0]
+                assert [line.strip().split()[0].strip(quote) for line in block.strip().splitlines()][
+                    :len(declared)] == declared
+        # partition pruning: a month's folder holds only that month's courses
+        months = con.execute(f"""SELECT DISTINCT strftime(start_date, '%Y-%m'), year, month FROM read_parquet(
+            '{lake}/courses/**/*.parquet', hive_partitioning = true)""").fetchall()
+        assert all(ym == f"{y:04d}-{m:02d}" for ym, y, m in months)
+
+
+def _big_upload(path: Path, unit: str, courses: int, per_course: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    cs = [course(f"{unit}C{i:04d}", unit_code=unit) for i in range(courses)]
+    att = [attendee(c["course_code"], make_id(rng), unit_code=unit) for c in cs for _ in range(per_course)]
+    return write_xlsx(path, cs, att)
+
+
+def _analyst_query(settings: Settings, backend: str, url: str | None) -> int:
+    """One analyst query, the way an analyst connects: the read-only copy, or the read-only role."""
+    if backend == POSTGRESQL:
+        con = psycopg2.connect(url.rsplit("/", 1)[0].replace("postgres@", f"{settings.analyst_role}@")
+                               + "/" + url.rsplit("/", 1)[1])
+        try:
+            cur = con.cursor()
+            cur.execute("""SELECT count(*), count(DISTINCT teacher_key), sum(hours_granted)
+                           FROM attendance a JOIN courses c USING (unit_code, course_code)""")
+            return cur.fetchone()[0]
+        finally:
+            con.close()
+    path = analyst.snapshot_path(settings)
+    if not path.exists():
+        return 0
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute("""SELECT count(*), count(DISTINCT teacher_key), sum(hours_granted)
+                              FROM attendance a JOIN courses c USING (unit_code, course_code)""").fetchone()[0]
+
+
+def test_analysts_query_while_three_uploads_load(settings: Settings, warehouse_backend: str,
+                                                 warehouse_url: str | None) -> None:
+    """An analyst loop runs while three uploads load in another process: no query fails, the loads
+    never wait on it (on PostgreSQL no lock request is ever left waiting), and every count the analyst
+    sees is a whole number of uploads (never a half-loaded one)."""
+    uploads = [_big_upload(settings.inbox / f"T00{i}" / f"T00{i}_201705.xlsx", f"T00{i}", 60, 50, i)
+               for i in (1, 2, 3)]
+    if warehouse_backend == POSTGRESQL:
+        with Warehouse(settings) as wh:
+            analyst.grant_analyst_role(wh, settings.analyst_role)
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    waits: list[int] = []
+    stop = threading.Event()
+
+    def analyst_loop() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(_analyst_query(settings, warehouse_backend, warehouse_url))
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    def lock_watch() -> None:
+        admin = psycopg2.connect(warehouse_url)
+        admin.autocommit = True
+        while not stop.is_set():
+            cur = admin.cursor()
+            cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                        "WHERE NOT l.granted AND d.datname = current_database()")
+            waits.append(cur.fetchone()[0])
+            time.sleep(0.01)
+        admin.close()
+
+    threads = [threading.Thread(target=analyst_loop)]
+    if warehouse_backend == POSTGRESQL:
+        threads.append(threading.Thread(target=lock_watch))
+    for t in threads:
+        t.start()
+    try:
+        env = {**os.environ, "INSERVICE_HOME": str(settings.home), "INSERVICE_WAREHOUSE_URL": warehouse_url or ""}
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "inservice.cli", "ingest", "--json", *map(str, uploads),
+                               "--received-at", RECEIVED], env=env, capture_output=True, text=True, timeout=600)
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # the analyst's view of the last load
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert done.returncode == 0, done.stderr
+    statuses = [json.loads(line)["status"] for line in done.stdout.splitlines() if line.startswith("{")]
+    assert statuses == ["loaded"] * 3
+    assert errors == []
+    assert len(seen) > 10, f"only {len(seen)} analyst queries in {elapsed:.1f} s"
+    assert set(seen) <= {0, 3000, 6000, 9000} and seen == sorted(seen) and seen[-1] == 9000
+    if warehouse_backend == POSTGRESQL:
+        assert waits and max(waits) == 0
+
+
+def test_analyst_role_reads_analyst_tables_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
+    with pg_database() as url:
+        s = replace(Settings.from_env(tmp_path / "pg"), warehouse=url)
+        with Warehouse(s) as wh:
+            wh.add_unit("T001", "unit", "file", "production", date(2016, 1, 1))
+            tables = analyst.grant_analyst_role(wh, s.analyst_role)
+        assert {"courses", "attendance", "history", "uploads", "findings", "units"} <= set(tables)
+        assert not {"feeds", "feed_watermarks", "corrections", "correction_workbooks"} & set(tables)
+        con = psycopg2.connect(url.replace("postgres@", f"{s.analyst_role}@"))
+        con.autocommit = True
+        cur = con.cursor()
+        cur.execute("SELECT unit_code FROM units")
+        assert cur.fetchall() == [("T001",)]
+        for sql in ("SELECT * FROM feeds", "SELECT * FROM testing.courses",
+                    "INSERT INTO units (unit_code) VALUES ('X')", "CREATE TEMP TABLE staging (x int)",
+                    "CREATE TABLE main.mine (x int)"):
+            with pytest.raises(psycopg2.Error):
+                cur.execute(sql)
+        con.close()
+
+
+def test_duckdb_copy_opens_while_the_loader_holds_the_warehouse(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warehouse file is the loader's alone; the analyst copy is readable meanwhile, and holds
+    the analyst tables only."""
+    monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
+    settings = Settings.from_env(tmp_path / "duck")
+    with Warehouse(settings) as wh:
+        for code in ("T001", "T002", "T003"):
+            wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
+    _load_everything(settings)
+    copy = analyst.snapshot_path(settings)
+    with Warehouse(settings):  # the loader holds the file (DuckDB: one process)
+        with duckdb.connect(str(copy), read_only=True) as con:
+            names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            n = con.execute("SELECT count(*) FROM attendance").fetchone()[0]
+    assert {"courses", "attendance", "uploads", "findings", "units", "stat_monthly_series"} <= names
+    assert not {"feeds", "feed_watermarks", "corrections", "correction_workbooks"} & names
+    with Warehouse(settings, read_only=True) as wh:
+        assert n == wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] > 0
+
