@@ -101,10 +101,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         files.append(dest)
     receipts = ingest_paths(files, settings, args.received_at, load=True)
     _print_receipts(receipts, False)
-    print(f"\nwarehouse: {settings.warehouse_path}  (tables courses, attendance, uploads, findings, units)")
+    from inservice.warehouse.analyst import snapshot_path
+    from inservice.warehouse.backend import WarehouseUrl
+
+    url = WarehouseUrl.parse(settings.warehouse_url)
+    print(f"\nwarehouse: {url.redacted()}  (tables courses, attendance, uploads, findings, units)")
     print(f"receipts:  {settings.outbox}/<unit>/")
-    print(f"query it:  python -c \"import duckdb; print(duckdb.connect('{settings.warehouse_path}', "
-          f"read_only=True).sql('select unit_code, count(*) from courses group by 1'))\"")
+    if url.backend == "duckdb":  # analysts read the published copy, never the loader's file
+        print(f"query it:  python -c \"import duckdb; print(duckdb.connect('{snapshot_path(settings)}', "
+              f"read_only=True).sql('select unit_code, count(*) from courses group by 1'))\"")
     return 0
 
 
