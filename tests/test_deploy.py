@@ -1,18 +1,20 @@
 """The production configuration in deploy/, run for real: Dagster storage in a fresh PostgreSQL database
-(deploy/dagster.postgres.yaml), a code server started on its own, and the daemon and the CLI loading the
-location through deploy/workspace.production.yaml (only its port changed). Two runs of a warehouse job
-go through the queue and the "warehouse" pool; they must succeed one after the other, inside the code
-server's environment (the daemon has no INSERVICE_* variables at all).
+(deploy/dagster.postgres.yaml), a code server started on its own, and the webserver, the daemon and the
+CLI loading the location through deploy/workspace.production.yaml (only its port changed). Two runs of a
+warehouse job go through the queue and the "warehouse" pool; they must succeed one after the other,
+inside the code server's environment (the other processes have no INSERVICE_* variables at all).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
@@ -137,6 +139,32 @@ def code_server_serves(port: int) -> bool:
     return isinstance(reply, ListRepositoriesResponse)
 
 
+WORKSPACE = """{ workspaceOrError { ... on Workspace {
+    locationEntries { name loadStatus locationOrLoadError { __typename } } } } }"""
+LAUNCH = """mutation ($params: ExecutionParams!) { launchRun(executionParams: $params) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUNS = """query ($ids: [String!]) { runsOrError(filter: {runIds: $ids}) {
+    ... on Runs { results { runId status } } } }"""
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        reply = json.load(response)
+    assert "errors" not in reply, reply["errors"]
+    return reply["data"]
+
+
+def webserver_up(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def production_workspace(port: int) -> dict:
     """deploy/workspace.production.yaml with only the port changed (checked to be the one gRPC location)."""
     config = yaml.safe_load((DEPLOY / "workspace.production.yaml").read_text())
@@ -147,9 +175,11 @@ def production_workspace(port: int) -> dict:
     return config
 
 
+@pytest.mark.slow
 def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     dsn = psycopg2.extensions.parse_dsn(PG_SERVER)
+    assert dsn.get("port", "5432") == "5432", "deploy/dagster.postgres.yaml names port 5432"
     dagster_home, inservice_home, elsewhere, logs = (tmp_path / d for d in ("dagster", "home", "elsewhere", "logs"))
     for d in (dagster_home, inservice_home, elsewhere, logs):
         d.mkdir()
@@ -157,7 +187,7 @@ def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
     port = free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(yaml.safe_dump(production_workspace(port)))
-    run_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    run_ids = [str(uuid.uuid4())]  # and the one the webserver launches
 
     with ExitStack() as stack:
         storage_db = stack.enter_context(pg_database("dagster_test"))
@@ -186,22 +216,36 @@ def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
                  START_TIMEOUT, logs / "code-server.log")
         assert server.poll() is None, f"code server exited:\n{tail(logs / 'code-server.log')}"
 
-        # Load the location through the workspace file, and queue two runs (the daemon is not up yet).
-        cli = [("validate", ["definitions", "validate", "-w", str(workspace)])] + [
-            (f"launch-{i}", ["job", "launch", "-w", str(workspace), "-j", JOB, "--run-id", run_id])
-            for i, run_id in enumerate(run_ids)]
-        started = [(name, procs.start(name, [str(BIN / "dagster"), *args], env, elsewhere)) for name, args in cli]
-        for name, proc in started:
+        # The webserver and the CLI load the location through the workspace file. One run is queued from
+        # the CLI, one from the webserver (the daemon is not up yet: both wait in the queue).
+        web_port = free_port()
+        procs.start("webserver", [str(BIN / "dagster-webserver"), "-w", str(workspace),
+                                  "-h", "127.0.0.1", "-p", str(web_port)], env, elsewhere)
+        cli = {"validate": ["definitions", "validate", "-w", str(workspace)],
+               "launch": ["job", "launch", "-w", str(workspace), "-j", JOB, "--run-id", run_ids[0]]}
+        started = {name: procs.start(name, [str(BIN / "dagster"), *args], env, elsewhere) for name, args in cli.items()}
+        for name, proc in started.items():
             procs.finish(name, proc)
-        assert f"{LOCATION}" in (logs / "validate.log").read_text()
+        assert f"Validation successful for code location {LOCATION}" in (logs / "validate.log").read_text()
+        wait_for("webserver", lambda: webserver_up(web_port), START_TIMEOUT, logs / "webserver.log")
+        data = graphql(web_port, WORKSPACE)
+        assert data["workspaceOrError"]["locationEntries"] == [
+            {"name": LOCATION, "loadStatus": "LOADED", "locationOrLoadError": {"__typename": "RepositoryLocation"}}]
+        data = graphql(web_port, LAUNCH, {"params": {"selector": {
+            "repositoryLocationName": LOCATION, "repositoryName": "__repository__", "jobName": JOB}}})
+        assert data["launchRun"]["__typename"] == "LaunchRunSuccess", data
+        run_ids.append(data["launchRun"]["run"]["runId"])
 
         instance = dg.DagsterInstance.get()
         stack.callback(instance.dispose)
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-        pools = instance.get_concurrency_config().pool_config
-        assert pools.pool_granularity == PoolGranularity.RUN and pools.default_pool_limit == 1
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.pool_granularity == PoolGranularity.RUN
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.run_queue_config is not None
+        assert concurrency.run_queue_config.max_user_code_failure_retries == 3
         assert instance.event_log_storage.get_concurrency_info("warehouse").slot_count == 1
         for run_id in run_ids:
             run = instance.get_run_by_id(run_id)
@@ -224,12 +268,24 @@ def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
         statuses = {r.dagster_run.run_id: r.dagster_run.status for r in records}
         assert statuses == dict.fromkeys(run_ids, dg.DagsterRunStatus.SUCCESS), (
             f"{statuses}\n{tail(logs / 'daemon.log')}\n{tail(logs / 'code-server.log')}")
-        first, second = records
-        assert first.end_time is not None and second.start_time is not None
-        assert second.start_time >= first.end_time, "the warehouse pool let two runs overlap"
+        first, second = (r.dagster_run.run_id for r in records)
+        # The queue held the second run back on the pool until the first ended (launch order alone
+        # would not show it: a short run can end before the next launch even when both are let through).
+        first_end = max(e.timestamp for e in instance.all_logs(first) if e.dagster_event_type in (
+            dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE))
+        [second_dequeued] = [e.timestamp for e in instance.all_logs(second)
+                             if e.dagster_event_type == dg.DagsterEventType.RUN_STARTING]
+        assert second_dequeued >= first_end, "the warehouse pool let two runs start together"
+        blocked = [line for line in (logs / "daemon.log").read_text().splitlines()
+                   if f"Run {second} is blocked by global concurrency limits" in line]
+        assert blocked and '"warehouse"' in blocked[0]
         for run_id in run_ids:
-            messages = [e.user_message for e in instance.all_logs(run_id)]
-            assert any("0 dormant unit(s)" in m for m in messages), messages
+            events = instance.all_logs(run_id)
+            assert any(e.dagster_event_type == dg.DagsterEventType.RUN_ENQUEUED for e in events)
+            assert any("0 dormant unit(s)" in e.user_message for e in events)
+
+        data = graphql(web_port, RUNS, {"ids": run_ids})  # the webserver reads them from PostgreSQL
+        assert {r["runId"]: r["status"] for r in data["runsOrError"]["results"]} == dict.fromkeys(run_ids, "SUCCESS")
 
         # The runs are rows in PostgreSQL, and the run workers wrote the warehouse named only in the code
         # server's environment (its tables, in schema main).
@@ -239,4 +295,3 @@ def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
         with closing(psycopg2.connect(pg_url(warehouse_db))) as con, con.cursor() as cur:
             cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'")
             assert cur.fetchone()[0] > 0
-        assert not (elsewhere / "data").exists()  # nothing fell back to the default ./data home

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
+import psycopg2
 
 from inservice.config import TAIPEI
 from inservice.feeds import FeedNotRegistered, FeedUnavailable, run_feed
@@ -118,7 +119,7 @@ def feed_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
     try:
         with inservice.warehouse(read_only=True) as wh:
             registered = {f.unit_code for f in feed_register.feeds(wh)}
-    except duckdb.Error as exc:  # the warehouse busy with a writer: next tick
+    except (duckdb.Error, psycopg2.Error) as exc:  # the warehouse busy with a writer: next tick
         return dg.SensorResult(skip_reason=f"warehouse not readable now ({type(exc).__name__}); next tick")
     known = set(context.instance.get_dynamic_partitions(FEED_UNITS.name))
     missing = sorted(registered - known)

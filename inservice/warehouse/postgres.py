@@ -16,6 +16,7 @@ corrections run unchanged. What differs lives here:
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,6 +30,25 @@ WRITER_LOCK = 0x1A5E_7E71  # pg_advisory_xact_lock key: one warehouse writer at 
 _CREATE_OR_REPLACE_TEMP = re.compile(r"^\s*CREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+TABLE\s+([\w.\"]+)",
                                      re.IGNORECASE)
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|\$\d+|%", re.DOTALL)
+
+# Indexes PostgreSQL needs and DuckDB does not (DuckDB scans with zone maps; a PRIMARY KEY there
+# makes loads 4–8× slower). Here the keys are enforced, and the rules' per-unit look-ups and the
+# merge's joins use them instead of scanning tens of millions of rows per upload.
+INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS {s}_courses_key ON {s}.courses (unit_code, course_code)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS {s}_attendance_key ON {s}.attendance (unit_code, course_code, teacher_key)",
+    "CREATE INDEX IF NOT EXISTS {s}_courses_session ON {s}.courses (organizer, title)",
+    "CREATE INDEX IF NOT EXISTS {s}_history_course ON {s}.history (unit_code, course_code)",
+)
+SHARED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS uploads_id ON main.uploads (upload_id)",
+    "CREATE INDEX IF NOT EXISTS findings_upload ON main.findings (upload_id)",
+)
+
+
+def index_statements(schemas: Sequence[str]) -> list[str]:
+    return [i.format(s=s) for s in schemas for i in INDEXES] + list(SHARED_INDEXES)
+
 
 # PostgreSQL type OIDs → Arrow types, for results read back as Arrow.
 _OID_TYPES: dict[int, pa.DataType] = {
@@ -143,6 +163,9 @@ class PgConnection:
         self.raw.autocommit = True  # transactions are explicit (begin/commit), as on DuckDB
         with self.raw.cursor() as cur:
             cur.execute("SET search_path TO main, public; SET TimeZone TO 'UTC'")
+            # the merge hash-joins a month's staged rows with the warehouse: 4 MB (the default)
+            # makes those joins sort on disk
+            cur.execute("SET work_mem TO %s", (os.environ.get("INSERVICE_PG_WORK_MEM", "256MB"),))
             if read_only:
                 cur.execute("SET default_transaction_read_only TO on")
         self.registered: set[str] = set()
@@ -160,6 +183,8 @@ class PgConnection:
         if params is not None:  # `$n` parameters (DuckDB's numbered form) go by name
             args = {f"p{i}": v for i, v in enumerate(params, 1)} if re.search(r"\$\d", sql) else tuple(params)
         cur.execute(translate(sql, params is not None), args)
+        if m:  # autovacuum never analyses temp tables: without this the planner guesses their size
+            cur.execute(f"ANALYZE {m.group(1)}")
         return PgResult(cur)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -191,6 +216,7 @@ class PgConnection:
             cur.execute(f'DROP TABLE IF EXISTS "{name}"')
             cur.execute(f'CREATE TEMP TABLE "{name}" ({cols})')
             copy_in(cur, f'"{name}"', table)
+            cur.execute(f'ANALYZE "{name}"')
             if self.read_only:
                 cur.execute("SET default_transaction_read_only TO on")
         self.registered.add(name)

@@ -18,11 +18,13 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from inservice.config import Settings
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import POSTGRESQL, Connection, WarehouseUrl, backend_of, connect
+from inservice.warehouse.postgres import index_statements
 
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
@@ -84,9 +86,15 @@ class Warehouse:
 
     @staticmethod
     def exists(settings: Settings) -> bool:
-        """Is there a warehouse to read (a server always is; an embedded file once created)?"""
+        """Is there a warehouse to read (its tables created: the file, or the schema on the server)?"""
         url = WarehouseUrl.parse(settings.warehouse_url)
-        return url.backend == POSTGRESQL or Path(url.target).exists()
+        if url.backend != POSTGRESQL:
+            return Path(url.target).exists()
+        con = connect(url, read_only=True)
+        try:
+            return con.execute("SELECT to_regclass('main.units') IS NOT NULL").fetchone()[0]
+        finally:
+            con.close()
 
     @property
     def path(self) -> Path:
@@ -99,6 +107,9 @@ class Warehouse:
             FROM information_schema.columns WHERE table_schema IN ('main', 'testing')""").fetchall())
         for stmt in ddl.missing_columns(existing) + ddl.statements():
             self.con.execute(stmt)
+        if self.backend == POSTGRESQL:
+            for stmt in index_statements(list(ddl.AREAS.values())):
+                self.con.execute(stmt)
 
     def close(self) -> None:
         try:
@@ -219,24 +230,30 @@ class Warehouse:
                                             "modified_at"])
         con.register("stage_c", courses)
         con.register("stage_a", att)
+        # the common case: nothing withdrawn, so the staged rows are the live rows (no copies)
+        withdrawing = any(t.num_rows and pc.any(pc.fill_null(t["is_deleted"], False)).as_py() for t in (courses, att))
+        live_c, live_a = ("live_c", "live_a") if withdrawing else ("stage_c", "stage_a")
+        withdrawn_att = withdrawn_c = 0
         try:
-            con.execute("""CREATE OR REPLACE TEMP TABLE gone_c AS
-                SELECT unit_code, course_code FROM stage_c WHERE is_deleted""")
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE gone_a AS
-                SELECT unit_code, course_code, teacher_key FROM stage_a WHERE is_deleted
-                UNION ALL SELECT a.unit_code, a.course_code, a.teacher_key FROM {schema}.attendance a
-                JOIN gone_c USING (unit_code, course_code)""")
-            withdrawn_att = self._withdraw(f"{schema}.attendance", "gone_a",
-                                           ["unit_code", "course_code", "teacher_key"], source, now)
-            withdrawn_c = self._withdraw(f"{schema}.courses", "gone_c", ["unit_code", "course_code"], source, now)
-            con.execute("""CREATE OR REPLACE TEMP TABLE live_c AS SELECT * FROM stage_c WHERE NOT is_deleted""")
-            con.execute("""CREATE OR REPLACE TEMP TABLE live_a AS SELECT * FROM stage_a a WHERE NOT is_deleted
-                AND NOT EXISTS (SELECT 1 FROM gone_c g WHERE g.unit_code = a.unit_code
-                                AND g.course_code = a.course_code)""")
-            c_ins, c_upd = self._upsert(f"{schema}.courses", "live_c", ["unit_code", "course_code"],
+            if withdrawing:
+                con.execute("""CREATE OR REPLACE TEMP TABLE gone_c AS
+                    SELECT unit_code, course_code FROM stage_c WHERE is_deleted""")
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE gone_a AS
+                    SELECT unit_code, course_code, teacher_key FROM stage_a WHERE is_deleted
+                    UNION ALL SELECT a.unit_code, a.course_code, a.teacher_key FROM {schema}.attendance a
+                    JOIN gone_c USING (unit_code, course_code)""")
+                withdrawn_att = self._withdraw(f"{schema}.attendance", "gone_a",
+                                               ["unit_code", "course_code", "teacher_key"], source, now)
+                withdrawn_c = self._withdraw(f"{schema}.courses", "gone_c", ["unit_code", "course_code"], source,
+                                             now)
+                con.execute("""CREATE OR REPLACE TEMP TABLE live_c AS SELECT * FROM stage_c WHERE NOT is_deleted""")
+                con.execute("""CREATE OR REPLACE TEMP TABLE live_a AS SELECT * FROM stage_a a WHERE NOT is_deleted
+                    AND NOT EXISTS (SELECT 1 FROM gone_c g WHERE g.unit_code = a.unit_code
+                                    AND g.course_code = a.course_code)""")
+            c_ins, c_upd = self._upsert(f"{schema}.courses", live_c, ["unit_code", "course_code"],
                                         [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, source, now)
             failpoint("merge.after_courses")
-            a_ins, a_upd = self._upsert(f"{schema}.attendance", "live_a",
+            a_ins, a_upd = self._upsert(f"{schema}.attendance", live_a,
                                         ["unit_code", "course_code", "teacher_key"],
                                         [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, source, now)
         finally:
