@@ -333,8 +333,10 @@ class CorrectionRun:
             raise Refused("no_change", f"「{render(current)}」", f"'{render(current)}'")
         sql_type = next(c.type for c in ddl.COURSES.columns if c.name == f.code)
         con = self.wh.con
+        cols = ", ".join(f'CAST(? AS {sql_type}) AS "{c.name}"' if c.name == f.code else f'"{c.name}"'
+                         for c in ddl.COURSES.columns)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE corr_stage AS
-            SELECT * REPLACE (CAST(? AS {sql_type}) AS "{f.code}") FROM {SCHEMA}.courses
+            SELECT {cols} FROM {SCHEMA}.courses
             WHERE unit_code = ? AND course_code = ?""", [new, d.unit_code, d.course_code])
         _, updated = self.wh._upsert(f"{SCHEMA}.courses", "corr_stage", ["unit_code", "course_code"], [f.code],
                                      [f.code], self._source(d), self._now(), action="correction")
