@@ -29,6 +29,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     warehouse: str | None = None  # INSERVICE_WAREHOUSE_URL; None: DuckDB under the home
     analyst_role: str = "inservice_analyst"  # INSERVICE_ANALYST_ROLE (PostgreSQL read-only role)
+    analyst_copy: bool = True  # INSERVICE_ANALYST_COPY=0: no read-only copy after each write (DuckDB)
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -36,7 +37,8 @@ class Settings:
         cutoff = os.environ.get("INSERVICE_ARCHIVE_CUTOFF")
         return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31),
                    warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None,
-                   analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", "inservice_analyst"))
+                   analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", "inservice_analyst"),
+                   analyst_copy=os.environ.get("INSERVICE_ANALYST_COPY", "1") != "0")
 
     @property
     def warehouse_path(self) -> Path:

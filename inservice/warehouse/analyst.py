@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -65,7 +66,8 @@ def refresh_analyst_access(wh: Warehouse, settings: Settings) -> None:
         if wh.con.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [settings.analyst_role]).fetchall():
             _grant_select(wh, settings.analyst_role)
         return
-    publish_snapshot(wh, settings)
+    if settings.analyst_copy:
+        publish_snapshot(wh, settings)
 
 
 # --- DuckDB: the read-only copy ------------------------------------------------------------------------
@@ -74,21 +76,29 @@ def snapshot_path(settings: Settings) -> Path:
 
 
 def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
-    """Copy the analyst tables into a fresh file and rename it over the published one (DuckDB only)."""
+    """Publish the analysts' read-only copy (DuckDB only): the checkpointed warehouse file copied at
+    disk speed, everything but the analyst tables dropped from the copy, then renamed over the
+    published one. (A table-by-table CREATE TABLE AS measured ~4× slower: it re-compresses every row.)"""
     if wh.backend == POSTGRESQL:
         return None
     target = snapshot_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{SNAPSHOT_NAME}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    con = wh.con
-    con.execute(f"ATTACH '{_sql_text(tmp)}' AS analyst_copy")
+    keep = set(analyst_tables(wh))
+    wh.con.execute("CHECKPOINT")  # the file now holds every committed row; this process is its only writer
+    shutil.copyfile(wh.path, tmp)
     try:
-        for name in analyst_tables(wh):
-            con.execute(f"CREATE TABLE analyst_copy.main.{name} AS SELECT * FROM main.{name}")
+        with duckdb.connect(str(tmp)) as copy:
+            tables = copy.execute("""SELECT table_schema, table_name FROM information_schema.tables
+                WHERE table_type = 'BASE TABLE'""").fetchall()
+            for schema, name in tables:
+                if schema != "main" or name not in keep:
+                    copy.execute(f'DROP TABLE "{schema}"."{name}"')
+            copy.execute("CHECKPOINT")
+        os.replace(tmp, target)  # atomic: a reader sees the old copy or the new one, never a partial file
     finally:
-        con.execute("DETACH analyst_copy")
-    os.replace(tmp, target)  # atomic: a reader sees the old copy or the new one, never a partial file
+        tmp.unlink(missing_ok=True)
     return target
 
 
