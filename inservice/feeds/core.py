@@ -28,6 +28,7 @@ rather than A05 — refused either way.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
@@ -122,8 +123,12 @@ def batches(chunks: Iterator[Chunk], size: int) -> Iterator[tuple[Chunk, bool]]:
             if cut is None:
                 break  # one modified_at runs to the end of what we have: read on
             head = Chunk(whole.table.slice(0, cut), whole.modified.slice(0, cut))
-            rest = Chunk(whole.table.slice(cut), whole.modified.slice(cut))
+            # the rest is copied (a slice would keep this batch's buffers alive while the next is read)
+            tail = pa.array(range(cut, whole.num_rows), pa.int64())
+            rest = Chunk(whole.table.take(tail), whole.modified.take(tail))
+            del whole, tail
             yield head, rest.num_rows == 0 and nxt is None
+            del head
             emitted = True
             pending, n = ([rest] if rest.num_rows else []), rest.num_rows
     if pending or not emitted:
@@ -152,6 +157,24 @@ def _stage_json(receipt: dict, findings: FindingsSpill, json_path: Path) -> list
         Path(tmp).unlink(missing_ok=True)
         raise
     return [(Path(tmp), json_path)]
+
+
+def _libc_trim() -> ctypes._CFuncPtr | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (AttributeError, OSError):
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Between batches, hand what the batch freed back to the OS: Arrow's pool and glibc's arenas keep
+    it otherwise, and over a long pull the next batches' allocations land beside it (the peak creeps)."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _max(values: pa.Array) -> datetime | None:
@@ -275,6 +298,7 @@ class FeedRunner:
                     if k == 1:
                         part = courses.table
                     else:
+                        _release_freed_memory()  # what the batch before left
                         wanted = pc.unique(normalize.fold(att.table["course_code"].combine_chunks()))
                         part = courses.table.filter(pc.fill_null(pc.is_in(course_codes, value_set=wanted), False))
                     run.rows_read += att.num_rows
@@ -283,6 +307,7 @@ class FeedRunner:
                         newest = max((t for t in (newest, _max(courses.modified)) if t is not None), default=None)
                     self._batch(run, reader, k, part, att.table, newest, started, last)
                     failpoint(f"feed.after_batch.{k}")
+                    del att, part  # freed while the next batch is read, not after
             finally:
                 stream.close()  # ends the server-side cursor before the transaction
 
