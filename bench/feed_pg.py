@@ -133,7 +133,7 @@ def main() -> int:
         print(f"raw COPY:  {raw_s:8.1f} s  {total / raw_s:12,.0f} rows/s  ({sink.bytes / 2**20:,.0f} MiB of text)")
         print(f"feed:      {feed_s:8.1f} s  {total / feed_s:12,.0f} rows/s  status {receipt['status']}, "
               f"{receipt['feed']['batches']} batch(es), courses {c_['accepted']:,}/{c_['received']:,}, "
-              f"attendance {a['accepted']:,}/{a['received']:,} accepted, {len(receipt['findings']):,} findings")
+              f"attendance {a['accepted']:,}/{a['received']:,} accepted, {receipt['findings_total']:,} findings")
         print(f"ratio feed / raw COPY: {feed_s / raw_s:.1f}x")
         print(f"peak memory (maxrss): {rss_raw:,.0f} MiB after raw COPY, {rss_feed:,.0f} MiB after the feed")
         return 0

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
@@ -32,18 +33,45 @@ def _temp_beside(path: Path) -> Path:
 Staged = list[tuple[Path, Path]]
 
 
+class SpilledFindings(Protocol):
+    """Findings kept on disk instead of in `receipt["findings"]` (a large feed's): copied into the
+    JSON file as its findings array, iterated for the workbook; never all in memory at once."""
+
+    def __iter__(self) -> Iterator[dict]: ...
+
+    def write_json_array(self, fh: BinaryIO) -> None: ...
+
+
+_FINDINGS_MARK = "\x00findings\x00"  # stands in for the array; no finding text holds NULs
+
+
+def write_json(receipt: dict, fh: BinaryIO, findings: SpilledFindings | None = None) -> None:
+    """The JSON receipt; with `findings`, its findings array is streamed from them."""
+    if findings is None:
+        fh.write(json.dumps(receipt, ensure_ascii=False, indent=1, default=str).encode())
+        return
+    text = json.dumps({**receipt, "findings": _FINDINGS_MARK}, ensure_ascii=False, indent=1, default=str)
+    head, tail = text.split(json.dumps(_FINDINGS_MARK), 1)
+    fh.write(head.encode())
+    findings.write_json_array(fh)
+    fh.write(tail.encode())
+
+
 def stage_receipt(receipt: dict, json_path: Path, xlsx_path: Path,
-                  workbook: Callable[[dict], Workbook] | None = None) -> Staged:
+                  workbook: Callable[[dict], Workbook] | None = None,
+                  findings: SpilledFindings | None = None) -> Staged:
     """Write both files under temporary names beside their final ones; `publish` renames them.
-    `workbook` builds the Excel side (uploads' by default; corrections bring their own)."""
+    `workbook` builds the Excel side (uploads' by default; corrections bring their own).
+    `findings`, when given, are the receipt's findings (`receipt["findings"]` is then a sample)."""
     staged: Staged = []
     try:
         tmp = _temp_beside(json_path)
         staged.append((tmp, json_path))
-        tmp.write_text(json.dumps(receipt, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        with tmp.open("wb") as fh:
+            write_json(receipt, fh, findings)
         tmp = _temp_beside(xlsx_path)
         staged.append((tmp, xlsx_path))
-        (workbook or _workbook)(receipt).save(tmp)
+        (workbook or _workbook)(receipt if findings is None else {**receipt, "findings": findings}).save(tmp)
     except BaseException:
         discard(staged)
         raise

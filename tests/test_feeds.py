@@ -538,6 +538,65 @@ def test_link_dropped_mid_read_keeps_whole_batches_and_resumes(pg: URL, tmp_path
     assert rejected_rows(home) == rejected_rows(whole_home)
 
 
+def test_receipt_lists_every_refused_row_not_held_in_memory(pg: URL, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull with hundreds of refused rows over many batches keeps only 5 row findings in memory;
+    the JSON receipt, the workbook and `feeds run --json` still list every refused row (row, field,
+    rule), once each, copied through read buffers smaller than a finding."""
+    from openpyxl import load_workbook
+
+    from inservice.feeds import core, spill
+
+    db = partner(pg)
+    create_tables(db)
+    insert(db, "inservice_courses", [course(f"K{i}", DAY1, True) for i in range(3)])
+    rng = random.Random(11)
+    rows, expected = [], set()
+    for j in range(700):
+        nid, code = make_id(rng), f"K{j % 3}"
+        if j % 3 == 1:
+            nid = nid[:-1] + str((int(nid[-1]) + 1) % 10)
+            expected.add((j + 1, "national_id", "A03"))  # row: the position in the pull (modified_at order)
+        elif j % 5 == 0:
+            code = f"NOPE{j}"
+            expected.add((j + 1, "course_code", "A04"))
+        rows.append(attendee(code, nid, DAY1 + timedelta(hours=1, minutes=j), True))
+    insert(db, "inservice_attendance", rows)
+    monkeypatch.setattr(spill, "READ_BYTES", 97)
+
+    def refused(findings: list[dict]) -> list[tuple]:
+        return [(f["row"], f["field"], f["rule"]) for f in findings if f["record"] == "attendance"]
+
+    direct = Settings.from_env(tmp_path / "direct")
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", KEY)
+    setup_unit(direct, pg, monkeypatch)
+    with Warehouse(direct.warehouse_path) as wh:
+        r = FeedRunner(direct, wh, batch_rows=100, chunk_rows=40, findings_kept=5).run(UNIT, date(2017, 6, 2))
+    assert r["status"] == "loaded" and r["feed"]["batches"] == 7
+    assert r["attendance"]["rejected"] == len(expected) > 300
+    assert len(refused(r["findings"])) == 5 and r["findings_total"] == len(expected) + 1  # + the F07 note
+    assert [f["rule"] for f in r["findings"] if f["record"] == "file"] == ["F07"]
+    json_path, xlsx_path = map(Path, r["receipt_files"])
+    on_file = json.loads(json_path.read_text(encoding="utf-8"))
+    assert sorted(refused(on_file["findings"])) == sorted(expected)
+    assert all(f["id_masked"] and f["id_masked"] in f["message_en"] for f in on_file["findings"]
+               if f["record"] == "attendance")
+    sheet = load_workbook(xlsx_path, read_only=True)["檢核結果 Findings"]
+    listed = [(row, field, rule) for row, record, field, rule, *_ in sheet.iter_rows(min_row=2, values_only=True)
+              if record == "研習名單"]
+    assert sorted(listed) == sorted(expected)
+
+    # the CLI prints every finding too, read back from the receipt
+    monkeypatch.setattr(core, "FINDINGS_KEPT", 5)
+    monkeypatch.setattr(core, "BATCH_ROWS", 100)
+    home = Settings.from_env(tmp_path / "cli")
+    monkeypatch.setenv("INSERVICE_HOME", str(home.home))
+    setup_unit(home, pg, monkeypatch)
+    printed = run_json("--day", "2017-06-02")
+    assert printed["findings_total"] == len(printed["findings"]) == len(expected) + 1
+    assert sorted(refused(printed["findings"])) == sorted(expected)
+
+
 def test_batch_cutting_keeps_tie_groups_whole() -> None:
     def chunk(stamps: list[int | None]) -> Chunk:
         table = canonical_table(ATTENDANCE, pa.array(range(1, len(stamps) + 1), pa.int64()), {})

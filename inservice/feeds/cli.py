@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from datetime import date
+from pathlib import Path
 
 from inservice.config import Settings
 from inservice.feeds import register as feed_register
@@ -57,10 +58,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except FeedUnavailable as exc:
         receipt, code = public_receipt(exc.receipt), EX_TEMPFAIL
     if args.json:
-        print(json.dumps(receipt, ensure_ascii=False, default=str))
+        _print_json(receipt)
     else:
         _print_receipts([receipt], False)
+        if receipt["findings_total"] > len(receipt["findings"]):
+            print(f"  {receipt['findings_total']} finding(s) in all, listed in the receipt")
     return code
+
+
+def _print_json(receipt: dict) -> None:
+    """One line, every finding: those the run did not keep in memory are read from its receipt."""
+    if receipt["findings_total"] == len(receipt["findings"]):
+        print(json.dumps(receipt, ensure_ascii=False, default=str))
+        return
+    from inservice.feeds.spill import receipt_findings
+
+    mark = "\x00findings\x00"
+    head, tail = json.dumps({**receipt, "findings": mark}, ensure_ascii=False, default=str).split(json.dumps(mark))
+    out = sys.stdout
+    out.write(head + "[")
+    for i, f in enumerate(receipt_findings(Path(receipt["receipt_files"][0]))):
+        out.write((", " if i else "") + json.dumps(f, ensure_ascii=False, default=str))
+    out.write("]" + tail + "\n")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,7 +28,7 @@ rather than A05 — refused either way.
 
 from __future__ import annotations
 
-import json
+import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
@@ -43,9 +43,10 @@ import pyarrow.compute as pc
 from inservice.config import TAIPEI, Settings
 from inservice.feeds import register
 from inservice.feeds.source import Chunk, PartnerReader, PartnerSource, PartnerUnreachable, concat
+from inservice.feeds.spill import FindingsSpill
 from inservice.ingest import _counts, _unit_rows_refusal, as_received_at, public_receipt, registered_unit
 from inservice.loaders.base import RawUpload, UploadRefused
-from inservice.receipts import discard, publish, stage_receipt
+from inservice.receipts import discard, publish, stage_receipt, write_json
 from inservice.schemas.fields import ATTENDANCE
 from inservice.validations import normalize
 from inservice.validations.engine import Context, Validated, WarehouseState, validate
@@ -56,6 +57,8 @@ from inservice.warehouse.store import Unit, Warehouse, failpoint
 
 BATCH_ROWS = int(os.environ.get("INSERVICE_FEED_BATCH_ROWS", "200000"))  # attendance rows per batch
 CHUNK_ROWS = int(os.environ.get("INSERVICE_FEED_CHUNK_ROWS", "20000"))  # rows per fetch from the partner
+# row findings a run holds in memory (and returns); the receipt files list all of them
+FINDINGS_KEPT = int(os.environ.get("INSERVICE_FEED_FINDINGS_KEPT", "1000"))
 MERGE_KEYS = ("courses_inserted", "courses_updated", "attendance_inserted", "attendance_updated",
               "courses_withdrawn", "attendance_withdrawn")
 
@@ -120,8 +123,12 @@ def batches(chunks: Iterator[Chunk], size: int) -> Iterator[tuple[Chunk, bool]]:
             if cut is None:
                 break  # one modified_at runs to the end of what we have: read on
             head = Chunk(whole.table.slice(0, cut), whole.modified.slice(0, cut))
-            rest = Chunk(whole.table.slice(cut), whole.modified.slice(cut))
+            # the rest is copied (a slice would keep this batch's buffers alive while the next is read)
+            tail = pa.array(range(cut, whole.num_rows), pa.int64())
+            rest = Chunk(whole.table.take(tail), whole.modified.take(tail))
+            del whole, tail
             yield head, rest.num_rows == 0 and nxt is None
+            del head
             emitted = True
             pending, n = ([rest] if rest.num_rows else []), rest.num_rows
     if pending or not emitted:
@@ -139,13 +146,35 @@ def _cut(modified: pa.Array, size: int) -> int | None:
     return None if idx < 0 else size + idx
 
 
-def _stage_json(receipt: dict, json_path: Path) -> list[tuple[Path, Path]]:
+def _stage_json(receipt: dict, findings: FindingsSpill, json_path: Path) -> list[tuple[Path, Path]]:
     """The JSON receipt alone, under a temporary name (receipts.publish renames it)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=json_path.parent, prefix=f".{json_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(receipt, ensure_ascii=False, indent=1, default=str))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write_json(receipt, fh, findings)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return [(Path(tmp), json_path)]
+
+
+def _libc_trim() -> ctypes._CFuncPtr | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (AttributeError, OSError):
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Between batches, hand what the batch freed back to the OS: Arrow's pool and glibc's arenas keep
+    it otherwise, and over a long pull the next batches' allocations land beside it (the peak creeps)."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _max(values: pa.Array) -> datetime | None:
@@ -181,6 +210,7 @@ class _Run:
     json_path: Path
     xlsx_path: Path
     spec: register.FeedSpec
+    findings: FindingsSpill  # every finding; receipt["findings"] is its in-memory sample
     unit_row: Unit | None = None
     base_id: str = ""
     committed: int = 0  # batches merged
@@ -194,17 +224,20 @@ class FeedRunner:
     """Pulls feeds into one warehouse (the file channel's `Ingestor`, for databases)."""
 
     def __init__(self, settings: Settings, warehouse: Warehouse, batch_rows: int | None = None,
-                 chunk_rows: int | None = None) -> None:
+                 chunk_rows: int | None = None, findings_kept: int | None = None) -> None:
         self.settings = settings
         self.warehouse = warehouse
         self.batch_rows = batch_rows or BATCH_ROWS
         self.chunk_rows = chunk_rows or CHUNK_ROWS
+        self.findings_kept = FINDINGS_KEPT if findings_kept is None else findings_kept
         self.pseudonymiser = Pseudonymiser(settings.pseudonym_key())
 
     def run(self, unit: str, day: date | None = None, *, full: bool = False,
             received_at: datetime | str | None = None) -> dict:
         """Pull once now. Returns the receipt; raises FeedUnavailable (after recording the refusal and
-        writing its receipt) when a retry may succeed. `full` ignores the watermark (re-reads all)."""
+        writing its receipt) when a retry may succeed. `full` ignores the watermark (re-reads all).
+        The receipt's `findings` are the file-level ones and the first `findings_kept` row findings;
+        `findings_total` counts all of them, which its JSON and workbook list."""
         spec = register.feed(self.warehouse, unit)
         if spec is None:
             raise FeedNotRegistered(f"no feed registered for {unit} (inservice feeds add {unit} --url-env VAR)")
@@ -213,7 +246,7 @@ class FeedRunner:
         receipt = {
             "file": feed_file_name(unit, day), "unit": unit, "month": f"{day:%Y-%m}", "status": "refused",
             "refusal": None, "received_at": received.isoformat(), "on_time": True,  # a feed day is on time
-            "courses": _counts(None), "attendance": _counts(None), "findings": [],
+            "courses": _counts(None), "attendance": _counts(None), "findings": [], "findings_total": 0,
             "upload_id": None, "area": None, "content_hash": None, "channel": "db",
             "feed": {"url_env": spec.url_env, "source": None, "courses_table": spec.courses_table,
                      "attendance_table": spec.attendance_table, "full": full, "since": None,
@@ -221,17 +254,19 @@ class FeedRunner:
             "merge": dict.fromkeys(MERGE_KEYS, 0),
         }
         json_path, xlsx_path = self._receipt_paths(receipt, unit, day, received)
-        run = _Run(unit, day, received, receipt, json_path, xlsx_path, spec)
-        run.base_id = self._base_id(run)
-        receipt["upload_id"] = run.base_id
-        try:
-            run.unit_row = self._unit(unit)
-            receipt["area"] = run.unit_row.area
-            self._pull(run, full)
-        except UploadRefused as refusal:
-            self._refuse(run, refusal)
-            if isinstance(refusal, PartnerUnreachable):
-                raise FeedUnavailable(receipt) from refusal
+        with FindingsSpill(json_path.parent, self.findings_kept) as spill:
+            receipt["findings"] = spill.kept
+            run = _Run(unit, day, received, receipt, json_path, xlsx_path, spec, spill)
+            run.base_id = self._base_id(run)
+            receipt["upload_id"] = run.base_id
+            try:
+                run.unit_row = self._unit(unit)
+                receipt["area"] = run.unit_row.area
+                self._pull(run, full)
+            except UploadRefused as refusal:
+                self._refuse(run, refusal)
+                if isinstance(refusal, PartnerUnreachable):
+                    raise FeedUnavailable(receipt) from refusal
         return receipt
 
     # --- steps ---------------------------------------------------------------------------------
@@ -263,6 +298,7 @@ class FeedRunner:
                     if k == 1:
                         part = courses.table
                     else:
+                        _release_freed_memory()  # what the batch before left
                         wanted = pc.unique(normalize.fold(att.table["course_code"].combine_chunks()))
                         part = courses.table.filter(pc.fill_null(pc.is_in(course_codes, value_set=wanted), False))
                     run.rows_read += att.num_rows
@@ -271,6 +307,7 @@ class FeedRunner:
                         newest = max((t for t in (newest, _max(courses.modified)) if t is not None), default=None)
                     self._batch(run, reader, k, part, att.table, newest, started, last)
                     failpoint(f"feed.after_batch.{k}")
+                    del att, part  # freed while the next batch is read, not after
             finally:
                 stream.close()  # ends the server-side cursor before the transaction
 
@@ -315,7 +352,8 @@ class FeedRunner:
         # the receipt as it will stand once this batch commits
         for part in ("courses", "attendance"):
             receipt[part] = {key: receipt[part][key] + counts[part][key] for key in counts[part]}
-        receipt["findings"].extend(findings.to_pylist())
+        run.findings.add_table(findings)
+        receipt["findings_total"] = run.findings.total
         receipt["status"] = "loaded"
         receipt["feed"].update(batches=k, complete=last,
                                watermark_after=new_mark.isoformat(sep=" ") if new_mark else None)
@@ -337,14 +375,14 @@ class FeedRunner:
         """Record one batch (or a refusal) in one transaction; the receipt is staged meanwhile and
         published only after the commit. Between batches only the JSON is rewritten (the workbook,
         slow to write for many findings, once at the end)."""
-        receipt = {**run.receipt, "findings": list(run.receipt["findings"]),
-                   "feed": dict(run.receipt["feed"]), "receipt_files": [str(run.json_path), str(run.xlsx_path)]}
+        receipt = {**run.receipt, "findings": [], "feed": dict(run.receipt["feed"]),
+                   "receipt_files": [str(run.json_path), str(run.xlsx_path)]}  # findings: from the spill
         receipt.pop("merge", None)
         with ThreadPoolExecutor(max_workers=1) as pool:
             if final:
-                staged = pool.submit(stage_receipt, receipt, run.json_path, run.xlsx_path)
+                staged = pool.submit(stage_receipt, receipt, run.json_path, run.xlsx_path, findings=run.findings)
             else:
-                staged = pool.submit(_stage_json, receipt, run.json_path)
+                staged = pool.submit(_stage_json, receipt, run.findings, run.json_path)
             try:
                 counts = {}
                 if run.unit_row is not None:
@@ -360,7 +398,8 @@ class FeedRunner:
         receipt = run.receipt
         extra = getattr(refusal, "findings", None) or [refusal.finding()]
         extra = [{**f, "id_masked": None} for f in extra]
-        receipt["findings"].extend(extra)
+        run.findings.add(extra)
+        receipt["findings_total"] = run.findings.total
         receipt["refusal"] = refusal.rule
         receipt["feed"]["complete"] = False
         counts = run.failing_counts or {"courses": _counts(None), "attendance": _counts(None)}
