@@ -39,7 +39,8 @@ def feed_metadata(receipt: dict) -> dict:
         "status": receipt["status"], "refusal": receipt["refusal"] or "none",
         **{f"{part}_{k}": receipt[part][k] for part in ("courses", "attendance")
            for k in ("received", "accepted", "rejected")},
-        "findings": len(receipt["findings"]), "upload_id": receipt.get("upload_id") or "",
+        "findings": receipt.get("findings_total", len(receipt["findings"])),
+        "upload_id": receipt.get("upload_id") or "",
         "source": feed.get("source") or "", "since": feed.get("since") or "everything",
         "watermark_before": feed.get("watermark_before") or "none",
         "watermark_after": feed.get("watermark_after") or "none",

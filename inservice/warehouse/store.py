@@ -259,6 +259,8 @@ class Warehouse:
         finally:
             con.unregister("stage_c")
             con.unregister("stage_a")
+            for temp in ("gone_c", "gone_a", "live_c", "live_a") if withdrawing else ():
+                con.execute(f"DROP TABLE IF EXISTS {temp}")  # not kept until the next merge
         return MergeCounts(c_ins, c_upd, a_ins, a_upd, withdrawn_c, withdrawn_att)
 
     def _history(self, target: str, select_from: str, action: str, before: str, after: str,
