@@ -6,6 +6,7 @@ Field rules are pyarrow compute over whole columns; rules across rows or against
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
@@ -83,6 +84,11 @@ _TYPES = {Kind.DATE: pa.date32(), Kind.DATETIME: pa.timestamp("s"), Kind.NUMBER:
           Kind.YESNO: pa.bool_()}
 
 
+def _national_ids(values: pa.Array) -> pa.Array:
+    """National IDs as the field rules normalise them (folded, upper case)."""
+    return pc.utf8_upper(normalize.fold(values))
+
+
 def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     """typed values, bad mask, and the rule suffix for bad values ("02" unparseable, "03" code)."""
     if values.null_count == len(values):  # an absent optional column: nothing to parse
@@ -101,7 +107,7 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     if f.kind is Kind.CODES:
         return (*normalize.parse_codes(values, f.codelist), "03")
     if f.kind is Kind.NATIONAL_ID:
-        v = pc.utf8_upper(normalize.fold(values))
+        v = _national_ids(values)
         return v, pa.array([False] * len(v), pa.bool_()), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
     bad = pa.array([False] * len(v), pa.bool_())
@@ -238,26 +244,70 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
 
 def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Findings,
                          con: duckdb.DuckDBPyConnection) -> pa.Table:
-    typed = _field_rules(ATTENDANCE, raw, ctx, out)
+    # The HMAC runs in DuckDB, which releases the GIL: it hashes every present ID in a thread while
+    # the field rules and the rules that need no key run here; invalid IDs' keys are dropped below.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashed = pool.submit(ctx.pseudonymiser.keys, _national_ids(raw["national_id"].combine_chunks()))
+        typed = _field_rules(ATTENDANCE, raw, ctx, out)
+        existing = _existing(ctx, courses, typed["course_code"])
+        rejected = _course_links(raw, typed, courses, existing, out, con)
+        _w04(typed, out)
+        ids, valid = typed["national_id"], typed["_id_valid"]
+        repeated = _repeated(ids, valid)
+        id_masked = national_id.mask(ids)
+        teacher_key = pc.if_else(valid, hashed.result(), pa.scalar(None, pa.string()))
     rows, codes = typed[ROW], typed["course_code"]
-    ids = typed["national_id"]
-    key_ids = pc.if_else(typed["_id_valid"], ids, pa.scalar(None, pa.string()))
     table = pa.table({
         ROW: rows, "unit_code": typed["unit_code"], "course_code": codes,
-        "teacher_key": ctx.pseudonymiser.keys(key_ids),
-        "id_masked": national_id.mask(ids),
+        "teacher_key": teacher_key,
+        "id_masked": id_masked,
         "school_code": typed["school_code"], "hours_granted": typed["hours_granted"],
         "completed": typed["completed"], "modified_at": typed["modified_at"],
         "is_deleted": _not_deleted(typed["is_deleted"]),
-        "_id_present": pc.is_valid(ids),
     })
-    con.register("att", table)
+    # A07: the same (unit, course, teacher) again; the first is kept. Only rows whose teacher
+    # occurs more than once in the upload can repeat one: the window runs over those alone.
+    con.register("att_rep", table.filter(pc.and_(repeated, pc.is_valid(codes))))
+    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
+        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att_rep
+        WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
+    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes)
+    # A08: the course is locked (closed in the warehouse) and this row is new or differs
+    if ctx.state is not None:
+        locked = pc.filter(existing["course_code"], pc.is_valid(existing["closed_date"])).combine_chunks()
+        if len(locked):  # no locked course, no A08: the warehouse's rows need not be read
+            old = ctx.state.existing_attendance(ctx.unit, pc.unique(pc.drop_null(codes)))
+            con.register("old_att", old)
+            con.register("att_locked", table.filter(pc.is_in(codes, locked)))
+            differs = " OR ".join(f"a.{c} IS DISTINCT FROM o.{c}" for c in ATTENDANCE_CONTENT)
+            changed = con.sql(f"""SELECT a.{ROW} FROM att_locked a
+                LEFT JOIN old_att o ON o.course_code = a.course_code AND o.teacher_key = a.teacher_key
+                WHERE a.teacher_key IS NOT NULL AND (o.teacher_key IS NULL OR {differs})""").to_arrow_table()
+            a08 = pc.and_(pc.is_in(rows, changed[ROW].combine_chunks()), pc.invert(rejected))
+            out.add("attendance", "A08", a08, rows, codes)
+    bad = error_rows(out.table(), "attendance")
+    table = table.append_column("_ok", pc.invert(pc.is_in(rows, bad)))
+    _w05(table, courses, existing, repeated, ctx, out, con)
+    return table
+
+
+
+def _repeated(ids: pa.Array, valid: pa.Array) -> pa.Array:
+    """Rows whose (valid) ID occurs more than once in the upload. Keys are HMACs of these IDs, so
+    only such rows can share a teacher_key: A07 and W05 look no further."""
+    present = pc.if_else(valid, ids, pa.scalar(None, pa.string()))
+    counts = pc.value_counts(present)
+    many = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    return pc.fill_null(pc.is_in(present, pc.drop_null(many)), False)
+
+
+def _course_links(raw: pa.Table, typed: dict[str, pa.Array], courses: pa.Table, existing: pa.Table,
+                  out: Findings, con: duckdb.DuckDBPyConnection) -> pa.Array:
+    """A04 unknown course / A05 its course row rejected / A06 hours against the course's hours;
+    returns the A05 mask. Per course in DuckDB (a few thousand rows), then looked up per attendance
+    row by index: joining and re-sorting every attendance row cost more than all of these rules."""
+    rows, codes = typed[ROW], typed["course_code"]
     con.register("crs", courses)
-    existing = _existing(ctx, courses, table)
-    con.register("wh", existing)
-    # A04 unknown course / A05 its course row rejected / A06 hours against the course's hours.
-    # Per course in DuckDB (a few thousand rows), then looked up per attendance row by index:
-    # joining and re-sorting every attendance row cost more than all of these rules.
     up = con.sql(f"""SELECT course_code, bool_or(_ok) AS ok,
                             arg_min(hours, {ROW}) FILTER (WHERE _ok) AS hours
                      FROM crs WHERE course_code IS NOT NULL GROUP BY course_code""").to_arrow_table()
@@ -276,61 +326,50 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     out.add("attendance", "A06", pc.or_(pc.fill_null(bad_yes, False), pc.fill_null(bad_no, False)),
             rows, codes, f("hours_granted"), _shown(raw["hours_granted"].combine_chunks()),
             _shown(raw["hours_granted"].combine_chunks()))
-    # A07: the same (unit, course, teacher) again; the first is kept
-    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
-        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att
-        WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
-    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes)
-    # A08: the course is locked (closed in the warehouse) and this row is new or differs
-    if ctx.state is not None:
-        old = ctx.state.existing_attendance(ctx.unit, pc.unique(pc.drop_null(codes)))
-        con.register("old_att", old)
-        differs = " OR ".join(f"a.{c} IS DISTINCT FROM o.{c}" for c in ATTENDANCE_CONTENT)
-        locked_courses = con.sql("""SELECT course_code FROM wh WHERE closed_date IS NOT NULL""").to_arrow_table()
-        con.register("locked", locked_courses)
-        changed = con.sql(f"""SELECT a.{ROW} FROM att a JOIN locked USING (course_code)
-            LEFT JOIN old_att o ON o.course_code = a.course_code AND o.teacher_key = a.teacher_key
-            WHERE a.teacher_key IS NOT NULL AND (o.teacher_key IS NULL OR {differs})""").to_arrow_table()
-        a08 = pc.and_(pc.is_in(rows, changed[ROW].combine_chunks()), pc.invert(rejected))
-        out.add("attendance", "A08", a08, rows, codes)
-    # W04: a well-formed school code that is not in the MOE list
+    return rejected
+
+
+def _w04(typed: dict[str, pa.Array], out: Findings) -> None:
+    """W04: a well-formed school code that is not in the MOE list."""
     school = typed["school_code"]
     unknown_school = pc.and_(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"),
                              pc.invert(pc.is_in(school, reference.school_codes())))
-    out.add("attendance", "W04", unknown_school, rows, codes, f("school_code"), _shown(school), _shown(school))
-    bad = error_rows(out.table(), "attendance")
-    table = table.append_column("_ok", pc.invert(pc.is_in(rows, bad))).drop_columns(["_id_present"])
-    _w05(table, courses, existing, ctx, out, con)
-    return table
+    out.add("attendance", "W04", unknown_school, typed[ROW], typed["course_code"], ATTENDANCE.field("school_code"),
+            _shown(school), _shown(school))
 
 
-def _existing(ctx: Context, courses: pa.Table, att: pa.Table) -> pa.Table:
+def _existing(ctx: Context, courses: pa.Table, att_codes: pa.Array) -> pa.Table:
     """Warehouse courses referenced by this upload's attendance (course_code, hours, closed_date...)."""
     cols = ["course_code", "organizer", "title", "start_date", "end_date", "hours", "closed_date"]
-    if ctx.state is None or att.num_rows == 0:
+    if ctx.state is None or len(att_codes) == 0:
         return pa.table({c: pa.array([], t) for c, t in zip(
             cols, [pa.string(), pa.string(), pa.string(), pa.date32(), pa.date32(), pa.float64(), pa.date32()],
             strict=True)})
-    codes = pc.unique(pc.drop_null(att["course_code"].combine_chunks()))
+    codes = pc.unique(pc.drop_null(att_codes))
     return ctx.state.existing_courses(ctx.unit, codes).select(cols)
 
 
-def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out: Findings,
-         con: duckdb.DuckDBPyConnection) -> None:
+def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, repeated: pa.Array, ctx: Context,
+         out: Findings, con: duckdb.DuckDBPyConnection) -> None:
     """W05: the teacher also attends another session of the same course (same organizer and
-    title, another course code, overlapping dates), in this upload or already in the warehouse."""
-    con.register("att_ok", att.filter(att["_ok"]))
+    title, another course code, overlapping dates), in this upload or already in the warehouse.
+
+    Only accepted rows take part. A row can only meet another of this upload if its teacher occurs
+    more than once in it (`repeated`), or one in the warehouse if the teacher has a session there:
+    the join runs over those rows alone, not the whole upload."""
+    ok = pc.and_(att["_ok"], pc.is_valid(att["teacher_key"]))
+    con.register("att_codes", pa.table({"course_code": pc.unique(pc.filter(att["course_code"], ok))}))
     con.register("crs_ok", courses.filter(courses["_ok"]))
     con.register("wh_c", existing)
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE mine AS
+    # the sessions of this upload's accepted attendance: its accepted courses, else the warehouse's
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE info AS
         WITH info AS (SELECT course_code, organizer, title, start_date, end_date FROM crs_ok
                       QUALIFY row_number() OVER (PARTITION BY course_code ORDER BY {ROW}) = 1
                       UNION ALL
                       SELECT course_code, organizer, title, start_date, end_date FROM wh_c
                       WHERE course_code NOT IN (SELECT course_code FROM crs_ok))
-        SELECT a.{ROW}, a.course_code, a.teacher_key, i.organizer, i.title, i.start_date, i.end_date
-        FROM att_ok a JOIN info i USING (course_code) WHERE a.teacher_key IS NOT NULL""")
-    pairs = con.sql("SELECT DISTINCT organizer, title FROM mine").to_arrow_table()
+        SELECT * FROM info WHERE course_code IN (SELECT course_code FROM att_codes)""")
+    pairs = con.sql("SELECT DISTINCT organizer, title FROM info").to_arrow_table()
     if pairs.num_rows == 0:
         return
     others = ctx.state.sessions(pairs) if ctx.state is not None else None
@@ -339,14 +378,20 @@ def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out
                            "organizer": pa.array([], pa.string()), "title": pa.array([], pa.string()),
                            "start_date": pa.array([], pa.date32()), "end_date": pa.array([], pa.date32()),
                            "teacher_key": pa.array([], pa.string())})
+    keys = att["teacher_key"]
+    candidate = pc.and_(ok, pc.or_(repeated, pc.is_in(keys, others["teacher_key"].combine_chunks())))
+    con.register("cand", att.filter(candidate).select([ROW, "course_code", "teacher_key"]))
     con.register("wh_sessions", others)
     unit = ctx.unit.replace("'", "''")
     hits = con.sql(f"""
-        WITH sessions AS (
+        WITH mine AS (SELECT a.{ROW}, a.course_code, a.teacher_key, i.organizer, i.title, i.start_date,
+                             i.end_date
+                      FROM cand a JOIN info i USING (course_code)),
+        sessions AS (
             SELECT '{unit}' AS unit_code, course_code, teacher_key, organizer, title, start_date, end_date FROM mine
             UNION ALL
             SELECT unit_code, course_code, teacher_key, organizer, title, start_date, end_date FROM wh_sessions
-            WHERE NOT (unit_code = '{unit}' AND course_code IN (SELECT course_code FROM mine)))
+            WHERE NOT (unit_code = '{unit}' AND course_code IN (SELECT course_code FROM info)))
         SELECT m.{ROW}, min(s.course_code) AS other
         FROM mine m JOIN sessions s ON s.teacher_key = m.teacher_key AND s.organizer = m.organizer
              AND s.title = m.title AND NOT (s.unit_code = '{unit}' AND s.course_code = m.course_code)
