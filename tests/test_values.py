@@ -88,6 +88,22 @@ def test_national_id_checksum_matches_the_spec() -> None:
 
 def test_mask() -> None:
     assert national_id.mask(pa.array(["A123456789", "AB", None])).to_pylist() == ["A12*****89", "**", None]
+    # ten characters take the one-slice way, any other length the general one, in one array
+    mixed = ["A123456789", "王小明王小明王小明王", "A1234567890", "ABCDEF", "ABCDE", "", None]
+    assert national_id.mask(pa.array(mixed)).to_pylist() == [
+        "A12*****89", "王小明*****明王", "A12******90", "ABC*EF", "*****", "", None]
+
+
+def test_id_numbers_tell_ids_apart() -> None:
+    """`check` numbers each valid ID: equal IDs, equal numbers; different IDs, different numbers."""
+    rng = random.Random(5)
+    ids = [make_id(rng, kind) for kind in ("national", "new_resident", "old_resident") for _ in range(2000)]
+    ids += ids[:100] + ["A123456780", None]  # repeats, a bad checksum, a missing ID
+    valid, numbers = national_id.check(pa.array(ids))
+    assert valid.to_pylist() == national_id.is_valid(pa.array(ids)).to_pylist()
+    pairs = {(i, n) for i, n, ok in zip(ids, numbers.to_pylist(), valid.to_pylist(), strict=True) if ok}
+    assert len({i for i, _ in pairs}) == len({n for _, n in pairs}) == len(pairs) == len(set(ids[:6000]))
+    assert numbers.to_pylist()[-2:] == [None, None]
 
 
 def test_shipped_xsd_is_generated_from_the_fields() -> None:
