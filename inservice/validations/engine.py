@@ -6,6 +6,7 @@ Field rules are pyarrow compute over whole columns; rules across rows or against
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -207,13 +208,21 @@ def _not_deleted(values: pa.Array) -> pa.Array:
     return pc.fill_null(values, False)
 
 
-def validate(raw: RawUpload, ctx: Context) -> Validated:
+def validate(raw: RawUpload, ctx: Context, both_read: Callable[[RawUpload], None] | None = None) -> Validated:
+    """`both_read` runs once the attendance table is there too, before its rules (ingest's F04 row
+    check, which refuses the whole upload): the course rules may run while that sheet is still being
+    read, and have no effect of their own before the upload is accepted."""
     out = Findings()
+    noted = len(raw.notes)
     out.extend(raw.notes)
     con = duckdb.connect()
     try:
         courses = _validate_courses(raw.courses, ctx, out, con)
-        attendance = _validate_attendance(raw.attendance, courses, ctx, out, con)
+        attendance = raw.attendance  # waits for a read still under way, which may add notes
+        out.extend(raw.notes[noted:])
+        if both_read is not None:
+            both_read(raw)
+        attendance = _validate_attendance(attendance, courses, ctx, out, con)
     finally:
         con.close()
     return Validated(courses, attendance, out.table())
