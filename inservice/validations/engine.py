@@ -125,6 +125,28 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     return v, bad, "02"
 
 
+def _parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
+    """`_parse`, plus the mask of present values. Most large columns repeat a few values (unit,
+    course and school codes, hours, yes/no): those are parsed once per distinct value and spread
+    back by index. IDs and personal fields are mostly distinct, so they are parsed as they are."""
+    if len(src) >= _DISTINCT_MIN and f.kind is not Kind.NATIONAL_ID and not f.personal:
+        encoded = pc.dictionary_encode(src, null_encoding="encode")  # a null is a value too
+        if len(encoded.dictionary) * 4 <= len(src):
+            value, bad, suffix, present = _parse_values(f, encoded.dictionary)
+            return (pc.take(value, encoded.indices), pc.take(bad, encoded.indices), suffix,
+                    pc.take(present, encoded.indices))
+    return _parse_values(f, src)
+
+
+_DISTINCT_MIN = 10_000
+
+
+def _parse_values(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
+    value, bad, suffix = _parse(f, src)
+    present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else pc.is_valid(normalize.clean_text(src))
+    return value, bad, suffix, present
+
+
 def _show(values: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise("「", pc.utf8_slice_codeunits(values, 0, 40), "」", "")
 
@@ -137,15 +159,14 @@ def _shown(values: pa.Array):
 def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
     """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
     rows = raw[ROW].combine_chunks()
-    codes = normalize.fold(raw["course_code"].combine_chunks())
+    parsed = {"course_code": _parse_column(rt.field("course_code"), raw["course_code"].combine_chunks())}
+    codes = parsed["course_code"][0]  # course_code is a folded text field: its value is the folded code
     typed: dict[str, pa.Array] = {ROW: rows}
     p = rt.error_prefix
     for f in rt.fields:
         src = raw[f.code].combine_chunks()
-        value, bad, suffix = _parse(f, src)
+        value, bad, suffix, present = parsed.get(f.code) or _parse_column(f, src)
         typed[f.code] = value
-        present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else \
-            pc.is_valid(normalize.clean_text(src))
         if f.required_in(ctx.channel):
             out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
         if f.kind is Kind.NATIONAL_ID:
