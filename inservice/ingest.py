@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from inservice.config import TAIPEI, Settings
 from inservice.loaders import FILE_EXTENSIONS, RawUpload, UploadRefused, reader_for
+from inservice.loaders.excel import read_excel
 from inservice.loaders.limits import check_limits
 from inservice.receipts import discard, publish, stage_receipt
 from inservice.schemas.fields import ATTENDANCE, COURSE
@@ -95,6 +96,15 @@ def _unit_rows_refusal(raw: RawUpload, unit: str) -> tuple[UploadRefused, list[d
         return None
     return UploadRefused("F04", f"{len(offending)} 列的單位代碼不是 {unit}",
                          f"{len(offending)} row(s) carry a unit_code other than {unit}"), offending
+
+
+def _refuse_unit_rows(raw: RawUpload, unit: str) -> None:
+    """F04 (rows), before any row rule: the whole upload is refused."""
+    rows_refusal = _unit_rows_refusal(raw, unit)
+    if rows_refusal:
+        refusal, offending = rows_refusal
+        refusal.findings = offending
+        raise refusal
 
 
 def registered_unit(warehouse: Warehouse, code: str) -> Unit:
@@ -204,25 +214,23 @@ class Ingestor:
                 refusal.findings = [{**refusal.finding(), "severity": "warning"}]
                 raise refusal
         check_limits(path, ext, self.settings.limits)
-        raw = reader_for(ext)(path)  # F01, F07
-        root_unit = raw.meta.get("unit")
-        if root_unit is not None and root_unit.strip() != name.unit:
-            raise UploadRefused("F04", f"XML 的 unit 屬性「{root_unit}」不是傳報單位 {name.unit}",
-                                f"the XML unit attribute '{root_unit}' is not the sending unit {name.unit}")
-        rows_refusal = _unit_rows_refusal(raw, name.unit)
-        if rows_refusal:
-            refusal, offending = rows_refusal
-            refusal.findings = offending
-            raise refusal
-        received_on = received.astimezone(TAIPEI).date()
-        ctx = Context(unit=name.unit, channel="file", received_on=received_on,
-                      pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff)
-        if self.warehouse is not None and unit_row is not None:
-            # a re-run admits what today's exceptions admit: one registered after the refusal is its reason
-            on = datetime.now(TAIPEI).date() if rerun else received_on
-            ctx.exceptions = self.warehouse.exceptions_for(name.unit, on)
-            ctx.state = self.warehouse.state(unit_row.area)
-        return validate(raw, ctx)
+        # An Excel file's attendance sheet is read in a thread while the course sheet is checked;
+        # leaving the block waits for that read, whatever happened meanwhile.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            raw = read_excel(path, pool) if ext in (".xlsx", ".xls") else reader_for(ext)(path)  # F01, F07
+            root_unit = raw.meta.get("unit")
+            if root_unit is not None and root_unit.strip() != name.unit:
+                raise UploadRefused("F04", f"XML 的 unit 屬性「{root_unit}」不是傳報單位 {name.unit}",
+                                    f"the XML unit attribute '{root_unit}' is not the sending unit {name.unit}")
+            received_on = received.astimezone(TAIPEI).date()
+            ctx = Context(unit=name.unit, channel="file", received_on=received_on,
+                          pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff)
+            if self.warehouse is not None and unit_row is not None:
+                # a re-run admits what today's exceptions admit: one registered after the refusal is its reason
+                on = datetime.now(TAIPEI).date() if rerun else received_on
+                ctx.exceptions = self.warehouse.exceptions_for(name.unit, on)
+                ctx.state = self.warehouse.state(unit_row.area)
+            return validate(raw, ctx, lambda both: _refuse_unit_rows(both, name.unit))
 
     def _unit(self, code: str) -> Unit | None:
         if self.warehouse is None:  # self-check without a warehouse: register rules are skipped

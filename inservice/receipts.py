@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
+from xml.sax.saxutils import escape
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
@@ -71,7 +75,10 @@ def stage_receipt(receipt: dict, json_path: Path, xlsx_path: Path,
             write_json(receipt, fh, findings)
         tmp = _temp_beside(xlsx_path)
         staged.append((tmp, xlsx_path))
-        (workbook or _workbook)(receipt if findings is None else {**receipt, "findings": findings}).save(tmp)
+        if workbook is None and findings is None:
+            _save_upload_workbook(receipt, tmp)
+        else:
+            (workbook or _workbook)(receipt if findings is None else {**receipt, "findings": findings}).save(tmp)
     except BaseException:
         discard(staged)
         raise
@@ -91,6 +98,59 @@ def discard(staged: Staged) -> None:
 
 def write_receipt(receipt: dict, json_path: Path, xlsx_path: Path) -> None:
     publish(stage_receipt(receipt, json_path, xlsx_path))
+
+
+def _save_upload_workbook(receipt: dict, path: Path) -> None:
+    """The upload receipt's workbook. openpyxl spends ~8 µs a cell (a large upload's thousands of
+    findings took longer than its merge), so openpyxl writes the workbook with the findings sheet's
+    header only and the finding rows are spliced in as the same XML it writes for such cells. A
+    value openpyxl would treat specially (formula, error code, control character, over-long or
+    blank text) sends the whole workbook the plain openpyxl way."""
+    rows = [_finding_row(f) for f in receipt["findings"]]
+    cells = [_cell_xml(v) for r in rows for v in r]
+    if any(c is False for c in cells):
+        _workbook(receipt).save(path)
+        return
+    _workbook({**receipt, "findings": []}).save(path)
+    xml = []
+    width = len(FINDING_HEADERS)
+    for i, start in enumerate(range(0, len(cells), width), start=2):
+        xml.append(f'<row r="{i}">')
+        xml += [c.format(f"{col}{i}") for col, c in zip(_COLUMNS, cells[start:start + width], strict=True) if c]
+        xml.append("</row>")
+    with zipfile.ZipFile(path) as zf:
+        parts = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in parts:
+            if info.filename == _FINDINGS_PART:
+                head, end, tail = data.decode("utf-8").rpartition("</sheetData>")
+                data = (head + "".join(xml) + end + tail).encode("utf-8")
+            zf.writestr(info, data)
+
+
+_FINDINGS_PART = "xl/worksheets/sheet2.xml"  # the second sheet openpyxl writes: the findings
+_COLUMNS = "ABCDEFGH"
+_PLAIN_TEXT = re.compile(r"[^\x00-\x08\x0b\x0c\x0d\x0e-\x1f]+")  # openpyxl refuses control characters
+
+
+def _finding_row(f: dict) -> list:
+    return [f["row"], RECORD_ZH.get(f["record"], f["record"]), f["field"], f["rule"],
+            SEVERITY_ZH.get(f["severity"], f["severity"]), f["course_code"], f["message_zh"], f["message_en"]]
+
+
+def _cell_xml(value: object) -> str | None | bool:
+    """The cell's XML as openpyxl writes it (`{}` for the reference), None for no cell, False for a
+    value it treats specially."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return f'<c r="{{}}" t="n"><v>{value}</v></c>'
+    if not isinstance(value, str) or not _PLAIN_TEXT.fullmatch(value) or len(value) > 32767 \
+            or value.startswith("=") or value in ERROR_CODES:
+        return False
+    space = ' xml:space="preserve"' if value != value.strip() else ""
+    text = escape(value).replace("{", "{{").replace("}", "}}")
+    return f'<c r="{{}}" t="inlineStr"><is><t{space}>{text}</t></is></c>'
 
 
 def _workbook(receipt: dict) -> Workbook:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 from openpyxl import load_workbook
 
+from inservice import receipts
 from inservice.ingest import ingest_paths
 from tests.conftest import FIXTURES, RECEIVED, drop, load_expected
 
@@ -59,3 +61,35 @@ def test_receipt_workbook_lists_every_finding(settings) -> None:
     assert len(body) == len(exp["findings"])
     assert {(row[0], row[3]) for row in body} == {(f["row"], f["rule"]) for f in exp["findings"]}
     assert all(row[6] and row[7] for row in body)  # Chinese and English message on every row
+
+
+def test_receipt_workbook_rows_spliced_in_read_as_openpyxl_writes_them(tmp_path: Path) -> None:
+    """The findings rows written without openpyxl's cells read back exactly as openpyxl's own:
+    values, types, styles, widths, frozen header — and values it treats specially take its way."""
+    rng = random.Random(7)
+    texts = ["研習", "A12*****89", " lead", "trail ", "a&b", "<x>", '"q"', "{b}", "tab\there", "new\nline"]
+    special = ["", "=1+1", "#N/A", "cr\r"]
+
+    def finding(i: int, pool: list[str]) -> dict:
+        msg = "".join(rng.choice(pool) for _ in range(rng.randrange(1, 4)))
+        return {"row": rng.choice([None, i]), "record": rng.choice(["course", "attendance", "file"]),
+                "field": rng.choice([None, "course_code"]), "rule": "A07", "severity": rng.choice(["error", "warning"]),
+                "course_code": rng.choice([None, "C1", "{C}"]), "message_zh": msg, "message_en": msg + " en"}
+
+    def read(path: Path) -> list:
+        wb = load_workbook(path)
+        out = []
+        for ws in wb.worksheets:
+            out.append((ws.title, ws.freeze_panes, {k: d.width for k, d in ws.column_dimensions.items()}))
+            out += [[(c.coordinate, c.value, c.data_type, c.font.b) for c in row] for row in ws.iter_rows()]
+        return out
+
+    for pool in (texts, texts + special):
+        receipt = {"file": "T001_201705.xlsx", "unit": "T001", "month": "2017-05", "status": "loaded", "refusal": None,
+                   "received_at": "2017-06-03T10:00:00+08:00", "on_time": True, "area": "production", "upload_id": "u",
+                   "courses": {"received": 1, "accepted": 1, "rejected": 0},
+                   "attendance": {"received": 300, "accepted": 290, "rejected": 10},
+                   "findings": [finding(i, pool) for i in range(300)]}
+        receipts._workbook(receipt).save(tmp_path / "openpyxl.xlsx")
+        receipts._save_upload_workbook(receipt, tmp_path / "spliced.xlsx")
+        assert read(tmp_path / "spliced.xlsx") == read(tmp_path / "openpyxl.xlsx")

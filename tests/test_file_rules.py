@@ -76,6 +76,21 @@ def test_f04_inbox_name_and_rows(settings) -> None:
     assert_refused(settings, ingest(settings, p), "F04")
 
 
+def test_attendance_sheet_read_beside_the_course_rules_keeps_the_order(settings) -> None:
+    """The attendance sheet is read in a thread while the course rows are checked: its structure
+    still refuses before any row's unit (F07 before F04), and its notes still reach the receipt."""
+    no_school = [{k: v for k, v in a.items() if k != "school_code"} for a in GOOD_A]
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1", unit_code="T002")], no_school)
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F07")
+    assert "服務學校代碼" in r["findings"][0]["message_zh"]
+    p = write_xlsx(settings.inbox / "T001" / "T001_201706.xlsx", GOOD_C, [dict(a, remark="x") for a in GOOD_A])
+    r = ingest(settings, p)
+    assert r["status"] == "loaded"
+    assert [(f["rule"], f["severity"]) for f in r["findings"]] == [("F07", "warning")]
+    assert "remark" in r["findings"][0]["message_en"] and "研習名單" in r["findings"][0]["message_zh"]
+
+
 def test_f08_duplicate_only_of_loaded_content(settings) -> None:
     p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C, GOOD_A)
     assert ingest(settings, p)["status"] == "loaded"

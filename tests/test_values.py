@@ -8,10 +8,14 @@ from datetime import date, datetime
 import pyarrow as pa
 import pytest
 
+from inservice.loaders.base import RawUpload, canonical_table
 from inservice.schemas import codelists
+from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.schemas.xsd import render_xsd, shipped_xsd_text
-from inservice.validations import national_id, normalize
-from tests.builders import id_check_digit, make_id
+from inservice.validations import engine, national_id, normalize
+from inservice.validations.engine import Context, validate
+from inservice.validations.pseudonym import Pseudonymiser
+from tests.builders import attendee, course, id_check_digit, make_id
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -88,7 +92,62 @@ def test_national_id_checksum_matches_the_spec() -> None:
 
 def test_mask() -> None:
     assert national_id.mask(pa.array(["A123456789", "AB", None])).to_pylist() == ["A12*****89", "**", None]
+    # ten characters take the one-slice way, any other length the general one, in one array
+    mixed = ["A123456789", "王小明王小明王小明王", "A1234567890", "ABCDEF", "ABCDE", "", None]
+    assert national_id.mask(pa.array(mixed)).to_pylist() == [
+        "A12*****89", "王小明*****明王", "A12******90", "ABC*EF", "*****", "", None]
+
+
+def test_vectorised_keys_are_the_hmac_of_each_id_in_order() -> None:
+    """`keys` (DuckDB, in chunks hashed on several threads) equals Python's HMAC row for row."""
+    rng = random.Random(9)
+    ids = [None if rng.random() < 0.1 else make_id(rng) for _ in range(3 * 32_768 + 5)]
+    p = Pseudonymiser(b"a key of some length")
+    assert p.keys(pa.array(ids, pa.string())).to_pylist() == [None if i is None else p.one(i) for i in ids]
+
+
+def test_id_numbers_tell_ids_apart() -> None:
+    """`check` numbers each valid ID: equal IDs, equal numbers; different IDs, different numbers."""
+    rng = random.Random(5)
+    ids = [make_id(rng, kind) for kind in ("national", "new_resident", "old_resident") for _ in range(2000)]
+    ids += ids[:100] + ["A123456780", None]  # repeats, a bad checksum, a missing ID
+    valid, numbers = national_id.check(pa.array(ids))
+    assert valid.to_pylist() == national_id.is_valid(pa.array(ids)).to_pylist()
+    pairs = {(i, n) for i, n, ok in zip(ids, numbers.to_pylist(), valid.to_pylist(), strict=True) if ok}
+    assert len({i for i, _ in pairs}) == len({n for _, n in pairs}) == len(pairs) == len(set(ids[:6000]))
+    assert numbers.to_pylist()[-2:] == [None, None]
 
 
 def test_shipped_xsd_is_generated_from_the_fields() -> None:
     assert shipped_xsd_text() == render_xsd()
+
+
+def test_large_columns_parse_per_distinct_value_as_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large column of few distinct values is parsed once per value and spread back: the same
+    typed values, findings and accepted rows as parsing every row (and the same rows as validate)."""
+    rng = random.Random(4)
+    ids = [make_id(rng) for _ in range(40)]
+    codes = ["C1", " C2", "Ｃ3", "C4", "", None, "bad code!"]
+    courses = [course("C1"), course("C2", hours="abc"), course("C3", start_date="106/05/10", end_date="1060510")]
+    attendance = [attendee(rng.choice(codes), rng.choice(ids + ["A123456780", None, "ａ" + ids[0][1:]]),
+                           school_code=rng.choice(["423605", "４２３６０５", " 999999", "12", "", None]),
+                           hours_granted=rng.choice(["6", "６", "3.0", "6.25", "x", "", None]),
+                           completed=rng.choice(["Y", "是", "n", "ｙ", "maybe", "1.0", "", None]),
+                           unit_code=rng.choice(["T001", "Ｔ001", " T001", None]))
+                  for _ in range(12_000)]
+
+    def run() -> tuple:
+        def table(rt, rows):
+            cols = {f.code: pa.array([r.get(f.code) for r in rows], pa.string()) for f in rt.fields}
+            return canonical_table(rt, pa.array(range(2, len(rows) + 2)), cols)
+
+        ctx = Context(unit="T001", channel="file", received_on=date(2017, 6, 3), pseudonymiser=Pseudonymiser(b"k"))
+        v = validate(RawUpload(table(COURSE, courses), table(ATTENDANCE, attendance)), ctx)
+        return v.courses, v.attendance, v.findings
+
+    by_value = run()
+    monkeypatch.setattr(engine, "_DISTINCT_MIN", 10**9)  # every row parsed as it is
+    by_row = run()
+    assert by_value[2].num_rows > 1000
+    for a, b in zip(by_value, by_row, strict=True):
+        assert a.equals(b)

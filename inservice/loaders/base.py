@@ -10,7 +10,7 @@ Parsing and every rule happen downstream, once, whatever the format.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 
 import pyarrow as pa
 
@@ -42,12 +42,28 @@ class UploadRefused(Exception):
         }
 
 
-@dataclass
 class RawUpload:
-    courses: pa.Table
-    attendance: pa.Table
-    notes: list[dict] = field(default_factory=list)  # file-level warnings (e.g. extra columns ignored)
-    meta: dict[str, str] = field(default_factory=dict)  # e.g. the XML root's unit and month
+    """The canonical tables of one upload, and the reader's notes (file-level warnings, e.g. extra
+    columns ignored) and meta (e.g. the XML root's unit and month).
+
+    `attendance` may be given as a Future of (table, notes): a read still under way in another
+    thread (the Excel loader reads the large sheet while the course rules run). Reading the
+    attribute waits for it, takes its notes and raises its refusal, if any."""
+
+    def __init__(self, courses: pa.Table, attendance: pa.Table | Future[tuple[pa.Table, list[dict]]],
+                 notes: list[dict] | None = None, meta: dict[str, str] | None = None) -> None:
+        self.courses = courses
+        self._attendance = attendance
+        self.notes = notes if notes is not None else []
+        self.meta = meta if meta is not None else {}
+
+    @property
+    def attendance(self) -> pa.Table:
+        if isinstance(self._attendance, Future):
+            table, notes = self._attendance.result()
+            self._attendance = table
+            self.notes = [*self.notes, *notes]
+        return self._attendance
 
     def table(self, rt: RecordType) -> pa.Table:
         return self.courses if rt.name == "course" else self.attendance

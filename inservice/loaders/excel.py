@@ -7,6 +7,7 @@ openpyxl stays for writing receipts and workbooks.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from pathlib import Path
 
 import fastexcel
@@ -34,10 +35,11 @@ def _find_sheet(rt: RecordType, names: list[str]) -> str:
 
 
 def _read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
-    # skip_rows=0: keep leading empty rows so index i is sheet row i + 1 (header = row 1)
-    batch = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string",
-                              whitespace_as_null=True, eager=True)
-    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch.to_arrow()
+    # skip_rows=0: keep leading empty rows so index i is sheet row i + 1 (header = row 1).
+    # Not eager: loading the sheet, then converting it, costs ~15% less CPU here than fastexcel's
+    # eager path, with the same values and the same peak memory (bench/ingest_excel.py workbook).
+    loaded = reader.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string", whitespace_as_null=True)
+    table = pa.Table.from_batches([loaded.to_arrow()])
     if table.num_rows == 0:
         raise UploadRefused("F07", f"工作表「{sheet}」沒有標題列", f"sheet '{sheet}' has no header row")
     headers = [c[0].as_py() for c in table.columns]
@@ -55,22 +57,30 @@ def _read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tu
     return out, extra_columns_note(rt, unknown, f"工作表「{sheet}」")
 
 
-def read_excel(path: Path) -> RawUpload:
+def read_excel(path: Path, pool: Executor | None = None) -> RawUpload:
+    """Both sheets as canonical tables. With `pool`, the attendance sheet — nearly all of a large
+    file — is read there (fastexcel releases the GIL) and comes back pending: the course rules
+    run meanwhile, and `RawUpload.attendance` waits for it. Refusals come in the same order."""
     try:
         reader = fastexcel.read_excel(str(path))
         names = reader.sheet_names
     except Exception as exc:  # calamine raises several types for corrupt workbooks
         raise UploadRefused("F01", f"無法開啟 Excel 檔：{exc}", f"cannot open the workbook: {exc}") from exc
-    tables, notes = [], []
-    for rt in RECORD_TYPES:
-        sheet = _find_sheet(rt, names)
-        try:
-            table, note = _read_sheet(reader, rt, sheet)
-        except UploadRefused:
-            raise
-        except Exception as exc:
-            raise UploadRefused("F01", f"工作表「{sheet}」無法讀取：{exc}",
-                                f"sheet '{sheet}' cannot be read: {exc}") from exc
-        tables.append(table)
-        notes += note
-    return RawUpload(tables[0], tables[1], notes)
+    course, attendance = RECORD_TYPES
+    courses, notes = _read_guarded(reader, course, _find_sheet(course, names))
+    # the reader is handed on: it must not be used here again (fastexcel refuses concurrent use)
+    sheet = _find_sheet(attendance, names)
+    if pool is None:
+        table, more = _read_guarded(reader, attendance, sheet)
+        return RawUpload(courses, table, notes + more)
+    return RawUpload(courses, pool.submit(_read_guarded, reader, attendance, sheet), notes)
+
+
+def _read_guarded(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
+    try:
+        return _read_sheet(reader, rt, sheet)
+    except UploadRefused:
+        raise
+    except Exception as exc:
+        raise UploadRefused("F01", f"工作表「{sheet}」無法讀取：{exc}",
+                            f"sheet '{sheet}' cannot be read: {exc}") from exc

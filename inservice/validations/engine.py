@@ -6,11 +6,14 @@ Field rules are pyarrow compute over whole columns; rules across rows or against
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -83,10 +86,20 @@ _TYPES = {Kind.DATE: pa.date32(), Kind.DATETIME: pa.timestamp("s"), Kind.NUMBER:
           Kind.YESNO: pa.bool_()}
 
 
+def _none(n: int) -> pa.Array:
+    """An all-false mask (a Python list of n booleans costs more than the rule it feeds)."""
+    return pa.repeat(pa.scalar(False, pa.bool_()), n)
+
+
+def _national_ids(values: pa.Array) -> pa.Array:
+    """National IDs as the field rules normalise them (folded, upper case)."""
+    return pc.utf8_upper(normalize.fold(values))
+
+
 def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     """typed values, bad mask, and the rule suffix for bad values ("02" unparseable, "03" code)."""
     if values.null_count == len(values):  # an absent optional column: nothing to parse
-        return (pa.nulls(len(values), _TYPES.get(f.kind, pa.string())), pa.array([False] * len(values), pa.bool_()),
+        return (pa.nulls(len(values), _TYPES.get(f.kind, pa.string())), _none(len(values)),
                 "02")
     if f.kind is Kind.DATE:
         return (*normalize.parse_date(values), "02")
@@ -101,15 +114,37 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     if f.kind is Kind.CODES:
         return (*normalize.parse_codes(values, f.codelist), "03")
     if f.kind is Kind.NATIONAL_ID:
-        v = pc.utf8_upper(normalize.fold(values))
-        return v, pa.array([False] * len(v), pa.bool_()), "02"  # validity is A03, checked separately
+        v = _national_ids(values)
+        return v, _none(len(v)), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
-    bad = pa.array([False] * len(v), pa.bool_())
+    bad = _none(len(v))
     if f.max_len:
         bad = pc.or_(bad, pc.fill_null(pc.greater(pc.utf8_length(v), f.max_len), False))
     if f.pattern:
         bad = pc.or_(bad, pc.fill_null(pc.invert(pc.match_substring_regex(v, f"^(?:{f.pattern})$")), False))
     return v, bad, "02"
+
+
+def _parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
+    """`_parse`, plus the mask of present values. Most large columns repeat a few values (unit,
+    course and school codes, hours, yes/no): those are parsed once per distinct value and spread
+    back by index. IDs and personal fields are mostly distinct, so they are parsed as they are."""
+    if len(src) >= _DISTINCT_MIN and f.kind is not Kind.NATIONAL_ID and not f.personal:
+        encoded = pc.dictionary_encode(src, null_encoding="encode")  # a null is a value too
+        if len(encoded.dictionary) * 4 <= len(src):
+            value, bad, suffix, present = _parse_values(f, encoded.dictionary)
+            return (pc.take(value, encoded.indices), pc.take(bad, encoded.indices), suffix,
+                    pc.take(present, encoded.indices))
+    return _parse_values(f, src)
+
+
+_DISTINCT_MIN = 10_000
+
+
+def _parse_values(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
+    value, bad, suffix = _parse(f, src)
+    present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else pc.is_valid(normalize.clean_text(src))
+    return value, bad, suffix, present
 
 
 def _show(values: pa.Array) -> pa.Array:
@@ -124,19 +159,19 @@ def _shown(values: pa.Array):
 def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
     """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
     rows = raw[ROW].combine_chunks()
-    codes = normalize.fold(raw["course_code"].combine_chunks())
+    parsed = {"course_code": _parse_column(rt.field("course_code"), raw["course_code"].combine_chunks())}
+    codes = parsed["course_code"][0]  # course_code is a folded text field: its value is the folded code
     typed: dict[str, pa.Array] = {ROW: rows}
     p = rt.error_prefix
     for f in rt.fields:
         src = raw[f.code].combine_chunks()
-        value, bad, suffix = _parse(f, src)
+        value, bad, suffix, present = parsed.get(f.code) or _parse_column(f, src)
         typed[f.code] = value
-        present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else \
-            pc.is_valid(normalize.clean_text(src))
         if f.required_in(ctx.channel):
             out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
         if f.kind is Kind.NATIONAL_ID:
-            typed["_id_valid"] = pc.fill_null(national_id.is_valid(value), False)
+            valid, typed["_id_number"] = national_id.check(value)
+            typed["_id_valid"] = pc.fill_null(valid, False)
             invalid = pc.and_(present, pc.invert(typed["_id_valid"]))
             masked = lambda idx, v=value: national_id.mask(pc.take(v, idx))  # noqa: E731
             out.add(rt.name, "A03", invalid, rows, codes, f, masked, masked)
@@ -194,13 +229,21 @@ def _not_deleted(values: pa.Array) -> pa.Array:
     return pc.fill_null(values, False)
 
 
-def validate(raw: RawUpload, ctx: Context) -> Validated:
+def validate(raw: RawUpload, ctx: Context, both_read: Callable[[RawUpload], None] | None = None) -> Validated:
+    """`both_read` runs once the attendance table is there too, before its rules (ingest's F04 row
+    check, which refuses the whole upload): the course rules may run while that sheet is still being
+    read, and have no effect of their own before the upload is accepted."""
     out = Findings()
+    noted = len(raw.notes)
     out.extend(raw.notes)
     con = duckdb.connect()
     try:
         courses = _validate_courses(raw.courses, ctx, out, con)
-        attendance = _validate_attendance(raw.attendance, courses, ctx, out, con)
+        attendance = raw.attendance  # waits for a read still under way, which may add notes
+        out.extend(raw.notes[noted:])
+        if both_read is not None:
+            both_read(raw)
+        attendance = _validate_attendance(attendance, courses, ctx, out, con)
     finally:
         con.close()
     return Validated(courses, attendance, out.table())
@@ -238,106 +281,131 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
 
 def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Findings,
                          con: duckdb.DuckDBPyConnection) -> pa.Table:
-    typed = _field_rules(ATTENDANCE, raw, ctx, out)
+    # The HMAC runs in DuckDB, which releases the GIL: it hashes every present ID in a thread while
+    # the field rules and the rules that need no key run here; invalid IDs' keys are dropped below.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashed = pool.submit(ctx.pseudonymiser.keys, _national_ids(raw["national_id"].combine_chunks()))
+        typed = _field_rules(ATTENDANCE, raw, ctx, out)
+        existing = _existing(ctx, courses, typed["course_code"])
+        rejected = _course_links(raw, typed, courses, existing, out, con)
+        _w04(typed, out)
+        ids, valid = typed["national_id"], typed["_id_valid"]
+        repeated = _repeated(typed["_id_number"])
+        id_masked = national_id.mask(ids)
+        teacher_key = pc.if_else(valid, hashed.result(), pa.scalar(None, pa.string()))
     rows, codes = typed[ROW], typed["course_code"]
-    ids = typed["national_id"]
-    key_ids = pc.if_else(typed["_id_valid"], ids, pa.scalar(None, pa.string()))
     table = pa.table({
         ROW: rows, "unit_code": typed["unit_code"], "course_code": codes,
-        "teacher_key": ctx.pseudonymiser.keys(key_ids),
-        "id_masked": national_id.mask(ids),
+        "teacher_key": teacher_key,
+        "id_masked": id_masked,
         "school_code": typed["school_code"], "hours_granted": typed["hours_granted"],
         "completed": typed["completed"], "modified_at": typed["modified_at"],
         "is_deleted": _not_deleted(typed["is_deleted"]),
-        "_id_present": pc.is_valid(ids),
     })
-    con.register("att", table)
+    # A07: the same (unit, course, teacher) again; the first is kept. Only rows whose teacher
+    # occurs more than once in the upload can repeat one: the window runs over those alone.
+    con.register("att_rep", table.filter(pc.and_(repeated, pc.is_valid(codes))))
+    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
+        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att_rep
+        WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
+    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes)
+    # A08: the course is locked (closed in the warehouse) and this row is new or differs
+    if ctx.state is not None:
+        locked = pc.filter(existing["course_code"], pc.is_valid(existing["closed_date"])).combine_chunks()
+        if len(locked):  # no locked course, no A08: the warehouse's rows need not be read
+            old = ctx.state.existing_attendance(ctx.unit, pc.unique(pc.drop_null(codes)))
+            con.register("old_att", old)
+            con.register("att_locked", table.filter(pc.is_in(codes, locked)))
+            differs = " OR ".join(f"a.{c} IS DISTINCT FROM o.{c}" for c in ATTENDANCE_CONTENT)
+            changed = con.sql(f"""SELECT a.{ROW} FROM att_locked a
+                LEFT JOIN old_att o ON o.course_code = a.course_code AND o.teacher_key = a.teacher_key
+                WHERE a.teacher_key IS NOT NULL AND (o.teacher_key IS NULL OR {differs})""").to_arrow_table()
+            a08 = pc.and_(pc.is_in(rows, changed[ROW].combine_chunks()), pc.invert(rejected))
+            out.add("attendance", "A08", a08, rows, codes)
+    bad = error_rows(out.table(), "attendance")
+    table = table.append_column("_ok", pc.invert(pc.is_in(rows, bad)))
+    _w05(table, courses, existing, repeated, ctx, out, con)
+    return table
+
+
+
+def _repeated(id_numbers: pa.Array) -> pa.Array:
+    """Rows whose valid ID occurs more than once in the upload. Keys are HMACs of these IDs, so
+    only such rows can share a teacher_key: A07 and W05 look no further."""
+    present = np.sort(pc.drop_null(id_numbers).to_numpy())  # a sort beats hashing 200,000 numbers
+    many = present[1:][present[1:] == present[:-1]]
+    return pc.fill_null(pc.is_in(id_numbers, pa.array(many)), False)
+
+
+def _course_links(raw: pa.Table, typed: dict[str, pa.Array], courses: pa.Table, existing: pa.Table,
+                  out: Findings, con: duckdb.DuckDBPyConnection) -> pa.Array:
+    """A04 unknown course / A05 its course row rejected / A06 hours against the course's hours;
+    returns the A05 mask. Per course in DuckDB (a few thousand rows), then looked up per attendance
+    row by index: joining and re-sorting every attendance row cost more than all of these rules."""
+    rows, codes = typed[ROW], typed["course_code"]
     con.register("crs", courses)
-    existing = _existing(ctx, courses, table)
-    con.register("wh", existing)
-    # A04 unknown course / A05 its course row rejected / A06 hours against the course's hours
-    linked = con.sql(f"""
-        WITH up AS (SELECT course_code, bool_or(_ok) AS ok,
-                           arg_min(hours, {ROW}) FILTER (WHERE _ok) AS hours
-                    FROM crs WHERE course_code IS NOT NULL GROUP BY course_code)
-        SELECT a.{ROW},
-               up.course_code IS NULL AND wh.course_code IS NULL AS unknown,
-               up.course_code IS NOT NULL AND NOT up.ok AS rejected,
-               coalesce(up.hours, wh.hours) AS course_hours
-        FROM att a LEFT JOIN up USING (course_code) LEFT JOIN wh USING (course_code)
-        WHERE a.course_code IS NOT NULL ORDER BY a.{ROW}""").to_arrow_table()
+    up = con.sql(f"""SELECT course_code, bool_or(_ok) AS ok,
+                            arg_min(hours, {ROW}) FILTER (WHERE _ok) AS hours
+                     FROM crs WHERE course_code IS NOT NULL GROUP BY course_code""").to_arrow_table()
     f = ATTENDANCE.field
-    lrows = linked[ROW].combine_chunks()
-
-    def at(col: str) -> pa.Array:
-        """A per-linked-row column, aligned back onto all attendance rows."""
-        idx = pc.index_in(rows, lrows)
-        return pc.take(linked[col].combine_chunks(), idx)
-
-    out.add("attendance", "A04", at("unknown"), rows, codes, f("course_code"))
-    rejected = pc.fill_null(at("rejected"), False)
+    in_up = pc.index_in(codes, up["course_code"].combine_chunks())
+    in_wh = pc.index_in(codes, existing["course_code"].combine_chunks())
+    unknown = pc.and_(pc.is_null(in_up), pc.is_null(in_wh))  # null course_code stays null: A01's
+    out.add("attendance", "A04", pc.if_else(pc.is_valid(codes), unknown, None), rows, codes, f("course_code"))
+    rejected = pc.fill_null(pc.invert(pc.take(up["ok"].combine_chunks(), in_up)), False)
     out.add("attendance", "A05", rejected, rows, codes)
-    hg, done, course_hours = typed["hours_granted"], typed["completed"], at("course_hours")
+    hg, done = typed["hours_granted"], typed["completed"]
+    course_hours = pc.coalesce(pc.take(up["hours"].combine_chunks(), in_up),
+                               pc.take(existing["hours"].combine_chunks(), in_wh))
     bad_yes = pc.and_(done, pc.or_kleene(pc.less_equal(hg, 0), pc.greater(hg, course_hours)))
     bad_no = pc.and_(pc.invert(done), pc.not_equal(hg, 0))
     out.add("attendance", "A06", pc.or_(pc.fill_null(bad_yes, False), pc.fill_null(bad_no, False)),
             rows, codes, f("hours_granted"), _shown(raw["hours_granted"].combine_chunks()),
             _shown(raw["hours_granted"].combine_chunks()))
-    # A07: the same (unit, course, teacher) again; the first is kept
-    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
-        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att
-        WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
-    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes)
-    # A08: the course is locked (closed in the warehouse) and this row is new or differs
-    if ctx.state is not None:
-        old = ctx.state.existing_attendance(ctx.unit, pc.unique(pc.drop_null(codes)))
-        con.register("old_att", old)
-        differs = " OR ".join(f"a.{c} IS DISTINCT FROM o.{c}" for c in ATTENDANCE_CONTENT)
-        locked_courses = con.sql("""SELECT course_code FROM wh WHERE closed_date IS NOT NULL""").to_arrow_table()
-        con.register("locked", locked_courses)
-        changed = con.sql(f"""SELECT a.{ROW} FROM att a JOIN locked USING (course_code)
-            LEFT JOIN old_att o ON o.course_code = a.course_code AND o.teacher_key = a.teacher_key
-            WHERE a.teacher_key IS NOT NULL AND (o.teacher_key IS NULL OR {differs})""").to_arrow_table()
-        a08 = pc.and_(pc.is_in(rows, changed[ROW].combine_chunks()), pc.invert(rejected))
-        out.add("attendance", "A08", a08, rows, codes)
-    # W04: a well-formed school code that is not in the MOE list
+    return rejected
+
+
+def _w04(typed: dict[str, pa.Array], out: Findings) -> None:
+    """W04: a well-formed school code that is not in the MOE list."""
     school = typed["school_code"]
     unknown_school = pc.and_(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"),
                              pc.invert(pc.is_in(school, reference.school_codes())))
-    out.add("attendance", "W04", unknown_school, rows, codes, f("school_code"), _shown(school), _shown(school))
-    bad = error_rows(out.table(), "attendance")
-    table = table.append_column("_ok", pc.invert(pc.is_in(rows, bad))).drop_columns(["_id_present"])
-    _w05(table, courses, existing, ctx, out, con)
-    return table
+    out.add("attendance", "W04", unknown_school, typed[ROW], typed["course_code"], ATTENDANCE.field("school_code"),
+            _shown(school), _shown(school))
 
 
-def _existing(ctx: Context, courses: pa.Table, att: pa.Table) -> pa.Table:
+def _existing(ctx: Context, courses: pa.Table, att_codes: pa.Array) -> pa.Table:
     """Warehouse courses referenced by this upload's attendance (course_code, hours, closed_date...)."""
     cols = ["course_code", "organizer", "title", "start_date", "end_date", "hours", "closed_date"]
-    if ctx.state is None or att.num_rows == 0:
+    if ctx.state is None or len(att_codes) == 0:
         return pa.table({c: pa.array([], t) for c, t in zip(
             cols, [pa.string(), pa.string(), pa.string(), pa.date32(), pa.date32(), pa.float64(), pa.date32()],
             strict=True)})
-    codes = pc.unique(pc.drop_null(att["course_code"].combine_chunks()))
+    codes = pc.unique(pc.drop_null(att_codes))
     return ctx.state.existing_courses(ctx.unit, codes).select(cols)
 
 
-def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out: Findings,
-         con: duckdb.DuckDBPyConnection) -> None:
+def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, repeated: pa.Array, ctx: Context,
+         out: Findings, con: duckdb.DuckDBPyConnection) -> None:
     """W05: the teacher also attends another session of the same course (same organizer and
-    title, another course code, overlapping dates), in this upload or already in the warehouse."""
-    con.register("att_ok", att.filter(att["_ok"]))
+    title, another course code, overlapping dates), in this upload or already in the warehouse.
+
+    Only accepted rows take part. A row can only meet another of this upload if its teacher occurs
+    more than once in it (`repeated`), or one in the warehouse if the teacher has a session there:
+    the join runs over those rows alone, not the whole upload."""
+    ok = pc.and_(att["_ok"], pc.is_valid(att["teacher_key"]))
+    con.register("att_codes", pa.table({"course_code": pc.unique(pc.filter(att["course_code"], ok))}))
     con.register("crs_ok", courses.filter(courses["_ok"]))
     con.register("wh_c", existing)
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE mine AS
+    # the sessions of this upload's accepted attendance: its accepted courses, else the warehouse's
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE info AS
         WITH info AS (SELECT course_code, organizer, title, start_date, end_date FROM crs_ok
                       QUALIFY row_number() OVER (PARTITION BY course_code ORDER BY {ROW}) = 1
                       UNION ALL
                       SELECT course_code, organizer, title, start_date, end_date FROM wh_c
                       WHERE course_code NOT IN (SELECT course_code FROM crs_ok))
-        SELECT a.{ROW}, a.course_code, a.teacher_key, i.organizer, i.title, i.start_date, i.end_date
-        FROM att_ok a JOIN info i USING (course_code) WHERE a.teacher_key IS NOT NULL""")
-    pairs = con.sql("SELECT DISTINCT organizer, title FROM mine").to_arrow_table()
+        SELECT * FROM info WHERE course_code IN (SELECT course_code FROM att_codes)""")
+    pairs = con.sql("SELECT DISTINCT organizer, title FROM info").to_arrow_table()
     if pairs.num_rows == 0:
         return
     others = ctx.state.sessions(pairs) if ctx.state is not None else None
@@ -346,14 +414,20 @@ def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, ctx: Context, out
                            "organizer": pa.array([], pa.string()), "title": pa.array([], pa.string()),
                            "start_date": pa.array([], pa.date32()), "end_date": pa.array([], pa.date32()),
                            "teacher_key": pa.array([], pa.string())})
+    keys = att["teacher_key"]
+    candidate = pc.and_(ok, pc.or_(repeated, pc.is_in(keys, others["teacher_key"].combine_chunks())))
+    con.register("cand", att.filter(candidate).select([ROW, "course_code", "teacher_key"]))
     con.register("wh_sessions", others)
     unit = ctx.unit.replace("'", "''")
     hits = con.sql(f"""
-        WITH sessions AS (
+        WITH mine AS (SELECT a.{ROW}, a.course_code, a.teacher_key, i.organizer, i.title, i.start_date,
+                             i.end_date
+                      FROM cand a JOIN info i USING (course_code)),
+        sessions AS (
             SELECT '{unit}' AS unit_code, course_code, teacher_key, organizer, title, start_date, end_date FROM mine
             UNION ALL
             SELECT unit_code, course_code, teacher_key, organizer, title, start_date, end_date FROM wh_sessions
-            WHERE NOT (unit_code = '{unit}' AND course_code IN (SELECT course_code FROM mine)))
+            WHERE NOT (unit_code = '{unit}' AND course_code IN (SELECT course_code FROM info)))
         SELECT m.{ROW}, min(s.course_code) AS other
         FROM mine m JOIN sessions s ON s.teacher_key = m.teacher_key AND s.organizer = m.organizer
              AND s.title = m.title AND NOT (s.unit_code = '{unit}' AND s.course_code = m.course_code)

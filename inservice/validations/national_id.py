@@ -12,11 +12,6 @@ LETTER_VALUES = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ",
                           28, 29, 32, 30, 31, 33), strict=True))
 # National ID: second digit 1/2; new resident certificate (2021): 8/9; old one: a letter A–D.
 SHAPE = r"^[A-Z]([1289]|[A-D])[0-9]{8}$"
-_WEIGHTS = np.array([8, 7, 6, 5, 4, 3, 2, 1, 1], dtype=np.int64)  # chars 2..10 (last weight 1)
-
-_letter_table = np.full(256, -1, dtype=np.int64)
-for _ch, _v in LETTER_VALUES.items():
-    _letter_table[ord(_ch)] = _v
 
 
 def checksum_ok_scalar(value: str) -> bool:
@@ -32,29 +27,72 @@ def checksum_ok_scalar(value: str) -> bool:
     return total % 10 == 0
 
 
+def _shaped(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the IDs of valid shape, and their characters as a (k, 10) byte matrix."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    shaped = pc.fill_null(pc.match_substring_regex(ids, SHAPE), False)
+    idx = np.flatnonzero(shaped.to_numpy(zero_copy_only=False))
+    if not len(idx):
+        return idx, np.zeros((0, 10), dtype=np.uint8)
+    chosen = ids if len(idx) == len(ids) else pc.take(ids, pa.array(idx))  # usually all of them
+    offsets = np.frombuffer(chosen.buffers()[1], dtype=np.int32, count=len(chosen) + 1, offset=chosen.offset * 4)
+    data = np.frombuffer(chosen.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return idx, data.reshape(len(chosen), 10)  # all shaped IDs are 10 ASCII bytes
+
+
+# Each character's share of the §4 checksum, by position: position 0 is the letter (its value's
+# tens digit + 9 × its units digit), position 1 a digit or, on old resident certificates, a letter
+# (its value's units digit), then digits with weights 7 … 1, 1. The sum of the ten looked-up shares
+# is the checksum total, with no per-row arithmetic.
+_SHARE = np.zeros((10, 256), dtype=np.int32)
+for _ch, _v in LETTER_VALUES.items():
+    _SHARE[0, ord(_ch)] = _v // 10 + (_v % 10) * 9
+    _SHARE[1, ord(_ch)] = (_v % 10) * 8
+for _d in range(10):
+    _SHARE[1, ord("0") + _d] = _d * 8
+    for _pos, _w in enumerate((7, 6, 5, 4, 3, 2, 1, 1), start=2):
+        _SHARE[_pos, ord("0") + _d] = _d * _w
+
+
 def is_valid(ids: pa.Array) -> pa.Array:
     """True where the (already normalised, upper-cased) ID has a valid shape and checksum; null stays null."""
-    shaped = pc.fill_null(pc.match_substring_regex(ids, SHAPE), False)
+    return check(ids)[0]
+
+
+_PLACES = 10 ** np.arange(7, -1, -1, dtype=np.int64)
+
+
+def check(ids: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """`is_valid`, and each valid ID as an int64 (one number per distinct ID; null where not valid):
+    cheaper to count and compare than the text."""
     result = np.zeros(len(ids), dtype=bool)
-    idx = np.flatnonzero(shaped.to_numpy(zero_copy_only=False))
+    number = np.zeros(len(ids), dtype=np.int64)
+    idx, chars = _shaped(ids)
     if len(idx):
-        chosen = pc.take(ids, pa.array(idx)).combine_chunks() if isinstance(ids, pa.ChunkedArray) \
-            else pc.take(ids, pa.array(idx))
-        offsets = np.frombuffer(chosen.buffers()[1], dtype=np.int32, count=len(chosen) + 1,
-                                offset=chosen.offset * 4)
-        data = np.frombuffer(chosen.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-        chars = data.reshape(len(chosen), 10).astype(np.int64)  # all shaped IDs are 10 ASCII bytes
-        first = _letter_table[chars[:, 0]]
-        second = np.where(chars[:, 1] >= ord("A"), _letter_table[chars[:, 1]] % 10, chars[:, 1] - ord("0"))
-        rest = chars[:, 2:] - ord("0")
-        digits = np.column_stack([second, rest])
-        total = first // 10 + (first % 10) * 9 + digits @ _WEIGHTS
+        total = sum(_SHARE[i][chars[:, i]] for i in range(10))
         result[idx] = total % 10 == 0
-    return pc.if_else(pc.is_null(ids), pa.scalar(None, pa.bool_()), pa.array(result))
+        # letter, then the second character (a digit or A–D), then eight digits
+        head = (chars[:, 0].astype(np.int64) - ord("A")) * 256 + chars[:, 1]
+        number[idx] = head * 10**8 + (chars[:, 2:].astype(np.int64) - ord("0")) @ _PLACES
+    nulls = pc.is_null(ids)
+    valid = pc.if_else(nulls, pa.scalar(None, pa.bool_()), pa.array(result))
+    return valid, pc.if_else(pc.fill_null(valid, False), pa.array(number), pa.scalar(None, pa.int64()))
 
 
 def mask(ids: pa.Array) -> pa.Array:
     """`A12*****89`: first 3 and last 2 characters, the rest starred (receipts only)."""
+    n = pc.utf8_length(ids)
+    ten = pc.fill_null(pc.equal(n, 10), True)
+    # the usual 10-character ID is one slice replacement; other lengths take the general way
+    fast = pc.utf8_replace_slice(ids, start=3, stop=8, replacement="*****")
+    if pc.all(ten).as_py():
+        return fast
+    other = pc.invert(ten)
+    return pc.replace_with_mask(fast, other, _mask_any(pc.filter(ids, other)))
+
+
+def _mask_any(ids: pa.Array) -> pa.Array:
     n = pc.utf8_length(ids)
     head = pc.utf8_slice_codeunits(ids, 0, 3)
     tail = pc.utf8_slice_codeunits(ids, -2)
