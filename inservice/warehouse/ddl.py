@@ -235,11 +235,15 @@ def missing_columns(existing: set[tuple[str, str, str]]) -> list[str]:
     return out
 
 
-def statements() -> list[str]:
-    out = ["CREATE SCHEMA IF NOT EXISTS testing"]
+def statements(existing: set[tuple[str, str]] | None = None) -> list[str]:
+    """CREATE TABLE (with comments) for the declared tables; `existing` (schema, table) are skipped."""
+    existing = existing or set()
+    out = [] if ("testing", "courses") in existing else ["CREATE SCHEMA IF NOT EXISTS testing"]
     for table in TABLES:
         schemas = AREAS.values() if table.per_area else ("main",)
         for schema in schemas:
+            if (schema, table.name) in existing:
+                continue
             cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in table.columns)
             out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {cols}\n)")
             out.append(f"COMMENT ON TABLE {schema}.{table.name} IS {_quote(table.comment)}")
