@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from inservice.warehouse.backend import POSTGRESQL, Connection
-from inservice.warehouse.postgres import copy_in
+from inservice.warehouse.postgres import copy_in, translate
 from inservice.warehouse.store import Warehouse
 
 
@@ -40,27 +40,30 @@ class Compute:
     def pull(self, table: str, where: str = "true", params: Sequence[Any] = ()) -> None:
         """Copy `table`'s rows matching `where` into the compute DuckDB (a no-op on DuckDB itself).
 
-        The copy keeps the warehouse's column types (numeric precision, time zones), so the SQL gives
-        the same answers as on the warehouse."""
+        Streamed in batches through a server-side cursor (memory: the copy, not also a Python list of
+        it). The copy keeps the warehouse's column types (numeric precision, time zones), so the SQL
+        gives the same answers as on the warehouse."""
         if not self.mirrored:
             return
-        rows: pa.Table = self.wh.con.execute(f"SELECT * FROM {table} WHERE {where}", list(params)).to_arrow_table()
-        self.con.register("pulled", rows)
-        try:
-            self.con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM pulled")
-        finally:
-            self.con.unregister("pulled")
-
-    def pull_query(self, table: str, sql: str, params: Sequence[Any] = ()) -> None:
-        """Like `pull`, for a slice that a query over the warehouse defines (its columns: the table's)."""
-        if not self.mirrored:
-            return
-        rows = self.wh.con.execute(sql, list(params)).to_arrow_table()
-        self.con.register("pulled", rows)
-        try:
-            self.con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM pulled")
-        finally:
-            self.con.unregister("pulled")
+        sql = self.wh.con.raw.cursor().mogrify(  # type: ignore[union-attr]
+            translate(f"SELECT * FROM {table} WHERE {where}", True), tuple(params)).decode()
+        self.con.execute(f"DROP TABLE IF EXISTS {table}")
+        created = False
+        for batch in self.wh.con.stream(sql):  # type: ignore[union-attr]
+            self.con.register("pulled", pa.Table.from_batches([batch]))
+            try:
+                self.con.execute(f"INSERT INTO {table} SELECT * FROM pulled" if created
+                                 else f"CREATE TABLE {table} AS SELECT * FROM pulled")
+                created = True
+            finally:
+                self.con.unregister("pulled")
+        if not created:  # no rows: the columns and types from an empty result
+            empty = self.wh.con.execute(f"SELECT * FROM {table} WHERE false").to_arrow_table()
+            self.con.register("pulled", empty)
+            try:
+                self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM pulled")
+            finally:
+                self.con.unregister("pulled")
 
     def push(self, table: str, where: str, params: Sequence[Any]) -> None:
         """Publish `table`'s rows matching `where` to the warehouse when the transaction commits
