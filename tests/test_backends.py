@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -255,3 +256,22 @@ def test_duckdb_copy_opens_while_the_loader_holds_the_warehouse(tmp_path: Path,
     with Warehouse(settings, read_only=True) as wh:
         assert n == wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] > 0
 
+
+
+def test_a_failing_analyst_copy_does_not_fail_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The copy is published after the commit: if it cannot be written (here its folder is a file),
+    the upload is still loaded and the failure is logged, not raised."""
+    monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
+    settings = Settings.from_env(tmp_path / "duck")
+    with Warehouse(settings) as wh:
+        wh.add_unit("T001", "unit T001", "file", "production", date(2016, 1, 1))
+    shutil.rmtree(settings.home / "analyst")
+    (settings.home / "analyst").write_text("not a folder")
+    upload = _big_upload(settings.inbox / "T001" / "T001_201705.xlsx", "T001", 2, 3, 7)
+    with caplog.at_level("WARNING", logger="inservice.warehouse"):
+        [receipt] = ingest_paths([upload], settings, RECEIVED)
+    assert receipt["status"] == "loaded"
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 6
+    assert any("analyst access not refreshed" in r.getMessage() for r in caplog.records)

@@ -9,6 +9,7 @@ accepted rows or none.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from inservice.warehouse import ddl
 from inservice.warehouse.backend import POSTGRESQL, Connection, WarehouseUrl, backend_of, connect
 from inservice.warehouse.postgres import index_statements
 
+LOG = logging.getLogger("inservice.warehouse")
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
@@ -120,6 +122,9 @@ class Warehouse:
             if self.committed and self.settings is not None:
                 from inservice.warehouse.analyst import refresh_analyst_access
                 refresh_analyst_access(self, self.settings)
+        except Exception as exc:  # the load is committed: a stale analyst copy must not fail it
+            LOG.warning("analyst access not refreshed (the warehouse itself is up to date): %s: %s",
+                        type(exc).__name__, exc)
         finally:
             self.con.close()
 
