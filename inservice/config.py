@@ -37,7 +37,7 @@ class Settings:
         cutoff = os.environ.get("INSERVICE_ARCHIVE_CUTOFF")
         return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31),
                    warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None,
-                   analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", "inservice_analyst"),
+                   analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", cls.analyst_role),
                    analyst_copy=os.environ.get("INSERVICE_ANALYST_COPY", "1") != "0")
 
     @property

@@ -32,7 +32,7 @@ from inservice.warehouse.store import Warehouse
 # What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
 # correction registers (they hold the masked original values), unit_state_log (letters), testing.
 CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
-ANALYST_ROLE = "inservice_analyst"
+ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
 
 # Lake partitioning: each table's year/month (courses by start date, attendance by its course's,
@@ -102,10 +102,6 @@ def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
     return target
 
 
-def _sql_text(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
 # --- PostgreSQL: the read-only role --------------------------------------------------------------------
 def grant_analyst_role(wh: Warehouse, role: str = ANALYST_ROLE, password: str | None = None) -> list[str]:
     """Create (if needed) a role that can read the analyst tables and nothing else; returns the tables.
@@ -145,7 +141,7 @@ def _current_db(wh: Warehouse) -> str:
 # --- the lake ------------------------------------------------------------------------------------------
 def batches(wh: Warehouse, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
     if wh.backend == POSTGRESQL:
-        yield from wh.con.stream(sql, rows)  # type: ignore[union-attr]
+        yield from wh.con.stream(sql, rows=rows)  # type: ignore[union-attr]
         return
     yield from wh.con.execute(sql).to_arrow_reader(rows)
 

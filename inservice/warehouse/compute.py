@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from inservice.warehouse.backend import POSTGRESQL, Connection
-from inservice.warehouse.postgres import copy_in, translate
+from inservice.warehouse.postgres import copy_in
 from inservice.warehouse.store import Warehouse
 
 
@@ -45,25 +45,20 @@ class Compute:
         gives the same answers as on the warehouse."""
         if not self.mirrored:
             return
-        sql = self.wh.con.raw.cursor().mogrify(  # type: ignore[union-attr]
-            translate(f"SELECT * FROM {table} WHERE {where}", True), tuple(params)).decode()
-        self.con.execute(f"DROP TABLE IF EXISTS {table}")
-        created = False
-        for batch in self.wh.con.stream(sql):  # type: ignore[union-attr]
-            self.con.register("pulled", pa.Table.from_batches([batch]))
-            try:
-                self.con.execute(f"INSERT INTO {table} SELECT * FROM pulled" if created
-                                 else f"CREATE TABLE {table} AS SELECT * FROM pulled")
-                created = True
-            finally:
-                self.con.unregister("pulled")
-        if not created:  # no rows: the columns and types from an empty result
-            empty = self.wh.con.execute(f"SELECT * FROM {table} WHERE false").to_arrow_table()
-            self.con.register("pulled", empty)
-            try:
-                self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM pulled")
-            finally:
-                self.con.unregister("pulled")
+        batches = self.wh.con.stream(f"SELECT * FROM {table} WHERE {where}", params)  # type: ignore[union-attr]
+        first = next(batches, None)
+        if first is None:  # no rows: the columns and types from an empty result
+            first = self.wh.con.execute(f"SELECT * FROM {table} WHERE false").to_arrow_table()
+        self._from_arrow(f"CREATE OR REPLACE TABLE {table} AS", first)
+        for batch in batches:
+            self._from_arrow(f"INSERT INTO {table}", batch)
+
+    def _from_arrow(self, head: str, rows: pa.Table | pa.RecordBatch) -> None:
+        self.con.register("pulled", rows)
+        try:
+            self.con.execute(f"{head} SELECT * FROM pulled")
+        finally:
+            self.con.unregister("pulled")
 
     def push(self, table: str, where: str, params: Sequence[Any]) -> None:
         """Publish `table`'s rows matching `where` to the warehouse when the transaction commits

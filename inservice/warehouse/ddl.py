@@ -236,17 +236,20 @@ def missing_columns(existing: set[tuple[str, str, str]]) -> list[str]:
 
 
 def statements(existing: set[tuple[str, str]] | None = None) -> list[str]:
-    """CREATE TABLE (with comments) for the declared tables; `existing` (schema, table) are skipped."""
+    """CREATE SCHEMA / TABLE (with comments) for the declared tables that are not in `existing`
+    ((schema, table) pairs); nothing when all exist."""
     existing = existing or set()
-    out = [] if ("testing", "courses") in existing else ["CREATE SCHEMA IF NOT EXISTS testing"]
+    out: list[str] = []
+    schemas_used: set[str] = set()
     for table in TABLES:
         schemas = AREAS.values() if table.per_area else ("main",)
         for schema in schemas:
             if (schema, table.name) in existing:
                 continue
+            schemas_used.add(schema)
             cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in table.columns)
             out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {cols}\n)")
             out.append(f"COMMENT ON TABLE {schema}.{table.name} IS {_quote(table.comment)}")
             out += [f'COMMENT ON COLUMN {schema}.{table.name}."{c.name}" IS {_quote(c.comment)}'
                     for c in table.columns]
-    return out
+    return [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in sorted(schemas_used)] + out

@@ -19,6 +19,7 @@ import io
 import os
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -102,19 +103,15 @@ def translate(sql: str, with_params: bool) -> str:
     return _TOKENS.sub(sub, sql)
 
 
-def copy_in(cur: psycopg2.extensions.cursor, target: str, table: pa.Table, columns: Sequence[str] | None = None,
-            chunk_rows: int = 500_000) -> int:
+def copy_in(cur: psycopg2.extensions.cursor, target: str, table: pa.Table, chunk_rows: int = 500_000) -> int:
     """COPY an Arrow table into `target` as CSV, in chunks (bounded memory). Nulls are unquoted empty
     fields, empty strings quoted ones, so COPY tells them apart."""
-    names = ", ".join(f'"{c}"' for c in (columns or table.column_names))
+    names = ", ".join(f'"{c}"' for c in table.column_names)
     sql = f"COPY {target} ({names}) FROM STDIN WITH (FORMAT csv)"
     options = pacsv.WriteOptions(include_header=False)
-    for start in range(0, max(table.num_rows, 1), chunk_rows):
-        part = table.slice(start, chunk_rows)
-        if part.num_rows == 0:
-            break
+    for start in range(0, table.num_rows, chunk_rows):
         buf = io.BytesIO()
-        pacsv.write_csv(part, buf, options)
+        pacsv.write_csv(table.slice(start, chunk_rows), buf, options)
         buf.seek(0)
         cur.copy_expert(sql, buf)
     return table.num_rows
@@ -157,7 +154,6 @@ class PgConnection:
     backend = "postgresql"
 
     def __init__(self, dsn: str, read_only: bool = False) -> None:
-        self.dsn = dsn
         self.read_only = read_only
         self.raw = psycopg2.connect(dsn)
         self.raw.autocommit = True  # transactions are explicit (begin/commit), as on DuckDB
@@ -168,10 +164,18 @@ class PgConnection:
             cur.execute("SET work_mem TO %s", (os.environ.get("INSERVICE_PG_WORK_MEM", "256MB"),))
             if read_only:
                 cur.execute("SET default_transaction_read_only TO on")
-        self.registered: set[str] = set()
 
     def cursor(self) -> psycopg2.extensions.cursor:
         return self.raw.cursor()
+
+    @staticmethod
+    def _bind(sql: str, params: Sequence[Any] | None) -> tuple[str, Any]:
+        """The statement and arguments as psycopg2 takes them: `$n` parameters (DuckDB's numbered
+        form) go by name, `?` by position."""
+        if params is None:
+            return translate(sql, False), None
+        named = re.search(r"\$\d", sql)
+        return translate(sql, True), {f"p{i}": v for i, v in enumerate(params, 1)} if named else tuple(params)
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgResult:
         cur = self.raw.cursor()
@@ -179,10 +183,7 @@ class PgConnection:
         if m:
             cur.execute(f"DROP TABLE IF EXISTS {m.group(1)}")
             sql = re.sub(r"OR\s+REPLACE\s+", "", sql, count=1, flags=re.IGNORECASE)
-        args: Any = None
-        if params is not None:  # `$n` parameters (DuckDB's numbered form) go by name
-            args = {f"p{i}": v for i, v in enumerate(params, 1)} if re.search(r"\$\d", sql) else tuple(params)
-        cur.execute(translate(sql, params is not None), args)
+        cur.execute(*self._bind(sql, params))
         if m:  # autovacuum never analyses temp tables: without this the planner guesses their size
             cur.execute(f"ANALYZE {m.group(1)}")
         return PgResult(cur)
@@ -194,52 +195,51 @@ class PgConnection:
     def sql(self, sql: str, params: Sequence[Any] | None = None) -> PgResult:
         return self.execute(sql, params)
 
-    def stream(self, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
+    def stream(self, sql: str, params: Sequence[Any] | None = None, rows: int = 200_000
+               ) -> Iterator[pa.RecordBatch]:
         """Arrow batches of a query through a server-side cursor: memory bounded by `rows`."""
         with self.raw.cursor(name=f"stream_{id(self):x}", withhold=True) as cur:
             cur.itersize = rows
-            cur.execute(sql)
+            cur.execute(*self._bind(sql, params))
             while True:
                 chunk = cur.fetchmany(rows)
                 if not chunk:
                     break
                 yield to_batch(cur.description, chunk)
 
+    @contextmanager
+    def _own_temp_tables(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor that may create and drop this session's temp tables, even on a read-only
+        connection (the guard against writes is for the warehouse's tables)."""
+        with self.raw.cursor() as cur:
+            if self.read_only:
+                cur.execute("SET default_transaction_read_only TO off")
+            try:
+                yield cur
+            finally:
+                if self.read_only:
+                    cur.execute("SET default_transaction_read_only TO on")
+
     def register(self, name: str, table: pa.Table) -> None:
         """A temp table of the Arrow table's rows (DuckDB registers a zero-copy view instead)."""
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         cols = ", ".join(f'"{f.name}" {pg_type(f.type)}' for f in table.schema)
-        with self.raw.cursor() as cur:
-            if self.read_only:  # the guard against writes spares this session's own temp tables
-                cur.execute("SET default_transaction_read_only TO off")
+        with self._own_temp_tables() as cur:
             cur.execute(f'DROP TABLE IF EXISTS "{name}"')
             cur.execute(f'CREATE TEMP TABLE "{name}" ({cols})')
             copy_in(cur, f'"{name}"', table)
             cur.execute(f'ANALYZE "{name}"')
-            if self.read_only:
-                cur.execute("SET default_transaction_read_only TO on")
-        self.registered.add(name)
 
     def unregister(self, name: str) -> None:
-        with self.raw.cursor() as cur:
-            if self.read_only:
-                cur.execute("SET default_transaction_read_only TO off")
+        with self._own_temp_tables() as cur:
             cur.execute(f'DROP TABLE IF EXISTS "{name}"')
-            if self.read_only:
-                cur.execute("SET default_transaction_read_only TO on")
-        self.registered.discard(name)
 
     def begin(self) -> None:
         with self.raw.cursor() as cur:
             cur.execute("BEGIN")
-            if not self._read_only():
+            if not self.read_only:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
-
-    def _read_only(self) -> bool:
-        with self.raw.cursor() as cur:
-            cur.execute("SHOW transaction_read_only")
-            return cur.fetchone()[0] == "on"
 
     def commit(self) -> None:
         with self.raw.cursor() as cur:
