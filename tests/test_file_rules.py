@@ -42,10 +42,12 @@ def test_f02_unknown_format(settings) -> None:
 
 
 @pytest.mark.parametrize("name", ["T001_2017.xlsx", "t001_201705.xlsx", "T001_201713.xlsx", "T001-201705.xlsx",
-                                  "T001_201705_0.xlsx", "T001_201705_x.xlsx"])
+                                  "T001_201705_0.xlsx", "T001_201705_x.xlsx", "T001_2017\x0105.xlsx"])
 def test_f03_bad_file_name(settings, name: str) -> None:
     p = write_xlsx(settings.inbox / "T001" / name, GOOD_C, GOOD_A)
-    assert_refused(settings, ingest(settings, p), "F03")
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F03")
+    assert all(Path(f).stat().st_size for f in r["receipt_files"])  # a control character in the name too
 
 
 def test_file_name_variants_accepted(settings) -> None:
@@ -135,6 +137,12 @@ def test_f01_unreadable(settings) -> None:
     assert_refused(settings, ingest(settings, inbox / "T001_201708.xml"), "F01")
     (inbox / "T001_201709.xlsx").write_bytes(b"")
     assert_refused(settings, ingest(settings, inbox / "T001_201709.xlsx"), "F01")
+    lines = full.decode().splitlines(keepends=True)
+    lines[3] = lines[3].replace("</title>", "</titel>", 1)  # a mismatched tag on line 4
+    (inbox / "T001_201710.xml").write_text("".join(lines), encoding="utf-8")
+    r = ingest(settings, inbox / "T001_201710.xml")
+    assert_refused(settings, r, "F01")
+    assert "(line 4)" in r["findings"][0]["message_en"] and "第 4 行" in r["findings"][0]["message_zh"]
 
 
 def test_f07_structure(settings) -> None:

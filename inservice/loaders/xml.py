@@ -57,8 +57,12 @@ def read_xml(path: Path) -> RawUpload:
     collectors = {COURSE.xml_element: _Collector(COURSE), ATTENDANCE.xml_element: _Collector(ATTENDANCE)}
     meta: dict[str, str] = {}
     try:
+        # resolve_entities="internal" (lxml's default), not False: external entities are never
+        # loaded either way, and internal ones need a DOCTYPE, which F09 refuses before parsing.
+        # With False, lxml 6.2 (libxml2 2.14) reports every syntax error as "no element found
+        # (line 0)" and closes the open elements of a truncated file as if it were whole.
         parser = etree.iterparse(
-            str(path), events=("start", "end"), schema=schema(), resolve_entities=False,
+            str(path), events=("start", "end"), schema=schema(), resolve_entities="internal",
             load_dtd=False, no_network=True, huge_tree=False, remove_comments=True,
         )
         depth = 0
@@ -78,8 +82,8 @@ def read_xml(path: Path) -> RawUpload:
                 parent = element.getparent()
                 while element.getprevious() is not None:
                     del parent[0]
-        # lxml with schema= and resolve_entities=False stops silently at a premature end of file:
-        # only a closed root element proves the whole upload was read
+        # older lxml with schema= and resolve_entities=False stopped silently at a premature end
+        # of file: only a closed root element proves the whole upload was read
         if not complete:
             raise UploadRefused("F01", "XML 檔案不完整（缺少 </Transmission> 結尾）",
                                 "the XML is truncated (no closing </Transmission>)")
