@@ -25,6 +25,7 @@ from inservice.receipts import discard, publish, stage_receipt
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
+from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse.store import Unit, Warehouse
 
@@ -157,7 +158,7 @@ class Ingestor:
             extra = getattr(refusal, "findings", None) or [refusal.finding()]
             if refusal.rule == "F08":
                 receipt["status"] = "duplicate"
-            findings = pa.Table.from_pylist(extra, schema=FINDINGS_SCHEMA)
+            findings = findings_from_dicts(extra)
             validated = getattr(refusal, "validated", None)
         receipt["findings"] = findings.to_pylist()
         if validated is not None:

@@ -19,6 +19,8 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 
+from inservice.validations.normalize import printable_text
+
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
 RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單"}
 SEVERITY_ZH = {"error": "退件", "warning": "警告"}
@@ -176,7 +178,7 @@ def _workbook(receipt: dict) -> Workbook:
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
     for label, value in rows:
-        summary.append([label, value])
+        summary.append(cells([label, value]))
     findings = wb.create_sheet("檢核結果 Findings")
     widths = [8, 12, 16, 8, 10, 18, 60, 60]
     for i, w in enumerate(widths):
@@ -191,7 +193,11 @@ def _workbook(receipt: dict) -> Workbook:
         header.append(cell)
     findings.append(header)
     for f in receipt["findings"]:
-        findings.append([f["row"], RECORD_ZH.get(f["record"], f["record"]), f["field"], f["rule"],
-                         SEVERITY_ZH.get(f["severity"], f["severity"]), f["course_code"],
-                         f["message_zh"], f["message_en"]])
+        findings.append(cells(_finding_row(f)))
     return wb
+
+
+def cells(values: list) -> list:
+    """A row's values as a workbook takes them: openpyxl refuses control characters (a file name or a
+    correction's value may hold one), so they are shown as U+FFFD instead of failing the receipt."""
+    return [printable_text(v) if isinstance(v, str) else v for v in values]

@@ -65,17 +65,26 @@ def write_xlsx(path: Path, courses: list[dict], attendance: list[dict], by: str 
     wb = Workbook()
     # two files with the same rows written within one second would be byte-identical (F08 duplicate):
     # the title keeps files of different names apart, as real partner files are
-    wb.properties.title = path.name
+    wb.properties.title = _excel_text(path.name)
     wb.remove(wb.active)
     for rt, rows, sheet in ((COURSE, courses, sheet_names[0]), (ATTENDANCE, attendance, sheet_names[1])):
         ws = wb.create_sheet(sheet)
         headers, codes = _headers(rt, rows, by)
         ws.append(headers)
         for r in rows:
-            ws.append([r.get(c) for c in codes])
+            ws.append([_excel_text(r.get(c)) for c in codes])
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
     return path
+
+
+_CONTROL = {c: f"_x{c:04X}_" for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]}
+
+
+def _excel_text(value: object) -> object:
+    """Control characters as Excel stores them in a cell's XML (`_x0001_`): openpyxl refuses the
+    characters themselves, readers decode the escapes back."""
+    return value.translate(_CONTROL) if isinstance(value, str) else value
 
 
 def write_xls(path: Path, courses: list[dict], attendance: list[dict]) -> Path:

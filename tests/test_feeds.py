@@ -802,3 +802,26 @@ def test_dagster_partitions_schedule_sensor_and_retry(pg: URL, fhome: Settings, 
         ctx = dg.build_asset_context(partition_key=key, resources=resources, instance=instance)
         with pytest.raises(ConnectionError):
             fa.partner_feed(ctx, fa.FeedConfig())
+
+
+def test_control_characters_from_a_partner_database_are_findings(mysql: tuple[URL, URL], fhome: Settings,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB text may hold NUL and other control characters, which PostgreSQL text cannot: such a
+    value is C02/A02 and shown as U+FFFD; the rest loads into either warehouse and the receipt is written."""
+    owner, reader = mysql
+    db = partner(owner)
+    create_tables(db)
+    insert(db, "inservice_courses", [course("K1", DAY1, False, title="素養\x00導向"), course("K2", DAY1, False)])
+    insert(db, "inservice_attendance", [attendee("K2", T[0], DAY1, False, name="王\x01明"),
+                                        attendee("K2", T[1], DAY1, False)])
+    setup_unit(fhome, reader, monkeypatch)
+    r = run_json()
+    assert r["status"] == "loaded"
+    assert {(f["rule"], f["field"], f["course_code"]) for f in r["findings"] if f["record"] != "file"} == {
+        ("C02", "title", "K1"), ("A02", "name", "K2")}
+    assert r["courses"]["accepted"] == 1 and r["attendance"]["accepted"] == 1
+    title = next(f for f in r["findings"] if f["rule"] == "C02")
+    assert "「素養\ufffd導向」（含控制字元）" in title["message_zh"]
+    assert Path(r["receipt_files"][1]).stat().st_size > 0
+    assert wh_rows(fhome, "SELECT course_code FROM courses") == [("K2",)]
+    assert "\x00" not in all_text(fhome, r["receipt_files"])

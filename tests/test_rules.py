@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from datetime import date
 from pathlib import Path
 
 import pytest
+from openpyxl import load_workbook
 
 from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
@@ -274,3 +277,39 @@ def test_empty_rows_are_skipped_and_positions_kept(settings, tmp_path: Path) -> 
     r = send(settings, [course("C1"), blank, course("C2", title=None)], [])
     assert rules_of(r, "course", 4) == {("C01", "title")}
     assert r["courses"]["received"] == 2
+
+
+def test_control_characters_are_unparseable_and_never_break_a_receipt(settings) -> None:
+    """A value holding a control character (NUL included) is C02/A02, says so, and shows it as U+FFFD:
+    the receipt workbook is written (openpyxl refuses control characters) and no warehouse table,
+    on either backend, holds one (PostgreSQL text cannot hold NUL)."""
+    r = send(settings, [course("C1", title="素養\x01導向"), course("C2", organizer="師大\x00"), course("C3"),
+                        course("C4\x02", title="研習")],
+             [attendee("C3", IDS[0], name="王\x07明"), attendee("C3", IDS[1], school_code="42360\x1f"),
+              attendee("C3", IDS[2]), attendee("C3", IDS[3])])
+    assert r["status"] == "loaded"
+    assert rules_of(r, "course", 2) == {("C02", "title")}
+    assert rules_of(r, "course", 3) == {("C02", "organizer")}
+    assert rules_of(r, "course", 5) == {("C02", "course_code")}
+    assert rules_of(r, "attendance", 2) == {("A02", "name")}
+    assert rules_of(r, "attendance", 3) == {("A02", "school_code")}
+    assert r["courses"]["accepted"] == 1 and r["attendance"]["accepted"] == 2
+    by_row = {(f["record"], f["row"]): f for f in r["findings"] if f["row"]}
+    title = by_row[("course", 2)]
+    assert "「素養\ufffd導向」（含控制字元）" in title["message_zh"]
+    assert title["message_en"].endswith("(holds a control character)")
+    name = by_row[("attendance", 2)]
+    assert name["message_zh"].endswith("含控制字元") and "王" not in name["message_zh"] + name["message_en"]
+    assert by_row[("course", 5)]["course_code"] == "C4\ufffd"
+    control = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+    receipt_file = json.loads(Path(r["receipt_files"][0]).read_text(encoding="utf-8"))
+    assert receipt_file["findings"] == r["findings"]
+    assert not any(control.search(f["message_zh"] + f["message_en"] + (f["course_code"] or ""))
+                   for f in r["findings"])
+    findings_sheet = load_workbook(r["receipt_files"][1], read_only=True)["檢核結果 Findings"]
+    shown = [row[6] for row in findings_sheet.iter_rows(min_row=2, values_only=True)]
+    assert any("「素養\ufffd導向」" in (m or "") for m in shown)
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT course_code, title FROM courses").fetchall() == [("C3", course("C3")["title"])]
+        stored = wh.con.execute("SELECT message_zh FROM findings WHERE rule = 'C02'").fetchall()
+        assert sorted(m for (m,) in stored)[0].count("\ufffd") >= 1 and not any(control.search(m) for (m,) in stored)

@@ -10,7 +10,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
 from inservice.corrections.apply import REASONS, STATUS_ZH
-from inservice.receipts import Staged, stage_receipt
+from inservice.receipts import Staged, cells, stage_receipt
 
 CHANGE_HEADERS = [("列", "Row"), ("單位代碼", "Unit"), ("研習代碼", "Course"), ("修改欄位", "Field"),
                   ("原內容", "Original"), ("修改後內容", "New"), ("核定機關", "Authority"), ("核定文號", "Letter"),
@@ -42,7 +42,7 @@ def _workbook(receipt: dict) -> Workbook:
                                        f"{rows['already_applied']}"),
         *(("說明 Note", n) for n in receipt["notes"]),
     ]:
-        summary.append([label, value])
+        summary.append(cells([label, value]))
     sheet = wb.create_sheet("更正結果 Changes")
     for i, w in enumerate(WIDTHS):
         sheet.column_dimensions[chr(ord("A") + i)].width = w
@@ -56,7 +56,7 @@ def _workbook(receipt: dict) -> Workbook:
     for c in receipt["changes"]:
         reason = f"{c['reason']} {REASONS[c['reason']][0]}" if c["reason"] else ""
         warn = "".join(f"\n警告 {w}" for w in c["warnings"])
-        sheet.append([c["row"], c["unit_code"], c["course_code"], c["field"], c["original"], c["new"],
-                      c["authority"], c["letter_no"], f"{STATUS_ZH[c['status']]} {c['status']}", reason,
-                      c["message_zh"] + warn, c["message_en"]])
+        sheet.append(cells([c["row"], c["unit_code"], c["course_code"], c["field"], c["original"], c["new"],
+                            c["authority"], c["letter_no"], f"{STATUS_ZH[c['status']]} {c['status']}", reason,
+                            c["message_zh"] + warn, c["message_en"]]))
     return wb

@@ -50,7 +50,7 @@ from inservice.receipts import discard, publish, stage_receipt, write_json
 from inservice.schemas.fields import ATTENDANCE
 from inservice.validations import normalize
 from inservice.validations.engine import Context, Validated, WarehouseState, validate
-from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
+from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse import ddl
 from inservice.warehouse.store import Unit, Warehouse, failpoint
@@ -402,9 +402,8 @@ class FeedRunner:
 
     def _refuse(self, run: _Run, refusal: UploadRefused) -> None:
         receipt = run.receipt
-        extra = getattr(refusal, "findings", None) or [refusal.finding()]
-        extra = [{**f, "id_masked": None} for f in extra]
-        run.findings.add(extra)
+        table = findings_from_dicts(getattr(refusal, "findings", None) or [refusal.finding()])
+        run.findings.add([{**f, "id_masked": None} for f in table.to_pylist()])
         receipt["findings_total"] = run.findings.total
         receipt["refusal"] = refusal.rule
         receipt["feed"]["complete"] = False
@@ -417,8 +416,6 @@ class FeedRunner:
                 receipt[part] = {k: receipt[part][k] + counts[part][k] for k in counts[part]}
         upload_id = run.base_id if run.committed == 0 else f"{run.base_id}-{run.committed + 1}"
         upload = self._upload_row(run, upload_id, "refused", refusal.rule, counts) if run.unit_row else {}
-        table = pa.Table.from_pylist([{k: f.get(k) for k in FINDINGS_SCHEMA.names} for f in extra],
-                                     schema=FINDINGS_SCHEMA)
         self._commit(run, upload, table, None)
 
     # --- records and names ---------------------------------------------------------------------

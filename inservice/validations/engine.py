@@ -117,7 +117,7 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
         v = _national_ids(values)
         return v, _none(len(v)), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
-    bad = _none(len(v))
+    bad = normalize.has_control(v)
     if f.max_len:
         bad = pc.or_(bad, pc.fill_null(pc.greater(pc.utf8_length(v), f.max_len), False))
     if f.pattern:
@@ -148,12 +148,30 @@ def _parse_values(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.
 
 
 def _show(values: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise("「", pc.utf8_slice_codeunits(values, 0, 40), "」", "")
+    return pc.binary_join_element_wise("「", normalize.printable(pc.utf8_slice_codeunits(values, 0, 40)), "」", "")
 
 
 def _shown(values: pa.Array):
     """A lazy detail: the offending values, quoted, built only for the selected rows."""
     return lambda idx: _show(pc.take(values, idx))
+
+
+_CONTROL_NOTE = {"zh": ("（含控制字元）", "含控制字元"),
+                 "en": (" (holds a control character)", "holds a control character")}
+
+
+def _value_detail(values: pa.Array, personal: bool, lang: str):
+    """A field rule's lazy detail: the value quoted (never a personal one), and a note when it holds
+    a control character — shown as U+FFFD, which alone would not tell the unit what is wrong."""
+    after_value, alone = _CONTROL_NOTE[lang]
+
+    def detail(idx: pa.Array) -> pa.Array:
+        picked = pc.take(values, idx)
+        control = normalize.has_control(picked)
+        if personal:
+            return pc.if_else(control, alone, "")
+        return pc.binary_join_element_wise(_show(picked), pc.if_else(control, after_value, ""), "")
+    return detail
 
 
 def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
@@ -179,8 +197,8 @@ def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> 
         noted = out.noted_rows(rt.name, f.code)
         if len(noted):  # the reader already said why this cell is bad: say it once
             bad = pc.and_(bad, pc.invert(pc.is_in(rows, noted)))
-        shown = None if f.personal else _shown(src)
-        out.add(rt.name, p + suffix, bad, rows, codes, f, shown, shown)
+        out.add(rt.name, p + suffix, bad, rows, codes, f, _value_detail(src, f.personal, "zh"),
+                _value_detail(src, f.personal, "en"))
     return typed
 
 

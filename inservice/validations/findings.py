@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from inservice.schemas.fields import Field
 from inservice.schemas.rules import RULES
+from inservice.validations.normalize import printable
 
 Detail = str | pa.Array | Callable[[pa.Array], pa.Array] | None
 
@@ -70,9 +71,9 @@ class Findings:
             "field": pa.array([field.code if field else None] * n, pa.string()),
             "rule": pa.array([rule] * n, pa.string()),
             "severity": pa.array([r.severity] * n, pa.string()),
-            "course_code": pc.filter(course_codes, where).cast(pa.string()),
-            "message_zh": pc.binary_join_element_wise(zh_head, sep_z, dz, ""),
-            "message_en": pc.binary_join_element_wise(en_head, sep_e, de, ""),
+            "course_code": printable(pc.filter(course_codes, where).cast(pa.string())),
+            "message_zh": printable(pc.binary_join_element_wise(zh_head, sep_z, dz, "")),
+            "message_en": printable(pc.binary_join_element_wise(en_head, sep_e, de, "")),
         }, schema=SCHEMA))
 
     def only(self, record: str, rows: pa.Array, rule: str) -> None:
@@ -100,7 +101,7 @@ class Findings:
     def table(self) -> pa.Table:
         parts = list(self._parts)
         if self._dicts:
-            parts.append(pa.Table.from_pylist(self._dicts, schema=SCHEMA))
+            parts.append(from_dicts(self._dicts))
         if not parts:
             return SCHEMA.empty_table()
         t = pa.concat_tables(parts)
@@ -109,6 +110,15 @@ class Findings:
         t = t.append_column("_rank", rank)
         t = t.sort_by([("_rank", "ascending"), ("row", "ascending"), ("rule", "ascending")])
         return t.drop_columns(["_rank"])
+
+
+def from_dicts(findings: list[dict]) -> pa.Table:
+    """Findings given as dicts (readers' notes, whole-upload refusals), their text made printable:
+    a value quoted from a file may hold control characters, which no receipt or warehouse takes."""
+    table = pa.Table.from_pylist([{k: f.get(k) for k in SCHEMA.names} for f in findings], schema=SCHEMA)
+    for name in ("course_code", "message_zh", "message_en"):
+        table = table.set_column(SCHEMA.get_field_index(name), name, printable(table[name]))
+    return table
 
 
 def error_rows(findings: pa.Table, record: str) -> pa.Array:

@@ -7,6 +7,8 @@ is a separate rule (C01/A01).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +22,28 @@ def clean_text(values: pa.Array) -> pa.Array:
     """Trim white space (full-width space included); empty becomes null. Free text is not folded."""
     trimmed = pc.utf8_trim_whitespace(values)
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+# C0 control characters other than tab, line feed and carriage return: no text in the spec's formats
+# holds them (XML 1.0 cannot, workbooks refuse them, PostgreSQL text cannot hold NUL). A value that
+# does is unparseable (C02/A02); wherever such a value is shown, each one becomes U+FFFD.
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+_CONTROL_RE = re.compile(CONTROL)
+REPLACEMENT = "\ufffd"
+
+
+def has_control(values: pa.Array) -> pa.Array:
+    """Values holding a control character (null → false)."""
+    return pc.fill_null(pc.match_substring_regex(values, CONTROL), False)
+
+
+def printable(values: pa.Array) -> pa.Array:
+    """Control characters replaced by U+FFFD: safe for receipts, workbooks and every warehouse."""
+    return pc.replace_substring_regex(values, CONTROL, REPLACEMENT)
+
+
+def printable_text(value: str) -> str:
+    return _CONTROL_RE.sub(REPLACEMENT, value)
 
 
 def nfkc(values: pa.Array) -> pa.Array:
