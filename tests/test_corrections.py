@@ -209,6 +209,24 @@ def test_each_refusal_reason_and_only_the_good_rows_are_applied(loaded: Settings
                                                                                           ("refused", 14)]
 
 
+def test_a_control_character_refuses_its_row_and_is_shown_printable(loaded: Settings) -> None:
+    """A cell holding a control character (Excel's `_x0000_`): that row is refused; the receipt's
+    workbook is written and the audit trail holds U+FFFD (PostgreSQL text cannot hold NUL)."""
+    rows = [row("C1", "研習名稱", "素養導向教學設計工作坊C1", "新_x0000_名稱"),  # 2
+            row("C1", "研習名稱", "素養導向教學設計工作坊C1", "正確名稱")]  # 3
+    rows[0][5] = "教育_x0001_部"
+    r = apply(loaded, book(loaded.inbox / "_corrections" / "control.xlsx", rows))
+    got = {n: (c["status"], c["reason"]) for n, c in by_row(r).items()}
+    assert got == {2: ("refused", "control_character"), 3: ("applied", None)}
+    refused = by_row(r)[2]
+    assert refused["new"] == "新\ufffd名稱" and refused["authority"] == "教育\ufffd部"
+    assert "修改後內容" in refused["message_zh"] and "核定機關" in refused["message_zh"]
+    assert Path(r["receipt_files"][1]).stat().st_size > 0
+    assert c1(loaded, "title") == ("正確名稱",)
+    assert q(loaded, "SELECT new_value, authority FROM corrections WHERE status = 'refused'") == [
+        ("新\ufffd名稱", "教育\ufffd部")]
+
+
 def test_the_same_workbook_twice_applies_nothing_twice(loaded: Settings) -> None:
     rows = [row("C1", "研習名稱", "素養導向教學設計工作坊C1", "新名稱")]
     path = book(loaded.inbox / "_corrections" / "once.xlsx", rows)

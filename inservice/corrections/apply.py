@@ -35,6 +35,7 @@ from inservice.receipts import discard, publish
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field
 from inservice.validations import national_id
 from inservice.validations.engine import ATTENDANCE_CONTENT, Context, _parse, validate
+from inservice.validations.normalize import holds_control, printable_text
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse import ddl
 from inservice.warehouse.store import ROW_JSON, Source, Warehouse, failpoint
@@ -65,6 +66,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "id_mismatch": ("原內容與修改後內容的身分證字號不同", "原內容 and 修改後內容 name different IDs"),
     "unknown_teacher": ("名單查無此教師", "the teacher is not on the course's list"),
     "already_listed": ("該教師已在名單中", "the teacher is already on the course's list"),
+    "control_character": ("欄位值含控制字元", "a value holds a control character"),
 }
 STATUS_ZH = {"applied": "已更正", "refused": "不予更正", "already_applied": "先前已更正（未重複套用）",
              "processed": "已處理", "duplicate": "重複收件（未再處理）", "refused_whole": "整份退件"}
@@ -104,6 +106,11 @@ class Decision:
         for internal in ("row_key", "teacher_key"):  # the audit table keeps them; a receipt needs neither
             out.pop(internal)
         return out
+
+
+CELLS = ("unit_code", "course_code", "field", "original", "new", "authority", "letter_no", "letter_date")
+SHOWN = ("unit_code", "course_code", "field", "original", "new", "authority", "letter_no", "message_zh",
+         "message_en")
 
 
 class Refused(Exception):
@@ -228,9 +235,16 @@ class CorrectionRun:
             d.refuse(exc.reason, exc.zh, exc.en)
         d.message_zh, d.message_en = self._masked(d.message_zh), self._masked(d.message_en)
         d.field = self._masked(d.field)
+        for name in SHOWN:  # the audit table (PostgreSQL text cannot hold NUL) and the receipt's workbook
+            value = getattr(d, name)
+            if isinstance(value, str):
+                setattr(d, name, printable_text(value))
         return d
 
     def _decide(self, r: CorrectionRow, d: Decision) -> None:
+        control = [LABELS[c] for c in CELLS if holds_control(getattr(r, c))]
+        if control:
+            raise Refused("control_character", "、".join(control), ", ".join(control))
         missing = [LABELS[c] for c in ("unit_code", "course_code", "field", "authority", "letter_no", "letter_date")
                    if getattr(r, c) is None]
         resolved = resolve_field(r.field) if r.field else None

@@ -46,6 +46,10 @@ def printable_text(value: str) -> str:
     return _CONTROL_RE.sub(REPLACEMENT, value)
 
 
+def holds_control(value: str | None) -> bool:
+    return value is not None and _CONTROL_RE.search(value) is not None
+
+
 def nfkc(values: pa.Array) -> pa.Array:
     """NFKC, skipped when the column is plain ASCII (the usual case for codes: NFKC is costly)."""
     if pc.all(pc.string_is_ascii(values)).as_py() in (True, None):
