@@ -148,7 +148,8 @@ def _parse_values(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.
 
 
 def _show(values: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise("「", normalize.printable(pc.utf8_slice_codeunits(values, 0, 40)), "」", "")
+    """Values quoted for a message (Findings makes every message printable)."""
+    return pc.binary_join_element_wise("「", pc.utf8_slice_codeunits(values, 0, 40), "」", "")
 
 
 def _shown(values: pa.Array):
