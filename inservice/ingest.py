@@ -7,6 +7,7 @@ F04) and the first failure refuses the upload; then row rules, then one atomic m
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,10 @@ from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse.store import Unit, Warehouse
 
+# [0-9], not \d: "２０１７" or "٢٠١٧" are digits to Python's \d but no data month
 FILE_NAME = re.compile(
-    r"^(?P<unit>[A-Z][A-Z0-9]{3,9})_(?P<year>\d{4})(?P<month>\d{2})(?:_(?P<n>[1-9]\d*))?\.(?P<ext>[A-Za-z]+)$")
+    r"^(?P<unit>[A-Z][A-Z0-9]{3,9})_(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?:_(?P<n>[1-9][0-9]*))?\.(?P<ext>[A-Za-z]+)$")
+YEARS = range(1912, 9999)  # ROC year 1 on; the last month's deadline must be a date
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class FileName:
 
 def parse_file_name(name: str) -> FileName:
     m = FILE_NAME.match(name)
-    if not m or m["ext"].lower() not in {e[1:] for e in FILE_EXTENSIONS} or not 1 <= int(m["month"]) <= 12:
+    if not m or m["ext"].lower() not in {e[1:] for e in FILE_EXTENSIONS} or not 1 <= int(m["month"]) <= 12 \
+            or int(m["year"]) not in YEARS:
         raise UploadRefused("F03", f"檔名「{name}」不符 <單位代碼>_<YYYYMM>[_<n>].<副檔名>",
                             f"file name '{name}' is not <unit_code>_<YYYYMM>[_<n>].<ext>")
     return FileName(m["unit"], f"{m['year']}-{m['month']}")
@@ -137,7 +141,8 @@ class Ingestor:
         force on the day of the re-run, and the upload id is marked `-rerun<time>`."""
         path = Path(path)
         received = as_received_at(received_at)
-        inbox_unit = unit or path.resolve().parent.name
+        # the folder it sits in, as named (not where a link points; resolving a link loop raises)
+        inbox_unit = unit or Path(os.path.abspath(path)).parent.name
         receipt = {
             "file": path.name, "unit": inbox_unit, "month": None, "status": "refused", "refusal": None,
             "received_at": received.isoformat(), "on_time": None,
@@ -187,6 +192,9 @@ class Ingestor:
 
     def _process(self, path: Path, received: datetime, inbox_unit: str, receipt: dict,
                  found: dict[str, Unit], rerun: bool = False) -> Validated:
+        if not path.is_file():  # gone, a folder, a pipe (reading it would wait forever), a device, a link loop
+            raise UploadRefused("F01", f"「{path.name}」不存在或不是一般檔案",
+                                f"'{path.name}' is missing or not a regular file")
         ext = path.suffix.lower()
         if ext not in FILE_EXTENSIONS:
             raise UploadRefused("F02", f"不支援的副檔名「{path.suffix}」", f"unknown format '{path.suffix}'")
@@ -259,14 +267,28 @@ class Ingestor:
             return Path(receipt["receipt_files"][0]), Path(receipt["receipt_files"][1])
         stamp = datetime.fromisoformat(receipt["received_at"]).astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
         folder = self.settings.outbox / receipt["unit"]
+        name = receipt_stem(receipt["file"])
         n, suffix = 1, ""
-        while (folder / f"{receipt['file']}.{stamp}{suffix}.receipt.json").exists():
+        while (folder / f"{name}.{stamp}{suffix}.receipt.json").exists():
             n += 1
             suffix = f"-{n}"
-        base = f"{receipt['file']}.{stamp}{suffix}.receipt"
+        base = f"{name}.{stamp}{suffix}.receipt"
         receipt["receipt_files"] = [str(folder / f"{base}.json"), str(folder / f"{base}.xlsx")]
         return folder / f"{base}.json", folder / f"{base}.xlsx"
 
+
+
+NAME_BYTES = 160  # of a receipt's name taken from the file's: with stamp, counter and temp suffix < 255
+
+
+def receipt_stem(file_name: str) -> str:
+    """The file's name, or for a very long one its start and a hash of the whole: a receipt's name
+    must fit the file system's 255 bytes, else its receipt could not be written after the load."""
+    raw = file_name.encode("utf-8", "surrogateescape")
+    if len(raw) <= NAME_BYTES:
+        return file_name
+    head = raw[:NAME_BYTES - 17].decode("utf-8", "ignore")
+    return f"{head}~{hashlib.sha256(raw).hexdigest()[:16]}"
 
 
 def public_receipt(receipt: dict) -> dict:

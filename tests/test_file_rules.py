@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import zipfile
 from datetime import date
@@ -42,12 +43,41 @@ def test_f02_unknown_format(settings) -> None:
 
 
 @pytest.mark.parametrize("name", ["T001_2017.xlsx", "t001_201705.xlsx", "T001_201713.xlsx", "T001-201705.xlsx",
-                                  "T001_201705_0.xlsx", "T001_201705_x.xlsx", "T001_2017\x0105.xlsx"])
+                                  "T001_201705_0.xlsx", "T001_201705_x.xlsx", "T001_2017\x0105.xlsx",
+                                  "T001_999912.xlsx", "T001_000001.xlsx", "T001_１９９９０１.xlsx",
+                                  "T001_２０１７０５.xlsx", "T001_" + "x" * 240 + ".xlsx"])
 def test_f03_bad_file_name(settings, name: str) -> None:
     p = write_xlsx(settings.inbox / "T001" / name, GOOD_C, GOOD_A)
     r = ingest(settings, p)
     assert_refused(settings, r, "F03")
     assert all(Path(f).stat().st_size for f in r["receipt_files"])  # a control character in the name too
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing", "pipe", "link loop"])
+def test_f01_not_a_regular_file(settings, kind: str) -> None:
+    """What sits in an inbox under an upload's name but is no file: refused, never a crash or a hang
+    (a named pipe would block the read forever)."""
+    p = settings.inbox / "T001" / "T001_201705.xlsx"
+    p.parent.mkdir(parents=True)
+    if kind == "folder":
+        p.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(p)
+    elif kind == "link loop":
+        p.symlink_to(p)
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F01")
+    assert "not a regular file" in r["findings"][0]["message_en"]
+    assert all(Path(f).stat().st_size for f in r["receipt_files"])
+
+
+def test_a_long_legal_name_loads_and_gets_its_receipts(settings) -> None:
+    """A name at the file system's limit is legal; its receipts' names are shortened with a hash,
+    else they could not be written once the rows were committed."""
+    name = "T001_201705_" + "9" * 230 + ".xlsx"
+    r = ingest(settings, write_xlsx(settings.inbox / "T001" / name, GOOD_C, GOOD_A))
+    assert r["status"] == "loaded" and r["file"] == name
+    assert all(Path(f).stat().st_size and len(Path(f).name.encode()) < 255 for f in r["receipt_files"])
 
 
 def test_file_name_variants_accepted(settings) -> None:
