@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+import subprocess
+import sys
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -150,6 +153,53 @@ def test_f09_limits_before_parsing(settings, tmp_path: Path) -> None:
     p = write_xlsx(settings.inbox / "T001" / "T001_201707.xlsx", GOOD_C, GOOD_A)
     [r] = ingest_paths([p], small, RECEIVED)
     assert_refused(settings, r, "F09")
+
+
+ENTITY = '<!DOCTYPE Transmission [<!ENTITY t "X">]>\n'
+
+
+@pytest.mark.parametrize("hide", ["a 1 MiB comment first", "a comment holding markup", "a processing instruction"])
+def test_f09_a_dtd_never_reaches_the_parser(settings, hide: str) -> None:
+    """However the DOCTYPE is preceded, it is found: an internal entity under XSD validation crashes
+    lxml 6.2 outright (SIGSEGV), so none may reach it. Run in a child: a crash must fail the test."""
+    before = {"a 1 MiB comment first": "<!--" + "x" * (1 << 20) + "-->\n",
+              "a comment holding markup": "<!-- <Transmission> -->", "a processing instruction": "<?x <a ?>"}[hide]
+    p = write_xml(settings.inbox / "T001" / "T001_201705.xml", [course("C1", title="&t;")], [],
+                  prolog=before + ENTITY)
+    p.write_bytes(p.read_bytes().replace(b"&amp;t;", b"&t;"))
+    assert ingest_in_child(settings, p) == ["refused", "F09"]
+
+
+def ingest_in_child(settings, path: Path) -> list:
+    """[status, refusal] of an ingest run in its own process: a crash of the process (a signal) or a
+    hang (the timeout) fails the test instead of killing or stalling the suite."""
+    code = ("import sys, json; from inservice.ingest import ingest_paths; from inservice.config import Settings; "
+            f"r = ingest_paths([sys.argv[1]], Settings.from_env(sys.argv[2]), {RECEIVED!r})[0]; "
+            "print(json.dumps([r['status'], r['refusal']]))")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(settings.home)], capture_output=True,
+                          text=True, timeout=120)  # environment inherited: this test's warehouse
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_xml_other_encodings_pis_and_root_attributes(settings) -> None:
+    """§2.4: UTF-8 or Big5. UTF-16 is F01 before the parser decodes it (a DOCTYPE in it would pass a
+    byte scan); a processing instruction inside a field does not cut its text; a root with thousands
+    of attributes is refused by the XSD quickly (copying them all was quadratic)."""
+    inbox = settings.inbox / "T001"
+    p = write_xml(inbox / "T001_201705.xml", GOOD_C, GOOD_A)
+    p.write_bytes(p.read_text(encoding="utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16"))
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F01")
+    assert "UTF-8 or Big5" in r["findings"][0]["message_en"]
+    p = write_xml(inbox / "T001_201706.xml", [course("C1")], [attendee("C1", IDS[0])])
+    p.write_bytes(p.read_bytes().replace(b"<course_code>C1</course_code>", b"<course_code>C<?x y?>1</course_code>"))
+    r = ingest(settings, p)
+    assert r["status"] == "loaded" and r["findings"] == [], r["findings"]
+    p = write_xml(inbox / "T001_201707.xml", GOOD_C, GOOD_A)
+    attrs = " ".join(f'a{i}="x"' for i in range(200_000))
+    p.write_bytes(p.read_bytes().replace(b'specVersion="1.0"', f'specVersion="1.0" {attrs}'.encode()))
+    assert ingest_in_child(settings, p) == ["refused", "F07"]  # it took minutes
 
 
 def test_f01_unreadable(settings) -> None:

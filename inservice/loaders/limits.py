@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
+import mmap
 import zipfile
 from pathlib import Path
 
 from inservice.config import Limits
 from inservice.loaders.base import UploadRefused
-
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-_FIRST_ELEMENT = re.compile(rb"<[A-Za-z_]")
 
 
 def check_limits(path: Path, ext: str, limits: Limits) -> None:
@@ -39,12 +36,35 @@ def _check_zip(path: Path, size: int, limits: Limits) -> None:
 
 
 def _check_xml_prolog(path: Path) -> None:
-    """A DTD can only stand before the root element: scan the prolog (and a little more)."""
+    """No DTD may reach the parser (lxml 6.2 crashes on an internal entity under XSD validation), so
+    the whole prolog is read, however long, up to the root element: the XML declaration, comments,
+    processing instructions and white space pass; a DOCTYPE (or any other `<!`) is F09. §2.4 allows
+    UTF-8 and Big5 only, which keep markup as ASCII bytes; a file that does not start with markup in
+    them (UTF-16 or -32, EBCDIC, anything else) is F01 before the parser could decode it its own way."""
     with path.open("rb") as fh:
-        head = fh.read(1 << 20)
-    # Big5/UTF-8 keep ASCII markup bytes as they are, so a byte scan is enough for the prolog
-    first = _FIRST_ELEMENT.search(head)
-    prolog = head if first is None else head[: first.start()]
-    if _DTD.search(prolog) or _DTD.search(head):
-        raise UploadRefused("F09", "XML 含 DOCTYPE 或實體宣告，不予處理",
-                            "the XML declares a DOCTYPE or entities, which are not allowed")
+        if fh.read(1) == b"":
+            return  # empty: the parser refuses it as F01
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            _scan_prolog(data)
+
+
+def _scan_prolog(data: mmap.mmap) -> None:
+    pos = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark
+    while True:
+        while pos < len(data) and data[pos:pos + 1] in b" \t\r\n":
+            pos += 1
+        if data[pos:pos + 1] != b"<" or data[pos + 1:pos + 2] == b"\0":
+            raise UploadRefused("F01", "XML 須為 UTF-8 或 Big5 編碼，並以標記開始",
+                                "the XML must be encoded in UTF-8 or Big5 and start with markup")
+        if data[pos:pos + 4] == b"<!--":
+            end, skip = data.find(b"-->", pos + 4), 3
+        elif data[pos:pos + 2] == b"<?":
+            end, skip = data.find(b"?>", pos + 2), 2
+        elif data[pos:pos + 2] == b"<!":
+            raise UploadRefused("F09", "XML 含 DOCTYPE 或實體宣告，不予處理",
+                                "the XML declares a DOCTYPE or entities, which are not allowed")
+        else:
+            return  # the root element: no DTD can follow
+        if end < 0:
+            return  # an unclosed comment or declaration: the parser refuses it as F01
+        pos = end + skip

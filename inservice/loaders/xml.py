@@ -59,19 +59,21 @@ def read_xml(path: Path) -> RawUpload:
     try:
         # resolve_entities="internal" (lxml's default), not False: external entities are never
         # loaded either way, and internal ones need a DOCTYPE, which F09 refuses before parsing.
+        # remove_pis: a processing instruction inside a field would cut its text short.
         # With False, lxml 6.2 (libxml2 2.14) reports every syntax error as "no element found
         # (line 0)" and closes the open elements of a truncated file as if it were whole.
         parser = etree.iterparse(
             str(path), events=("start", "end"), schema=schema(), resolve_entities="internal",
-            load_dtd=False, no_network=True, huge_tree=False, remove_comments=True,
+            load_dtd=False, no_network=True, huge_tree=False, remove_comments=True, remove_pis=True,
         )
         depth = 0
         complete = False
         for event, element in parser:
             if event == "start":
                 depth += 1
-                if depth == 1:
-                    meta = {k: v for k, v in element.attrib.items()}
+                if depth == 1:  # the one attribute read (copying thousands of them is quadratic in lxml)
+                    unit = element.get("unit")
+                    meta = {} if unit is None else {"unit": unit}
                 continue
             depth -= 1
             if depth == 0:
