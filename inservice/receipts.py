@@ -16,8 +16,10 @@ from typing import BinaryIO, Protocol
 from xml.sax.saxutils import escape
 
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from inservice.validations.normalize import printable_text
 
@@ -132,7 +134,7 @@ def _save_upload_workbook(receipt: dict, path: Path) -> None:
 
 _FINDINGS_PART = "xl/worksheets/sheet2.xml"  # the second sheet openpyxl writes: the findings
 _COLUMNS = "ABCDEFGH"
-_PLAIN_TEXT = re.compile(r"[^\x00-\x08\x0b\x0c\x0d\x0e-\x1f]+")  # openpyxl refuses control characters
+_PLAIN_TEXT = re.compile(r"[^\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]+")  # else the openpyxl way
 
 
 def _finding_row(f: dict) -> list:
@@ -178,7 +180,7 @@ def _workbook(receipt: dict) -> Workbook:
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
     for label, value in rows:
-        summary.append(cells([label, value]))
+        summary.append(cells(summary, [label, value]))
     findings = wb.create_sheet("檢核結果 Findings")
     widths = [8, 12, 16, 8, 10, 18, 60, 60]
     for i, w in enumerate(widths):
@@ -186,18 +188,26 @@ def _workbook(receipt: dict) -> Workbook:
     findings.freeze_panes = "A2"
     header = []
     for zh, en in FINDING_HEADERS:
-        from openpyxl.cell import WriteOnlyCell
-
         cell = WriteOnlyCell(findings, value=f"{zh} {en}" if zh != en else zh)
         cell.font = bold
         header.append(cell)
     findings.append(header)
     for f in receipt["findings"]:
-        findings.append(cells(_finding_row(f)))
+        findings.append(cells(findings, _finding_row(f)))
     return wb
 
 
-def cells(values: list) -> list:
-    """A row's values as a workbook takes them: openpyxl refuses control characters (a file name or a
-    correction's value may hold one), so they are shown as U+FFFD instead of failing the receipt."""
-    return [printable_text(v) if isinstance(v, str) else v for v in values]
+def cells(sheet: WriteOnlyWorksheet, values: list) -> list:
+    """A row's values as a receipt shows them: control characters as U+FFFD (openpyxl refuses them; a
+    file name or a correction's value may hold one), and text that starts with `=` as text, never a
+    formula (a course code like `=HYPERLINK(…)` would otherwise run in the unit's Excel)."""
+    out = []
+    for value in values:
+        if isinstance(value, str):
+            value = printable_text(value)
+            if value.startswith("="):
+                cell = WriteOnlyCell(sheet, value=value)
+                cell.data_type = "s"
+                value = cell
+        out.append(value)
+    return out

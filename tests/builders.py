@@ -73,6 +73,9 @@ def write_xlsx(path: Path, courses: list[dict], attendance: list[dict], by: str 
         ws.append(headers)
         for r in rows:
             ws.append([_excel_text(r.get(c)) for c in codes])
+            for cell in ws[ws.max_row]:  # text that starts with "=" stays text, as a cell typed '=… is
+                if isinstance(cell.value, str) and cell.value.startswith("="):
+                    cell.data_type = "s"
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
     return path

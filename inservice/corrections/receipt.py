@@ -42,7 +42,7 @@ def _workbook(receipt: dict) -> Workbook:
                                        f"{rows['already_applied']}"),
         *(("說明 Note", n) for n in receipt["notes"]),
     ]:
-        summary.append(cells([label, value]))
+        summary.append(cells(summary, [label, value]))
     sheet = wb.create_sheet("更正結果 Changes")
     for i, w in enumerate(WIDTHS):
         sheet.column_dimensions[chr(ord("A") + i)].width = w
@@ -56,7 +56,7 @@ def _workbook(receipt: dict) -> Workbook:
     for c in receipt["changes"]:
         reason = f"{c['reason']} {REASONS[c['reason']][0]}" if c["reason"] else ""
         warn = "".join(f"\n警告 {w}" for w in c["warnings"])
-        sheet.append(cells([c["row"], c["unit_code"], c["course_code"], c["field"], c["original"], c["new"],
+        sheet.append(cells(sheet, [c["row"], c["unit_code"], c["course_code"], c["field"], c["original"], c["new"],
                             c["authority"], c["letter_no"], f"{STATUS_ZH[c['status']]} {c['status']}", reason,
                             c["message_zh"] + warn, c["message_en"]]))
     return wb

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from inservice.schemas.fields import Field
 from inservice.schemas.rules import RULES
+from inservice.validations import national_id
 from inservice.validations.normalize import printable
 
 Detail = str | pa.Array | Callable[[pa.Array], pa.Array] | None
@@ -71,9 +72,9 @@ class Findings:
             "field": pa.array([field.code if field else None] * n, pa.string()),
             "rule": pa.array([rule] * n, pa.string()),
             "severity": pa.array([r.severity] * n, pa.string()),
-            "course_code": printable(pc.filter(course_codes, where).cast(pa.string())),
-            "message_zh": printable(pc.binary_join_element_wise(zh_head, sep_z, dz, "")),
-            "message_en": printable(pc.binary_join_element_wise(en_head, sep_e, de, "")),
+            "course_code": shown(pc.filter(course_codes, where).cast(pa.string())),
+            "message_zh": shown(pc.binary_join_element_wise(zh_head, sep_z, dz, "")),
+            "message_en": shown(pc.binary_join_element_wise(en_head, sep_e, de, "")),
         }, schema=SCHEMA))
 
     def only(self, record: str, rows: pa.Array, rule: str) -> None:
@@ -112,12 +113,18 @@ class Findings:
         return t.drop_columns(["_rank"])
 
 
+def shown(text: pa.Array) -> pa.Array:
+    """What a finding may show of a value quoted from an upload: printable (no control character, which
+    no receipt or warehouse takes) and with every ID-shaped token masked (an ID typed into another
+    column must not reach the analysts' `findings` or a receipt whole)."""
+    return printable(national_id.mask_in_text(text))
+
+
 def from_dicts(findings: list[dict]) -> pa.Table:
-    """Findings given as dicts (readers' notes, whole-upload refusals), their text made printable:
-    a value quoted from a file may hold control characters, which no receipt or warehouse takes."""
+    """Findings given as dicts (readers' notes, whole-upload refusals), their text made `shown`."""
     table = pa.Table.from_pylist([{k: f.get(k) for k in SCHEMA.names} for f in findings], schema=SCHEMA)
     for name in ("course_code", "message_zh", "message_en"):
-        table = table.set_column(SCHEMA.get_field_index(name), name, printable(table[name]))
+        table = table.set_column(SCHEMA.get_field_index(name), name, shown(table[name]))
     return table
 
 

@@ -12,6 +12,13 @@ LETTER_VALUES = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ",
                           28, 29, 32, 30, 31, 33), strict=True))
 # National ID: second digit 1/2; new resident certificate (2021): 8/9; old one: a letter A–D.
 SHAPE = r"^[A-Z]([1289]|[A-D])[0-9]{8}$"
+# An ID-shaped token inside any text (an ID typed into another column and quoted in a finding),
+# full-width and lower case too; masked as `mask` does, first 3 and last 2 characters kept.
+IN_TEXT = r"([A-Za-zＡ-Ｚａ-ｚ][0-9A-Da-d０-９Ａ-Ｄａ-ｄ][0-9０-９])[0-9０-９]{5}([0-9０-９]{2})"
+
+
+def mask_in_text(values: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(values, IN_TEXT, r"\1*****\2")
 
 
 def checksum_ok_scalar(value: str) -> bool:

@@ -24,11 +24,12 @@ def clean_text(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
 
-# C0 control characters other than tab, line feed and carriage return: no text in the spec's formats
-# holds them (XML 1.0 cannot, workbooks refuse them, PostgreSQL text cannot hold NUL). A value that
-# does is unparseable (C02/A02); wherever such a value is shown, each one becomes U+FFFD.
-CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-_CONTROL_RE = re.compile(CONTROL)
+# C0 control characters other than tab, line feed and carriage return, and the noncharacters U+FFFE
+# and U+FFFF (an .xls cell may hold them): no text in the spec's formats holds them (XML 1.0 cannot, a
+# workbook with them is corrupt, PostgreSQL text cannot hold NUL). A value that does is unparseable
+# (C02/A02); wherever such a value is shown, each one becomes U+FFFD. (RE2 and Python spellings.)
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]"
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 REPLACEMENT = "\ufffd"
 
 
