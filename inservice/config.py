@@ -20,6 +20,10 @@ class Limits:
     max_upload_bytes: int = 100 * MiB
     max_xlsx_inflated_bytes: int = 512 * MiB
     max_xlsx_ratio: float = 100.0
+    # a workbook is read in a child process with these (loaders/isolated.py): a native reader asked
+    # for more would abort the whole process, or spin for minutes
+    reader_memory_bytes: int = 2048 * MiB
+    reader_seconds: int = 60  # ~10x a 100 MiB workbook's read here
 
 
 @dataclass(frozen=True)

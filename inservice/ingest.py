@@ -226,7 +226,8 @@ class Ingestor:
         # An Excel file's attendance sheet is read in a thread while the course sheet is checked;
         # leaving the block waits for that read, whatever happened meanwhile.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            raw = read_excel(path, pool) if ext in (".xlsx", ".xls") else reader_for(ext)(path)  # F01, F07
+            raw = (read_excel(path, pool, self.settings.limits) if ext in (".xlsx", ".xls")
+                   else reader_for(ext)(path))  # F01, F07
             root_unit = raw.meta.get("unit")
             if root_unit is not None and root_unit.strip() != name.unit:
                 raise UploadRefused("F04", f"XML 的 unit 屬性「{root_unit}」不是傳報單位 {name.unit}",

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import warnings
+import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -225,6 +226,27 @@ def test_a_control_character_refuses_its_row_and_is_shown_printable(loaded: Sett
     assert c1(loaded, "title") == ("正確名稱",)
     assert q(loaded, "SELECT new_value, authority FROM corrections WHERE status = 'refused'") == [
         ("新\ufffd名稱", "教育\ufffd部")]
+
+
+def test_a_workbook_the_reader_cannot_hold_is_refused_whole(loaded: Settings) -> None:
+    """A cell at XFD1048576 would make calamine abort the whole process: read in a child, the
+    workbook is refused as unreadable and nothing is applied."""
+    path = book(loaded.inbox / "_corrections" / "far.xlsx", [row("C1", "研習名稱", "素養導向教學設計工作坊C1", "新")])
+    with zipfile.ZipFile(path) as z:
+        parts = [(i, z.read(i)) for i in z.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info, data in parts:
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</sheetData>", b'<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x'
+                                                     b"</t></is></c></row></sheetData>")
+            z.writestr(info, data)
+    before = snapshot(loaded)
+    r = apply(loaded, path)
+    assert (r["status"], r["refusal"]) == ("refused", "unreadable")
+    assert any("memory" in n for n in r["notes"])
+    after = snapshot(loaded)
+    assert len(after.pop("correction_workbooks")) == len(before.pop("correction_workbooks")) + 1  # its record
+    assert after == before
 
 
 def test_the_same_workbook_twice_applies_nothing_twice(loaded: Settings) -> None:

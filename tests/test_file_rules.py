@@ -202,6 +202,37 @@ def test_xml_other_encodings_pis_and_root_attributes(settings) -> None:
     assert ingest_in_child(settings, p) == ["refused", "F07"]  # it took minutes
 
 
+def _with_cell(path: Path, ref: str) -> Path:
+    """The workbook with one more cell, at `ref`, in the attendance sheet (the second sheet)."""
+    with zipfile.ZipFile(path) as z:
+        parts = [(i, z.read(i)) for i in z.infolist()]
+    row = "".join(ch for ch in ref if ch.isdigit())
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info, data in parts:
+            if info.filename == "xl/worksheets/sheet2.xml":
+                data = data.replace(b"</sheetData>", f'<row r="{row}"><c r="{ref}" t="inlineStr"><is><t>x</t>'
+                                                     f"</is></c></row></sheetData>".encode())
+            z.writestr(info, data)
+    return path
+
+
+def test_f09_a_workbook_the_reader_cannot_hold_or_finish(settings) -> None:
+    """One cell at XFD1048576 makes calamine ask for 512 GB and abort the process; one far to the
+    right makes it spin for minutes. The read runs in a child under limits: F09, with its receipt,
+    and this process (the run) goes on."""
+    inbox = settings.inbox / "T001"
+    r = ingest(settings, _with_cell(write_xlsx(inbox / "T001_201705.xlsx", GOOD_C, GOOD_A), "XFD1048576"))
+    assert_refused(settings, r, "F09")
+    assert "memory" in r["findings"][0]["message_en"] and all(Path(f).exists() for f in r["receipt_files"])
+    quick = dataclasses.replace(settings, limits=Limits(reader_seconds=2))
+    [r] = ingest_paths([_with_cell(write_xlsx(inbox / "T001_201706.xlsx", GOOD_C, GOOD_A), "ZZZZ5")], quick,
+                       RECEIVED)
+    assert_refused(settings, r, "F09")
+    assert "longer than the limit of 2 s" in r["findings"][0]["message_en"]
+    r = ingest(settings, write_xlsx(inbox / "T001_201707.xlsx", GOOD_C, GOOD_A))
+    assert r["status"] == "loaded"  # the same process, after both
+
+
 def test_f01_unreadable(settings) -> None:
     inbox = settings.inbox / "T001"
     inbox.mkdir(parents=True)

@@ -541,7 +541,7 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
         publish(stage(receipt, json_path, xlsx_path))
         return receipt
     try:
-        book = read_workbook(path)
+        book = read_workbook(path, settings.limits)
     except WorkbookRefused as exc:
         receipt.update(status="refused", refusal=exc.code)
         receipt["notes"].append(f"{exc.zh} / {exc.en}")

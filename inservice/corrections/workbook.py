@@ -14,7 +14,9 @@ from pathlib import Path
 import fastexcel
 import pyarrow as pa
 
-from inservice.loaders.base import fold_header
+from inservice.config import Limits
+from inservice.loaders.base import UploadRefused, fold_header
+from inservice.loaders.isolated import run_isolated
 
 EXTENSIONS = (".xlsx", ".xls")
 SHEET_NAMES = ("修改已結案課程內容申請表", "corrections")
@@ -60,6 +62,9 @@ class WorkbookRefused(Exception):
         super().__init__(f"{code}: {en}")
         self.code, self.zh, self.en = code, zh, en
 
+    def __reduce__(self) -> tuple:  # raised in the reader's child process, re-raised in the parent
+        return (WorkbookRefused, (self.code, self.zh, self.en))
+
 
 def _header_map(cells: list[object]) -> tuple[dict[int, str], list[str]]:
     by_key = {fold_header(k): code for code, label in COLUMNS for k in (code, label)}
@@ -89,8 +94,17 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-def read_workbook(path: Path) -> Workbook:
+def read_workbook(path: Path, limits: Limits | None = None) -> Workbook:
+    """The workbook's change rows, read in a child process (loaders/isolated.py), as uploads are."""
     path = Path(path)
+    what = (f"申請表「{path.name}」", f"the workbook '{path.name}'")
+    try:
+        return run_isolated(_read_workbook, path, limits=limits or Limits(), what=what)
+    except UploadRefused as exc:  # out of memory or time, or the reader died
+        raise WorkbookRefused("unreadable", exc.detail_zh, exc.detail_en) from exc
+
+
+def _read_workbook(path: Path) -> Workbook:
     if path.suffix.lower() not in EXTENSIONS:
         raise WorkbookRefused("format", f"不支援的檔案格式「{path.suffix}」（限 .xlsx、.xls）",
                               f"unknown format '{path.suffix}' (.xlsx or .xls only)")

@@ -33,6 +33,10 @@ class UploadRefused(Exception):
         self.row = row
         self.field = field
 
+    def __reduce__(self) -> tuple:  # pickled whole (a refusal raised in a reader's child process)
+        return (_refusal, (self.rule, self.detail_zh, self.detail_en, self.record, self.row, self.field,
+                           self.__dict__))
+
     def finding(self) -> dict:
         r = RULES[self.rule]
         return {
@@ -40,6 +44,13 @@ class UploadRefused(Exception):
             "severity": "error", "course_code": None,
             "message_zh": f"{r.zh}：{self.detail_zh}", "message_en": f"{r.en}: {self.detail_en}",
         }
+
+
+def _refusal(rule: str, zh: str, en: str, record: str, row: int | None, field: str | None,
+             state: dict) -> UploadRefused:
+    refusal = UploadRefused(rule, zh, en, record=record, row=row, field=field)
+    refusal.__dict__.update(state)
+    return refusal
 
 
 class RawUpload:

@@ -7,6 +7,7 @@ openpyxl stays for writing receipts and workbooks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import fastexcel
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inservice.config import Limits
 from inservice.loaders.base import (
     RawUpload,
     UploadRefused,
@@ -22,6 +24,7 @@ from inservice.loaders.base import (
     fold_header,
     match_headers,
 )
+from inservice.loaders.isolated import isolated
 from inservice.schemas.fields import RECORD_TYPES, RecordType
 
 
@@ -57,23 +60,42 @@ def _read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tu
     return out, extra_columns_note(rt, unknown, f"工作表「{sheet}」")
 
 
-def read_excel(path: Path, pool: Executor | None = None) -> RawUpload:
-    """Both sheets as canonical tables. With `pool`, the attendance sheet — nearly all of a large
-    file — is read there (fastexcel releases the GIL) and comes back pending: the course rules
-    run meanwhile, and `RawUpload.attendance` waits for it. Refusals come in the same order."""
+def read_excel(path: Path, pool: Executor | None = None, limits: Limits | None = None) -> RawUpload:
+    """Both sheets as canonical tables, read in a child process (loaders/isolated.py: a workbook that
+    would make calamine abort or spin is F09, not a dead run). With `pool`, the attendance sheet —
+    nearly all of a large file — comes back pending: the course rules run while the child reads it,
+    and `RawUpload.attendance` waits for it. Refusals come in the same order."""
+    what = (f"活頁簿「{path.name}」", f"the workbook '{path.name}'")
+    parts = isolated(_read_both, path, limits=limits or Limits(), what=what)
+    try:
+        courses, notes = next(parts)
+    except BaseException:
+        parts.close()
+        raise
+    if pool is None:
+        table, more = next(parts)
+        parts.close()
+        return RawUpload(courses, table, notes + more)
+    return RawUpload(courses, pool.submit(_last, parts), notes)
+
+
+def _last(parts: Iterator[tuple[pa.Table, list[dict]]]) -> tuple[pa.Table, list[dict]]:
+    try:
+        return next(parts)
+    finally:
+        parts.close()
+
+
+def _read_both(path: Path) -> Iterator[tuple[pa.Table, list[dict]]]:
+    """In the child: the course sheet, then the attendance sheet."""
     try:
         reader = fastexcel.read_excel(str(path))
         names = reader.sheet_names
     except Exception as exc:  # calamine raises several types for corrupt workbooks
         raise UploadRefused("F01", f"無法開啟 Excel 檔：{exc}", f"cannot open the workbook: {exc}") from exc
     course, attendance = RECORD_TYPES
-    courses, notes = _read_guarded(reader, course, _find_sheet(course, names))
-    # the reader is handed on: it must not be used here again (fastexcel refuses concurrent use)
-    sheet = _find_sheet(attendance, names)
-    if pool is None:
-        table, more = _read_guarded(reader, attendance, sheet)
-        return RawUpload(courses, table, notes + more)
-    return RawUpload(courses, pool.submit(_read_guarded, reader, attendance, sheet), notes)
+    yield _read_guarded(reader, course, _find_sheet(course, names))
+    yield _read_guarded(reader, attendance, _find_sheet(attendance, names))
 
 
 def _read_guarded(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
