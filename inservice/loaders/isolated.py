@@ -11,6 +11,7 @@ the first while the child reads the next.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import resource
@@ -102,7 +103,9 @@ def _child(fd: int, produce: Callable[..., Iterator[Any]], args: tuple, limits: 
 
 
 def _quiet() -> None:
-    """A native abort prints its message and backtrace: the refusal says what happened instead."""
+    """A native abort prints its message and backtrace (and faulthandler, where a parent enabled it,
+    a Python one): the refusal says what happened instead."""
+    faulthandler.disable()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
