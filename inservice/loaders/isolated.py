@@ -130,8 +130,12 @@ class _TableFile:
 
     def __init__(self, table: pa.Table, folder: str) -> None:
         fd, self.path = tempfile.mkstemp(suffix=".arrow", dir=folder)
-        with os.fdopen(fd, "wb") as fh, pa.ipc.new_file(fh, table.schema) as writer:
-            writer.write_table(table)
+        try:
+            with os.fdopen(fd, "wb") as fh, pa.ipc.new_file(fh, table.schema) as writer:
+                writer.write_table(table)
+        except BaseException:
+            os.unlink(self.path)
+            raise
 
     def load(self) -> pa.Table:
         try:
@@ -146,7 +150,10 @@ _SHM = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 def _outward(item: Any, folder: str) -> Any:
     if isinstance(item, pa.Table):
-        return _TableFile(item, folder)
+        try:
+            return _TableFile(item, folder)
+        except OSError:  # /dev/shm full (a container's is often 64 MiB): through the pipe instead
+            return item
     if isinstance(item, tuple):
         return tuple(_outward(x, folder) for x in item)
     return item
