@@ -4,9 +4,9 @@ calamine (through fastexcel) aborts the whole process when a workbook asks for m
 can have: one stray cell at XFD1048576, an .xls that declares 2^32 rows, a zip whose parts inflate far
 past what its directory declares. No exception can catch an abort, and some shapes spin for minutes
 instead. In a child, such a file takes down the child alone and is refused (F09: over the limits);
-the parent, its warehouse transaction and its run go on. Results come back pickled through a pipe
-(Arrow tables pickle as IPC buffers), in the order the reader yields them, so the parent can work on
-the first while the child reads the next.
+the parent, its warehouse transaction and its run go on. Results come back in the order the reader
+yields them, so the parent can work on the first while the child reads the next: pickled through a
+pipe, Arrow tables as IPC files in /dev/shm that the parent maps (no copy through the pipe).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def isolated(produce: Callable[..., Iterator[Any]], *args: Any, limits: Limits,
         os.close(read_end)
         _child(write_end, produce, args, limits, folder)
     os.close(write_end)
-    deadline = time.monotonic() + limits.reader_seconds + 5  # the CPU limit stops a busy child first
+    # the CPU limit stops a busy child first; this one, one that waits (or a machine under load)
+    deadline = time.monotonic() + 2 * limits.reader_seconds + 5
     status: int | None = None
     try:
         while True:
