@@ -19,7 +19,6 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from inservice.validations.normalize import printable_text
 
@@ -197,10 +196,10 @@ def _workbook(receipt: dict) -> Workbook:
     return wb
 
 
-def cells(sheet: WriteOnlyWorksheet, values: list) -> list:
-    """A row's values as a receipt shows them: control characters as U+FFFD (openpyxl refuses them; a
-    file name or a correction's value may hold one), and text that starts with `=` as text, never a
-    formula (a course code like `=HYPERLINK(…)` would otherwise run in the unit's Excel)."""
+def cells(sheet: object, values: list) -> list:
+    """A row's values for a write-only `sheet`, as a receipt shows them: control characters as U+FFFD
+    (openpyxl refuses them; a file name or a correction's value may hold one), and text that starts
+    with `=` as text, never a formula (a course code `=HYPERLINK(…)` would run in the unit's Excel)."""
     out = []
     for value in values:
         if isinstance(value, str):
