@@ -67,11 +67,7 @@ def read_excel(path: Path, pool: Executor | None = None, limits: Limits | None =
     and `RawUpload.attendance` waits for it. Refusals come in the same order."""
     what = (f"活頁簿「{path.name}」", f"the workbook '{path.name}'")
     parts = isolated(_read_both, path, limits=limits or Limits(), what=what)
-    try:
-        courses, notes = next(parts)
-    except BaseException:
-        parts.close()
-        raise
+    courses, notes = next(parts)  # a refusal raised here has already ended `parts` and its child
     if pool is None:
         table, more = next(parts)
         parts.close()
