@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import re
 import zipfile
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def _check_xml_prolog(path: Path) -> None:
             _scan_prolog(data)
 
 
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
 def _scan_prolog(data: mmap.mmap) -> None:
+    if _DTD.search(data[: 1 << 20]):  # also in the body's first MiB, where the parser would refuse it anyway
+        raise _dtd_refused()
     pos = 3 if data[:3] == b"\xef\xbb\xbf" else 0  # a UTF-8 byte order mark
     while True:
         while pos < len(data) and data[pos:pos + 1] in b" \t\r\n":
@@ -61,10 +67,14 @@ def _scan_prolog(data: mmap.mmap) -> None:
         elif data[pos:pos + 2] == b"<?":
             end, skip = data.find(b"?>", pos + 2), 2
         elif data[pos:pos + 2] == b"<!":
-            raise UploadRefused("F09", "XML 含 DOCTYPE 或實體宣告，不予處理",
-                                "the XML declares a DOCTYPE or entities, which are not allowed")
+            raise _dtd_refused()
         else:
             return  # the root element: no DTD can follow
         if end < 0:
             return  # an unclosed comment or declaration: the parser refuses it as F01
         pos = end + skip
+
+
+def _dtd_refused() -> UploadRefused:
+    return UploadRefused("F09", "XML 含 DOCTYPE 或實體宣告，不予處理",
+                         "the XML declares a DOCTYPE or entities, which are not allowed")
