@@ -8,8 +8,6 @@ plain functions of inservice.warehouse.checks, all blocking: a failure stops eve
 
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
-from collections.abc import Callable
-
 import dagster as dg
 
 from inservice.assets.ingest import partner_upload, unsorted_upload
@@ -73,47 +71,17 @@ def _result(outcome: tuple[bool, dict], what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=passed, metadata=meta, description=what if passed else f"FAILED: {what}")
 
 
-def _check(asset: dg.AssetsDefinition, name: str, what: str,
-           run: Callable[[InserviceResource], tuple[bool, dict]]) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name=name, description=what, blocking=True, pool=WAREHOUSE_POOL,
-                    retry_policy=RETRY)
+def _check(asset: dg.AssetsDefinition, check: checks.BlockingCheck) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name=check.name, description=check.description, blocking=True,
+                    pool=WAREHOUSE_POOL, retry_policy=RETRY)
     def _asset_check(inservice: InserviceResource) -> dg.AssetCheckResult:
-        return _result(run(inservice), what)
+        cutoff = inservice.settings().archive_cutoff  # INSERVICE_ARCHIVE_CUTOFF, as the core applies it
+        with inservice.warehouse(read_only=True) as wh:
+            return _result(check.run(wh.con, cutoff), check.description)
 
     return _asset_check
 
 
-def _on_warehouse(fn: Callable, *args: object) -> Callable[[InserviceResource], tuple[bool, dict]]:
-    def run(inservice: InserviceResource) -> tuple[bool, dict]:
-        with inservice.warehouse(read_only=True) as wh:
-            return fn(wh.con, *args)
-
-    return run
-
-
-def _cutoff(inservice: InserviceResource) -> tuple[bool, dict]:
-    cutoff = inservice.settings().archive_cutoff  # INSERVICE_ARCHIVE_CUTOFF, as the core applies it
-    with inservice.warehouse(read_only=True) as wh:
-        return checks.cutoff_respected(wh.con, cutoff)
-
-
-_PER_TABLE = [f"{s}.{t}" for s in ddl.AREAS.values() for t in ("courses", "attendance")]
-
-WAREHOUSE_CHECKS = [
-    _check(courses, "unique_key", "no two courses share unit_code + course_code", _on_warehouse(checks.courses_unique)),
-    _check(courses, "cutoff_respected",
-           "no course starts on or before the archive cutoff unless an archive exception covered it", _cutoff),
-    _check(courses, "no_national_id", "no text column of courses holds a raw national ID",
-           _on_warehouse(checks.raw_national_ids, ["main.courses", "testing.courses"])),
-    _check(attendance, "unique_key", "no two attendance rows share unit_code + course_code + teacher_key",
-           _on_warehouse(checks.attendance_unique)),
-    _check(attendance, "has_course", "every attendance row has its course",
-           _on_warehouse(checks.attendance_has_course)),
-    _check(attendance, "no_national_id", "no text column of attendance holds a raw national ID",
-           _on_warehouse(checks.raw_national_ids, ["main.attendance", "testing.attendance"])),
-    # every other table (uploads, findings, units, exceptions, and any added later)
-    _check(upload_log, "no_national_id", "no text column of any other warehouse table holds a raw national ID",
-           _on_warehouse(checks.raw_national_ids, None, _PER_TABLE)),
-]
-
 WAREHOUSE_ASSETS = [courses, attendance, upload_log]
+# the same list the publishing gate runs (inservice.warehouse.checks.BLOCKING): declared once
+WAREHOUSE_CHECKS = [_check({a.key.path[-1]: a for a in WAREHOUSE_ASSETS}[c.table], c) for c in checks.BLOCKING]

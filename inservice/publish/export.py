@@ -20,6 +20,7 @@ from inservice.config import Settings
 from inservice.publish.common import ROW_GROUP, Month, as_of_now, fetch, rowid_ranges
 from inservice.schemas import codelists
 from inservice.schemas.fields import ATTENDANCE, COURSE
+from inservice.warehouse import checks
 from inservice.warehouse.compute import compute_session
 from inservice.warehouse.store import Warehouse
 
@@ -106,6 +107,7 @@ def export_county(settings: Settings, county: str, first: str, last: str, fmt: s
     out = settings.home / "publish" / "export" / county / f"{f.key}_{t.key}"
     out.mkdir(parents=True, exist_ok=True)
     with Warehouse(settings, read_only=True) as wh, compute_session(wh) as cx:
+        checks.require_passing(wh.con, settings.archive_cutoff, f"county export {county} {f.key}..{t.key}")
         con = cx.con
         units = pa.table({"unit_code": pa.array([r[0] for r in wh.con.execute(UNITS_OF_COUNTY, [county]).fetchall()],
                                                 pa.string())})

@@ -43,6 +43,7 @@ from inservice.publish.common import (
     rowid_ranges,
 )
 from inservice.schemas import codelists
+from inservice.warehouse import checks
 from inservice.warehouse.compute import Compute, compute_session
 from inservice.warehouse.store import Warehouse
 
@@ -445,6 +446,7 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
     report_day = report_date or as_of_dt.date()
     out = monthly_dir(settings, m)
     with Warehouse(settings) as wh, compute_session(wh) as cx:
+        checks.require_passing(wh.con, settings.archive_cutoff, f"monthly statistics {m.key}")
         con = cx.con
         cx.run(ensure_tables)
         register_refs(con)

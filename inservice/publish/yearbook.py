@@ -35,6 +35,7 @@ from inservice.publish.common import (
     rowid_ranges,
 )
 from inservice.publish.workbook import write_workbook
+from inservice.warehouse import checks
 from inservice.warehouse.compute import compute_session
 from inservice.warehouse.store import Warehouse
 
@@ -325,6 +326,7 @@ def publish_year(settings: Settings, year: int | str, snapshot: str | None = Non
     y = parse_year(year)
     out = yearbook_dir(settings, y)
     with Warehouse(settings) as wh, compute_session(wh) as cx:
+        checks.require_passing(wh.con, settings.archive_cutoff, f"yearbook {y}")
         con = cx.con
         cx.run(ensure_tables)
         register_refs(con)

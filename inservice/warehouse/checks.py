@@ -8,7 +8,8 @@ could be personal data: they name tables, columns, keys and counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date
 
 from inservice.warehouse import ddl
@@ -126,3 +127,70 @@ def raw_national_ids(con: Connection, tables: Iterable[str] | None = None,
         hits.update({f"{name}.{c}": n for c, n in zip(cols, row, strict=True) if n})
     return not hits, {"pattern": NATIONAL_ID, "tables_scanned": sorted(wanted & set(columns)),
                       "rows_with_ids_by_column": hits}
+
+
+# --- the blocking checks, declared once: Dagster's asset checks and the publishing gate use this list ---
+_PER_TABLE = [f"{s}.{t}" for s in ddl.AREAS.values() for t in ("courses", "attendance")]
+
+
+@dataclass(frozen=True)
+class BlockingCheck:
+    table: str  # the warehouse asset it guards: courses, attendance or upload_log
+    name: str
+    description: str
+    run: Callable[[Connection, date], Outcome]  # (connection, archive cutoff)
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}.{self.name}"
+
+
+BLOCKING = [
+    BlockingCheck("courses", "unique_key", "no two courses share unit_code + course_code",
+                  lambda con, _: courses_unique(con)),
+    BlockingCheck("courses", "cutoff_respected",
+                  "no course starts on or before the archive cutoff unless an archive exception covered it",
+                  cutoff_respected),
+    BlockingCheck("courses", "no_national_id", "no text column of courses holds a raw national ID",
+                  lambda con, _: raw_national_ids(con, ["main.courses", "testing.courses"])),
+    BlockingCheck("attendance", "unique_key", "no two attendance rows share unit_code + course_code + teacher_key",
+                  lambda con, _: attendance_unique(con)),
+    BlockingCheck("attendance", "has_course", "every attendance row has its course",
+                  lambda con, _: attendance_has_course(con)),
+    BlockingCheck("attendance", "no_national_id", "no text column of attendance holds a raw national ID",
+                  lambda con, _: raw_national_ids(con, ["main.attendance", "testing.attendance"])),
+    # every other table (uploads, findings, units, exceptions, stat_*, and any added later)
+    BlockingCheck("upload_log", "no_national_id",
+                  "no text column of any other warehouse table holds a raw national ID",
+                  lambda con, _: raw_national_ids(con, None, _PER_TABLE)),
+]
+
+
+class ChecksFailed(Exception):
+    """A publication was refused because the warehouse fails a blocking check: nothing was written."""
+
+    def __init__(self, what: str, failed: list[tuple[BlockingCheck, dict]]) -> None:
+        self.what = what
+        self.failed = failed
+        names = ", ".join(c.key for c, _ in failed)
+        super().__init__(f"{what} not published: the warehouse fails blocking check(s) {names}; "
+                         f"nothing was written. Fix the rows the check names (Dagster: the check's "
+                         f"metadata), then publish again.")
+
+
+def failing(con: Connection, cutoff: date) -> list[tuple[BlockingCheck, dict]]:
+    """The blocking checks that fail now, with their details (which never quote personal data)."""
+    out = []
+    for check in BLOCKING:
+        passed, details = check.run(con, cutoff)
+        if not passed:
+            out.append((check, details))
+    return out
+
+
+def require_passing(con: Connection, cutoff: date, what: str) -> None:
+    """The publishing gate: every path that publishes (CLI, Dagster asset, job, schedule, backfill)
+    calls this before it computes or writes anything."""
+    failed = failing(con, cutoff)
+    if failed:
+        raise ChecksFailed(what, failed)
