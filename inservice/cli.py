@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from inservice.config import Settings
+from inservice.warehouse.checks import ChecksFailed
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
 
 
@@ -100,6 +101,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             shutil.copy2(src, dest)
         files.append(dest)
     receipts = ingest_paths(files, settings, args.received_at, load=True)
+    from inservice.inbox import settle
+
+    for path, receipt in zip(files, receipts, strict=True):  # as the sensor would: the inbox keeps nothing handled
+        settle(settings, path.parent.name, path, receipt)
     _print_receipts(receipts, False)
     from inservice.warehouse.analyst import snapshot_path
     from inservice.warehouse.backend import WarehouseUrl
@@ -107,6 +112,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     url = WarehouseUrl.parse(settings.warehouse_url)
     print(f"\nwarehouse: {url.redacted()}  (tables courses, attendance, uploads, findings, units)")
     print(f"receipts:  {settings.outbox}/<unit>/")
+    print(f"originals: {settings.home / 'archive'}/<unit>/<YYYYMM>/ (loaded, duplicate) or "
+          f"{settings.home / 'quarantine'}/<unit>/ (refused)")
     if url.backend == "duckdb":  # analysts read the published copy, never the loader's file
         print(f"query it:  python -c \"import duckdb; print(duckdb.connect('{snapshot_path(settings)}', "
               f"read_only=True).sql('select unit_code, count(*) from courses group by 1'))\"")
@@ -174,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except (WarehouseError, ValueError) as exc:
         print(f"inservice: {exc}", file=sys.stderr)
         return 1
+    except ChecksFailed as exc:  # a publication refused: nothing was written
+        print(f"inservice: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

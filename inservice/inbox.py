@@ -63,6 +63,12 @@ class NewUpload:
         return f"{self.file.unit}/{self.file.name}/{self.content_hash}"
 
     @property
+    def resend_key(self) -> str:
+        """The key of the same bytes dropped again after an earlier drop was processed: the arrival
+        makes it a new upload, answered (F08, with its receipt) and moved out of the inbox."""
+        return f"{self.run_key}@{int(self.file.ctime * 1_000_000)}"
+
+    @property
     def received_at(self) -> str:
         return datetime.fromtimestamp(self.file.ctime, TAIPEI).isoformat(timespec="seconds")
 
@@ -182,6 +188,37 @@ def plan_tick(inbox: Path, cursor: InboxCursor, max_uploads: int = 20, max_hash_
         uploads.append(upload)
     new_cursor = InboxCursor(files=files)
     return TickPlan(uploads, new_cursor, waiting=waiting, deferred=deferred, ignored_folders=sorted(ignored))
+
+
+def registered_units(settings: Settings) -> set[str] | None:
+    """The unit register's codes, or None when the warehouse cannot be read right now (DuckDB: a writer
+    holds the file; the caller looks again on its next tick rather than wait)."""
+    from inservice.warehouse.store import Warehouse
+
+    if not Warehouse.exists(settings):
+        return set()
+    try:
+        with Warehouse(settings, read_only=True) as wh:
+            return {u.unit_code for u in wh.units()}
+    except Exception:  # noqa: BLE001 - busy, or unreadable: either way, not now
+        return None
+
+
+def original_received_at(settings: Settings, unit: str, path: Path) -> str | None:
+    """When an upload kept in archive/ or quarantine/ first arrived (its earliest record in `uploads`),
+    so a re-run judges on time/late (and the register) as of then, not as of the re-run."""
+    from inservice.warehouse.store import Warehouse
+
+    if not Warehouse.exists(settings):
+        return None
+    with Warehouse(settings, read_only=True) as wh:
+        row = wh.con.execute(
+            "SELECT min(received_at) FROM main.uploads WHERE unit_code = ? AND file_name = ? "
+            "AND (content_hash = ? OR content_hash IS NULL)", [unit, path.name, sha256_file(path)]).fetchone()
+    if not row or row[0] is None:
+        return None
+    value = row[0]
+    return (value if value.tzinfo else value.replace(tzinfo=TAIPEI)).astimezone(TAIPEI).isoformat()
 
 
 def data_month(name: str) -> str | None:

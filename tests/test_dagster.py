@@ -103,7 +103,7 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
     graph = repo.asset_graph
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
-        "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest",
+        "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
         "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
     for name in ("partner_upload", "unsorted_upload", "courses", "attendance", "upload_log"):
@@ -205,7 +205,9 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         assert Path(meta["original"]) == settings.home / "archive" / unit / "201705" / rr.tags["inservice/file"]
         assert Path(meta["original"]).is_file()
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 7 and all(e.passed for e in evaluations)
+        assert len(evaluations) == 8 and all(e.passed for e in evaluations)  # 7 blocking + upload_accepted
+        assert rr.tags["inservice/content"] == rr.run_key
+        assert instance.get_run_by_id(result.run_id).tags["inservice/status"] == "loaded"
         assert metadata(result, "courses")["dagster/row_count"] > 0
     assert list((settings.inbox / "T001").iterdir()) == []
     with Warehouse(settings, read_only=True) as wh:
@@ -213,13 +215,21 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         receipts = wh.con.execute("SELECT receipt_json FROM uploads").fetchall()
     assert all(Path(r[0]).is_file() for r in receipts)
     assert tick(instance, cursor).run_requests == []
-    # a partner re-copies the same bytes: the sensor finds the earlier run and queues nothing
+    # a partner re-copies the same bytes: answered as a duplicate (F08) with its receipt, and archived —
+    # never left in the inbox unanswered; the data tables do not change
     before = table_snapshot(settings)
     shutil.copyfile(settings.home / "archive/T002/201705/T002_201705.xlsx", settings.inbox / "T002/T002_201705.xlsx")
-    again, _ = requests_after_two_ticks(instance, cursor)
-    assert again == []
-    assert (settings.inbox / "T002/T002_201705.xlsx").exists()  # left untouched, never deleted
-    assert table_snapshot(settings) == before
+    [resend], cursor = requests_after_two_ticks(instance, cursor)
+    assert resend.run_key.startswith(resend.tags["inservice/content"] + "@")  # keyed by its arrival
+    result = execute(resend, instance)
+    meta = metadata(result, "partner_upload")
+    assert meta["status"] == "duplicate" and meta["refusal"] == "F08" and Path(meta["receipt"]).is_file()
+    assert instance.get_run_by_id(result.run_id).tags["inservice/status"] == "duplicate"
+    assert not (settings.inbox / "T002/T002_201705.xlsx").exists()
+    assert Path(meta["original"]).is_file() and settings.home / "archive" in Path(meta["original"]).parents
+    after = table_snapshot(settings)
+    assert {t: after[t] for t in ("courses", "attendance")} == {t: before[t] for t in ("courses", "attendance")}
+    assert tick(instance, cursor).run_requests == []  # answered once
 
 
 def test_rerun_from_archive_and_from_quarantine(settings: Settings, instance: dg.DagsterInstance) -> None:
@@ -260,7 +270,7 @@ def test_rerun_from_archive_and_from_quarantine(settings: Settings, instance: dg
     meta = metadata(result, "partner_upload")
     assert meta["status"] == "loaded" and "-rerun" in meta["upload_id"]
     evaluations = result.get_asset_check_evaluations()  # a re-run's upload id must not look like an ID
-    assert len(evaluations) == 7 and all(e.passed for e in evaluations)
+    assert len(evaluations) == 8 and all(e.passed for e in evaluations)
     assert (settings.home / "archive/T002/201705/T002_201705.xlsx").is_file()
 
 

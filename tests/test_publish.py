@@ -76,8 +76,8 @@ def add_findings(con: duckdb.DuckDBPyConnection, upload_id: str, rows: list[tupl
 def build_warehouse(settings: Settings) -> None:
     with Warehouse(settings) as wh:
         con = wh.con
-        wh.add_unit("J05", "五個月前加入", "db", "production", date(2016, 12, 15))
-        wh.add_unit("J20", "二十個月前加入", "file", "production", date(2015, 9, 1))
+        wh.add_unit("J005", "五個月前加入", "db", "production", date(2016, 12, 15))
+        wh.add_unit("J020", "二十個月前加入", "file", "production", date(2015, 9, 1))
         add_courses(con, [
             # --- May 2017 (the month under test) ---
             c("T001", "C1", "2017-05-02", audience="K;E", hours=3, organizer_type="3", organizer=NTNU,
@@ -128,9 +128,9 @@ def build_warehouse(settings: Settings) -> None:
                    refusal="F07", cr=3)
         add_findings(con, "U-T001-2", [("file", "F07", "error", None)])
         add_upload(con, "U-T002-1", "T002", "file", M, "2017-06-07T09:00:00+08:00", False, ca=3, aa=4)
-        add_upload(con, "U-J05-a", "J05", "db", M, "2017-05-01T02:00:00+08:00", True, ca=1, aa=2)
-        add_upload(con, "U-J05-b", "J05", "db", M, "2017-05-02T02:00:00+08:00", True, ca=1, aa=2)
-        add_upload(con, "U-J05-c", "J05", "db", M, "2017-05-02T14:00:00+08:00", True, ca=1, aa=2)
+        add_upload(con, "U-J005-a", "J005", "db", M, "2017-05-01T02:00:00+08:00", True, ca=1, aa=2)
+        add_upload(con, "U-J005-b", "J005", "db", M, "2017-05-02T02:00:00+08:00", True, ca=1, aa=2)
+        add_upload(con, "U-J005-c", "J005", "db", M, "2017-05-02T14:00:00+08:00", True, ca=1, aa=2)
         add_upload(con, "U-T003-t", "T003", "file", M, "2017-06-02T09:00:00+08:00", True, area="testing", ca=9)
         add_upload(con, "U-T001-0", "T001", "file", "2017-04", "2017-05-03T09:00:00+08:00", True, ca=7)
 
@@ -220,7 +220,7 @@ def test_not_closed_lights(wh_settings: Settings) -> None:
     # T003: D2, D3 degree programmes; X1 closed 2017-06-01; P1 is 2016's; C6 withdrawn → 0, green.
     lights = keyed(s, "stat_monthly_not_closed", 1, "unit_code, not_closed, light, blocked")
     assert lights == {"T001": (4, "黃燈", False), "T002": (5, "紅燈", False), "T003": (0, "綠燈", False),
-                      "J05": (0, "綠燈", False), "J20": (0, "綠燈", False)}
+                      "J005": (0, "綠燈", False), "J020": (0, "綠燈", False)}
     detail = q(s, "SELECT unit_code, course_code, days_since_end FROM stat_monthly_not_closed_courses "
                   "WHERE month = ? AND as_of = ? ORDER BY 1, 2", [M, AS_OF])
     assert detail == [("T001", f"N{i}", 57) for i in range(1, 5)] + \
@@ -247,8 +247,8 @@ def test_transmission_status(wh_settings: Settings) -> None:
         "T001": ("file", 2, 0, 0, 1, 1, 1, "準時", 4, 4, 6, 2, "A03×2、C03×1、F07×1"),
         "T002": ("file", 1, 0, 0, 0, 1, 0, "逾期", 3, 0, 4, 0, None),
         "T003": ("file", 0, 0, 0, 0, 0, 0, "未傳", 0, 0, 0, 0, None),  # its testing upload does not count
-        "J05": ("db", 0, 2, 31, 0, 0, 0, "缺漏 29 日", 3, 0, 6, 0, None),  # two feed days (one twice)
-        "J20": ("file", 0, 0, 0, 0, 0, 0, "未傳", 0, 0, 0, 0, None),
+        "J005": ("db", 0, 2, 31, 0, 0, 0, "缺漏 29 日", 3, 0, 6, 0, None),  # two feed days (one twice)
+        "J020": ("file", 0, 0, 0, 0, 0, 0, "未傳", 0, 0, 0, 0, None),
     }
 
 
@@ -264,8 +264,8 @@ def test_transmission_status(wh_settings: Settings) -> None:
 def test_audit_cadence(wh_settings: Settings, month: str, j05: tuple, j20: tuple) -> None:
     publish_month(wh_settings, month, as_of=AS_OF)
     audit = keyed(wh_settings, "stat_monthly_transmission", 1, "unit_code, audit_due, audit_scope", month=month)
-    assert audit["J05"] == j05
-    assert audit["J20"] == j20
+    assert audit["J005"] == j05
+    assert audit["J020"] == j20
 
 
 def test_revision_keeps_earlier_publications(wh_settings: Settings) -> None:

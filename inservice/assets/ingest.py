@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from inservice.config import Settings
-from inservice.inbox import data_month, find_upload, settle, waiting_or_refused
+from inservice.inbox import data_month, find_upload, original_received_at, settle, waiting_or_refused
 from inservice.ingest import Ingestor
 from inservice.pipelines.resources import (
     OWNERS,
@@ -24,6 +25,7 @@ from inservice.pipelines.resources import (
     InserviceResource,
     permanent,
 )
+from inservice.schemas.rules import RULES
 from inservice.warehouse.store import Warehouse
 
 UNITS = dg.DynamicPartitionsDefinition(name="unit")
@@ -33,19 +35,29 @@ MONTHS = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, fmt="%Y-%m", end
 UPLOAD_PARTITIONS = dg.MultiPartitionsDefinition({"unit": UNITS, "month": MONTHS})
 
 
+_FILE = ("檔名，例 T001_201705.xlsx；空白＝此分區在收件匣或隔離區的所有檔案 / file name; empty = every "
+         "waiting or quarantined file of the partition")
+_HASH = ("內容雜湊（感測器填入，指定某一份）；空白＝收件匣那份，否則最新保留那份 / content hash (the sensor "
+         "sets it); empty = the inbox copy, else the newest kept")
+_RECEIVED = ("收件時間 ISO-8601，例 2017-06-03T10:00:00+08:00；空白＝原始收件時間（重跑隔離或歸檔的檔案時沿用），"
+             "新檔為抵達時間 / receipt time; empty = the original arrival (kept for a re-run), else the file's arrival")
+_RERUN = ("重新載入已載入的內容（略過 F08），例如登錄封存例外後；僅限承辦人員 / reload content already loaded "
+          "(skips F08), e.g. after an archive exception; staff only")
+
+
 class UploadConfig(dg.Config):
-    file_name: str = ""  # one file; empty = every waiting or quarantined file of the partition
-    content_hash: str = ""  # the exact copy (the sensor sets it); empty = inbox copy, else newest kept
-    received_at: str = ""  # ISO-8601 receipt time; empty = now (the sensor passes the arrival time)
-    rerun: bool = False  # staff only: reload content already loaded (the core then skips F08)
+    file_name: str = Field(default="", description=_FILE)
+    content_hash: str = Field(default="", description=_HASH)
+    received_at: str = Field(default="", description=_RECEIVED)
+    rerun: bool = Field(default=False, description=_RERUN)
 
 
 class UnsortedUploadConfig(dg.Config):
-    unit: str  # the inbox folder the file came from
-    file_name: str
-    content_hash: str = ""
-    received_at: str = ""
-    rerun: bool = False
+    unit: str = Field(description="收件匣資料夾（單位代碼）/ the inbox folder the file came from (unit code)")
+    file_name: str = Field(description="檔名 / file name")
+    content_hash: str = Field(default="", description=_HASH)
+    received_at: str = Field(default="", description=_RECEIVED)
+    rerun: bool = Field(default=False, description=_RERUN)
 
 
 @dataclass
@@ -54,16 +66,28 @@ class Processed:
     original: Path  # where the original is now
 
 
+def _received_at(settings: Settings, unit: str, path: Path, given: str) -> str | None:
+    """The receipt time: as given; else, for a file kept in archive/quarantine, its original arrival
+    (a re-run must not turn an upload refused F05 until the unit was registered into "late"); else
+    None (the core's default: now)."""
+    if given:
+        return given
+    if settings.inbox in path.parents:
+        return None
+    return original_received_at(settings, unit, path)
+
+
 def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, paths: list[Path],
             received_at: str, rerun: bool = False) -> list[Processed]:
     """Each file through the core, then its original to archive/ or quarantine/ (after the receipt)."""
     done: list[Processed] = []
     explicit = {"rerun": True} if rerun else {}  # the core's explicit re-run, only when staff ask for it
     try:
+        arrivals = [_received_at(settings, unit, p, received_at) for p in paths]
         with Warehouse(settings) as wh:
             ingestor = Ingestor(settings, wh, load=True)
-            for path in paths:
-                receipt = ingestor.ingest(path, received_at or None, unit=unit, **explicit)
+            for path, arrival in zip(paths, arrivals, strict=True):
+                receipt = ingestor.ingest(path, arrival, unit=unit, **explicit)
                 moved = settle(settings, unit, path, receipt)
                 context.log.info(f"{path.name}: {receipt['status']}"
                                  f"{' ' + receipt['refusal'] if receipt['refusal'] else ''}; original now {moved}")
@@ -72,7 +96,38 @@ def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, pa
         raise  # the retry policy tries again; the core's transaction left the warehouse as it was
     except Exception as exc:
         raise permanent(exc, "processing failed (the warehouse is unchanged for the failing file)") from exc
+    _tag_run(context, [d.receipt for d in done])
     return done
+
+
+STATUS_TAG = "inservice/status"
+RULE_TAG = "inservice/rule"
+
+
+def _tag_run(context: dg.AssetExecutionContext, receipts: list[dict]) -> None:
+    """The outcome on the run itself, so the Runs list shows it without opening the run (and staff can
+    filter by it): inservice/status=loaded|refused|duplicate, inservice/rule=F05 for a refusal."""
+    statuses = sorted({r["status"] for r in receipts})
+    tags = {STATUS_TAG: ",".join(statuses)}
+    rules = sorted({r["refusal"] for r in receipts if r["refusal"] and r["status"] == "refused"})
+    if rules:
+        tags[RULE_TAG] = ",".join(rules)
+    context.instance.add_run_tags(context.run_id, tags)
+
+
+ACCEPTED_CHECK = "upload_accepted"
+ACCEPTED_WHAT = ("the upload was not refused as a whole (a WARN, never blocking: a refused upload is the partner's to "
+                 "fix from its receipt; the file is in quarantine)")
+
+
+def accepted_check(receipts: list[dict]) -> dg.AssetCheckResult:
+    refused = [r for r in receipts if r["status"] == "refused"]
+    meta = {"refused": len(refused), "files": ", ".join(r["file"] for r in receipts)}
+    if refused:
+        meta["rules"] = ", ".join(sorted({r["refusal"] for r in refused}))
+        meta["reason"] = refused[0]["findings"][0]["message_zh"] if refused[0]["findings"] else ""
+    return dg.AssetCheckResult(check_name=ACCEPTED_CHECK, passed=not refused, severity=dg.AssetCheckSeverity.WARN,
+                               metadata=meta, description=ACCEPTED_WHAT)
 
 
 def _refusal_rate(receipt: dict) -> float:
@@ -133,7 +188,25 @@ def upload_metadata(done: list[Processed]) -> dict:
         meta["receipts"] = dg.MetadataValue.md("\n".join(rows))
     if "merge" in last:
         meta.update({k: v for k, v in last["merge"].items()})
+    if findings:
+        meta["findings_preview"] = findings_table(findings)
     return meta
+
+
+PREVIEW_ROWS = 50
+
+
+def findings_table(findings: list[dict]) -> dg.MetadataValue:
+    """The first findings as a table staff can read in the UI: where and which rule, never a quoted
+    value (the full text is in the receipt, which goes to the partner)."""
+    columns = [("record", "類型"), ("row", "列"), ("field", "欄位"), ("rule", "規則"), ("severity", "嚴重度"),
+               ("title", "說明")]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string", description=zh) for c, zh in columns])
+    records = [dg.TableRecord({"record": f.get("record") or "", "row": str(f.get("row") or ""),
+                               "field": f.get("field") or "", "rule": f["rule"], "severity": f["severity"],
+                               "title": RULES[f["rule"]].zh if f["rule"] in RULES else ""})
+               for f in findings[:PREVIEW_ROWS]]
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 def _locate(settings: Settings, unit: str, file_name: str, content_hash: str) -> Path:
@@ -149,6 +222,8 @@ def _locate(settings: Settings, unit: str, file_name: str, content_hash: str) ->
 
 @dg.asset(
     partitions_def=UPLOAD_PARTITIONS,
+    check_specs=[dg.AssetCheckSpec(ACCEPTED_CHECK, asset="partner_upload", description=ACCEPTED_WHAT,
+                                   partitions_def=UPLOAD_PARTITIONS)],
     group_name="ingest",
     pool=WAREHOUSE_POOL,
     retry_policy=RETRY,
@@ -179,10 +254,12 @@ def partner_upload(context: dg.AssetExecutionContext, config: UploadConfig,
                 description=f"nothing waiting or quarantined for {unit} {month}; to re-run an archived "
                             f"upload, give its file_name in the run config", allow_retries=False)
     done = process(context, settings, unit, paths, config.received_at, config.rerun)
-    return dg.MaterializeResult(metadata=upload_metadata(done))
+    return dg.MaterializeResult(metadata=upload_metadata(done),
+                                check_results=[accepted_check([d.receipt for d in done])])
 
 
 @dg.asset(
+    check_specs=[dg.AssetCheckSpec(ACCEPTED_CHECK, asset="unsorted_upload", description=ACCEPTED_WHAT)],
     group_name="ingest",
     pool=WAREHOUSE_POOL,
     retry_policy=RETRY,
@@ -198,7 +275,50 @@ def unsorted_upload(context: dg.AssetExecutionContext, config: UnsortedUploadCon
     settings = inservice.settings()
     path = _locate(settings, config.unit, config.file_name, config.content_hash)
     done = process(context, settings, config.unit, [path], config.received_at, config.rerun)
-    return dg.MaterializeResult(metadata={"unit": config.unit, **upload_metadata(done)})
+    return dg.MaterializeResult(metadata={"unit": config.unit, **upload_metadata(done)},
+                                check_results=[accepted_check([d.receipt for d in done])])
 
 
 INGEST_ASSETS = [partner_upload, unsorted_upload]
+INGEST_CHECKS: list = []  # the upload checks are declared on the assets (check_specs)
+
+
+# --- the month at a glance, for staff ------------------------------------------------------------------
+def _overview_md(rows: list) -> str:
+    lines = ["| 單位 | 名稱 | 狀態 | 傳報 | 載入 | 退件（規則） | 重複 | 逾期 | 互傳日數 | 概況 |",
+             "|---|---|---|---|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        refused = f"{r.refused}（{r.rules}）" if r.refused else "0"
+        lines.append(f"| {r.unit_code} | {r.name or ''} | {r.state or '未登錄'} | {r.channel} | {r.loaded} | "
+                     f"{refused} | {r.duplicate} | {r.late} | {r.feed_days} | {r.status} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    group_name="ingest", deps=[partner_upload, unsorted_upload], pool=WAREHOUSE_POOL, retry_policy=RETRY,
+    owners=OWNERS, kinds={"python", "table"},
+    description="本月傳報概況 The month at a glance: each registered unit's files (or feed days) — loaded, "
+                "refused (rule), duplicate, late — and who is missing after the 5th; for the month now due and "
+                "the latest month anything was received for. Refreshed by every upload run.",
+)
+def upload_overview(inservice: InserviceResource) -> dg.MaterializeResult:
+    from datetime import datetime
+
+    from inservice.config import TAIPEI
+    from inservice.overview import month_overview
+
+    now = datetime.now(TAIPEI)
+    due = f"{now.year - (now.month == 1):04d}-{(now.month - 2) % 12 + 1:02d}"  # the month due by the 5th
+    with inservice.warehouse(read_only=True) as wh:
+        [(latest,)] = wh.con.execute("SELECT max(data_month) FROM main.uploads").fetchall()
+        months = sorted({due, *([latest] if latest else [])}, reverse=True)
+        tables = {m: month_overview(wh.con, m, now) for m in months}
+    meta: dict = {"months": ", ".join(months)}
+    for m, rows in tables.items():
+        meta[f"overview_{m}"] = dg.MetadataValue.md(_overview_md(rows))
+        meta[f"missing_{m}"] = sum(1 for r in rows if r.status.startswith("未傳（逾期）"))
+        meta[f"refused_only_{m}"] = sum(1 for r in rows if r.status.startswith("僅退件"))
+    return dg.MaterializeResult(metadata=meta)
+
+
+INGEST_ASSETS.append(upload_overview)

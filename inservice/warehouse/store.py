@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,6 +138,8 @@ class Warehouse:
     def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
+        if not re.fullmatch(r"[A-Z][A-Z0-9]{3,9}", code):  # spec §1.2; it names an inbox folder too
+            raise WarehouseError(f"unit code {code!r} is not an upper-case letter and 3–9 letters or digits")
         if self.unit(code) is not None:  # a state change needs a letter and goes to the log
             raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
         with self.transaction():

@@ -1,0 +1,142 @@
+"""Jobs staff launch from the UI instead of a terminal (Launchpad; each config field described in
+Chinese and English): register a unit, change its state with a letter number, add an archive-cutoff
+exception, export a county. Each op calls the same core function as the CLI.
+"""
+
+# No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
+
+from datetime import date
+
+import dagster as dg
+from pydantic import Field
+
+from inservice.assets.ingest import UNITS
+from inservice.assets.publish import blocked
+from inservice.corrections.lifecycle import set_state
+from inservice.pipelines.resources import WAREHOUSE_POOL, InserviceResource
+from inservice.warehouse.checks import ChecksFailed
+from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
+
+_LETTER = "核定文號，例 臺教師(三)字第1060000001號 / the approval letter number"
+
+
+def _refused(exc: Exception) -> dg.Failure:
+    """A refusal by the core (bad value, rule of the register): the reason, never retried."""
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+class RegisterUnitConfig(dg.Config):
+    code: str = Field(description="單位代碼（大寫英數 4–10 碼，首字為字母），例 T004 / unit code, e.g. T004")
+    name: str = Field(description="單位名稱 / the unit's name")
+    channel: str = Field(default="file", description=f"傳報方式 {CHANNELS}：file 檔案、db 資料庫互傳 / channel")
+    state: str = Field(default="testing", description=f"狀態 {UNIT_STATES}；新加入單位為 testing / state")
+    joined: str = Field(default="", description="加入日期 YYYY-MM-DD；空白＝今天 / join date; empty = today")
+
+
+@dg.op(pool=WAREHOUSE_POOL, description="登錄傳報單位 Registers a partner unit (as `inservice units add`).")
+def register_unit(context: dg.OpExecutionContext, config: RegisterUnitConfig, inservice: InserviceResource) -> None:
+    joined = date.fromisoformat(config.joined) if config.joined else date.today()
+    try:
+        with inservice.warehouse() as wh:
+            wh.add_unit(config.code, config.name, config.channel, config.state, joined)
+    except (WarehouseError, ValueError) as exc:
+        raise _refused(exc) from exc
+    context.instance.add_dynamic_partitions(UNITS.name, [config.code])  # its inbox is a partition now
+    context.log.info(f"unit {config.code} registered ({config.state}, {config.channel})")
+
+
+@dg.job(name="staff_register_unit", tags={"inservice/staff": "register"},
+        description="登錄傳報單位：單位代碼、名稱、傳報方式、狀態、加入日期。Registers a partner unit; its inbox "
+                    "folder becomes a partition of partner_upload.")
+def register_unit_job() -> None:
+    register_unit()
+
+
+class UnitStateConfig(dg.Config):
+    code: str = Field(description="單位代碼 / unit code")
+    state: str = Field(description="新狀態 testing／production／sealed（testing→production 轉正式；→sealed 封存；"
+                                   "sealed→testing 重新申請）/ new state")
+    letter: str = Field(description=_LETTER)
+
+
+@dg.op(pool=WAREHOUSE_POOL, description="變更單位狀態 Changes a unit's state with its letter (logged).")
+def change_unit_state(context: dg.OpExecutionContext, config: UnitStateConfig, inservice: InserviceResource) -> None:
+    try:
+        with inservice.warehouse() as wh:
+            reason = set_state(wh, config.code, config.state, config.letter)
+    except (WarehouseError, ValueError) as exc:
+        raise _refused(exc) from exc
+    context.log.info(f"unit {config.code} → {config.state} ({reason}), letter {config.letter}")
+
+
+@dg.job(name="staff_change_unit_state", tags={"inservice/staff": "unit_state"},
+        description="變更單位狀態（須核定文號，記入狀態紀錄）。Promote, seal or re-admit a unit; the change and its "
+                    "letter go to the unit state log.")
+def change_unit_state_job() -> None:
+    change_unit_state()
+
+
+class ArchiveExceptionConfig(dg.Config):
+    unit: str = Field(description="單位代碼 / unit code")
+    course: str = Field(default="all", description="研習代碼，或 all＝該單位全部課程 / a course code, or all")
+    letter: str = Field(description=_LETTER)
+    letter_date: str = Field(description="核定日期 YYYY-MM-DD（自此日起生效）/ letter date (in force from)")
+    valid_until: str = Field(description="有效期限 YYYY-MM-DD（含）/ valid until (inclusive)")
+
+
+@dg.op(pool=WAREHOUSE_POOL, description="登錄封存例外 Registers an archive-cutoff exception (C07).")
+def add_archive_exception(context: dg.OpExecutionContext, config: ArchiveExceptionConfig,
+                          inservice: InserviceResource) -> None:
+    course = None if config.course.strip().lower() in ("", "all", "*") else config.course.strip()
+    try:
+        with inservice.warehouse() as wh:
+            if wh.unit(config.unit) is None:
+                raise WarehouseError(f"unit {config.unit} is not registered")
+            new_id = wh.add_exception(config.unit, course, config.letter, date.fromisoformat(config.letter_date),
+                                      date.fromisoformat(config.valid_until))
+    except (WarehouseError, ValueError) as exc:
+        raise _refused(exc) from exc
+    context.log.info(f"exception {new_id} registered for {config.unit} ({course or 'all courses'}); re-run the "
+                     f"refused upload (ingest_upload, rerun: true) to load what it now admits")
+
+
+@dg.job(name="staff_add_archive_exception", tags={"inservice/staff": "exception"},
+        description="登錄封存例外（核定函）。Registers an archive-cutoff exception; then re-run the upload "
+                    "refused C07 with rerun: true.")
+def add_archive_exception_job() -> None:
+    add_archive_exception()
+
+
+class CountyExportConfig(dg.Config):
+    county: str = Field(description="縣市代碼，例 63000 臺北市 / county code")
+    from_month: str = Field(description="起始月份 YYYY-MM（研習起日）/ first month (course start)")
+    to_month: str = Field(description="結束月份 YYYY-MM / last month")
+    format: str = Field(default="xlsx", description="xlsx、csv 或 parquet / file format")
+
+
+@dg.op(pool=WAREHOUSE_POOL, description="縣市匯出 All records of a county's units, pseudonymised; refused while a "
+                                        "blocking warehouse check fails.")
+def export_county_records(context: dg.OpExecutionContext, config: CountyExportConfig,
+                  inservice: InserviceResource) -> dg.Output[dict]:
+    from inservice.publish.export import export_county
+
+    try:
+        ex = export_county(inservice.settings(), config.county, config.from_month, config.to_month, config.format)
+    except ChecksFailed as exc:
+        raise blocked(exc) from exc
+    except ValueError as exc:
+        raise _refused(exc) from exc
+    context.log.info(f"county {ex.county} {ex.first}..{ex.last}: {ex.rows}")
+    return dg.Output(ex.as_json(), metadata={
+        "courses": ex.rows["courses"], "attendance": ex.rows["attendance"], "units": ", ".join(ex.units),
+        **{f"file_{i + 1}": dg.MetadataValue.path(f) for i, f in enumerate(ex.files)}})
+
+
+@dg.job(name="publish_county_export", tags={"inservice/staff": "export"},
+        description="縣市匯出：某縣市所屬單位之全部課程與名單（假名化），檔案在 publish/export/。A county's export; "
+                    "nothing is written while a blocking warehouse check fails.")
+def county_export_job() -> None:
+    export_county_records()
+
+
+STAFF_JOBS = [register_unit_job, change_unit_state_job, add_archive_exception_job, county_export_job]
