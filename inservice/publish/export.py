@@ -105,9 +105,9 @@ def export_county(settings: Settings, county: str, first: str, last: str, fmt: s
         raise ValueError("--to is before --from")
     as_of = as_of_now()
     out = settings.home / "publish" / "export" / county / f"{f.key}_{t.key}"
-    out.mkdir(parents=True, exist_ok=True)
     with Warehouse(settings, read_only=True) as wh, compute_session(wh) as cx:
         checks.require_passing(wh.con, settings.archive_cutoff, f"county export {county} {f.key}..{t.key}")
+        out.mkdir(parents=True, exist_ok=True)
         con = cx.con
         units = pa.table({"unit_code": pa.array([r[0] for r in wh.con.execute(UNITS_OF_COUNTY, [county]).fetchall()],
                                                 pa.string())})
