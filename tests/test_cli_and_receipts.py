@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from openpyxl import load_workbook
 
 from inservice import receipts
@@ -93,3 +94,15 @@ def test_receipt_workbook_rows_spliced_in_read_as_openpyxl_writes_them(tmp_path:
         receipts._workbook(receipt).save(tmp_path / "openpyxl.xlsx")
         receipts._save_upload_workbook(receipt, tmp_path / "spliced.xlsx")
         assert read(tmp_path / "spliced.xlsx") == read(tmp_path / "openpyxl.xlsx")
+
+
+def test_demo_leaves_nothing_already_handled_in_the_inbox(home: Path, capsys: pytest.CaptureFixture) -> None:
+    from inservice.cli import main
+
+    assert main(["--home", str(home), "demo"]) == 0
+    assert [p for p in (home / "inbox").rglob("*") if p.is_file()] == []
+    archived = sorted(p.name for p in (home / "archive").rglob("*") if p.is_file())
+    assert archived == ["T001_201705.xml", "T002_201705.xlsx", "T003_201705.xlsx"]
+    assert main(["--home", str(home), "demo"]) == 0  # again: every file a duplicate, and archived too
+    assert [p for p in (home / "inbox").rglob("*") if p.is_file()] == []
+    assert "duplicate F08" in capsys.readouterr().out

@@ -451,3 +451,123 @@ def test_queued_warehouse_runs_never_overlap(settings: Settings, tmp_path: Path)
             os.killpg(daemon.pid, signal.SIGKILL)
         instance.dispose()
         log.close()
+
+
+# --- the staff journey: refusals visible, the register decides partitions, re-runs, staff jobs ---------------
+def run_tags(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> dict:
+    return dict(instance.get_run_by_id(result.run_id).tags)
+
+
+def test_a_refused_upload_is_marked_on_its_run_and_partition(settings: Settings,
+                                                             instance: dg.DagsterInstance) -> None:
+    (settings.inbox / "T001").mkdir(parents=True)
+    (settings.inbox / "T001" / "T001_201705.xlsx").write_bytes(b"not a workbook")  # F01
+    [rr], _ = requests_after_two_ticks(instance)
+    result = execute(rr, instance)
+    assert result.success  # the pipeline worked; the upload is what was refused
+    tags = run_tags(instance, result)
+    assert tags["inservice/status"] == "refused" and tags["inservice/rule"] == "F01"
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "upload_accepted"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.partition == "2017-05|T001"
+    assert evaluation.metadata["rules"].value == "F01"
+    meta = metadata(result, "partner_upload")
+    assert meta["status"] == "refused"
+    preview = meta["findings_preview"]
+    assert [r.data["rule"] for r in preview.records] == ["F01"]
+    # the month's overview lists T001 as refused only, and the other units as not yet sent
+    overview = metadata(result, "upload_overview")
+    table = overview["overview_2017-05"]
+    assert "| T001 |" in table and "僅退件（F01）" in table and "| T002 |" in table and "未傳（逾期）" in table
+    assert overview["refused_only_2017-05"] == 1 and overview["missing_2017-05"] == 2
+
+
+def test_every_tag_key_of_ours_is_compliant() -> None:
+    from dagster._utils.tags import is_valid_tag_key
+
+    from inservice.assets.ingest import RULE_TAG, STATUS_TAG
+    from inservice.pipelines.sensors import CONTENT_TAG, UPLOAD_TAG
+
+    keys = {STATUS_TAG, RULE_TAG, CONTENT_TAG, UPLOAD_TAG, "inservice/unit", "inservice/file", "inservice/feed_day",
+            "inservice/correction", "inservice/staff"}
+    assert all(is_valid_tag_key(k) for k in keys)
+
+
+def test_an_unregistered_unit_is_refused_f05_and_never_a_partition(settings: Settings,
+                                                                   instance: dg.DagsterInstance) -> None:
+    drop_samples(settings, ("T002",))
+    (settings.inbox / "T009").mkdir(parents=True)
+    shutil.copyfile(SAMPLE / "T002" / "T002_201705.xlsx", settings.inbox / "T009" / "T009_201705.xlsx")
+    requests, _ = requests_after_two_ticks(instance)
+    by_unit = {rr.tags["inservice/unit"]: rr for rr in requests}
+    assert by_unit["T002"].job_name == "ingest_upload"
+    assert by_unit["T009"].job_name == "ingest_unsorted_upload" and by_unit["T009"].partition_key is None
+    assert sorted(instance.get_dynamic_partitions("unit")) == ["T002"]
+    result = execute(by_unit["T009"], instance)
+    meta = metadata(result, "unsorted_upload")
+    assert meta["status"] == "refused" and meta["refusal"] == "F05" and Path(meta["receipt"]).is_file()
+    assert (settings.home / "quarantine" / "T009" / "T009_201705.xlsx").is_file()
+    assert run_tags(instance, result)["inservice/rule"] == "F05"
+    # a partition left by an older version is removed; every registered unit is one
+    instance.add_dynamic_partitions("unit", ["T009"])
+    sensor = defs.resolve_sensor_def("unit_register_sensor")
+    ctx = dg.build_sensor_context(instance=instance, resources=RESOURCES, definitions=defs)
+    for req in sensor.evaluate_tick(ctx).dynamic_partitions_requests:
+        if isinstance(req, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        else:
+            for k in req.partition_keys:
+                instance.delete_dynamic_partition(req.partitions_def_name, k)
+    assert sorted(instance.get_dynamic_partitions("unit")) == ["T001", "T002", "T003"]
+
+
+def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Settings,
+                                                                    instance: dg.DagsterInstance) -> None:
+    with Warehouse(settings) as wh:
+        set_state(wh, "T003", "sealed", "府教字第1號")
+    drop_samples(settings, ("T003",))
+    instance.add_dynamic_partitions("unit", ["T003"])
+    result = launch("ingest_upload", instance, {"file_name": "T003_201705.xlsx",
+                                                "received_at": "2017-06-03T10:00:00+08:00"}, key("T003"))
+    assert metadata(result, "partner_upload")["refusal"] == "F06"
+    with Warehouse(settings) as wh:
+        set_state(wh, "T003", "testing", "府教字第2號")
+        set_state(wh, "T003", "production", "府教字第3號")
+    result = launch("ingest_upload", instance, {}, key("T003"))  # no received_at: the original's
+    meta = metadata(result, "partner_upload")
+    assert meta["status"] == "loaded" and meta["on_time"] == "on time"
+    assert meta["received_at"].startswith("2017-06-03T10:00:00")
+
+
+def test_launchpad_config_fields_are_described() -> None:
+    from inservice.assets.ingest import UnsortedUploadConfig, UploadConfig
+    from inservice.pipelines.staff_jobs import ArchiveExceptionConfig, RegisterUnitConfig, UnitStateConfig
+
+    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, ArchiveExceptionConfig):
+        for name, field in config.model_fields.items():
+            text = field.description or ""
+            assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)
+
+
+def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settings: Settings,
+                                                                          instance: dg.DagsterInstance) -> None:
+    def run(job: str, op: str, config: dict, ok: bool = True) -> dg.ExecuteInProcessResult:
+        result = defs.resolve_job_def(job).execute_in_process(run_config={"ops": {op: {"config": config}}},
+                                                              instance=instance, raise_on_error=False)
+        assert result.success is ok, job
+        return result
+
+    run("staff_register_unit", "register_unit", {"code": "T004", "name": "新單位", "joined": "2017-05-01"})
+    assert "T004" in instance.get_dynamic_partitions("unit")
+    failed = run("staff_register_unit", "register_unit", {"code": "t4", "name": "x"}, ok=False)
+    [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "unit code" in failure.event_specific_data.error.message  # a plain reason, no retry
+    run("staff_change_unit_state", "change_unit_state", {"code": "T004", "state": "production",
+                                                         "letter": "臺教師(三)字第1060000002號"})
+    run("staff_add_archive_exception", "add_archive_exception",
+        {"unit": "T004", "letter": "臺教師(三)字第1060000003號", "letter_date": "2017-03-01",
+         "valid_until": "2017-12-31"})
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.unit("T004").state == "production"
+        assert [(e["unit_code"], e["course_code"]) for e in wh.exceptions()] == [("T004", None)]
+        assert wh.con.execute("SELECT count(*) FROM unit_state_log WHERE unit_code = 'T004'").fetchone()[0] == 1

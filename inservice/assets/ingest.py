@@ -53,7 +53,7 @@ class UploadConfig(dg.Config):
 
 
 class UnsortedUploadConfig(dg.Config):
-    unit: str = Field(description="收件匣資料夾（單位代碼）/ the inbox folder the file came from (unit code)")
+    unit: str = Field(description="收件匣資料夾（單位代碼） / the inbox folder the file came from (unit code)")
     file_name: str = Field(description="檔名 / file name")
     content_hash: str = Field(default="", description=_HASH)
     received_at: str = Field(default="", description=_RECEIVED)

@@ -6,6 +6,8 @@ publish (monthly statistics, yearbook); corrections beside them. Assembled expli
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from inservice.assets.corrections import CORRECTION_ASSETS, CORRECTION_JOBS, CORRECTION_SENSORS
@@ -17,6 +19,11 @@ from inservice.pipelines.jobs import JOBS
 from inservice.pipelines.resources import InserviceResource
 from inservice.pipelines.sensors import inbox_sensor, unit_register_sensor
 from inservice.pipelines.staff_jobs import STAFF_JOBS
+
+# Dagster itself tags a multi-partition run `dagster/partition/<dimension>` and then warns that such keys
+# are deprecated; every tag key of ours is compliant (tests/test_dagster.py checks them).
+warnings.filterwarnings("ignore", message=r"Non-compliant tag keys like \['dagster/partition/",
+                        category=DeprecationWarning)
 
 
 def build_definitions() -> dg.Definitions:

@@ -55,7 +55,7 @@ def register_unit_job() -> None:
 class UnitStateConfig(dg.Config):
     code: str = Field(description="單位代碼 / unit code")
     state: str = Field(description="新狀態 testing／production／sealed（testing→production 轉正式；→sealed 封存；"
-                                   "sealed→testing 重新申請）/ new state")
+                                   "sealed→testing 重新申請） / new state")
     letter: str = Field(description=_LETTER)
 
 
@@ -80,8 +80,8 @@ class ArchiveExceptionConfig(dg.Config):
     unit: str = Field(description="單位代碼 / unit code")
     course: str = Field(default="all", description="研習代碼，或 all＝該單位全部課程 / a course code, or all")
     letter: str = Field(description=_LETTER)
-    letter_date: str = Field(description="核定日期 YYYY-MM-DD（自此日起生效）/ letter date (in force from)")
-    valid_until: str = Field(description="有效期限 YYYY-MM-DD（含）/ valid until (inclusive)")
+    letter_date: str = Field(description="核定日期 YYYY-MM-DD（自此日起生效） / letter date (in force from)")
+    valid_until: str = Field(description="有效期限 YYYY-MM-DD（含） / valid until (inclusive)")
 
 
 @dg.op(pool=WAREHOUSE_POOL, description="登錄封存例外 Registers an archive-cutoff exception (C07).")
@@ -109,7 +109,7 @@ def add_archive_exception_job() -> None:
 
 class CountyExportConfig(dg.Config):
     county: str = Field(description="縣市代碼，例 63000 臺北市 / county code")
-    from_month: str = Field(description="起始月份 YYYY-MM（研習起日）/ first month (course start)")
+    from_month: str = Field(description="起始月份 YYYY-MM（研習起日） / first month (course start)")
     to_month: str = Field(description="結束月份 YYYY-MM / last month")
     format: str = Field(default="xlsx", description="xlsx、csv 或 parquet / file format")
 
