@@ -170,3 +170,59 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     graph = screenshot(f"{ui.base}/asset-groups", "ui-asset-graph.png", profile)
     sensor_page = screenshot(f"{ui.base}/locations/inservice/sensors/inbox_sensor", "ui-inbox-sensor.png", profile)
     assert graph.is_file() and sensor_page.is_file()
+
+
+RUNS = """{ runsOrError(filter: {tags: [{key: "%s", value: "%s"}]}) { ... on Runs { results {
+    runId status jobName tags { key value } } } } }"""
+LAUNCH = """mutation { launchPipelineExecution(executionParams: {
+    selector: {repositoryLocationName: "inservice", repositoryName: "__repository__", pipelineName: "%s"},
+    runConfigData: "{}", executionMetadata: {tags: [{key: "dagster/partition", value: "%s"}]}}) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUN = """{ runOrError(runId: "%s") { ... on Run { status stepStats { stepKey status } } } }"""
+DONE = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def test_staff_journey_refusal_visible_and_a_failing_check_publishes_nothing(
+        server: tuple[Dagit, Settings], tmp_path: Path) -> None:
+    """Staff drop a good and a bad file into the running pipeline's inboxes, see the bad one marked
+    refused, then launch the monthly statistics from the UI's API with a check failing: nothing is
+    published, and the run says which check failed."""
+    ui, settings = server
+    log = tmp_path / "dagster-dev.log"
+    bad = settings.inbox / "T001" / "T001_201706.xlsx"
+    bad.write_bytes(b"not a workbook at all")  # F01
+
+    def finished(tag: str, value: str) -> list[dict] | None:
+        runs = ui.gql(RUNS % (tag, value))["runsOrError"]["results"]
+        return runs if runs and all(r["status"] in DONE for r in runs) else None
+
+    [refused_run] = wait_for("the refused upload's run", lambda: finished("inservice/file", bad.name), 240, log)
+    tags = {t["key"]: t["value"] for t in refused_run["tags"]}
+    assert refused_run["status"] == "SUCCESS"  # the pipeline worked; the upload was refused
+    assert tags["inservice/status"] == "refused" and tags["inservice/rule"] == "F01"
+    good = wait_for("the good upload's run", lambda: finished("inservice/file", "T002_201705.xlsx"), 240, log)
+    assert {t["key"]: t["value"] for t in good[0]["tags"]}["inservice/status"] == "loaded"
+    assert (settings.home / "quarantine" / "T001" / bad.name).is_file()
+    assert ui.gql("mutation { setNuxSeen }")["setNuxSeen"] is True
+    profile = tmp_path / "chromium"
+    screenshot(f"{ui.base}/runs", "ui-runs-refused-tagged.png", profile)
+    screenshot(f"{ui.base}/assets/partner_upload?view=checks", "ui-upload-check-refused.png", profile)
+    screenshot(f"{ui.base}/assets/partner_upload?view=partitions&partition=2017-06%7CT001",
+               "ui-upload-partition-refused.png", profile)
+
+    # every upload run has ended, so nobody writes the warehouse: a raw ID lands in a course title
+    wait_for("all upload runs to end", lambda: finished("inservice/unit", "T003"), 240, log)
+    with Warehouse(settings) as wh:
+        wh.con.execute("UPDATE main.courses SET title = 'A123456789' WHERE course_code = "
+                       "(SELECT min(course_code) FROM main.courses)")
+    launched = ui.gql(LAUNCH % ("publish_monthly", "2017-05"))["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    run = wait_for("the publication run", lambda: (r := ui.gql(RUN % run_id)["runOrError"])["status"] in DONE and r,
+                   240, log)
+    assert run["status"] == "FAILURE"
+    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    assert steps["courses_no_national_id"] == "FAILURE" and steps.get("monthly_statistics") != "SUCCESS"
+    assert not (settings.home / "publish").exists() or not any(p.is_file()
+                                                               for p in (settings.home / "publish").rglob("*"))
+    screenshot(f"{ui.base}/runs/{run_id}", "ui-publication-blocked.png", profile)
