@@ -498,7 +498,8 @@ def test_dagster_assets(wh_settings: Settings) -> None:
 
     assert [s.cron_schedule for s in PUBLISH_SCHEDULES] == ["0 6 6 * *"]
     assert PUBLISH_SCHEDULES[0].execution_timezone == "Asia/Taipei"
-    assert {j.name for j in PUBLISH_JOBS} == {"publish_monthly_job", "publish_yearbook_job"}
+    assert {j.name for j in PUBLISH_JOBS} == {"publish_monthly", "publish_yearbook"}
+    assert PUBLISH_SCHEDULES[0].default_status == dg.DefaultScheduleStatus.RUNNING  # on, as the README says
     repo = dg.Definitions(assets=PUBLISH_ASSETS, jobs=PUBLISH_JOBS, schedules=PUBLISH_SCHEDULES,
                           resources={"inservice": InserviceResource()}).get_repository_def()
     for tick, key in ((datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI), "2017-05"),

@@ -279,8 +279,6 @@ def unsorted_upload(context: dg.AssetExecutionContext, config: UnsortedUploadCon
                                 check_results=[accepted_check([d.receipt for d in done])])
 
 
-INGEST_ASSETS = [partner_upload, unsorted_upload]
-INGEST_CHECKS: list = []  # the upload checks are declared on the assets (check_specs)
 
 
 # --- the month at a glance, for staff ------------------------------------------------------------------
@@ -321,4 +319,4 @@ def upload_overview(inservice: InserviceResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=meta)
 
 
-INGEST_ASSETS.append(upload_overview)
+INGEST_ASSETS = [partner_upload, unsorted_upload, upload_overview]

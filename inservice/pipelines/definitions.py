@@ -12,7 +12,7 @@ import dagster as dg
 
 from inservice.assets.corrections import CORRECTION_ASSETS, CORRECTION_JOBS, CORRECTION_SENSORS
 from inservice.assets.feeds import FEED_ASSETS, FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
-from inservice.assets.ingest import INGEST_ASSETS, INGEST_CHECKS
+from inservice.assets.ingest import INGEST_ASSETS
 from inservice.assets.publish import PUBLISH_ASSETS, PUBLISH_JOBS, PUBLISH_SCHEDULES
 from inservice.assets.warehouse import WAREHOUSE_ASSETS, WAREHOUSE_CHECKS
 from inservice.pipelines.jobs import JOBS
@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore", message=r"Non-compliant tag keys like \['dagst
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*INGEST_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS],
-        asset_checks=[*INGEST_CHECKS, *WAREHOUSE_CHECKS],
+        asset_checks=WAREHOUSE_CHECKS,  # the uploads' own check is declared on their assets
         jobs=[*JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *STAFF_JOBS],
         schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES],
         sensors=[inbox_sensor, unit_register_sensor, *CORRECTION_SENSORS, *FEED_SENSORS],
