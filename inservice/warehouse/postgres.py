@@ -10,7 +10,10 @@ corrections run unchanged. What differs lives here:
 - a registered Arrow table becomes a temp table filled by COPY (never row inserts);
 - a statement without a result set answers `fetchone()` with its row count, as DuckDB does;
 - writers are serialised by a transaction-scoped advisory lock (the Dagster pool does the same
-  for runs; the lock also covers a CLI run beside Dagster). Readers never wait on it (MVCC).
+  for runs; the lock also covers a CLI run beside Dagster). Readers never wait on it (MVCC);
+- a writer waits for any lock at most `lock_timeout` (INSERVICE_PG_LOCK_TIMEOUT, 60s), then fails
+  whole with a RetryLater (exit 75): nobody's open transaction can stall loads for ever;
+- connection failures are one line that never shows the password.
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from inservice.dburl import mask_text, redact_url
+from inservice.errors import OperatorError, RetryLater
+
+CONNECT_TIMEOUT = 15  # seconds, unless the URL sets connect_timeout
 WRITER_LOCK = 0x1A5E_7E71  # pg_advisory_xact_lock key: one warehouse writer at a time
 _CREATE_OR_REPLACE_TEMP = re.compile(r"^\s*CREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)?\s+TABLE\s+([\w.\"]+)",
                                      re.IGNORECASE)
@@ -117,6 +125,62 @@ def copy_in(cur: psycopg2.extensions.cursor, target: str, table: pa.Table, chunk
     return table.num_rows
 
 
+# Each is also a psycopg2.OperationalError, so code that catches the driver's errors (Dagster's retry
+# policy, the sensors) sees them as before.
+class WarehouseLockTimeout(RetryLater, psycopg2.OperationalError):
+    """A lock the load needs was held by another session for longer than INSERVICE_PG_LOCK_TIMEOUT."""
+
+
+class WarehouseUnreachable(RetryLater, psycopg2.OperationalError):
+    """The PostgreSQL server could not be reached (down, restarting, network, too many connections)."""
+
+
+class WarehouseLoginFailed(OperatorError, psycopg2.OperationalError):
+    """The server answered but refused the URL: wrong password, no such database, a malformed URL."""
+
+
+@contextmanager
+def lock_waits() -> Iterator[None]:
+    """A statement that waited past lock_timeout: the transaction is void, the load can be run again."""
+    try:
+        yield
+    except psycopg2.errors.LockNotAvailable as exc:
+        raise WarehouseLockTimeout(
+            f"a warehouse table was locked by another session for more than {lock_timeout()} "
+            f"(INSERVICE_PG_LOCK_TIMEOUT; an open transaction or LOCK TABLE, see pg_locks): nothing was "
+            f"written, run the command again later") from exc
+
+
+def lock_timeout() -> str:
+    """INSERVICE_PG_LOCK_TIMEOUT: how long a load waits for a lock (PostgreSQL interval text)."""
+    return os.environ.get("INSERVICE_PG_LOCK_TIMEOUT", "60s").strip() or "60s"
+
+
+# libpq's words for "the server is not there (now)": trying again later can help
+_UNREACHABLE = re.compile(r"(?i)connection refused|timeout expired|timed out|could not translate host name|"
+                          r"no route to host|network is unreachable|the database system is (starting up|"
+                          r"shutting down|in recovery mode)|too many (clients|connections)|server closed the "
+                          r"connection|could not connect|connection reset")
+
+
+def open_connection(dsn: str) -> psycopg2.extensions.connection:
+    """psycopg2.connect with a connect timeout and a name the DBA sees; failures as one line that never
+    shows the password (libpq quotes the whole URL when it cannot parse it)."""
+    try:
+        given = psycopg2.extensions.parse_dsn(dsn)
+        extra = {k: v for k, v in (("connect_timeout", CONNECT_TIMEOUT), ("application_name", "inservice"))
+                 if k not in given}
+        return psycopg2.connect(dsn, **extra)
+    except psycopg2.Error as exc:
+        shown = redact_url(dsn) if "://" in dsn else "the warehouse"
+        reason = mask_text(" ".join(str(exc).split()), [dsn])[:300] or type(exc).__name__
+        if isinstance(exc, psycopg2.OperationalError) and _UNREACHABLE.search(str(exc)):
+            raise WarehouseUnreachable(f"warehouse server unreachable ({shown}): {reason}; run the command again "
+                                       f"when it is up") from None
+        raise WarehouseLoginFailed(f"cannot open the warehouse ({shown}): {reason}; check "
+                                   f"INSERVICE_WAREHOUSE_URL") from None
+
+
 class PgResult:
     """What `execute` returns: the cursor's rows, or (row count,) for a statement without rows."""
 
@@ -155,13 +219,16 @@ class PgConnection:
 
     def __init__(self, dsn: str, read_only: bool = False) -> None:
         self.read_only = read_only
-        self.raw = psycopg2.connect(dsn)
+        self.raw = open_connection(dsn)
         self.raw.autocommit = True  # transactions are explicit (begin/commit), as on DuckDB
         with self.raw.cursor() as cur:
             cur.execute("SET search_path TO main, public; SET TimeZone TO 'UTC'")
             # the merge hash-joins a month's staged rows with the warehouse: 4 MB (the default)
             # makes those joins sort on disk
             cur.execute("SET work_mem TO %s", (os.environ.get("INSERVICE_PG_WORK_MEM", "256MB"),))
+            # a writer never waits forever behind another session's lock (an analyst's open
+            # transaction, a DBA's LOCK TABLE): past this it gives up whole and says "retry"
+            cur.execute("SET lock_timeout TO %s", (lock_timeout(),))
             if read_only:
                 cur.execute("SET default_transaction_read_only TO on")
 
@@ -183,13 +250,14 @@ class PgConnection:
         if m:
             cur.execute(f"DROP TABLE IF EXISTS {m.group(1)}")
             sql = re.sub(r"OR\s+REPLACE\s+", "", sql, count=1, flags=re.IGNORECASE)
-        cur.execute(*self._bind(sql, params))
+        with lock_waits():
+            cur.execute(*self._bind(sql, params))
         if m:  # autovacuum never analyses temp tables: without this the planner guesses their size
             cur.execute(f"ANALYZE {m.group(1)}")
         return PgResult(cur)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self.raw.cursor() as cur:
+        with self.raw.cursor() as cur, lock_waits():
             cur.executemany(translate(sql, True), [tuple(r) for r in rows])
 
     def sql(self, sql: str, params: Sequence[Any] | None = None) -> PgResult:
@@ -239,7 +307,13 @@ class PgConnection:
         with self.raw.cursor() as cur:
             cur.execute("BEGIN")
             if not self.read_only:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+                try:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+                except psycopg2.errors.LockNotAvailable:
+                    cur.execute("ROLLBACK")
+                    raise WarehouseLockTimeout(
+                        f"warehouse busy: another load has been writing for more than {lock_timeout()} "
+                        f"(INSERVICE_PG_LOCK_TIMEOUT); nothing was written, run the command again later") from None
 
     def commit(self) -> None:
         with self.raw.cursor() as cur:
