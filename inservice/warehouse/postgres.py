@@ -181,6 +181,35 @@ def open_connection(dsn: str) -> psycopg2.extensions.connection:
                                    f"INSERVICE_WAREHOUSE_URL") from None
 
 
+# Functions with which any session could hold a lock a writer then waits for (the writer lock above
+# is one): EXECUTE is revoked from PUBLIC in the warehouse database (advisory locks are per
+# database) by `grant-analyst`. Row locks (SELECT … FOR UPDATE/SHARE) and LOCK TABLE in any mode
+# but ACCESS SHARE need UPDATE/INSERT/DELETE privileges, which the analyst role has not; ACCESS
+# SHARE (what every SELECT takes) only blocks DDL, and lock_timeout bounds that wait.
+BLOCKING_FUNCTIONS = tuple(f"pg_catalog.{name}({args})" for name in (
+    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_lock", "pg_try_advisory_lock_shared", "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared") for args in ("bigint", "integer, integer"))
+
+
+def revoke_blocking_functions(con: PgConnection, role: str) -> None:
+    """`role` (and PUBLIC) may not take advisory locks; the loader (this session's user and the owner of
+    the warehouse tables) keeps them. Only a superuser can revoke these: anyone else is told so and
+    nothing changes (the caller's transaction rolls back)."""
+    funcs = ", ".join(BLOCKING_FUNCTIONS)
+    owner = con.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'main' AND tablename = 'courses'"
+                        ).fetchone()
+    loaders = {'CURRENT_USER'} | ({'"' + owner[0].replace('"', '""') + '"'} if owner else set())
+    con.execute(f"REVOKE EXECUTE ON FUNCTION {funcs} FROM PUBLIC")
+    con.execute(f'REVOKE EXECUTE ON FUNCTION {funcs} FROM "{role}"')
+    con.execute(f"GRANT EXECUTE ON FUNCTION {funcs} TO {', '.join(sorted(loaders))}")
+    if con.execute("SELECT has_function_privilege(?, 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE')",
+                   [role]).fetchone()[0]:
+        raise OperatorError(f"grant-analyst must be run by a superuser: only one can stop role {role} from "
+                            f"taking advisory locks (pg_advisory_lock…) that would stall every load; nothing was "
+                            f"changed")
+
+
 class PgResult:
     """What `execute` returns: the cursor's rows, or (row count,) for a statement without rows."""
 
@@ -219,6 +248,7 @@ class PgConnection:
 
     def __init__(self, dsn: str, read_only: bool = False) -> None:
         self.read_only = read_only
+        self._void: Exception | None = None  # the error that aborted the open transaction
         self.raw = open_connection(dsn)
         self.raw.autocommit = True  # transactions are explicit (begin/commit), as on DuckDB
         with self.raw.cursor() as cur:
@@ -244,20 +274,37 @@ class PgConnection:
         named = re.search(r"\$\d", sql)
         return translate(sql, True), {f"p{i}": v for i, v in enumerate(params, 1)} if named else tuple(params)
 
+    def _aborted(self) -> bool:
+        return not self.raw.closed and (self.raw.info.transaction_status
+                                        == psycopg2.extensions.TRANSACTION_STATUS_INERROR)
+
+    @contextmanager
+    def _statement(self) -> Iterator[None]:
+        """A statement in a transaction an error has voided raises that error again (a clean-up in a
+        `finally` must not replace it by "current transaction is aborted")."""
+        if self._void is not None and self._aborted():
+            raise self._void
+        try:
+            with lock_waits():
+                yield
+        except Exception as exc:
+            self._void = exc
+            raise
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgResult:
         cur = self.raw.cursor()
         m = _CREATE_OR_REPLACE_TEMP.match(sql)
         if m:
             cur.execute(f"DROP TABLE IF EXISTS {m.group(1)}")
             sql = re.sub(r"OR\s+REPLACE\s+", "", sql, count=1, flags=re.IGNORECASE)
-        with lock_waits():
+        with self._statement():
             cur.execute(*self._bind(sql, params))
         if m:  # autovacuum never analyses temp tables: without this the planner guesses their size
             cur.execute(f"ANALYZE {m.group(1)}")
         return PgResult(cur)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self.raw.cursor() as cur, lock_waits():
+        with self.raw.cursor() as cur, self._statement():
             cur.executemany(translate(sql, True), [tuple(r) for r in rows])
 
     def sql(self, sql: str, params: Sequence[Any] | None = None) -> PgResult:
@@ -300,10 +347,13 @@ class PgConnection:
             cur.execute(f'ANALYZE "{name}"')
 
     def unregister(self, name: str) -> None:
+        if self._aborted():  # the rollback drops what the transaction created
+            return
         with self._own_temp_tables() as cur:
             cur.execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def begin(self) -> None:
+        self._void = None
         with self.raw.cursor() as cur:
             cur.execute("BEGIN")
             if not self.read_only:
@@ -316,10 +366,12 @@ class PgConnection:
                         f"(INSERVICE_PG_LOCK_TIMEOUT); nothing was written, run the command again later") from None
 
     def commit(self) -> None:
+        self._void = None
         with self.raw.cursor() as cur:
             cur.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._void = None
         if self.raw.closed:
             return
         with self.raw.cursor() as cur:
