@@ -25,6 +25,7 @@ from inservice.dburl import mask_text
 from inservice.errors import OperatorError, RetryLater
 
 LOG = logging.getLogger("inservice")
+RUN_LOG = logging.getLogger("inservice.run")  # the failure records (with their traceback)
 EX_SIGPIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 # an ID-shaped token (validations.national_id.IN_TEXT): never into a log or onto the terminal
 _ID_IN_TEXT = re.compile(r"([A-Za-zＡ-Ｚａ-ｚ][0-9A-Da-dＡ-Ｄａ-ｄ０-９][0-9０-９])[0-9０-９]{5}([0-9０-９]{2})")
@@ -146,6 +147,11 @@ class _Stderr(logging.StreamHandler):
         return private(super().format(record))
 
 
+def _warnings_only(record: logging.LogRecord) -> bool:
+    """Without -v, stderr shows the code's warnings (one line each), never a failure's traceback."""
+    return record.name != RUN_LOG.name
+
+
 def log_path(home: Path) -> Path:
     return home / "logs" / "inservice.log"
 
@@ -180,9 +186,14 @@ def run(command: Callable[[], int], home: Path | None, verbose: bool = False, ar
     logfile = _LogFile(log_path(home)) if home is not None else None
     if logfile is not None:
         handlers.append(logfile)
+    stderr = _Stderr(sys.stderr)
     if verbose:
-        handlers.append(_Stderr(sys.stderr))
-        handlers[-1].setLevel(logging.DEBUG)
+        stderr.setLevel(logging.DEBUG)
+    else:
+        stderr.setLevel(logging.WARNING)
+        stderr.setFormatter(logging.Formatter("inservice: warning: %(message)s"))
+        stderr.addFilter(_warnings_only)
+    handlers.append(stderr)
     if logfile is not None and not verbose:
         logfile.setLevel(logging.WARNING)
     for h in handlers:
@@ -227,7 +238,7 @@ def _fail(exc: BaseException, home: Path | None, logfile: _LogFile | None, verbo
     shown = known if known is not None else OperatorError(
         f"internal error ({type(exc).__name__}: {_first_line(exc)})")
     detail = "".join(traceback.format_exception(exc))
-    LOG.error("inservice %s failed after %.1f s: %s\n%s", _command_line(argv), time.monotonic() - started,
+    RUN_LOG.error("inservice %s failed after %.1f s: %s\n%s", _command_line(argv), time.monotonic() - started,
               shown.message, detail)
     line = private(shown.message)
     if known is None:  # a bug, not an operating condition: say where the traceback is

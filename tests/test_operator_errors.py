@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -121,18 +122,29 @@ def test_home_that_cannot_be_a_folder(tmp_path: Path, shape: str) -> None:
     one_line(inservice(home, "ingest", str(upload(tmp_path)), "--received-at", RECEIVED), 1, "INSERVICE_HOME")
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (mounting needs root, as in the CI container; elsewhere the test is skipped)."""
-    mnt = tmp_path / "disk"
+@contextmanager
+def tmpfs(mnt: Path, options: str) -> Iterator[Path]:
+    """A real small disk (mounting needs root, as in the CI container; elsewhere the test is skipped)."""
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "disk", "size=8m") as mnt:
+        yield mnt
+
+
+def test_home_on_a_read_only_disk(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as mnt:
+        one_line(inservice(mnt, "units", "list"), 1, "Read-only file system", "INSERVICE_HOME")
+        one_line(inservice(mnt / "home", "units", "list"), 1, "Read-only file system", "INSERVICE_HOME")
 
 
 def test_disk_full_is_retry_later_and_loads_once_space_is_freed(tmp_path: Path, small_disk: Path) -> None:
