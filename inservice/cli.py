@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shutil
 import sys
 from datetime import date
 from pathlib import Path
 
+from inservice import failures
 from inservice.config import Settings
-from inservice.warehouse.checks import ChecksFailed
+from inservice.errors import OperatorError
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
 
 
@@ -123,6 +125,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inservice", description="全國教師在職進修資訊網 data pipeline")
     p.add_argument("--home", help="data folder (default $INSERVICE_HOME or ./data)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="on a failure, print the full detail (traceback) too; also INSERVICE_DEBUG=1")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     ing = sub.add_parser("ingest", help="process upload files as received in the inbox named by their folder")
@@ -175,15 +179,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 1 if exc.code else 0
-    settings = Settings.from_env(args.home)
-    try:
-        return args.func(args, settings)
-    except (WarehouseError, ValueError) as exc:
-        print(f"inservice: {exc}", file=sys.stderr)
-        return 1
-    except ChecksFailed as exc:  # a publication refused: nothing was written
-        print(f"inservice: {exc}", file=sys.stderr)
-        return 3
+    home = Path(args.home or os.environ.get("INSERVICE_HOME", "./data")).absolute()
+
+    def command() -> int:
+        settings = Settings.from_env(args.home)
+        try:
+            return args.func(args, settings)
+        except (WarehouseError, ValueError) as exc:  # usage: a wrong code, date or state
+            if isinstance(exc, OperatorError):
+                raise
+            raise OperatorError(str(exc)) from exc
+
+    # one line on stderr for any failure, the traceback in the run log (inservice.failures)
+    return failures.run(command, home, args.verbose, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ from datetime import date
 from pathlib import Path
 
 from inservice.config import Settings
+from inservice.errors import EX_TEMPFAIL  # 75: the partner could not be reached; try again later
 from inservice.feeds import register as feed_register
 from inservice.warehouse.store import Warehouse
-
-EX_TEMPFAIL = 75  # sysexits.h: the partner could not be reached; try again later
 
 
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:

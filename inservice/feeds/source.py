@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import NullPool
 
 from inservice.config import TAIPEI
+from inservice.dburl import driver_url
 from inservice.feeds.register import FeedSpec
 from inservice.loaders.base import UploadRefused, canonical_table, fold_header
 from inservice.schemas.fields import ATTENDANCE, COURSE, RecordType
@@ -36,7 +37,11 @@ _SECRET_KV = re.compile(r"(?i)\b(pwd|password|passwd)(\s*=\s*)(\{[^}]*\}|[^;&\s]
 _NOT_TRANSIENT = re.compile(
     r"(?i)password authentication failed|authentication failed|access denied|login failed|pg_hba\.conf|"
     r"does not exist|unknown database|no such database|cannot open database|ssl.*required")
-_MYSQL_NOT_TRANSIENT = {1044, 1045, 1049, 1251, 1698, 2059}
+_MYSQL_NOT_TRANSIENT = {1044, 1045, 1049, 1115, 1251, 1698, 2059}
+# the URL names an option, charset or ODBC driver the client cannot use: no retry will change that
+_BAD_OPTION = re.compile(r"(?i)invalid value for parameter|invalid connection option|unknown (charset|character set)|"
+                         r"unrecognized configuration parameter")
+_ODBC_DRIVER_MISSING = re.compile(r"(?i)can't open lib|data source name not found|IM002")
 
 
 class PartnerUnreachable(UploadRefused):
@@ -60,6 +65,16 @@ def masked_url(url: URL) -> str:
     return url.set(query=query).render_as_string(hide_password=True)
 
 
+def _check_charset(url: URL) -> None:
+    """pymysql fails on an unknown `charset=` with an AttributeError: say what is wrong instead."""
+    from pymysql.charset import charset_by_name
+
+    charset = url.query.get("charset")
+    if isinstance(charset, str) and charset_by_name(charset) is None:
+        raise UploadRefused("F01", f"連線字串的 charset「{charset}」不是 MySQL/MariaDB 的字元集（請用 utf8mb4）",
+                            f"the URL's charset {charset!r} is not a MySQL/MariaDB character set (use utf8mb4)")
+
+
 def feed_url(env_name: str) -> URL:
     value = os.environ.get(env_name, "").strip()
     if not value:
@@ -67,7 +82,7 @@ def feed_url(env_name: str) -> URL:
                             f"environment variable {env_name} is not set (it should hold the feed's "
                             f"SQLAlchemy URL)")
     try:
-        return make_url(value)
+        return driver_url(make_url(value))  # postgresql://, mysql://, mssql:// get the drivers installed here
     except (sa.exc.ArgumentError, ValueError):
         # the value itself is never echoed: it may carry a password
         raise UploadRefused("F01", f"環境變數 {env_name} 的內容不是 SQLAlchemy 連線字串",
@@ -92,11 +107,25 @@ def _transient(exc: sa.exc.DBAPIError) -> bool:
     return not _NOT_TRANSIENT.search(str(exc.orig))
 
 
+def driver_missing(url: URL, what: str) -> UploadRefused:
+    """F01 "database driver missing": a Python module or an ODBC driver the URL needs is not installed."""
+    return UploadRefused("F01", f"缺少資料庫驅動程式：{what}（{url.drivername}）；本系統已安裝 postgresql://（psycopg2）、"
+                                f"mysql://（pymysql）、mssql://（pyodbc + FreeTDS）",
+                         f"database driver missing: {what} (for {url.drivername}); installed here: postgresql:// "
+                         f"(psycopg2), mysql:// (pymysql), mssql:// (pyodbc with FreeTDS)")
+
+
 def refusal_for(exc: sa.exc.DBAPIError, url: URL, doing_zh: str, doing_en: str) -> UploadRefused:
     where, reason = masked_url(url), _reason(exc, url)
+    if _ODBC_DRIVER_MISSING.search(str(exc.orig)):
+        return driver_missing(url, f"ODBC driver {url.query.get('driver', '?')!s} ({reason})")
+    if _BAD_OPTION.search(str(exc.orig)):
+        return UploadRefused("F01", f"{doing_zh}失敗，連線字串的選項無效（{where}）：{reason}",
+                             f"{doing_en} failed, an option of the URL is not valid ({where}): {reason}")
     if _transient(exc):
-        return PartnerUnreachable(f"{doing_zh}失敗（{where}）：{reason}；稍後自動重試",
-                                  f"{doing_en} failed ({where}): {reason}; will be retried")
+        return PartnerUnreachable(f"{doing_zh}失敗，單位的資料庫目前無法連線（{where}）：{reason}；稍後自動重試",
+                                  f"{doing_en} failed, the partner's database is unreachable ({where}): {reason}; "
+                                  f"will be retried")
     return UploadRefused("F01", f"{doing_zh}失敗（{where}）：{reason}", f"{doing_en} failed ({where}): {reason}")
 
 
@@ -388,12 +417,18 @@ class PartnerSource:
             connect_args["conv"] = _mysql_text_conversions()
         elif driver == "pyodbc":
             connect_args["timeout"] = CONNECT_TIMEOUT  # login timeout
+        if driver == "pymysql":
+            _check_charset(self.url)
         try:
             return sa.create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, OSError) as exc:
+        except ImportError as exc:  # the DBAPI module (psycopg, MySQLdb, pyodbc without unixODBC…)
+            raise driver_missing(self.url, f"Python module {exc.name or mask_secrets(str(exc), self.url)}") from None
+        except sa.exc.NoSuchModuleError:
+            raise driver_missing(self.url, f"SQLAlchemy dialect {self.url.drivername}") from None
+        except (sa.exc.ArgumentError, OSError, ValueError, TypeError) as exc:
             reason = mask_secrets(str(exc), self.url)[:300]
-            raise UploadRefused("F01", f"無法使用資料庫驅動程式 {self.url.drivername}：{reason}",
-                                f"database driver {self.url.drivername} unavailable: {reason}") from None
+            raise UploadRefused("F01", f"無法使用資料庫連線字串 {self.masked}：{reason}",
+                                f"the database URL {self.masked} cannot be used: {reason}") from None
 
     @contextmanager
     def open(self) -> Iterator[PartnerReader]:
@@ -403,6 +438,11 @@ class PartnerSource:
                 conn = engine.connect()
             except sa.exc.DBAPIError as exc:
                 raise refusal_for(exc, self.url, "連線", "connection") from exc
+            except (LookupError, AttributeError, TypeError, ValueError) as exc:  # an option the driver chokes on
+                reason = mask_secrets(f"{type(exc).__name__}: {exc}", self.url)[:300]
+                raise UploadRefused("F01", f"連線失敗，連線字串的選項無效（{self.masked}）：{reason}",
+                                    f"connection failed, an option of the URL is not valid ({self.masked}): "
+                                    f"{reason}") from None
             with conn:
                 try:
                     conn = self._session(conn)

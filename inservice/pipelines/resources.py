@@ -10,6 +10,7 @@ import duckdb
 import psycopg2
 
 from inservice.config import Settings
+from inservice.errors import RetryLater
 from inservice.warehouse.store import Warehouse
 
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writer: every step opening the file is in this pool
@@ -17,7 +18,8 @@ OWNERS = ["team:data-engineering"]
 
 # Transient: worth another attempt (a lock held by a process outside the pool, a busy disk).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    duckdb.IOException, psycopg2.OperationalError, TimeoutError, BlockingIOError, InterruptedError, ConnectionError)
+    RetryLater, duckdb.IOException, psycopg2.OperationalError, TimeoutError, BlockingIOError, InterruptedError,
+    ConnectionError)
 RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 

@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 from inservice.config import Settings
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import POSTGRESQL, month_text
+from inservice.warehouse.postgres import revoke_blocking_functions
 from inservice.warehouse.store import Warehouse
 
 # What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
@@ -124,6 +125,9 @@ def grant_analyst_role(wh: Warehouse, role: str = ANALYST_ROLE, password: str | 
         con.execute(f"REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC")
         con.execute(f'REVOKE TEMPORARY ON DATABASE {db} FROM "{role}"')
         con.execute(f"GRANT TEMPORARY ON DATABASE {db} TO CURRENT_USER")
+        # no lock a load waits for (pg_advisory_lock…); a forgotten open transaction ends by itself
+        revoke_blocking_functions(con, role)
+        con.execute(f'ALTER ROLE "{role}" SET idle_in_transaction_session_timeout = \'10min\'')
         con.execute(f'GRANT USAGE ON SCHEMA main TO "{role}"')
         return _grant_select(wh, role)
 

@@ -2,6 +2,7 @@
 
 - `duckdb:///path/warehouse.duckdb` (the default, under $INSERVICE_HOME): embedded, one file.
 - `postgresql://user@host:5432/db` (`postgres://` and `postgresql+psycopg2://` too): a server.
+- anything else that looks like a URL (a scheme, `user:…@`) is refused; the message hides the password.
 
 Everything above this module is written once against a connection offering the DuckDB subset the
 warehouse uses; `postgres.PgConnection` provides it on PostgreSQL. The handful of SQL fragments
@@ -10,16 +11,28 @@ that cannot be written portably are the functions below, one branch per backend.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import duckdb
 
+from inservice.dburl import dialect_of, redact_url
+from inservice.errors import OperatorError
 from inservice.warehouse.postgres import PgConnection
 
 Connection = Union[duckdb.DuckDBPyConnection, PgConnection]  # noqa: UP007 (a runtime alias)
 DUCKDB, POSTGRESQL = "duckdb", "postgresql"
+
+
+class WarehouseUrlError(OperatorError, ValueError):
+    """INSERVICE_WAREHOUSE_URL names no warehouse this project can open (the message hides passwords)."""
+
+
+# a scheme-like start (`duckdb:/x`, `garbage:secret@h`): meant as a URL, not a file path
+_SCHEME_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_FORMS = "duckdb:///path/warehouse.duckdb or postgresql://user@host:5432/db"
 
 
 @dataclass(frozen=True)
@@ -30,25 +43,30 @@ class WarehouseUrl:
     @classmethod
     def parse(cls, url: str | Path) -> WarehouseUrl:
         text = str(url)
-        if isinstance(url, Path) or "://" not in text:
+        if isinstance(url, Path):
             return cls(DUCKDB, text)
+        if "://" not in text:
+            if _SCHEME_LIKE.match(text) or "@" in text:
+                raise WarehouseUrlError(f"INSERVICE_WAREHOUSE_URL is not a warehouse URL ({_FORMS}): "
+                                        f"{redact_url(text)}")
+            return cls(DUCKDB, text)  # a plain file path
         scheme, rest = text.split("://", 1)
-        scheme = scheme.split("+", 1)[0].lower()
-        if scheme == "duckdb":
+        dialect = dialect_of(scheme)  # postgres:// too: the aliases live in inservice.dburl
+        if dialect == DUCKDB:
+            if "?" in rest or not rest:
+                raise WarehouseUrlError(f"INSERVICE_WAREHOUSE_URL: a DuckDB URL is a file path without options "
+                                        f"(duckdb:///path/warehouse.duckdb): {redact_url(text)}")
             return cls(DUCKDB, rest)
-        if scheme in ("postgresql", "postgres"):
+        if dialect == POSTGRESQL:  # whatever +driver is named, the warehouse speaks psycopg2 (COPY)
             return cls(POSTGRESQL, f"postgresql://{rest}")
-        raise ValueError(f"INSERVICE_WAREHOUSE_URL: unknown scheme {scheme!r} (duckdb:// or postgresql://)")
+        raise WarehouseUrlError(f"INSERVICE_WAREHOUSE_URL: unknown scheme {scheme.split('+', 1)[0]!r} "
+                                f"({_FORMS})")
 
     def redacted(self) -> str:
         """For logs and messages: the password (if any) never printed."""
         if self.backend == DUCKDB:
             return f"duckdb://{self.target}"
-        head, _, tail = self.target.rpartition("@")
-        if not head:
-            return self.target
-        scheme, _, creds = head.partition("://")
-        return f"{scheme}://{creds.split(':', 1)[0]}@{tail}"
+        return redact_url(self.target)
 
 
 def connect(url: WarehouseUrl, read_only: bool = False) -> Connection:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 
+from inservice.errors import OperatorError
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import Connection, regex_matches, text_type_names
 
@@ -166,16 +167,19 @@ BLOCKING = [
 ]
 
 
-class ChecksFailed(Exception):
-    """A publication was refused because the warehouse fails a blocking check: nothing was written."""
+class ChecksFailed(OperatorError):
+    """A publication was refused because the warehouse fails a blocking check: nothing was written.
+    The CLI exits 3 (a person must fix the data first; retrying does not help)."""
+
+    exit_code = 3
 
     def __init__(self, what: str, failed: list[tuple[BlockingCheck, dict]]) -> None:
-        self.what = what
-        self.failed = failed
         names = ", ".join(c.key for c, _ in failed)
         super().__init__(f"{what} not published: the warehouse fails blocking check(s) {names}; "
                          f"nothing was written. Fix the rows the check names (Dagster: the check's "
                          f"metadata), then publish again.")
+        self.what = what
+        self.failed = failed
 
 
 def failing(con: Connection, cutoff: date) -> list[tuple[BlockingCheck, dict]]:
