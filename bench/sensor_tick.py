@@ -31,8 +31,8 @@ def main() -> None:
         os.environ["INSERVICE_HOME"] = str(home)
         import dagster as dg
 
+        from inservice.assets.shared import InserviceResource
         from inservice.pipelines.definitions import defs
-        from inservice.pipelines.resources import InserviceResource
 
         t0 = time.perf_counter()
         payload = os.urandom(args.size)

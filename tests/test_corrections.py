@@ -515,8 +515,9 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 
 def _defs() -> dg.Definitions:
-    from inservice.assets.corrections import CORRECTION_ASSETS, CORRECTION_JOBS, CORRECTION_SENSORS
-    from inservice.pipelines.resources import InserviceResource
+    from inservice.assets.corrections import CORRECTION_ASSETS
+    from inservice.assets.shared import InserviceResource
+    from inservice.pipelines.corrections import CORRECTION_JOBS, CORRECTION_SENSORS
 
     return dg.Definitions(assets=CORRECTION_ASSETS, jobs=CORRECTION_JOBS, sensors=CORRECTION_SENSORS,
                           resources={"inservice": InserviceResource()})

@@ -770,7 +770,8 @@ def test_dagster_partitions_schedule_sensor_and_retry(pg: URL, fhome: Settings, 
     import dagster as dg
 
     from inservice.assets import feeds as fa
-    from inservice.pipelines.resources import InserviceResource
+    from inservice.assets.shared import InserviceResource
+    from inservice.pipelines import feeds as fp
 
     db = partner(pg)
     create_tables(db)
@@ -778,8 +779,8 @@ def test_dagster_partitions_schedule_sensor_and_retry(pg: URL, fhome: Settings, 
     insert(db, "inservice_attendance", [attendee("G1", T[0], DAY1, True)])
     setup_unit(fhome, pg, monkeypatch)
     resources = {"inservice": InserviceResource()}
-    defs = dg.Definitions(assets=fa.FEED_ASSETS, jobs=fa.FEED_JOBS, schedules=fa.FEED_SCHEDULES,
-                          sensors=fa.FEED_SENSORS, resources=resources)
+    defs = dg.Definitions(assets=fa.FEED_ASSETS, jobs=fp.FEED_JOBS, schedules=fp.FEED_SCHEDULES,
+                          sensors=fp.FEED_SENSORS, resources=resources)
     defs.resolve_all_job_defs()
     assert fa.partner_feed.op.pool == "warehouse"
     assert fa.partner_feed.op.retry_policy.backoff == dg.Backoff.EXPONENTIAL
@@ -787,11 +788,11 @@ def test_dagster_partitions_schedule_sensor_and_retry(pg: URL, fhome: Settings, 
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "Asia/Taipei")
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        result = fa.feed_register_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        result = fp.feed_register_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert result.dynamic_partitions_requests[0].partition_keys == [UNIT]
         instance.add_dynamic_partitions(fa.FEED_UNITS.name, [UNIT])
         at = datetime(2017, 6, 3, 2, 0, tzinfo=TAIPEI)
-        requests = fa.feed_daily_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        requests = fp.feed_daily_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
         assert [r.partition_key for r in requests] == ["2017-06-02|T009"]  # the day just ended
         key = dg.MultiPartitionKey({"unit": UNIT, "day": "2017-06-02"})
         done = dg.materialize(fa.FEED_ASSETS, partition_key=key, instance=instance, resources=resources)

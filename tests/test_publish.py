@@ -493,12 +493,13 @@ def test_cli_json(wh_settings: Settings, capsys: pytest.CaptureFixture) -> None:
 def test_dagster_assets(wh_settings: Settings) -> None:
     import dagster as dg
 
-    from inservice.assets.publish import PUBLISH_ASSETS, PUBLISH_JOBS, PUBLISH_SCHEDULES, monthly_statistics
-    from inservice.pipelines.resources import InserviceResource
+    from inservice.assets.publish import PUBLISH_ASSETS, monthly_statistics
+    from inservice.assets.shared import InserviceResource
+    from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
 
     assert [s.cron_schedule for s in PUBLISH_SCHEDULES] == ["0 6 6 * *"]
     assert PUBLISH_SCHEDULES[0].execution_timezone == "Asia/Taipei"
-    assert {j.name for j in PUBLISH_JOBS} == {"publish_monthly", "publish_yearbook"}
+    assert {j.name for j in PUBLISH_JOBS} == {"publish_monthly", "publish_yearbook", "publish_county_export"}
     assert PUBLISH_SCHEDULES[0].default_status == dg.DefaultScheduleStatus.RUNNING  # on, as the README says
     repo = dg.Definitions(assets=PUBLISH_ASSETS, jobs=PUBLISH_JOBS, schedules=PUBLISH_SCHEDULES,
                           resources={"inservice": InserviceResource()}).get_repository_def()

@@ -21,10 +21,10 @@ import dagster as dg
 import pytest
 
 from inservice.assets.publish import monthly_statistics, yearbook_extract
+from inservice.assets.shared import InserviceResource
 from inservice.cli import main
 from inservice.config import Settings
 from inservice.pipelines.definitions import defs
-from inservice.pipelines.resources import InserviceResource
 from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop

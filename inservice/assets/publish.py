@@ -5,7 +5,8 @@ Gate: the core refuses to publish from a warehouse that fails a blocking check
 (`inservice.warehouse.checks.require_passing`, called first by `publish_month`/`publish_year`), so
 every path — the schedule, a job, "Materialize" on the asset page, a backfill, the CLI — publishes
 nothing then: no file, no stat_* row, no snapshot, and (the asset fails) no materialization.
-The publication jobs also run the warehouse checks as their own steps, so the run shows which one failed.
+The publication jobs (inservice/pipelines/publish.py) also run the warehouse checks as their own
+steps, so the run shows which one failed.
 
 A backfill of many partitions is ONE run (BackfillPolicy.single_run), publishing each month in turn.
 """
@@ -15,9 +16,8 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from inservice.assets.shared import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource
 from inservice.assets.warehouse import WAREHOUSE_ASSETS
-from inservice.config import TAIPEI
-from inservice.pipelines.resources import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource
 from inservice.warehouse.checks import ChecksFailed
 
 MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2013-01", timezone="Asia/Taipei", fmt="%Y-%m")
@@ -97,30 +97,4 @@ def yearbook_extract(context: dg.AssetExecutionContext, inservice: InserviceReso
     return dg.MaterializeResult(metadata={"years": dg.MetadataValue.json([d["year"] for d in done])})
 
 
-# One job per publication. Each also materialises the warehouse group, so its blocking checks run as
-# steps of the same run (the failed one is visible in the run) before the publication, which they stop;
-# the core's gate stops it on every other path too.
-_CHECKED = dg.AssetSelection.groups("warehouse")
-monthly_statistics_job = dg.define_asset_job(
-    "publish_monthly", selection=dg.AssetSelection.assets(monthly_statistics) | _CHECKED,
-    description="統計月報: the warehouse checks, then the monthly statistics of the chosen month (the schedule "
-                "takes the month just ended on the 6th). Nothing is published if a check fails.")
-yearbook_job = dg.define_asset_job(
-    "publish_yearbook", selection=dg.AssetSelection.assets(yearbook_extract) | _CHECKED,
-    description="年報 教師進修篇: the warehouse checks, then a frozen snapshot of the chosen year and its extract "
-                "(by hand, after the January audit). Nothing is published if a check fails.")
-
-
-@dg.schedule(job=monthly_statistics_job, cron_schedule="0 6 6 * *", execution_timezone="Asia/Taipei",
-             name="publish_monthly_schedule", default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="On the 6th at 06:00 Asia/Taipei: the monthly statistics of the month just ended "
-                         "(its files were due by the 5th).")
-def monthly_statistics_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    t = context.scheduled_execution_time.astimezone(TAIPEI)
-    year, month = (t.year, t.month - 1) if t.month > 1 else (t.year - 1, 12)
-    return dg.RunRequest(partition_key=f"{year:04d}-{month:02d}")
-
-
 PUBLISH_ASSETS = [monthly_statistics, yearbook_extract]
-PUBLISH_JOBS = [monthly_statistics_job, yearbook_job]
-PUBLISH_SCHEDULES = [monthly_statistics_schedule]

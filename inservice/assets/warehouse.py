@@ -10,13 +10,9 @@ plain functions of inservice.warehouse.checks, all blocking: a failure stops eve
 
 import dagster as dg
 
-from inservice.assets.ingest import partner_upload, unsorted_upload
-from inservice.pipelines.resources import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource
+from inservice.assets.shared import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource, table_schema
+from inservice.assets.uploads import partner_upload, unsorted_upload
 from inservice.warehouse import checks, ddl
-
-
-def _schema(table: ddl.Table) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(c.name, c.type, description=c.comment) for c in table.columns])
 
 
 def _count(inservice: InserviceResource, sql: str) -> list[tuple]:
@@ -28,7 +24,7 @@ def _table_asset(name: str, table: ddl.Table, description: str) -> dg.AssetsDefi
     @dg.asset(
         name=name, group_name="warehouse", deps=[partner_upload, unsorted_upload], pool=WAREHOUSE_POOL,
         retry_policy=RETRY, owners=OWNERS, kinds={"duckdb", "table"}, description=description,
-        metadata={"dagster/column_schema": _schema(table), "dagster/table_name": f"main.{table.name}"},
+        metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": f"main.{table.name}"},
     )
     def _asset(inservice: InserviceResource) -> dg.MaterializeResult:
         [(prod, test, units)] = _count(inservice, f"""SELECT
@@ -53,7 +49,7 @@ attendance = _table_asset("attendance", ddl.ATTENDANCE,
     owners=OWNERS, kinds={"duckdb", "table"},
     description="The upload log (uploads: one row per processed file, with its receipt paths) and its "
                 "findings (one row per refused or flagged row, in Chinese and English).",
-    metadata={"dagster/column_schema": _schema(ddl.UPLOADS), "dagster/table_name": "main.uploads"},
+    metadata={"dagster/column_schema": table_schema(ddl.UPLOADS), "dagster/table_name": "main.uploads"},
 )
 def upload_log(inservice: InserviceResource) -> dg.MaterializeResult:
     rows = _count(inservice, "SELECT status, count(*) FROM main.uploads GROUP BY 1 ORDER BY 1")

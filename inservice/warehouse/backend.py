@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Union
 
 import duckdb
+import psycopg2
 
 from inservice.dburl import dialect_of, redact_url
-from inservice.errors import OperatorError
+from inservice.errors import OperatorError, RetryLater
 from inservice.warehouse.postgres import PgConnection
 
 Connection = Union[duckdb.DuckDBPyConnection, PgConnection]  # noqa: UP007 (a runtime alias)
@@ -111,3 +112,9 @@ def month_text(con: Any, expr: str) -> str:
     if backend_of(con) == POSTGRESQL:
         return f"to_char({expr}, 'YYYY-MM')"
     return f"strftime({expr}, '%Y-%m')"
+
+
+# Worth another attempt: a lock held by a process outside Dagster's pool, a lost connection, a busy disk.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RetryLater, duckdb.IOException, psycopg2.OperationalError, TimeoutError, BlockingIOError, InterruptedError,
+    ConnectionError)

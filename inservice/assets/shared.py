@@ -1,4 +1,5 @@
-"""The one resource the pipeline needs: where INSERVICE_HOME is, and the warehouse in it."""
+"""What every Dagster asset shares: the one resource (INSERVICE_HOME and the warehouse in it), the
+owners, the pool, the retry policy. Below both assets/ and pipelines/."""
 
 from __future__ import annotations
 
@@ -6,20 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-import duckdb
-import psycopg2
 
 from inservice.config import Settings
-from inservice.errors import RetryLater
+from inservice.warehouse import ddl
 from inservice.warehouse.store import Warehouse
 
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writer: every step opening the file is in this pool
 OWNERS = ["team:data-engineering"]
 
-# Transient: worth another attempt (a lock held by a process outside the pool, a busy disk).
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RetryLater, duckdb.IOException, psycopg2.OperationalError, TimeoutError, BlockingIOError, InterruptedError,
-    ConnectionError)
 RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -39,6 +34,16 @@ class InserviceResource(dg.ConfigurableResource):
             yield wh
 
 
+def refused(exc: Exception) -> dg.Failure:
+    """The core refused what staff asked (a bad value, a rule of the register): the reason, never retried."""
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
 def permanent(exc: BaseException, what: str) -> dg.Failure:
     """Wrap a non-transient error so the retry policy does not repeat it."""
     return dg.Failure(description=f"{what}: {type(exc).__name__}: {exc}", allow_retries=False)
+
+
+def table_schema(table: ddl.Table) -> dg.TableSchema:
+    """A declared warehouse table as Dagster's column schema (names, types, Chinese comments)."""
+    return dg.TableSchema(columns=[dg.TableColumn(c.name, c.type, description=c.comment) for c in table.columns])

@@ -1,5 +1,5 @@
-"""inbox_sensor: every new, stable file in $INSERVICE_HOME/inbox/<UNIT>/ becomes exactly one run;
-unit_register_sensor: the `unit` partitions are the registered units, no more, no less.
+"""Uploads: the two ingest jobs; inbox_sensor, every new stable file in $INSERVICE_HOME/inbox/<UNIT>/
+becomes exactly one run; unit_register_sensor, the `unit` partitions are the registered units.
 
 The inbox sensor walks the folders and compares with its JSON cursor (inservice.inbox.plan_tick);
 it opens no upload. Run key = unit + file name + content hash, so a restart or a second tick starts
@@ -15,16 +15,41 @@ import os
 
 import dagster as dg
 
-from inservice.assets.ingest import FIRST_MONTH, MONTHS, UNITS, UnsortedUploadConfig, UploadConfig
+from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource
+from inservice.assets.uploads import (
+    FIRST_MONTH,
+    MONTHS,
+    UNITS,
+    UnsortedUploadConfig,
+    UploadConfig,
+    partner_upload,
+    unsorted_upload,
+    upload_overview,
+)
+from inservice.assets.warehouse import WAREHOUSE_ASSETS
 from inservice.inbox import InboxCursor, NewUpload, data_month, plan_tick, registered_units
-from inservice.pipelines.jobs import ingest_unsorted_job, ingest_upload_job
-from inservice.pipelines.resources import WAREHOUSE_POOL, InserviceResource
 
 INTERVAL = int(os.environ.get("INSERVICE_SENSOR_INTERVAL", "30"))
 REGISTER_INTERVAL = int(os.environ.get("INSERVICE_REGISTER_SENSOR_INTERVAL", "60"))
 MAX_RUNS_PER_TICK = int(os.environ.get("INSERVICE_SENSOR_MAX_RUNS", "20"))
 UPLOAD_TAG = "inservice/upload"  # the run key, as a tag we can look up (Dagster's own tag is internal)
 CONTENT_TAG = "inservice/content"  # unit/name/hash: every drop of the same bytes carries it
+
+
+# Checks of the selected warehouse assets come with them, so every upload run ends checked.
+ingest_upload_job = dg.define_asset_job(
+    "ingest_upload",
+    selection=dg.AssetSelection.assets(partner_upload, *WAREHOUSE_ASSETS, upload_overview),
+    description="One upload (partition unit × month): core ingest, receipt, archive/quarantine, "
+                "then warehouse row counts and checks, and the month's overview. Started by inbox_sensor, or "
+                "by hand to re-run.",
+)
+
+ingest_unsorted_job = dg.define_asset_job(
+    "ingest_unsorted_upload",
+    selection=dg.AssetSelection.assets(unsorted_upload, *WAREHOUSE_ASSETS, upload_overview),
+    description="An upload whose file name fits no unit × month partition, processed the same way.",
+)
 
 
 def _latest_run(instance: dg.DagsterInstance, tag: str, value: str) -> dg.DagsterRun | None:
@@ -144,3 +169,7 @@ def unit_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
     if not requests:
         return dg.SensorResult(skip_reason=f"{len(register)} registered unit(s), all partitions")
     return dg.SensorResult(dynamic_partitions_requests=requests)
+
+
+UPLOAD_JOBS = [ingest_upload_job, ingest_unsorted_job]
+UPLOAD_SENSORS = [inbox_sensor, unit_register_sensor]

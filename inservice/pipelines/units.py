@@ -1,6 +1,6 @@
-"""Jobs staff launch from the UI instead of a terminal (Launchpad; each config field described in
+"""The unit register, from the UI instead of a terminal (Launchpad; each config field described in
 Chinese and English): register a unit, change its state with a letter number, add an archive-cutoff
-exception, export a county. Each op calls the same core function as the CLI.
+exception. Each op calls the same core function as the CLI.
 """
 
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
@@ -10,19 +10,13 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
-from inservice.assets.ingest import UNITS
-from inservice.assets.publish import blocked
+from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource, refused
+from inservice.assets.uploads import UNITS
 from inservice.corrections.lifecycle import set_state
-from inservice.pipelines.resources import WAREHOUSE_POOL, InserviceResource
-from inservice.warehouse.checks import ChecksFailed
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
 
 _LETTER = "核定文號，例 臺教師(三)字第1060000001號 / the approval letter number"
 
-
-def _refused(exc: Exception) -> dg.Failure:
-    """A refusal by the core (bad value, rule of the register): the reason, never retried."""
-    return dg.Failure(description=str(exc), allow_retries=False)
 
 
 class RegisterUnitConfig(dg.Config):
@@ -40,7 +34,7 @@ def register_unit(context: dg.OpExecutionContext, config: RegisterUnitConfig, in
         with inservice.warehouse() as wh:
             wh.add_unit(config.code, config.name, config.channel, config.state, joined)
     except (WarehouseError, ValueError) as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     context.instance.add_dynamic_partitions(UNITS.name, [config.code])  # its inbox is a partition now
     context.log.info(f"unit {config.code} registered ({config.state}, {config.channel})")
 
@@ -65,7 +59,7 @@ def change_unit_state(context: dg.OpExecutionContext, config: UnitStateConfig, i
         with inservice.warehouse() as wh:
             reason = set_state(wh, config.code, config.state, config.letter)
     except (WarehouseError, ValueError) as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     context.log.info(f"unit {config.code} → {config.state} ({reason}), letter {config.letter}")
 
 
@@ -95,7 +89,7 @@ def add_archive_exception(context: dg.OpExecutionContext, config: ArchiveExcepti
             new_id = wh.add_exception(config.unit, course, config.letter, date.fromisoformat(config.letter_date),
                                       date.fromisoformat(config.valid_until))
     except (WarehouseError, ValueError) as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     context.log.info(f"exception {new_id} registered for {config.unit} ({course or 'all courses'}); re-run the "
                      f"refused upload (ingest_upload, rerun: true) to load what it now admits")
 
@@ -107,36 +101,4 @@ def add_archive_exception_job() -> None:
     add_archive_exception()
 
 
-class CountyExportConfig(dg.Config):
-    county: str = Field(description="縣市代碼，例 63000 臺北市 / county code")
-    from_month: str = Field(description="起始月份 YYYY-MM（研習起日） / first month (course start)")
-    to_month: str = Field(description="結束月份 YYYY-MM / last month")
-    format: str = Field(default="xlsx", description="xlsx、csv 或 parquet / file format")
-
-
-@dg.op(pool=WAREHOUSE_POOL, description="縣市匯出 All records of a county's units, pseudonymised; refused while a "
-                                        "blocking warehouse check fails.")
-def export_county_records(context: dg.OpExecutionContext, config: CountyExportConfig,
-                  inservice: InserviceResource) -> dg.Output[dict]:
-    from inservice.publish.export import export_county
-
-    try:
-        ex = export_county(inservice.settings(), config.county, config.from_month, config.to_month, config.format)
-    except ChecksFailed as exc:
-        raise blocked(exc) from exc
-    except ValueError as exc:
-        raise _refused(exc) from exc
-    context.log.info(f"county {ex.county} {ex.first}..{ex.last}: {ex.rows}")
-    return dg.Output(ex.as_json(), metadata={
-        "courses": ex.rows["courses"], "attendance": ex.rows["attendance"], "units": ", ".join(ex.units),
-        **{f"file_{i + 1}": dg.MetadataValue.path(f) for i, f in enumerate(ex.files)}})
-
-
-@dg.job(name="publish_county_export", tags={"inservice/staff": "export"},
-        description="縣市匯出：某縣市所屬單位之全部課程與名單（假名化），檔案在 publish/export/。A county's export; "
-                    "nothing is written while a blocking warehouse check fails.")
-def county_export_job() -> None:
-    export_county_records()
-
-
-STAFF_JOBS = [register_unit_job, change_unit_state_job, add_archive_exception_job, county_export_job]
+UNIT_JOBS = [register_unit_job, change_unit_state_job, add_archive_exception_job]

@@ -1,4 +1,4 @@
-"""Ingest group: one partner upload per run, processed by the core (`Ingestor.ingest`).
+"""Uploads (group "ingest"): one partner upload per run, processed by the core (`Ingestor.ingest`).
 
 Partitions are unit × data month. The core writes the warehouse (one transaction) and the
 receipt; this module only finds the file, hands it to the core, moves the original out of the
@@ -14,18 +14,18 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from inservice.config import Settings
-from inservice.inbox import data_month, find_upload, original_received_at, settle, waiting_or_refused
-from inservice.ingest import Ingestor
-from inservice.pipelines.resources import (
+from inservice.assets.shared import (
     OWNERS,
     RETRY,
-    TRANSIENT_ERRORS,
     WAREHOUSE_POOL,
     InserviceResource,
     permanent,
 )
+from inservice.config import Settings
+from inservice.inbox import data_month, find_upload, original_received_at, settle, waiting_or_refused
+from inservice.ingest import Ingestor
 from inservice.schemas.rules import RULES
+from inservice.warehouse.backend import TRANSIENT_ERRORS
 from inservice.warehouse.store import Warehouse
 
 UNITS = dg.DynamicPartitionsDefinition(name="unit")
@@ -319,4 +319,4 @@ def upload_overview(inservice: InserviceResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=meta)
 
 
-INGEST_ASSETS = [partner_upload, unsorted_upload, upload_overview]
+UPLOAD_ASSETS = [partner_upload, unsorted_upload, upload_overview]
