@@ -11,7 +11,10 @@ from datetime import date
 from pathlib import Path
 
 from inservice.config import Settings
+from inservice.warehouse.backend import WarehouseBusy
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
+
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, retrying later can help
 
 
 def _print_receipts(receipts: list[dict], as_json: bool) -> None:
@@ -171,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(args.home)
     try:
         return args.func(args, settings)
+    except WarehouseBusy as exc:  # nothing was done: files stay where they are
+        print(f"inservice: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except (WarehouseError, ValueError) as exc:
         print(f"inservice: {exc}", file=sys.stderr)
         return 1

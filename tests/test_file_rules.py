@@ -18,11 +18,13 @@ from inservice.config import Limits
 from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xls, write_xlsx, write_xml
-from tests.conftest import FIXTURES, RECEIVED, drop, table_snapshot
+from tests.conftest import FIXTURES, drop, table_snapshot
 
 RNG = random.Random(11)
 IDS = [make_id(RNG) for _ in range(5)]
 GOOD_C, GOOD_A = [course("C1")], [attendee("C1", IDS[0])]
+# after every data month the files here are named for (a file named for a later month is F03)
+RECEIVED = "2017-12-06T10:00:00+08:00"
 
 
 def ingest(settings, path: Path) -> dict:
