@@ -386,11 +386,18 @@ class Ingestor:
         return folder / f"{base}.json", folder / f"{base}.xlsx"
 
 
+# An absolute path (two segments or more) not glued to a word: a server's, never the partner's business.
+_SERVER_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"「」（）()]+/)+[^\s'\"「」（）()，。；]*")
+
+
 def _refused(receipt: dict, refusal: UploadRefused) -> tuple[pa.Table, Validated | None]:
-    """The receipt of a refusal (F08: a duplicate); its findings and what was read, if anything."""
+    """The receipt of a refusal (F08: a duplicate); its findings and what was read, if anything.
+    A whole-upload refusal's text never shows a server path (whatever a library put in it)."""
     receipt["refusal"] = refusal.rule
     receipt["status"] = "duplicate" if refusal.rule == "F08" else "refused"
     extra = getattr(refusal, "findings", None) or [refusal.finding()]
+    extra = [{**f, **{k: _SERVER_PATH.sub("…", f[k]) for k in ("message_zh", "message_en") if f.get(k)}}
+             if f.get("record") == "file" else f for f in extra]
     return findings_from_dicts(extra), getattr(refusal, "validated", None)
 
 

@@ -9,6 +9,7 @@ Parsing and every rule happen downstream, once, whatever the format.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from concurrent.futures import Future
 
@@ -18,6 +19,8 @@ from inservice.schemas.fields import RECORD_TYPES, RecordType
 from inservice.schemas.rules import RULES
 
 ROW = "_row"
+LOG = logging.getLogger("inservice.loaders")
+
 
 
 class UploadRefused(Exception):
@@ -51,6 +54,25 @@ def _refusal(rule: str, zh: str, en: str, record: str, row: int | None, field: s
     refusal = UploadRefused(rule, zh, en, record=record, row=row, field=field)
     refusal.__dict__.update(state)
     return refusal
+
+
+# F01 as a partner reads it: what is wrong and what to do, per format. The reader library's own
+# words (and any server path in them) go to the log for staff, never into a receipt or finding.
+NOT_A_WORKBOOK = ("檔案不是有效的 Excel 活頁簿（可能損毀或未完整上傳），請重新匯出後再傳",
+                  "the file is not a valid Excel workbook (it may be damaged or incompletely uploaded); "
+                  "export it again and resend")
+NOT_XML = ("檔案不是可讀取的 XML（可能損毀或未完整上傳），請重新匯出後再傳",
+           "the file is not readable XML (it may be damaged or incompletely uploaded); export it again and resend")
+NOT_ACCESS = ("檔案不是可讀取的 Access 資料庫（可能損毀或未完整上傳），請重新匯出後再傳",
+              "the file is not a readable Access database (it may be damaged or incompletely uploaded); "
+              "export it again and resend")
+
+
+def unreadable(reason: tuple[str, str], detail: object, name: str = "") -> UploadRefused:
+    """F01 with a plain `reason`; `detail` (the library's error) is logged at WARNING only."""
+    LOG.warning("F01 %s: %s: %s", name or "upload", type(detail).__name__ if isinstance(detail, BaseException)
+                else "detail", detail)
+    return UploadRefused("F01", *reason)
 
 
 class RawUpload:
