@@ -29,6 +29,7 @@ from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
+from inservice.validations.national_id import IN_TEXT
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
@@ -296,7 +297,7 @@ class Ingestor:
         while True:
             json_path, xlsx_path = self._receipt_paths(receipt)
             with ThreadPoolExecutor(max_workers=1) as pool:
-                staged = pool.submit(stage_receipt, dict(receipt), json_path, xlsx_path)
+                staged = pool.submit(stage_receipt, _document(receipt), json_path, xlsx_path)
                 try:
                     renamed = self._record(receipt, findings, validated, found.get("unit"), received, rerun)
                 except _LostRace as race:  # a concurrent ingest of the same bytes committed first
@@ -318,7 +319,7 @@ class Ingestor:
                     files = staged.result()
                     if renamed:  # its id or name changed under the lock: the staged copy is stale
                         discard(files)
-                        files = stage_receipt(dict(receipt), *self._receipt_paths(receipt))
+                        files = stage_receipt(_document(receipt), *self._receipt_paths(receipt))
                     publish(files)
                 except OSError as exc:  # the rows are committed; a re-send restores the receipt
                     _discard(staged)
@@ -362,7 +363,7 @@ class Ingestor:
                 **{f"{part}_{k}": v for part in ("courses", "attendance") for k, v in receipt[part].items()},
             }
             counts = wh.write_upload(upload, findings, validated, upload["area"], datetime.now(TAIPEI),
-                                     receipt=json_text(receipt))
+                                     receipt=json_text(_document(receipt)))
             failpoint("merge.before_commit")
         receipt["merge"] = counts.__dict__
         return renamed
@@ -395,10 +396,20 @@ def _refused(receipt: dict, refusal: UploadRefused) -> tuple[pa.Table, Validated
     A whole-upload refusal's text never shows a server path (whatever a library put in it)."""
     receipt["refusal"] = refusal.rule
     receipt["status"] = "duplicate" if refusal.rule == "F08" else "refused"
+    detail = getattr(refusal, "detail", None)
+    if detail:  # the reader's own words, for staff: IDs masked (a library may quote a cell)
+        LOG.warning("%s/%s: %s (%s)", receipt["unit"], receipt["file"], refusal.rule,
+                    re.sub(IN_TEXT, r"\1*****\2", detail))
     extra = getattr(refusal, "findings", None) or [refusal.finding()]
     extra = [{**f, **{k: _SERVER_PATH.sub("…", f[k]) for k in ("message_zh", "message_en") if f.get(k)}}
              if f.get("record") == "file" else f for f in extra]
     return findings_from_dicts(extra), getattr(refusal, "validated", None)
+
+
+def _document(receipt: dict) -> dict:
+    """The receipt as the unit receives it (and the warehouse keeps it): without where it is stored
+    on the server, nor the merge's counts (known after the staging; in `uploads`)."""
+    return {k: v for k, v in receipt.items() if k not in ("receipt_files", "merge")}
 
 
 def _set_counts(receipt: dict, findings: pa.Table, validated: Validated | None) -> None:

@@ -9,7 +9,6 @@ Parsing and every rule happen downstream, once, whatever the format.
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 from concurrent.futures import Future
 
@@ -19,7 +18,6 @@ from inservice.schemas.fields import RECORD_TYPES, RecordType
 from inservice.schemas.rules import RULES
 
 ROW = "_row"
-LOG = logging.getLogger("inservice.loaders")
 
 
 
@@ -69,10 +67,12 @@ NOT_ACCESS = ("檔案不是可讀取的 Access 資料庫（可能損毀或未完
 
 
 def unreadable(reason: tuple[str, str], detail: object, name: str = "") -> UploadRefused:
-    """F01 with a plain `reason`; `detail` (the library's error) is logged at WARNING only."""
-    LOG.warning("F01 %s: %s: %s", name or "upload", type(detail).__name__ if isinstance(detail, BaseException)
-                else "detail", detail)
-    return UploadRefused("F01", *reason)
+    """F01 with a plain `reason`. `detail` (the library's error) rides along as `.detail` for the
+    log (the ingest logs it at WARNING; a reader's child process has no log of its own)."""
+    refusal = UploadRefused("F01", *reason)
+    what = f"{type(detail).__name__}: {detail}" if isinstance(detail, BaseException) else str(detail)
+    refusal.detail = f"{name}: {what}" if name else what
+    return refusal
 
 
 class RawUpload:
