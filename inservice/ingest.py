@@ -248,10 +248,11 @@ class Ingestor:
             return None
         return registered_unit(self.warehouse, code)
 
-    def _duplicate(self, receipt: dict, earlier: dict) -> UploadRefused:
+    def _duplicate(self, receipt: dict, earlier: dict, restore: bool = True) -> UploadRefused:
         """F08, a warning naming the upload it repeats (and saying so when that one's receipt, lost,
-        is written again). Its own upload id: a duplicate is recorded too."""
-        lost = self._lost_receipt(receipt["unit"], earlier)
+        is written again; not for a load that committed a moment ago: it is publishing its receipt
+        now). Its own upload id: a duplicate is recorded too."""
+        lost = self._lost_receipt(receipt["unit"], earlier) if restore else []
         if lost and self.warehouse.receipt_document(earlier["upload_id"]) is None:
             lost = []  # loaded before receipts were kept: nothing to write it again from
         zh = f"與 {earlier['upload_id']} 內容相同，未重複載入"
@@ -306,7 +307,7 @@ class Ingestor:
                     for part in ("courses", "attendance"):
                         receipt[part] = _counts(None)
                     receipt.pop("receipt_files", None)
-                    findings, validated = _refused(receipt, self._duplicate(receipt, race.earlier))
+                    findings, validated = _refused(receipt, self._duplicate(receipt, race.earlier, restore=False))
                     _set_counts(receipt, findings, validated)
                     continue
                 except BaseException:
