@@ -13,7 +13,7 @@ from pathlib import Path
 
 from inservice import failures
 from inservice.config import Settings
-from inservice.errors import OperatorError
+from inservice.errors import EX_TEMPFAIL, OperatorError
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
 
 
@@ -35,7 +35,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     receipts = ingest_paths([Path(p) for p in args.paths], settings, args.received_at, load=True)
     _print_receipts(receipts, args.json)
-    return 0
+    lost = [r for r in receipts if r.get("receipt_error")]
+    for r in lost:  # processed and committed, but the unit has no receipt yet: a re-send restores it
+        print(f"inservice: {r['file']}: {r['receipt_error']}", file=sys.stderr)
+    return EX_TEMPFAIL if lost else 0
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:

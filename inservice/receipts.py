@@ -9,6 +9,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,37 @@ SEVERITY_ZH = {"error": "退件", "warning": "警告"}
 FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("規則", "Rule"),
                    ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "說明"),
                    ("Message", "Message")]
+
+
+STALE_TEMP_SECONDS = 3600  # a staged receipt older than this belongs to a run that was killed
+_STAGED = re.compile(r"^\..*\.receipt\.(?:json|xlsx)\..*\.tmp$")
+
+
+def sweep_stale(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove staged receipts (`.<name>.receipt.json.<random>.tmp`) a killed run left in an outbox
+    folder. By age, not by process id: the outbox may be shared by several hosts, and no ingest
+    stages a receipt for an hour. Returns how many were removed."""
+    limit = time.time() - older_than
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder yet, or not one
+        return 0
+    for entry in entries:
+        if not _STAGED.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < limit:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
+def json_text(receipt: dict) -> str:
+    """The JSON receipt's text (what `write_json` writes without spilled findings)."""
+    return json.dumps(receipt, ensure_ascii=False, indent=1, default=str)
 
 
 def _temp_beside(path: Path) -> Path:
@@ -55,7 +87,7 @@ _FINDINGS_MARK = "\x00findings\x00"  # stands in for the array; no finding text 
 def write_json(receipt: dict, fh: BinaryIO, findings: SpilledFindings | None = None) -> None:
     """The JSON receipt; with `findings`, its findings array is streamed from them."""
     if findings is None:
-        fh.write(json.dumps(receipt, ensure_ascii=False, indent=1, default=str).encode())
+        fh.write(json_text(receipt).encode())
         return
     text = json.dumps({**receipt, "findings": _FINDINGS_MARK}, ensure_ascii=False, indent=1, default=str)
     head, tail = text.split(json.dumps(_FINDINGS_MARK), 1)

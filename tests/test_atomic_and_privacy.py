@@ -139,3 +139,78 @@ def test_check_without_a_warehouse(tmp_path: Path, monkeypatch) -> None:
     r = json.loads(out.stdout)
     assert r["attendance"]["accepted"] == exp["attendance_accepted"]
     assert not (tmp_path / "nohome").exists()  # nothing written on the unit's machine
+
+
+def _refusals(settings) -> dict[str, Path]:
+    """One upload per whole-upload refusal a partner can provoke, F01 in each format."""
+    import random as _random
+    from datetime import date
+
+    from tests.builders import attendee, course, make_id, write_xlsx, write_xml
+
+    rng = _random.Random(5)
+    good_c, good_a = [course("C1")], [attendee("C1", make_id(rng))]
+    inbox = settings.inbox / "T001"
+    inbox.mkdir(parents=True)
+    with Warehouse(settings) as wh:
+        wh.add_unit("T004", "sealed", "file", "sealed", date(2013, 1, 1))
+    out = {"F01 xlsx": inbox / "T001_201701.xlsx", "F01 xls": inbox / "T001_201702.xls",
+           "F01 empty": inbox / "T001_201703.xlsx", "F01 xml cut": inbox / "T001_201704.xml",
+           "F01 xml syntax": inbox / "T001_201705.xml", "F01 mdb": inbox / "T001_201706.mdb",
+           "F01 accdb": inbox / "T001_201601.accdb", "F01 folder": inbox / "T001_201602.xlsx",
+           "F02": inbox / "T001_201603.csv"}
+    out["F01 xlsx"].write_bytes(b"PK\x03\x04" + bytes(rng.randrange(256) for _ in range(5000)))
+    out["F01 xls"].write_bytes(b"\xd0\xcf\x11\xe0" + b"not an excel file at all" * 20)
+    out["F01 empty"].write_bytes(b"")
+    full = write_xml(settings.home / "full.xml", good_c * 5, good_a * 5).read_bytes()
+    out["F01 xml cut"].write_bytes(full[: len(full) // 2])
+    out["F01 xml syntax"].write_bytes(full.replace(b"</title>", b"</titel>", 1))
+    mdb = bytearray((FIXTURES / "access" / "edge" / "small_V2003.mdb").read_bytes())
+    for i in range(4096, len(mdb), 7):
+        mdb[i] = rng.randrange(256)
+    out["F01 mdb"].write_bytes(bytes(mdb))
+    out["F01 accdb"].write_bytes((FIXTURES / "access" / "edge" / "small_V2010.accdb").read_bytes()[:5000])
+    out["F01 folder"].mkdir()
+    out["F02"].write_text("a,b\n")
+    out["F03"] = write_xlsx(inbox / "T001_2017.xlsx", good_c, good_a)
+    out["F04"] = write_xlsx(settings.inbox / "T002" / "T001_201607.xlsx", good_c, good_a)
+    out["F05"] = write_xlsx(settings.inbox / "T009" / "T009_201608.xlsx", good_c, good_a)
+    out["F06"] = write_xlsx(settings.inbox / "T004" / "T004_201609.xlsx", good_c, good_a)
+    out["F07"] = write_xlsx(inbox / "T001_201610.xlsx", good_c, good_a, sheet_names=("課程", "名單"))
+    out["F09"] = write_xml(inbox / "T001_201611.xml", good_c, good_a,
+                           prolog='<!DOCTYPE x [<!ENTITY a "aaaa">]>')
+    return out
+
+
+def test_no_server_path_in_any_refusal_and_f01_in_plain_words(settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Partners read what is wrong and what to do; the reader library's words and any server path
+    go to the log only. Nothing under the home (nor /tmp) appears in a receipt or a finding."""
+    sent = _refusals(settings)
+    with caplog.at_level("WARNING", logger="inservice.ingest"):
+        receipts = {k: r for k, r in zip(sent, ingest_paths(list(sent.values()), settings, RECEIVED), strict=True)}
+    for kind, r in receipts.items():
+        assert r["status"] == "refused" and r["refusal"] == kind.split()[0], (kind, r["findings"])
+    assert receipts["F01 xlsx"]["findings"][0]["message_zh"].endswith(
+        "檔案不是有效的 Excel 活頁簿（可能損毀或未完整上傳），請重新匯出後再傳")
+    assert "export it again and resend" in receipts["F01 xls"]["findings"][0]["message_en"]
+    assert "(line " in receipts["F01 xml syntax"]["findings"][0]["message_en"]
+    assert "Access database" in receipts["F01 accdb"]["findings"][0]["message_en"]
+    for kind in ("F01 xlsx", "F01 xls", "F01 mdb"):
+        text = receipts[kind]["findings"][0]["message_en"]
+        assert not re.search(r"calamine|Xlsx error|Zip error|mdb_|MSysObjects|Traceback", text), (kind, text)
+    logged = caplog.text
+    assert "T001_201701.xlsx" in logged and "T001_201706.mdb" in logged  # the detail, for staff
+    assert re.search(r"(?i)zip|xlsx|calamine", logged) and "MSysObjects" in logged
+    texts = []
+    for path in settings.outbox.rglob("*.receipt.json"):
+        texts.append(path.read_text(encoding="utf-8"))
+    for book in settings.outbox.rglob("*.receipt.xlsx"):
+        wb = load_workbook(book, read_only=True)
+        texts += [" ".join(str(c) for row in ws.iter_rows(values_only=True) for c in row if c is not None)
+                  for ws in wb.worksheets]
+    with Warehouse(settings, read_only=True) as wh:
+        texts += [f"{zh} {en}" for zh, en in wh.con.execute("SELECT message_zh, message_en FROM findings").fetchall()]
+        assert wh.con.execute("SELECT count(*) FROM uploads").fetchone()[0] == len(sent)
+    assert len(texts) >= 3 * len(sent)
+    for text in texts:
+        assert str(settings.home) not in text and "/tmp" not in text, text[:500]

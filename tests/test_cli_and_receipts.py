@@ -1,4 +1,5 @@
-"""The register and exception commands, and what a unit reads in its receipt workbook."""
+"""The register and exception commands, what a unit reads in its receipt workbook, and receipts that
+survive a crash, an unwritable outbox, a busy warehouse and a concurrent sender."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from openpyxl import load_workbook
 
 from inservice import receipts
 from inservice.ingest import ingest_paths
+from inservice.warehouse.store import Warehouse
+from tests.builders import course, write_xlsx
 from tests.conftest import FIXTURES, RECEIVED, drop, load_expected
 
 
@@ -106,3 +110,165 @@ def test_demo_leaves_nothing_already_handled_in_the_inbox(home: Path, capsys: py
     assert main(["--home", str(home), "demo"]) == 0  # again: every file a duplicate, and archived too
     assert [p for p in (home / "inbox").rglob("*") if p.is_file()] == []
     assert "duplicate F08" in capsys.readouterr().out
+
+
+# --- receipts that survive a crash, an unwritable outbox and a concurrent sender (issue 14) --------
+def run(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`inservice …` as its own process, on this test's home and warehouse (environment inherited)."""
+    return subprocess.run([sys.executable, "-m", "inservice.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "INSERVICE_HOME": str(settings.home), **env}, timeout=300)
+
+
+def receipt_files(settings, unit: str = "T001") -> list[Path]:
+    folder = settings.outbox / unit
+    return sorted(folder.glob("*.receipt.json")) if folder.is_dir() else []
+
+
+def uploads(settings) -> list[tuple]:
+    with Warehouse(settings, read_only=True) as wh:
+        return wh.con.execute("""SELECT upload_id, unit_code, status, refusal, data_month, area FROM uploads
+                                 ORDER BY processed_at""").fetchall()
+
+
+def test_killed_between_commit_and_receipt_a_resend_restores_the_receipt(settings) -> None:
+    """SIGKILL after the commit, before the receipt is renamed into place: the rows are in, no
+    receipt. The re-send is F08 and writes the original receipt again, byte for byte what was meant."""
+    exp, src = load_expected(FIXTURES / "defects-xlsx")
+    path = drop(settings, src)
+    killed = run(settings, "ingest", str(path), "--received-at", RECEIVED, "--json",
+                 INSERVICE_FAILPOINT="ingest.after_commit")
+    assert killed.returncode == -9
+    assert receipt_files(settings, "T003") == []  # only the staged temporary files are there
+    assert [r[2] for r in uploads(settings)] == ["loaded"]
+    again = run(settings, "ingest", str(path), "--received-at", "2017-06-04T09:00:00+08:00", "--json")
+    assert again.returncode == 0, again.stderr
+    dup = json.loads(again.stdout)
+    assert (dup["status"], dup["refusal"]) == ("duplicate", "F08")
+    [original] = [p for p in receipt_files(settings, "T003") if ".20170603T100000." in p.name]
+    assert dup["restored_receipt"] == [original.name, original.with_suffix(".xlsx").name]
+    assert "written again" in dup["findings"][0]["message_en"] and original.name in dup["findings"][0]["message_en"]
+    restored = json.loads(original.read_text(encoding="utf-8"))
+    assert restored["status"] == "loaded" and restored["upload_id"] == uploads(settings)[0][0]
+    assert restored["attendance"]["accepted"] == exp["attendance_accepted"]
+    assert {(f["row"], f["rule"]) for f in restored["findings"]} == {(f["row"], f["rule"]) for f in exp["findings"]}
+    wb = load_workbook(original.with_suffix(".xlsx"), read_only=True)
+    assert len(list(wb["檢核結果 Findings"].iter_rows())) == len(exp["findings"]) + 1
+    assert len(receipt_files(settings, "T003")) == 2  # the restored one and the duplicate's own
+    # a third send: the receipt is there now, nothing is written again
+    third = json.loads(run(settings, "ingest", str(path), "--json").stdout)
+    assert third["status"] == "duplicate" and "restored_receipt" not in third
+
+
+def test_an_unwritable_outbox_commits_reports_and_a_resend_restores(settings) -> None:
+    """outbox/T001 is a file (root ignores permission bits): the load commits, the command says the
+    receipt was not written and exits 75; once the outbox is fixed, the re-send restores the receipt."""
+    path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1")], [])
+    settings.outbox.mkdir(parents=True)
+    (settings.outbox / "T001").write_text("not a folder")
+    out = run(settings, "ingest", str(path), "--received-at", RECEIVED)
+    assert out.returncode == 75, out.stderr
+    assert "Traceback" not in out.stderr and "receipt not written" in out.stderr
+    assert "send the file again" in out.stderr
+    assert [r[2] for r in uploads(settings)] == ["loaded"]
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == 1
+    [r] = ingest_paths([path], settings, "2017-06-04T09:00:00+08:00")  # still unwritable: no crash either
+    assert r["status"] == "duplicate" and "receipt_error" in r
+    (settings.outbox / "T001").unlink()
+    [r] = ingest_paths([path], settings, "2017-06-05T09:00:00+08:00")
+    assert r["status"] == "duplicate" and "receipt_error" not in r
+    [original] = [p for p in receipt_files(settings) if ".20170603T100000." in p.name]
+    assert json.loads(original.read_text(encoding="utf-8"))["status"] == "loaded"
+    assert original.with_suffix(".xlsx").stat().st_size
+    assert not list(settings.outbox.rglob("*.tmp"))
+
+
+def test_the_same_file_sent_twice_at_the_same_moment_loads_once(settings, tmp_path: Path) -> None:
+    """Two real processes released together by a barrier file: one loads, the other is F08 with a
+    receipt of its own; one `loaded` row; no finding doubled. (DuckDB: the second waits for the file.)"""
+    exp, src = load_expected(FIXTURES / "defects-xlsx")
+    path = drop(settings, src)
+    go = tmp_path / "go"
+    code = ("import os, sys, time; from inservice.cli import main\n"
+            "while not os.path.exists(sys.argv[1]): time.sleep(0.002)\n"
+            "sys.exit(main(['ingest', sys.argv[2], '--received-at', sys.argv[3], '--json']))")
+    env = {**os.environ, "INSERVICE_HOME": str(settings.home)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(go), str(path), RECEIVED], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(3)  # both imported and waiting
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    got = sorted((json.loads(o[0]) for o in outs), key=lambda r: r["status"])
+    assert [r["status"] for r in got] == ["duplicate", "loaded"]
+    dup, loaded = got
+    assert dup["refusal"] == "F08" and loaded["upload_id"] in dup["findings"][0]["message_en"]
+    assert dup["upload_id"] != loaded["upload_id"]
+    assert dup["receipt_files"][0] != loaded["receipt_files"][0]
+    assert json.loads(Path(loaded["receipt_files"][0]).read_text(encoding="utf-8"))["status"] == "loaded"
+    assert json.loads(Path(dup["receipt_files"][0]).read_text(encoding="utf-8"))["status"] == "duplicate"
+    rows = uploads(settings)
+    assert sorted(r[2] for r in rows) == ["duplicate", "loaded"] and len({r[0] for r in rows}) == 2
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT count(*) FROM findings WHERE upload_id = ?",
+                              [loaded["upload_id"]]).fetchone()[0] == len(exp["findings"])
+        assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == exp["attendance_accepted"]
+
+
+def test_stale_staged_receipts_are_swept(settings) -> None:
+    """A killed run's `.…receipt.json.…tmp` older than an hour goes at the next ingest into that
+    outbox; a fresh one (a run staging now) and anything else stay."""
+    folder = settings.outbox / "T001"
+    folder.mkdir(parents=True)
+    old = [folder / ".T001_201705.xlsx.20170603T100000.receipt.json.abc123.tmp",
+           folder / ".T001_201705.xlsx.20170603T100000.receipt.xlsx.def456.tmp"]
+    fresh = folder / ".T001_201706.xlsx.20170603T100000.receipt.json.xyz789.tmp"
+    other = folder / "notes.tmp"
+    for p in [*old, fresh, other]:
+        p.write_text("x")
+    for p in [*old, other]:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1")], [])
+    [r] = ingest_paths([path], settings, RECEIVED)
+    assert r["status"] == "loaded"
+    assert not any(p.exists() for p in old)
+    assert fresh.exists() and other.exists()
+
+
+def test_a_busy_duckdb_warehouse_is_waited_for_then_exit_75(settings, warehouse_backend: str) -> None:
+    """A second process on the DuckDB file (an ingest, `stats`, …) waits up to INSERVICE_LOCK_TIMEOUT,
+    then one line and exit 75; the file stays in the inbox, no receipt. Released, it proceeds."""
+    if warehouse_backend != "duckdb":
+        pytest.skip("PostgreSQL serves many sessions; writers queue on the advisory lock")
+    path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1")], [])
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); sys.stdin.read()", str(settings.warehouse_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        busy = run(settings, "ingest", str(path), "--received-at", RECEIVED, INSERVICE_LOCK_TIMEOUT="2")
+        waited = time.monotonic() - started
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert busy.returncode == 75, busy.stderr
+    assert busy.stderr.count("\n") == 1 and "warehouse busy" in busy.stderr and "retry" in busy.stderr
+    assert "Traceback" not in busy.stderr and waited >= 2
+    assert path.exists() and receipt_files(settings) == []
+    ok = run(settings, "ingest", str(path), "--received-at", RECEIVED, "--json", INSERVICE_LOCK_TIMEOUT="2")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "loaded"
+
+
+def test_a_writer_released_within_the_timeout_is_waited_for(settings, warehouse_backend: str) -> None:
+    if warehouse_backend != "duckdb":
+        pytest.skip("DuckDB's file lock")
+    path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1")], [])
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(2)", str(settings.warehouse_path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    ok = run(settings, "ingest", str(path), "--received-at", RECEIVED, "--json", INSERVICE_LOCK_TIMEOUT="60")
+    holder.wait(timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["status"] == "loaded"

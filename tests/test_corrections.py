@@ -499,8 +499,9 @@ def test_a_rerun_after_an_exception_loads_the_rows_refused_as_archived(settings:
         assert [f["rule"] for f in r["findings"]] == ["W03"]  # A0 closed years after it ended: a warning only
         assert r["merge"]["courses_inserted"] == 1 and r["merge"]["attendance_inserted"] == 1
         assert r["merge"]["courses_updated"] == 0 and r["merge"]["attendance_updated"] == 0
-        ids = [u for (u,) in wh.con.execute("SELECT upload_id FROM uploads ORDER BY processed_at").fetchall()]
-        assert len(set(ids)) == 3 and ids[-1].startswith(first["upload_id"] + "-rerun")
+        rows = wh.con.execute("SELECT upload_id, status FROM uploads ORDER BY processed_at").fetchall()
+        assert [st for _, st in rows] == ["loaded", "loaded", "duplicate", "loaded"]  # the duplicate is recorded
+        assert len({u for u, _ in rows}) == 4 and rows[-1][0].startswith(first["upload_id"] + "-rerun")
         assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == 2
         assert wh.con.execute("SELECT count(*) FROM history").fetchone()[0] == 0
 

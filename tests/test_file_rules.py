@@ -18,11 +18,13 @@ from inservice.config import Limits
 from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xls, write_xlsx, write_xml
-from tests.conftest import FIXTURES, RECEIVED, drop, table_snapshot
+from tests.conftest import FIXTURES, drop, table_snapshot
 
 RNG = random.Random(11)
 IDS = [make_id(RNG) for _ in range(5)]
 GOOD_C, GOOD_A = [course("C1")], [attendee("C1", IDS[0])]
+# after every data month the files here are named for (a file named for a later month is F03)
+RECEIVED = "2017-12-06T10:00:00+08:00"
 
 
 def ingest(settings, path: Path) -> dict:
@@ -337,3 +339,68 @@ def test_xml_cut_anywhere_is_refused_never_half_loaded(settings) -> None:
         r = ingest(settings, p)
         assert r["refusal"] in ("F01", "F07"), (cut, r["refusal"])
         assert_refused(settings, r, r["refusal"])
+
+
+def test_f03_a_file_named_for_a_month_after_the_month_received(settings) -> None:
+    """Spec 1.1: `U001_201712.xlsx` received 2017-06-03 names a month that has not begun: F03. The
+    month received itself is fine (a file may come before its deadline)."""
+    with Warehouse(settings) as wh:
+        wh.add_unit("U001", "unit U001", "file", "production", date(2016, 1, 1))
+    p = write_xlsx(settings.inbox / "U001" / "U001_201712.xlsx", [course("C1", unit_code="U001")], [])
+    [r] = ingest_paths([p], settings, "2017-06-03T10:00:00+08:00")
+    assert_refused(settings, r, "F03")
+    assert "2017-12" in r["findings"][0]["message_en"] and "2017-06" in r["findings"][0]["message_en"]
+    p = write_xlsx(settings.inbox / "U001" / "U001_201707.xlsx", [course("C1", unit_code="U001")], [])
+    [r] = ingest_paths([p], settings, "2017-06-30T23:59:59+08:00")  # the last second of June, Taipei
+    assert r["refusal"] == "F03"
+    [r] = ingest_paths([p], settings, "2017-06-30T16:00:00+00:00")  # 2017-07-01 00:00 in Taipei
+    assert r["status"] == "loaded" and r["month"] == "2017-07"
+
+
+def test_every_refusal_is_recorded_under_the_sender(settings) -> None:
+    """F01, F02, F03, F05 and a duplicate reach `uploads` (and `findings`), under the inbox's unit and
+    the file's name; data_month is NULL when the name gives none, area NULL for an unregistered unit."""
+    good = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C, GOOD_A)
+    sent = {
+        "F02": (settings.inbox / "T001" / "T001_201705.csv", "T001"),
+        "F03": (write_xlsx(settings.inbox / "T002" / "t002_2017.xlsx", GOOD_C, GOOD_A), "T002"),
+        "F05": (write_xlsx(settings.inbox / "T009" / "T009_201705.xlsx", GOOD_C, GOOD_A), "T009"),
+        "F01": (settings.inbox / "T003" / "T003_201705.xlsx", "T003"),
+    }
+    sent["F02"][0].write_text("a,b\n")
+    sent["F01"][0].mkdir(parents=True)
+    assert ingest(settings, good)["status"] == "loaded"
+    for rule, (path, unit) in sent.items():
+        r = ingest(settings, path)
+        assert (r["refusal"], r["unit"]) == (rule, unit)
+        assert Path(r["receipt_files"][0]).parent == settings.outbox / unit
+    dup = ingest(settings, good)
+    assert dup["status"] == "duplicate"
+    with Warehouse(settings, read_only=True) as wh:
+        rows = wh.con.execute("""SELECT refusal, unit_code, file_name, status, data_month, area, upload_id
+                                 FROM uploads WHERE refusal IS NOT NULL ORDER BY refusal""").fetchall()
+        assert [r[:6] for r in rows] == [
+            ("F01", "T003", "T003_201705.xlsx", "refused", None, "production"),  # no file: checked first
+            ("F02", "T001", "T001_201705.csv", "refused", None, "production"),
+            ("F03", "T002", "t002_2017.xlsx", "refused", None, "production"),
+            ("F05", "T009", "T009_201705.xlsx", "refused", "2017-05", None),
+            ("F08", "T001", "T001_201705.xlsx", "duplicate", "2017-05", "production"),
+        ]
+        for refusal, *_, upload_id in rows:
+            assert wh.con.execute("SELECT rule FROM findings WHERE upload_id = ?", [upload_id]).fetchall() == [
+                (refusal,)]
+        assert len({r[0] for r in wh.con.execute("SELECT upload_id FROM uploads").fetchall()}) == 6
+        assert wh.con.execute("SELECT count(*) FROM courses").fetchone()[0] == 1  # the duplicate wrote nothing
+
+
+def test_a_file_in_another_unit_s_inbox_belongs_to_the_sender(settings) -> None:
+    """F04 `inbox/T002/T003_201707.xml`: the receipt goes to outbox/T002/ and the `uploads` row is
+    T002's (the sender's); T003 is charged with nothing."""
+    p = write_xml(settings.inbox / "T002" / "T003_201707.xml", [course("C1", unit_code="T003")], [], unit="T003")
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F04")
+    assert r["unit"] == "T002" and r["upload_id"].startswith("T002-")
+    assert all(Path(f).parent == settings.outbox / "T002" for f in r["receipt_files"])
+    assert not (settings.outbox / "T003").exists()
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT unit_code, refusal FROM uploads").fetchall() == [("T002", "F04")]

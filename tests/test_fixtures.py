@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from inservice.ingest import ingest_paths
+from inservice.warehouse.store import Warehouse
 from tests.conftest import RECEIVED, drop, finding_keys, fixture_cases, load_expected, table_snapshot
 
 CASES = [c for c in fixture_cases() if "access" not in str(c)]
@@ -39,6 +40,7 @@ def test_fixture_gives_expected_receipt(case: Path, settings) -> None:
 
 @pytest.mark.parametrize("case", CASES[:2] + CASES[-1:], ids=lambda c: c.name)
 def test_reingest_is_duplicate_and_changes_no_table(case: Path, settings) -> None:
+    """A duplicate writes no data table; it is recorded (uploads: status duplicate, findings: its F08)."""
     exp, src = load_expected(case)
     path = drop(settings, src)
     ingest_paths([path], settings, RECEIVED)
@@ -46,4 +48,15 @@ def test_reingest_is_duplicate_and_changes_no_table(case: Path, settings) -> Non
     [again] = ingest_paths([path], settings, "2017-06-04T09:00:00+08:00")
     assert again["status"] == "duplicate"
     assert again["refusal"] == "F08"
-    assert table_snapshot(settings) == before
+    after = table_snapshot(settings)
+    recorded = ("uploads", "findings")
+    assert {k: v for k, v in after.items() if k not in recorded} == {k: v for k, v in before.items()
+                                                                    if k not in recorded}
+    assert set(before["uploads"]) < set(after["uploads"]) and len(after["uploads"]) == len(before["uploads"]) + 1
+    assert set(before["findings"]) < set(after["findings"])
+    assert len(after["findings"]) == len(before["findings"]) + 1
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT status, refusal, courses_received, attendance_received FROM uploads "
+                              "WHERE upload_id = ?", [again["upload_id"]]).fetchall() == [("duplicate", "F08", 0, 0)]
+        assert wh.con.execute("SELECT rule, severity FROM findings WHERE upload_id = ?",
+                              [again["upload_id"]]).fetchall() == [("F08", "warning")]

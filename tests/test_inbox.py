@@ -191,3 +191,36 @@ def test_sample_inbox_scans_as_three_units(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     shutil.copytree(SAMPLE, inbox)
     assert sorted(f.unit for f in scan(inbox)) == ["T001", "T002", "T003"]
+
+
+def test_an_identical_resend_gets_its_f08_receipt_and_goes_to_the_archive(settings: Settings) -> None:
+    """What a Dagster run does with a re-copy of bytes already processed, in the core alone:
+    `Ingestor.ingest` answers F08 with a receipt of its own in outbox/<unit>/ and records it;
+    `settle` moves the copy to archive/<unit>/<YYYYMM>/ beside the first, never over it."""
+    import json
+
+    from inservice.ingest import Ingestor
+    from inservice.warehouse.store import Warehouse
+    from tests.builders import course, write_xlsx
+
+    first = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [course("C1")], [])
+    data = first.read_bytes()
+    with Warehouse(settings) as wh:
+        ingestor = Ingestor(settings, wh)
+        loaded = ingestor.ingest(first, "2017-06-03T10:00:00+08:00", unit="T001")
+        archived = settle(settings, "T001", first, loaded)
+        again = put(settings.inbox, "T001/T001_201705.xlsx", data)
+        dup = ingestor.ingest(again, "2017-06-04T09:00:00+08:00", unit="T001")
+        moved = settle(settings, "T001", again, dup)
+        rows = wh.con.execute("SELECT status FROM uploads ORDER BY processed_at").fetchall()
+    assert loaded["status"] == "loaded" and archived == settings.home / "archive/T001/201705/T001_201705.xlsx"
+    assert (dup["status"], dup["refusal"]) == ("duplicate", "F08")
+    assert loaded["upload_id"] in dup["findings"][0]["message_en"]
+    json_path = Path(dup["receipt_files"][0])
+    assert json_path.parent == settings.outbox / "T001" and json_path != Path(loaded["receipt_files"][0])
+    assert json.loads(json_path.read_text(encoding="utf-8"))["status"] == "duplicate"
+    assert Path(dup["receipt_files"][1]).stat().st_size
+    assert moved == settings.home / "archive/T001/201705/20170604T090000/T001_201705.xlsx"
+    assert moved.read_bytes() == data and archived.read_bytes() == data
+    assert not any((settings.inbox / "T001").iterdir())
+    assert rows == [("loaded",), ("duplicate",)]

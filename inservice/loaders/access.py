@@ -56,12 +56,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from inservice.loaders.base import (
+    NOT_ACCESS,
     RawUpload,
     UploadRefused,
     canonical_table,
     extra_columns_note,
     fold_header,
     match_headers,
+    unreadable,
 )
 from inservice.schemas.fields import RECORD_TYPES, RecordType
 from inservice.schemas.rules import RULES
@@ -134,7 +136,7 @@ def inspect_file(path: Path) -> AccessFile:
         with path.open("rb") as fh:
             head = fh.read(0x20)
     except OSError as exc:
-        raise _refuse(f"無法開啟檔案：{exc}", f"cannot open the file: {exc}") from exc
+        raise unreadable(NOT_ACCESS, exc, path.name) from exc
     if size == 0:
         raise _refuse("檔案是空的（0 位元組）", "the file is empty (0 bytes)")
     if len(head) < 0x15 or head[:4] != b"\x00\x01\x00\x00" or head[4:20] not in _MAGICS:
@@ -246,9 +248,10 @@ class _Runner:
                   if ln.strip() and not _ALLOWED_STDERR.match(ln.strip())]
         if rc != 0 or errors:
             how = f"exit status {rc}" if rc >= 0 else f"killed by signal {-rc}"
-            said = "; ".join(errors[:3])[:300]
-            raise _refuse(f"讀取{call.zh}失敗（{how}）{('：' + said) if said else ''}",
-                          f"reading {call.en} failed ({how}){(': ' + said) if said else ''}")
+            said = "; ".join(errors[:3])[:300]  # mdbtools' words (they may name the server's path): the log's
+            raise unreadable((f"無法讀取{call.zh}（檔案可能損毀或未完整上傳），請重新匯出後再傳",
+                              f"{call.en} cannot be read (the file may be damaged or incompletely uploaded); "
+                              "export it again and resend"), f"{how}: {said}", self.f.path.name)
         return call.out
 
     def close(self) -> None:
@@ -327,8 +330,9 @@ def _finish_table(runner: _Runner, p: _Pending) -> ExportedTable:
                                                      quoted_strings_can_be_null=False),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise _refuse(f"資料表「{p.table}」的內容無法解析：{str(exc)[:200]}",
-                          f"the rows of table '{p.table}' cannot be parsed: {str(exc)[:200]}") from exc
+            raise unreadable((f"資料表「{p.table}」的內容無法解析（檔案可能損毀），請重新匯出後再傳",
+                              f"the rows of table '{p.table}' cannot be parsed (the file may be damaged); "
+                              "export it again and resend"), exc, p.table) from exc
     if data.num_rows != int(count_text):
         raise _refuse(f"資料表「{p.table}」只讀到 {data.num_rows:,} 筆，檔案記載 {int(count_text):,} 筆："
                       "檔案不完整或已損毀",
@@ -431,7 +435,7 @@ def session(path: Path) -> Iterator[_Runner]:
         except UploadRefused:
             raise
         except (OSError, ValueError, pa.ArrowException) as exc:
-            raise _refuse(f"無法讀取 Access 檔：{exc}", f"cannot read the Access file: {exc}") from exc
+            raise unreadable(NOT_ACCESS, exc, f.path.name) from exc
         finally:
             runner.close()
 

@@ -20,6 +20,7 @@ from inservice.schemas.rules import RULES
 ROW = "_row"
 
 
+
 class UploadRefused(Exception):
     """A whole-upload refusal (F-rule) with a bilingual reason."""
 
@@ -50,6 +51,27 @@ def _refusal(rule: str, zh: str, en: str, record: str, row: int | None, field: s
              state: dict) -> UploadRefused:
     refusal = UploadRefused(rule, zh, en, record=record, row=row, field=field)
     refusal.__dict__.update(state)
+    return refusal
+
+
+# F01 as a partner reads it: what is wrong and what to do, per format. The reader library's own
+# words (and any server path in them) go to the log for staff, never into a receipt or finding.
+NOT_A_WORKBOOK = ("檔案不是有效的 Excel 活頁簿（可能損毀或未完整上傳），請重新匯出後再傳",
+                  "the file is not a valid Excel workbook (it may be damaged or incompletely uploaded); "
+                  "export it again and resend")
+NOT_XML = ("檔案不是可讀取的 XML（可能損毀或未完整上傳），請重新匯出後再傳",
+           "the file is not readable XML (it may be damaged or incompletely uploaded); export it again and resend")
+NOT_ACCESS = ("檔案不是可讀取的 Access 資料庫（可能損毀或未完整上傳），請重新匯出後再傳",
+              "the file is not a readable Access database (it may be damaged or incompletely uploaded); "
+              "export it again and resend")
+
+
+def unreadable(reason: tuple[str, str], detail: object, name: str = "") -> UploadRefused:
+    """F01 with a plain `reason`. `detail` (the library's error) rides along as `.detail` for the
+    log (the ingest logs it at WARNING; a reader's child process has no log of its own)."""
+    refusal = UploadRefused("F01", *reason)
+    what = f"{type(detail).__name__}: {detail}" if isinstance(detail, BaseException) else str(detail)
+    refusal.detail = f"{name}: {what}" if name else what
     return refusal
 
 

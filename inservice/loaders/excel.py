@@ -17,12 +17,14 @@ import pyarrow.compute as pc
 
 from inservice.config import Limits
 from inservice.loaders.base import (
+    NOT_A_WORKBOOK,
     RawUpload,
     UploadRefused,
     canonical_table,
     extra_columns_note,
     fold_header,
     match_headers,
+    unreadable,
 )
 from inservice.loaders.isolated import isolated
 from inservice.schemas.fields import RECORD_TYPES, RecordType
@@ -88,7 +90,7 @@ def _read_both(path: Path) -> Iterator[tuple[pa.Table, list[dict]]]:
         reader = fastexcel.read_excel(str(path))
         names = reader.sheet_names
     except Exception as exc:  # calamine raises several types for corrupt workbooks
-        raise UploadRefused("F01", f"無法開啟 Excel 檔：{exc}", f"cannot open the workbook: {exc}") from exc
+        raise unreadable(NOT_A_WORKBOOK, exc, path.name) from exc
     course, attendance = RECORD_TYPES
     yield _read_guarded(reader, course, _find_sheet(course, names))
     yield _read_guarded(reader, attendance, _find_sheet(attendance, names))
@@ -100,5 +102,6 @@ def _read_guarded(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> 
     except UploadRefused:
         raise
     except Exception as exc:
-        raise UploadRefused("F01", f"工作表「{sheet}」無法讀取：{exc}",
-                            f"sheet '{sheet}' cannot be read: {exc}") from exc
+        raise unreadable((f"工作表「{sheet}」無法讀取（可能損毀），請重新匯出後再傳",
+                          f"sheet '{sheet}' cannot be read (it may be damaged); export the workbook again and resend"),
+                         exc, sheet) from exc

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from inservice.config import Limits
-from inservice.loaders.base import UploadRefused
+from inservice.loaders.base import UploadRefused, unreadable
 
 _HEADER = struct.Struct("<Q")
 
@@ -59,7 +59,9 @@ def isolated(produce: Callable[..., Iterator[Any]], *args: Any, limits: Limits,
             elif kind == "memory":
                 raise _over_memory(limits, what)
             else:
-                raise UploadRefused("F01", f"{what[0]}無法讀取：{value}", f"{what[1]} cannot be read: {value}")
+                raise unreadable((f"{what[0]}無法讀取（可能損毀或未完整上傳），請重新匯出後再傳",
+                                  f"{what[1]} cannot be read (it may be damaged or incompletely uploaded); "
+                                  "export it again and resend"), value)
     except _ChildGone:
         status = _reap(pid)
         raise _classify(status, limits, what) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from lxml import etree
 
-from inservice.loaders.base import RawUpload, UploadRefused, canonical_table
+from inservice.loaders.base import NOT_XML, RawUpload, UploadRefused, canonical_table, unreadable
 from inservice.schemas.fields import ATTENDANCE, COURSE, RecordType
 from inservice.schemas.xsd import schema
 
@@ -95,8 +95,10 @@ def read_xml(path: Path) -> RawUpload:
         if etree.ErrorDomains.SCHEMASV in domains:
             raise UploadRefused("F07", f"XML 結構不符 §2.4{line}：{exc.msg}",
                                 f"the XML is not of the §2.4 shape (line {exc.lineno}): {exc.msg}") from exc
-        raise UploadRefused("F01", f"XML 無法解析{line}：{exc.msg}",
-                            f"the XML cannot be parsed (line {exc.lineno}): {exc.msg}") from exc
+        # the line helps the partner find it; the parser's words are for the log
+        raise unreadable((f"XML 格式錯誤{line}，檔案可能損毀或未完整上傳，請修正或重新匯出後再傳",
+                          f"the XML is not well-formed (line {exc.lineno}); it may be damaged or incompletely "
+                          "uploaded: correct or export it again and resend"), exc.msg, path.name) from exc
     except (OSError, LookupError, ValueError) as exc:
-        raise UploadRefused("F01", f"XML 無法讀取：{exc}", f"the XML cannot be read: {exc}") from exc
+        raise unreadable(NOT_XML, exc, path.name) from exc
     return RawUpload(collectors["Course"].table(), collectors["Record"].table(), meta=meta)

@@ -11,7 +11,9 @@ that cannot be written portably are the functions below, one branch per backend.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -25,6 +27,22 @@ from inservice.warehouse.postgres import PgConnection
 
 Connection = Union[duckdb.DuckDBPyConnection, PgConnection]  # noqa: UP007 (a runtime alias)
 DUCKDB, POSTGRESQL = "duckdb", "postgresql"
+LOCK_TIMEOUT_ENV = "INSERVICE_LOCK_TIMEOUT"  # seconds to wait for another process's hold on the file
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+class WarehouseBusy(RetryLater, TimeoutError):
+    """Another process holds the warehouse (DuckDB: one process at a time) for longer than the
+    lock timeout. Retrying later helps: the CLI exits 75 (EX_TEMPFAIL); a TimeoutError is what
+    Dagster's retry policy treats as transient."""
+
+
+def lock_timeout() -> float:
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    try:
+        return max(0.0, float(text)) if text else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={text!r}: give a number of seconds") from None
 
 
 class WarehouseUrlError(OperatorError, ValueError):
@@ -76,7 +94,25 @@ def connect(url: WarehouseUrl, read_only: bool = False) -> Connection:
     path = Path(url.target)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path), read_only=read_only)
+    return _duckdb_when_free(path, read_only)
+
+
+def _duckdb_when_free(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """DuckDB refuses at once a file another process holds ("Could not set lock"): wait for it,
+    polling, up to the lock timeout, then WarehouseBusy (never a traceback for a busy warehouse)."""
+    deadline = time.monotonic() + lock_timeout()
+    pause = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(f"warehouse busy: another process holds {path.name} (waited "
+                                    f"{lock_timeout():g} s, {LOCK_TIMEOUT_ENV}); retry later") from exc
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 1.0)
 
 
 def backend_of(con: Any) -> str:

@@ -89,8 +89,8 @@ UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳�
     C("content_hash", "VARCHAR", "內容雜湊（SHA-256）"),
     C("received_at", "TIMESTAMPTZ", "收件時間"),
     C("on_time", "BOOLEAN", "準時（次月 5 日 23:59:59 前）"),
-    C("area", "VARCHAR", "資料區（production 正式、testing 測試）"),
-    C("status", "VARCHAR", "狀態（loaded 已載入、refused 退件）"),
+    C("area", "VARCHAR", "資料區（production 正式、testing 測試；未登錄單位為空）"),
+    C("status", "VARCHAR", "狀態（loaded 已載入、refused 退件、duplicate 重複傳報未再載入）"),
     C("refusal", "VARCHAR", "整批退件規則"),
     C("courses_received", "INTEGER", "課程收件筆數"),
     C("courses_accepted", "INTEGER", "課程通過筆數"),
@@ -211,8 +211,17 @@ UNIT_STATE_LOG = Table("unit_state_log", "單位狀態異動紀錄（測試、�
 
 CORRECTION_TABLES: tuple[Table, ...] = (CORRECTION_WORKBOOKS, CORRECTIONS, UNIT_STATE_LOG)  # corrections, lifecycle
 
+# The receipt as sent, written in the upload's own transaction: a receipt lost after the commit (a
+# kill, a full or read-only outbox) is rewritten from it when the unit sends the file again. The
+# partner's document (masked IDs, its own values quoted): not an analyst table.
+UPLOAD_RECEIPTS = Table("upload_receipts", "回執原文（JSON；回執檔遺失時據以重建，不提供分析人員）", (
+    C("upload_id", "VARCHAR", "傳報編號"),
+    C("receipt", "VARCHAR", "回執 JSON 全文（身分證字號已遮蔽）"),
+    C("written_at", "TIMESTAMPTZ", "寫入時間"),
+))
+
 TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
-          *CORRECTION_TABLES)
+          *CORRECTION_TABLES, UPLOAD_RECEIPTS)
 AREAS = {"production": "main", "testing": "testing"}
 
 

@@ -52,6 +52,8 @@ INDEXES = (
 SHARED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS uploads_id ON main.uploads (upload_id)",
     "CREATE INDEX IF NOT EXISTS findings_upload ON main.findings (upload_id)",
+    "CREATE INDEX IF NOT EXISTS upload_receipts_id ON main.upload_receipts (upload_id)",
+    "CREATE INDEX IF NOT EXISTS uploads_hash ON main.uploads (unit_code, content_hash)",
 )
 
 

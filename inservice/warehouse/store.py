@@ -25,7 +25,14 @@ import pyarrow.compute as pc
 from inservice.config import Settings
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.warehouse import ddl
-from inservice.warehouse.backend import POSTGRESQL, Connection, WarehouseUrl, backend_of, connect
+from inservice.warehouse.backend import (  # noqa: F401 (WarehouseBusy: callers catch it from here)
+    POSTGRESQL,
+    Connection,
+    WarehouseBusy,
+    WarehouseUrl,
+    backend_of,
+    connect,
+)
 from inservice.warehouse.postgres import index_statements
 
 LOG = logging.getLogger("inservice.warehouse")
@@ -182,12 +189,31 @@ class Warehouse:
         codes = frozenset(r[0] for r in rows if r[0] is not None)
         return Exceptions(all_courses=any(r[0] is None for r in rows), course_codes=codes)
 
-    # --- uploads -------------------------------------------------------------------------------
+    # --- uploads ----------------------------------------------------------------------------------
     def loaded_upload_with_hash(self, unit: str, content_hash: str, area: str) -> str | None:
-        row = self.con.execute("""SELECT upload_id FROM uploads WHERE unit_code = ? AND content_hash = ?
-            AND area = ? AND status = 'loaded' ORDER BY processed_at LIMIT 1""",
-                               [unit, content_hash, area]).fetchone()
-        return row[0] if row else None
+        earlier = self.loaded_upload(unit, content_hash, area)
+        return earlier["upload_id"] if earlier else None
+
+    def loaded_upload(self, unit: str, content_hash: str, area: str) -> dict | None:
+        """The first loaded upload of these bytes for the unit in the area: its id and receipt paths."""
+        cur = self.con.execute("""SELECT upload_id, receipt_json, receipt_xlsx FROM uploads WHERE unit_code = ?
+            AND content_hash = ? AND area = ? AND status = 'loaded' ORDER BY processed_at LIMIT 1""",
+                               [unit, content_hash, area])
+        rows = cur.fetchall()  # fetched to the end: DuckDB refuses other work beside an unfinished result
+        return dict(zip(("upload_id", "receipt_json", "receipt_xlsx"), rows[0], strict=True)) if rows else None
+
+    def upload_id_taken(self, upload_id: str) -> bool:
+        return bool(self.con.execute("SELECT 1 FROM uploads WHERE upload_id = ?", [upload_id]).fetchall())
+
+    def receipt_name_taken(self, json_path: str) -> bool:
+        """Is a receipt path already some upload's (committed, its file perhaps not yet renamed into place)?"""
+        return bool(self.con.execute("SELECT 1 FROM uploads WHERE receipt_json = ?", [json_path]).fetchall())
+
+    def receipt_document(self, upload_id: str) -> str | None:
+        """The JSON receipt as it was sent (upload_receipts), or None (feeds, or uploads before it was kept)."""
+        rows = self.con.execute("SELECT receipt FROM upload_receipts WHERE upload_id = ? ORDER BY written_at DESC "
+                                "LIMIT 1", [upload_id]).fetchall()
+        return rows[0][0] if rows else None
 
     # --- WarehouseState (what the rule engine reads) -------------------------------------------
     def state(self, area: str) -> AreaState:
@@ -205,29 +231,39 @@ class Warehouse:
         self.con.commit()
         self.committed = True
 
-    def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str,
+    def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str | None,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,
                       ) -> MergeCounts:
         """Write the upload row, its findings and (if loaded) its accepted rows, atomically.
 
         `in_transaction` runs inside the same transaction (a feed's watermark: it moves with the
         rows it covers, or not at all)."""
-        counts = MergeCounts()
         with self.transaction():
-            if validated is not None and upload["status"] == "loaded":
-                kind = "feed" if upload.get("channel") == "db" else "upload"
-                counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
-            row = {**upload, **counts.__dict__}
-            cols = [c.name for c in ddl.UPLOADS.columns]
-            self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                             [row.get(c) for c in cols])
-            self.con.register("new_findings", findings)
-            self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
-                course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
-            self.con.unregister("new_findings")
+            counts = self.write_upload(upload, findings, validated, area, now)
             if in_transaction is not None:
                 in_transaction(self.con)
             failpoint("merge.before_commit")
+        return counts
+
+    def write_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str | None,
+                     now: datetime, receipt: str | None = None) -> MergeCounts:
+        """`record_upload`'s writes, inside the caller's transaction; `receipt`, the JSON receipt, is
+        kept in upload_receipts. `area` None: the unit is not registered (only the upload row and its
+        findings are written)."""
+        counts = MergeCounts()
+        if validated is not None and upload["status"] == "loaded":
+            kind = "feed" if upload.get("channel") == "db" else "upload"
+            counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
+        row = {**upload, **counts.__dict__}
+        cols = [c.name for c in ddl.UPLOADS.columns]
+        self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                         [row.get(c) for c in cols])
+        self.con.register("new_findings", findings)
+        self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
+            course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
+        self.con.unregister("new_findings")
+        if receipt is not None:
+            self.con.execute("INSERT INTO upload_receipts VALUES (?, ?, ?)", [upload["upload_id"], receipt, now])
         return counts
 
     def merge(self, v: Validated, area: str, source: Source, now: datetime) -> MergeCounts:
