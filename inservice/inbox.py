@@ -198,7 +198,7 @@ def registered_units(settings: Settings) -> set[str] | None:
     if not Warehouse.exists(settings):
         return set()
     try:
-        with Warehouse(settings, read_only=True) as wh:
+        with Warehouse(settings, read_only=True, wait=0) as wh:
             return {u.unit_code for u in wh.units()}
     except Exception:  # noqa: BLE001 - busy, or unreadable: either way, not now
         return None

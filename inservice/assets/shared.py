@@ -27,10 +27,11 @@ class InserviceResource(dg.ConfigurableResource):
         return Settings.from_env(self.home or None)
 
     @contextmanager
-    def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:
+    def warehouse(self, read_only: bool = False, wait: float | None = None) -> Iterator[Warehouse]:
+        """`wait`: see Warehouse (0 for a sensor tick: busy now means look again next tick)."""
         settings = self.settings()
         # A read-only connection needs an existing file; the first opener creates the tables.
-        with Warehouse(settings, read_only=read_only and Warehouse.exists(settings)) as wh:
+        with Warehouse(settings, read_only=read_only and Warehouse.exists(settings), wait=wait) as wh:
             yield wh
 
 

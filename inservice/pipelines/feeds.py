@@ -14,6 +14,7 @@ from inservice.assets.feeds import FEED_UNITS, partner_feed
 from inservice.assets.shared import InserviceResource
 from inservice.config import TAIPEI
 from inservice.feeds import register as feed_register
+from inservice.warehouse.backend import WarehouseBusy
 
 REGISTER_INTERVAL = int(os.environ.get("INSERVICE_FEED_SENSOR_INTERVAL", "300"))
 
@@ -46,9 +47,9 @@ def feed_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunReq
            description="Adds each unit of the feed register (inservice feeds add) as a feed_unit partition.")
 def feed_register_sensor(context: dg.SensorEvaluationContext, inservice: InserviceResource) -> dg.SensorResult:
     try:
-        with inservice.warehouse(read_only=True) as wh:
+        with inservice.warehouse(read_only=True, wait=0) as wh:
             registered = {f.unit_code for f in feed_register.feeds(wh)}
-    except (duckdb.Error, psycopg2.Error) as exc:  # the warehouse busy with a writer: next tick
+    except (WarehouseBusy, duckdb.Error, psycopg2.Error) as exc:  # busy with a writer: next tick
         return dg.SensorResult(skip_reason=f"warehouse not readable now ({type(exc).__name__}); next tick")
     known = set(context.instance.get_dynamic_partitions(FEED_UNITS.name))
     missing = sorted(registered - known)

@@ -88,19 +88,21 @@ class WarehouseUrl:
         return redact_url(self.target)
 
 
-def connect(url: WarehouseUrl, read_only: bool = False) -> Connection:
+def connect(url: WarehouseUrl, read_only: bool = False, wait: float | None = None) -> Connection:
+    """`wait`: seconds to wait for a DuckDB file another process holds (default the lock timeout;
+    0 for a sensor's tick, which looks again next time rather than wait)."""
     if url.backend == POSTGRESQL:
         return PgConnection(url.target, read_only=read_only)
     path = Path(url.target)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return _duckdb_when_free(path, read_only)
+    return _duckdb_when_free(path, read_only, lock_timeout() if wait is None else wait)
 
 
-def _duckdb_when_free(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _duckdb_when_free(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     """DuckDB refuses at once a file another process holds ("Could not set lock"): wait for it,
-    polling, up to the lock timeout, then WarehouseBusy (never a traceback for a busy warehouse)."""
-    deadline = time.monotonic() + lock_timeout()
+    polling, up to `wait` seconds, then WarehouseBusy (never a traceback for a busy warehouse)."""
+    deadline = time.monotonic() + wait
     pause = 0.05
     while True:
         try:
@@ -110,7 +112,7 @@ def _duckdb_when_free(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
                 raise
             if time.monotonic() >= deadline:
                 raise WarehouseBusy(f"warehouse busy: another process holds {path.name} (waited "
-                                    f"{lock_timeout():g} s, {LOCK_TIMEOUT_ENV}); retry later") from exc
+                                    f"{wait:g} s, {LOCK_TIMEOUT_ENV}); retry later") from exc
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 2, 1.0)
 

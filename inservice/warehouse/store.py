@@ -84,11 +84,12 @@ class WarehouseError(Exception):
 
 
 class Warehouse:
-    def __init__(self, target: Settings | Path | str, read_only: bool = False) -> None:
-        """`target`: Settings (its INSERVICE_WAREHOUSE_URL or DuckDB default), a DuckDB file, or a URL."""
+    def __init__(self, target: Settings | Path | str, read_only: bool = False, wait: float | None = None) -> None:
+        """`target`: Settings (its INSERVICE_WAREHOUSE_URL or DuckDB default), a DuckDB file, or a URL;
+        `wait`: seconds to wait for a DuckDB file another process holds (default INSERVICE_LOCK_TIMEOUT)."""
         self.url = WarehouseUrl.parse(target.warehouse_url if isinstance(target, Settings) else target)
         self.settings = target if isinstance(target, Settings) else None
-        self.con: Connection = connect(self.url, read_only=read_only)
+        self.con: Connection = connect(self.url, read_only=read_only, wait=wait)
         self.backend = backend_of(self.con)
         self.committed = False  # a write was committed: analysts' access is refreshed on close
         if not read_only:
