@@ -583,3 +583,29 @@ def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settin
         assert wh.unit("T004").state == "production"
         assert [(e["unit_code"], e["course_code"]) for e in wh.exceptions()] == [("T004", None)]
         assert wh.con.execute("SELECT count(*) FROM unit_state_log WHERE unit_code = 'T004'").fetchone()[0] == 1
+
+
+def test_a_unit_refused_f05_then_registered_reruns_on_time(settings: Settings, instance: dg.DagsterInstance) -> None:
+    """Refused F05 on 2017-06-03 (not yet registered), registered later, re-run from quarantine without a
+    receipt time: judged as received then — on time — not as late on the day of the re-run."""
+    (settings.inbox / "T009").mkdir(parents=True)
+    shutil.copyfile(SAMPLE / "T002" / "T002_201705.xlsx", settings.inbox / "T009" / "T009_201705.xlsx")
+    # the sample's rows name T002: give them T009, as the new unit's own export would
+    from openpyxl import load_workbook
+    wb = load_workbook(settings.inbox / "T009" / "T009_201705.xlsx")
+    for ws in wb.worksheets:
+        for row in ws.iter_rows(min_row=2):
+            for cell in row:
+                if cell.value == "T002":
+                    cell.value = "T009"
+    wb.save(settings.inbox / "T009" / "T009_201705.xlsx")
+    result = launch("ingest_unsorted_upload", instance, {"unit": "T009", "file_name": "T009_201705.xlsx",
+                                                         "received_at": "2017-06-03T10:00:00+08:00"})
+    assert metadata(result, "unsorted_upload")["refusal"] == "F05"
+    defs.resolve_job_def("staff_register_unit").execute_in_process(
+        run_config={"ops": {"register_unit": {"config": {"code": "T009", "name": "新單位", "state": "production",
+                                                         "joined": "2017-01-01"}}}}, instance=instance)
+    result = launch("ingest_upload", instance, {}, key("T009"))
+    meta = metadata(result, "partner_upload")
+    assert meta["status"] == "loaded" and meta["on_time"] == "on time", meta
+    assert meta["received_at"].startswith("2017-06-03T10:00:00")
