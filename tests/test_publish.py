@@ -128,6 +128,10 @@ def build_warehouse(settings: Settings) -> None:
                    refusal="F07", cr=3)
         add_findings(con, "U-T001-2", [("file", "F07", "error", None)])
         add_upload(con, "U-T002-1", "T002", "file", M, "2017-06-07T09:00:00+08:00", False, ca=3, aa=4)
+        # the same bytes sent again: recorded as a duplicate, no new file of the month
+        add_upload(con, "U-T002-dup", "T002", "file", M, "2017-06-09T09:00:00+08:00", False, status="duplicate",
+                   refusal="F08")
+        add_findings(con, "U-T002-dup", [("file", "F08", "warning", None)])
         add_upload(con, "U-J005-a", "J005", "db", M, "2017-05-01T02:00:00+08:00", True, ca=1, aa=2)
         add_upload(con, "U-J005-b", "J005", "db", M, "2017-05-02T02:00:00+08:00", True, ca=1, aa=2)
         add_upload(con, "U-J005-c", "J005", "db", M, "2017-05-02T14:00:00+08:00", True, ca=1, aa=2)
