@@ -1,1 +1,2 @@
-"""Dagster orchestration: resources, jobs, the inbox sensor and the one Definitions object."""
+"""Dagster orchestration, a file per domain (uploads, feeds, corrections, publish, units): jobs, sensors and
+schedules over the assets of inservice.assets, and the one Definitions object (definitions.py)."""
