@@ -82,7 +82,8 @@ def test_warehouse_locked_by_another_process_is_busy_retry(tmp_path: Path) -> No
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        line = one_line(inservice(home, "units", "list"), 75, "warehouse busy", f"process {holder.pid}")
+        line = one_line(inservice(home, "units", "list", INSERVICE_LOCK_TIMEOUT="1"), 75, "warehouse busy",
+                        f"process {holder.pid}")
         assert "again" in line
     finally:
         holder.kill()

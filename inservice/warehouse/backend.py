@@ -111,8 +111,11 @@ def _duckdb_when_free(path: Path, read_only: bool, wait: float) -> duckdb.DuckDB
             if "lock" not in str(exc).lower():
                 raise
             if time.monotonic() >= deadline:
-                raise WarehouseBusy(f"warehouse busy: another process holds {path.name} (waited "
-                                    f"{wait:g} s, {LOCK_TIMEOUT_ENV}); retry later") from exc
+                pid = re.search(r"\(PID (\d+)\)", str(exc))
+                by = f" (process {pid.group(1)})" if pid else ""
+                raise WarehouseBusy(f"warehouse busy: {path} is in use by another inservice process{by} (waited "
+                                    f"{wait:g} s, {LOCK_TIMEOUT_ENV}); retry later: run the command again when it has "
+                                    f"finished") from exc
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 2, 1.0)
 
