@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from inservice.config import Settings
+from inservice.validations.pseudonym import PseudonymKeyError
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
 
 
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     except (WarehouseError, ValueError) as exc:
         print(f"inservice: {exc}", file=sys.stderr)
         return 1
+    except PseudonymKeyError as exc:  # configuration, not the partner's file: nothing moved, no receipt
+        print(f"inservice: {exc}", file=sys.stderr)
+        return 78  # EX_CONFIG: retrying will not help until the key is restored
 
 
 if __name__ == "__main__":

@@ -139,3 +139,102 @@ def test_check_without_a_warehouse(tmp_path: Path, monkeypatch) -> None:
     r = json.loads(out.stdout)
     assert r["attendance"]["accepted"] == exp["attendance_accepted"]
     assert not (tmp_path / "nohome").exists()  # nothing written on the unit's machine
+
+
+# --- the pseudonym key -------------------------------------------------------------------------------
+CLEAN = FIXTURES / "clean-xlsx" / "T002" / "T002_201705.xlsx"
+
+
+def _refused_by_key(settings, out: subprocess.CompletedProcess, path: Path, before: dict, words: str) -> None:
+    """A key refusal: one line naming the fix, exit 78, the file left in the inbox, nothing written."""
+    assert out.returncode == 78, (out.returncode, out.stderr)
+    [line] = out.stderr.strip().splitlines()
+    assert words in line and "INSERVICE_PSEUDONYM_KEY" in line and "Traceback" not in out.stderr
+    assert out.stdout == ""
+    assert path.exists()  # a configuration error, not the partner's: no receipt charges the file
+    assert not list(settings.outbox.rglob(f"{path.name}.*"))
+    assert table_snapshot(settings) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"0123456789abcdef\n"], ids=["empty", "newline", "short"])
+def test_empty_or_short_key_file_is_refused(settings, content: bytes) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    key = settings.home / "pseudonym.key"
+    key.write_bytes(content)
+    path = drop(settings, CLEAN)
+    before = table_snapshot(settings)
+    out = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED)
+    _refused_by_key(settings, out, path, before, "empty" if not content.strip() else "too short")
+    assert key.read_bytes() == content  # not replaced behind anyone's back
+
+
+def test_short_key_in_the_environment_is_refused(settings, monkeypatch) -> None:
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "secret")
+    path = drop(settings, CLEAN)
+    before = table_snapshot(settings)
+    _refused_by_key(settings, run_cli(settings, "ingest", str(path)), path, before, "too short")
+
+
+def test_key_path_that_is_a_folder_is_refused(settings) -> None:
+    (settings.home / "pseudonym.key").mkdir(parents=True)
+    path = drop(settings, CLEAN)
+    before = table_snapshot(settings)
+    _refused_by_key(settings, run_cli(settings, "ingest", str(path)), path, before, "cannot be read")
+
+
+def test_lost_key_is_refused_not_regenerated(settings) -> None:
+    """The warehouse keeps the key's fingerprint from its first use: a deleted key is not silently
+    replaced (the same teachers would get new keys), and a different key is refused."""
+    first = drop(settings, CLEAN)
+    assert run_cli(settings, "ingest", str(first), "--received-at", RECEIVED).returncode == 0
+    key_file = settings.home / "pseudonym.key"
+    key = key_file.read_bytes()
+    with Warehouse(settings, read_only=True) as wh:
+        [(recorded,)] = wh.con.execute("SELECT value FROM warehouse_meta WHERE name = 'pseudonym_key_fingerprint'"
+                                       ).fetchall()
+    assert key.decode() not in recorded and re.fullmatch(r"[0-9a-f]{64}", recorded)
+
+    second = drop(settings, FIXTURES / "defects-xlsx" / "T003" / "T003_201705.xlsx")
+    before = table_snapshot(settings)
+    key_file.unlink()
+    _refused_by_key(settings, run_cli(settings, "ingest", str(second), "--received-at", RECEIVED), second, before,
+                    "missing")
+    assert not key_file.exists()  # not regenerated
+
+    key_file.write_text(os.urandom(32).hex())  # someone made a new one by hand
+    _refused_by_key(settings, run_cli(settings, "ingest", str(second), "--received-at", RECEIVED), second, before,
+                    "not the key this warehouse was loaded with")
+    env_key = {"INSERVICE_PSEUDONYM_KEY": os.urandom(32).hex()}
+    out = subprocess.run([sys.executable, "-m", "inservice.cli", "ingest", str(second)], capture_output=True,
+                         text=True, env={**os.environ, "INSERVICE_HOME": str(settings.home), **env_key})
+    _refused_by_key(settings, out, second, before, "not the key this warehouse was loaded with")
+
+    key_file.write_bytes(key)  # restored from the backup: loads, with the same teacher keys as before
+    ok = run_cli(settings, "ingest", str(second), "--received-at", RECEIVED, "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "loaded"
+
+
+def test_key_write_failing_midway_leaves_no_key_file(tmp_path: Path) -> None:
+    """A disk that fills while the key is first written (here: a file-size limit of 16 bytes in a real
+    process) leaves no key file at all, so the next run generates a whole one."""
+    home = tmp_path / "home"
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
+              "from inservice.config import Settings\n"
+              "from inservice.validations.pseudonym import PseudonymKeyError\n"
+              "try:\n"
+              "    Settings.from_env(sys.argv[1]).pseudonym_key()\n"
+              "except PseudonymKeyError as exc:\n"
+              "    print(exc)\n"
+              "    sys.exit(3)\n")
+    env = {k: v for k, v in os.environ.items() if k != "INSERVICE_PSEUDONYM_KEY"}
+    out = subprocess.run([sys.executable, "-c", script, str(home)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "cannot write the pseudonym key" in out.stdout
+    assert list(home.iterdir()) == []  # neither the key nor its temporary file
+    from inservice.config import Settings
+
+    key = Settings.from_env(home).pseudonym_key()  # the next run: a whole key
+    assert len(key) == 64 and (home / "pseudonym.key").stat().st_mode & 0o777 == 0o600

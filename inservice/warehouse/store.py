@@ -151,6 +151,20 @@ class Warehouse:
         rows = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
 
+    # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
+    def meta(self, name: str) -> str | None:
+        row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
+        return row[0] if row else None
+
+    def set_meta_once(self, name: str, value: str) -> str:
+        """Record `value` unless `name` already has one; returns the value recorded (writers are
+        serialised, so two first uses cannot both record)."""
+        with self.transaction():
+            current = self.meta(name)
+            if current is None:
+                self.con.execute("INSERT INTO warehouse_meta VALUES (?, ?, now())", [name, value])
+        return value if current is None else current
+
     # --- archive exceptions --------------------------------------------------------------------
     def add_exception(self, unit: str, course_code: str | None, letter_no: str, letter_date: date,
                       valid_until: date) -> int:
