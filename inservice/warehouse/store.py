@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from inservice.config import Settings
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
+from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import POSTGRESQL, Connection, WarehouseUrl, backend_of, connect
 from inservice.warehouse.postgres import index_statements
@@ -232,7 +233,7 @@ class Warehouse:
             cols = [c.name for c in ddl.UPLOADS.columns]
             self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                              [row.get(c) for c in cols])
-            self.con.register("new_findings", findings)
+            self.con.register("new_findings", for_analysts(findings))  # the receipt alone quotes values
             self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
                 course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
             self.con.unregister("new_findings")
