@@ -238,3 +238,115 @@ def test_key_write_failing_midway_leaves_no_key_file(tmp_path: Path) -> None:
 
     key = Settings.from_env(home).pseudonym_key()  # the next run: a whole key
     assert len(key) == 64 and (home / "pseudonym.key").stat().st_mode & 0o777 == 0o600
+
+
+# --- the analysts' DuckDB copy --------------------------------------------------------------------------
+FEED_VARIABLE = "FEED_ZQXJ_SECRET_URL"
+LETTERS = ("臺教師(三)字第1069999001號", "臺教師(三)字第1068888002號")
+TESTING_TITLE = "測試區機密課程甲乙丙"
+
+
+def _secrets_in_the_warehouse(settings) -> list[bytes]:
+    """Rows analysts may not read: a feed's variable name, letter numbers of a unit's state change and an
+    archive exception, and a testing-area course title (each also checked to be in the warehouse file)."""
+    from datetime import date
+
+    from inservice.corrections.lifecycle import set_state
+    from inservice.feeds.register import FeedSpec, add_feed
+    from tests.builders import attendee, course, write_xlsx
+
+    with Warehouse(settings) as wh:
+        wh.add_unit("T004", "unit T004", "file", "testing", date(2016, 1, 1))
+        add_feed(wh, FeedSpec("T003", FEED_VARIABLE, "inservice_courses", "inservice_attendance", 10))
+        set_state(wh, "T003", "sealed", LETTERS[0])
+        wh.add_exception("T001", None, LETTERS[1], date(2017, 1, 1), date(2017, 12, 31))
+    testing = write_xlsx(settings.inbox / "T004" / "T004_201705.xlsx",
+                         [course("C1", title=TESTING_TITLE, unit_code="T004")],
+                         [attendee("C1", "A123456789", unit_code="T004")])
+    [r] = ingest_paths([testing], settings, RECEIVED)
+    assert r["status"] == "loaded" and r["area"] == "testing"
+    wanted = [FEED_VARIABLE.encode(), *(x.encode() for x in LETTERS), TESTING_TITLE.encode()]
+    held = settings.warehouse_path.read_bytes()
+    assert all(w in held for w in wanted)  # the search finds them where they are
+    return wanted
+
+
+def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_backend: str) -> None:
+    if warehouse_backend != "duckdb":
+        pytest.skip("the copy is DuckDB's (PostgreSQL grants a read-only role)")
+    from inservice.warehouse.analyst import snapshot_path
+    from inservice.warehouse.ddl import COURSES
+
+    wanted = _secrets_in_the_warehouse(settings)
+    ingest_paths([drop(settings, CLEAN)], settings, RECEIVED)
+    copy = snapshot_path(settings)
+    data = copy.read_bytes()
+    assert [w.decode() for w in wanted if w in data] == []
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["warehouse.duckdb"]
+    import duckdb
+
+    with duckdb.connect(str(copy), read_only=True) as con, Warehouse(settings, read_only=True) as wh:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "snapshot_info"}
+        assert con.execute("SELECT count(*) FROM attendance").fetchone() == \
+            wh.con.execute("SELECT count(*) FROM attendance").fetchone()
+        assert con.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'courses'").fetchone()[0] == \
+            COURSES.comment
+        [(seq,)] = con.execute("SELECT commit_seq FROM snapshot_info").fetchall()
+        assert str(seq) == wh.meta("commit_seq")
+
+
+def test_a_killed_refresh_leaves_no_full_copy_and_the_next_run_refreshes(settings, warehouse_backend: str
+                                                                        ) -> None:
+    """kill -9 while the copy is being built: what is left is a partial copy of analyst tables in a
+    private folder; the next run — a duplicate that writes nothing — removes it and brings the stale
+    copy up to date."""
+    if warehouse_backend != "duckdb":
+        pytest.skip("the copy is DuckDB's")
+    from inservice.warehouse.analyst import snapshot_path
+
+    wanted = _secrets_in_the_warehouse(settings)
+    path = drop(settings, CLEAN)
+    killed = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED, failpoint="analyst.copying")
+    assert killed.returncode == -9
+    folder = snapshot_path(settings).parent
+    left = [p for p in folder.rglob("*") if p.is_file()]
+    for p in left:
+        assert not any(w in p.read_bytes() for w in wanted), p
+        if p.parent != folder:
+            assert p.parent.stat().st_mode & 0o777 == 0o700  # nobody else can reach it
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    with Warehouse(settings, read_only=True) as wh:
+        loaded = wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0]
+    assert loaded > 0  # committed before the kill
+
+    again = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED, "--json")
+    assert json.loads(again.stdout)["status"] == "duplicate"
+    assert sorted(p.name for p in folder.iterdir()) == ["warehouse.duckdb"]  # the leftover is swept
+    import duckdb
+
+    with duckdb.connect(str(snapshot_path(settings)), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == loaded
+
+
+def test_a_copy_left_stale_is_refreshed_by_the_next_writer_even_a_duplicate(settings, warehouse_backend: str,
+                                                                           monkeypatch) -> None:
+    if warehouse_backend != "duckdb":
+        pytest.skip("the copy is DuckDB's")
+    from dataclasses import replace
+
+    import duckdb
+
+    from inservice.warehouse.analyst import snapshot_path
+
+    path = drop(settings, CLEAN)
+    [r] = ingest_paths([path], replace(settings, analyst_copy=False), RECEIVED)  # loads, copy not refreshed
+    assert r["status"] == "loaded"
+    with duckdb.connect(str(snapshot_path(settings)), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 0
+    [r] = ingest_paths([path], settings, RECEIVED)
+    assert r["status"] == "duplicate"
+    with duckdb.connect(str(snapshot_path(settings)), read_only=True) as con, \
+            Warehouse(settings, read_only=True) as wh:
+        assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == \
+            wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] > 0

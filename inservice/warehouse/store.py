@@ -32,6 +32,7 @@ LOG = logging.getLogger("inservice.warehouse")
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
+COMMIT_SEQ = "commit_seq"  # warehouse_meta: DuckDB's count of committed writes (is the analysts' copy current?)
 
 
 def failpoint(name: str) -> None:
@@ -83,6 +84,7 @@ class Warehouse:
         self.settings = target if isinstance(target, Settings) else None
         self.con: Connection = connect(self.url, read_only=read_only)
         self.backend = backend_of(self.con)
+        self.read_only = read_only
         self.committed = False  # a write was committed: analysts' access is refreshed on close
         if not read_only:
             self.ensure_tables()
@@ -119,9 +121,11 @@ class Warehouse:
 
     def close(self) -> None:
         try:
-            if self.committed and self.settings is not None:
-                from inservice.warehouse.analyst import refresh_analyst_access
-                refresh_analyst_access(self, self.settings)
+            if self.settings is not None:
+                from inservice.warehouse.analyst import analyst_copy_stale, refresh_analyst_access
+                # also when an earlier writer committed and was killed before its refresh
+                if self.committed or analyst_copy_stale(self, self.settings):
+                    refresh_analyst_access(self, self.settings)
         except Exception as exc:  # the load is committed: a stale analyst copy must not fail it
             LOG.warning("analyst access not refreshed (the warehouse itself is up to date): %s: %s",
                         type(exc).__name__, exc)
@@ -211,11 +215,18 @@ class Warehouse:
         self.con.begin()
         try:
             yield
+            if self.backend != POSTGRESQL:  # numbered with the rows it commits (no copy on PostgreSQL)
+                self._count_commit()
         except BaseException:
             self.con.rollback()
             raise
         self.con.commit()
         self.committed = True
+
+    def _count_commit(self) -> None:
+        if not self.con.execute("""UPDATE warehouse_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR),
+                updated_at = now() WHERE name = ? RETURNING 1""", [COMMIT_SEQ]).fetchall():
+            self.con.execute("INSERT INTO warehouse_meta VALUES (?, '1', now())", [COMMIT_SEQ])
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,
