@@ -350,3 +350,17 @@ def test_a_copy_left_stale_is_refreshed_by_the_next_writer_even_a_duplicate(sett
             Warehouse(settings, read_only=True) as wh:
         assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == \
             wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] > 0
+
+
+def test_self_check_against_a_warehouse_from_before_the_fingerprint(settings) -> None:
+    """`check` opens the warehouse read-only: one made before `warehouse_meta` existed still works, and
+    the first load records the fingerprint."""
+    with Warehouse(settings) as wh:
+        wh.con.execute("DROP TABLE warehouse_meta")
+    path = drop(settings, CLEAN)
+    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "checked"
+    assert run_cli(settings, "ingest", str(path), "--received-at", RECEIVED).returncode == 0
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.meta("pseudonym_key_fingerprint") is not None

@@ -158,6 +158,9 @@ class Warehouse:
 
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
     def meta(self, name: str) -> str | None:
+        if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
+                WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchone()[0]:
+            return None  # a warehouse from before the table, opened read-only (a self-check)
         row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
         return row[0] if row else None
 
