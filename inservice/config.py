@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -63,14 +62,9 @@ class Settings:
         return self.home / "outbox"
 
     def pseudonym_key(self) -> bytes:
-        """INSERVICE_PSEUDONYM_KEY, else a key generated once into $INSERVICE_HOME (mode 0600)."""
-        env = os.environ.get("INSERVICE_PSEUDONYM_KEY")
-        if env:
-            return env.encode("utf-8")
-        path = self.home / "pseudonym.key"
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-        return path.read_text().strip().encode("utf-8")
+        """INSERVICE_PSEUDONYM_KEY, else a key generated once into $INSERVICE_HOME (mode 0600); an empty,
+        short or unreadable key raises PseudonymKeyError. With a warehouse, use
+        `validations.pseudonym.warehouse_key`, which also checks the key is the warehouse's."""
+        from inservice.validations.pseudonym import load_key
+
+        return load_key(self.home)

@@ -30,7 +30,7 @@ from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.national_id import IN_TEXT
-from inservice.validations.pseudonym import Pseudonymiser
+from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
 LOG = logging.getLogger("inservice.ingest")
@@ -145,7 +145,9 @@ class Ingestor:
         self.load = load
         # a self-check without a warehouse compares nothing across uploads: an ephemeral key will do,
         # and nothing is written on the unit's machine
-        key = settings.pseudonym_key() if warehouse is not None else secrets.token_bytes(32)
+        # and with one, the key must be the one it was loaded with (checked before anything is written)
+        key = (warehouse_key(settings.home, warehouse, writable=load) if warehouse is not None
+               else secrets.token_bytes(32))
         self.pseudonymiser = Pseudonymiser(key)
         self._swept: set[Path] = set()  # outbox folders cleared of killed runs' staged receipts
 

@@ -72,10 +72,12 @@ def write_xlsx(path: Path, courses: list[dict], attendance: list[dict], by: str 
         headers, codes = _headers(rt, rows, by)
         ws.append(headers)
         for r in rows:
-            ws.append([_excel_text(r.get(c)) for c in codes])
-            for cell in ws[ws.max_row]:  # text that starts with "=" stays text, as a cell typed '=… is
-                if isinstance(cell.value, str) and cell.value.startswith("="):
-                    cell.data_type = "s"
+            values = [_excel_text(r.get(c)) for c in codes]
+            ws.append(values)
+            if any(isinstance(v, str) and v.startswith("=") for v in values):  # (max_row costs a scan)
+                for cell in ws[ws.max_row]:  # text that starts with "=" stays text, as a cell typed '=… is
+                    if isinstance(cell.value, str) and cell.value.startswith("="):
+                        cell.data_type = "s"
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
     return path

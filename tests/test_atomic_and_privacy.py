@@ -214,3 +214,228 @@ def test_no_server_path_in_any_refusal_and_f01_in_plain_words(settings, caplog: 
     assert len(texts) >= 3 * len(sent)
     for text in texts:
         assert str(settings.home) not in text and "/tmp" not in text, text[:500]
+
+
+# --- the pseudonym key -------------------------------------------------------------------------------
+CLEAN = FIXTURES / "clean-xlsx" / "T002" / "T002_201705.xlsx"
+
+
+def _refused_by_key(settings, out: subprocess.CompletedProcess, path: Path, before: dict, words: str) -> None:
+    """A key refusal: one line naming the fix, exit 78, the file left in the inbox, nothing written."""
+    assert out.returncode == 78, (out.returncode, out.stderr)
+    [line] = out.stderr.strip().splitlines()
+    assert words in line and "INSERVICE_PSEUDONYM_KEY" in line and "Traceback" not in out.stderr
+    assert out.stdout == ""
+    assert path.exists()  # a configuration error, not the partner's: no receipt charges the file
+    assert not list(settings.outbox.rglob(f"{path.name}.*"))
+    assert table_snapshot(settings) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"0123456789abcdef\n"], ids=["empty", "newline", "short"])
+def test_empty_or_short_key_file_is_refused(settings, content: bytes) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    key = settings.home / "pseudonym.key"
+    key.write_bytes(content)
+    path = drop(settings, CLEAN)
+    before = table_snapshot(settings)
+    out = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED)
+    _refused_by_key(settings, out, path, before, "empty" if not content.strip() else "too short")
+    assert key.read_bytes() == content  # not replaced behind anyone's back
+
+
+def test_short_key_in_the_environment_is_refused(settings, monkeypatch) -> None:
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "secret")
+    path = drop(settings, CLEAN)
+    before = table_snapshot(settings)
+    _refused_by_key(settings, run_cli(settings, "ingest", str(path)), path, before, "too short")
+
+
+def test_key_path_that_is_a_folder_is_refused(settings) -> None:
+    (settings.home / "pseudonym.key").mkdir(parents=True)
+    path = drop(settings, CLEAN)
+    before = table_snapshot(settings)
+    _refused_by_key(settings, run_cli(settings, "ingest", str(path)), path, before, "cannot be read")
+
+
+def test_lost_key_is_refused_not_regenerated(settings) -> None:
+    """The warehouse keeps the key's fingerprint from its first use: a deleted key is not silently
+    replaced (the same teachers would get new keys), and a different key is refused."""
+    first = drop(settings, CLEAN)
+    assert run_cli(settings, "ingest", str(first), "--received-at", RECEIVED).returncode == 0
+    key_file = settings.home / "pseudonym.key"
+    key = key_file.read_bytes()
+    with Warehouse(settings, read_only=True) as wh:
+        [(recorded,)] = wh.con.execute("SELECT value FROM warehouse_meta WHERE name = 'pseudonym_key_fingerprint'"
+                                       ).fetchall()
+    assert key.decode() not in recorded and re.fullmatch(r"[0-9a-f]{64}", recorded)
+
+    second = drop(settings, FIXTURES / "defects-xlsx" / "T003" / "T003_201705.xlsx")
+    before = table_snapshot(settings)
+    key_file.unlink()
+    _refused_by_key(settings, run_cli(settings, "ingest", str(second), "--received-at", RECEIVED), second, before,
+                    "missing")
+    assert not key_file.exists()  # not regenerated
+
+    key_file.write_text(os.urandom(32).hex())  # someone made a new one by hand
+    _refused_by_key(settings, run_cli(settings, "ingest", str(second), "--received-at", RECEIVED), second, before,
+                    "not the key this warehouse was loaded with")
+    env_key = {"INSERVICE_PSEUDONYM_KEY": os.urandom(32).hex()}
+    out = subprocess.run([sys.executable, "-m", "inservice.cli", "ingest", str(second)], capture_output=True,
+                         text=True, env={**os.environ, "INSERVICE_HOME": str(settings.home), **env_key})
+    _refused_by_key(settings, out, second, before, "not the key this warehouse was loaded with")
+
+    key_file.write_bytes(key)  # restored from the backup: loads, with the same teacher keys as before
+    ok = run_cli(settings, "ingest", str(second), "--received-at", RECEIVED, "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "loaded"
+
+
+def test_key_write_failing_midway_leaves_no_key_file(tmp_path: Path) -> None:
+    """A disk that fills while the key is first written (here: a file-size limit of 16 bytes in a real
+    process) leaves no key file at all, so the next run generates a whole one."""
+    home = tmp_path / "home"
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
+              "from inservice.config import Settings\n"
+              "from inservice.validations.pseudonym import PseudonymKeyError\n"
+              "try:\n"
+              "    Settings.from_env(sys.argv[1]).pseudonym_key()\n"
+              "except PseudonymKeyError as exc:\n"
+              "    print(exc)\n"
+              "    sys.exit(3)\n")
+    env = {k: v for k, v in os.environ.items() if k != "INSERVICE_PSEUDONYM_KEY"}
+    out = subprocess.run([sys.executable, "-c", script, str(home)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "cannot write the pseudonym key" in out.stdout
+    assert list(home.iterdir()) == []  # neither the key nor its temporary file
+    from inservice.config import Settings
+
+    key = Settings.from_env(home).pseudonym_key()  # the next run: a whole key
+    assert len(key) == 64 and (home / "pseudonym.key").stat().st_mode & 0o777 == 0o600
+
+
+# --- the analysts' DuckDB copy --------------------------------------------------------------------------
+FEED_VARIABLE = "FEED_ZQXJ_SECRET_URL"
+LETTERS = ("臺教師(三)字第1069999001號", "臺教師(三)字第1068888002號")
+TESTING_TITLE = "測試區機密課程甲乙丙"
+
+
+def _secrets_in_the_warehouse(settings) -> list[bytes]:
+    """Rows analysts may not read: a feed's variable name, letter numbers of a unit's state change and an
+    archive exception, and a testing-area course title (each also checked to be in the warehouse file)."""
+    from datetime import date
+
+    from inservice.corrections.lifecycle import set_state
+    from inservice.feeds.register import FeedSpec, add_feed
+    from tests.builders import attendee, course, write_xlsx
+
+    with Warehouse(settings) as wh:
+        wh.add_unit("T004", "unit T004", "file", "testing", date(2016, 1, 1))
+        add_feed(wh, FeedSpec("T003", FEED_VARIABLE, "inservice_courses", "inservice_attendance", 10))
+        set_state(wh, "T003", "sealed", LETTERS[0])
+        wh.add_exception("T001", None, LETTERS[1], date(2017, 1, 1), date(2017, 12, 31))
+    testing = write_xlsx(settings.inbox / "T004" / "T004_201705.xlsx",
+                         [course("C1", title=TESTING_TITLE, unit_code="T004")],
+                         [attendee("C1", "A123456789", unit_code="T004")])
+    [r] = ingest_paths([testing], settings, RECEIVED)
+    assert r["status"] == "loaded" and r["area"] == "testing"
+    wanted = [FEED_VARIABLE.encode(), *(x.encode() for x in LETTERS), TESTING_TITLE.encode()]
+    held = settings.warehouse_path.read_bytes()
+    assert all(w in held for w in wanted)  # the search finds them where they are
+    return wanted
+
+
+def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_backend: str) -> None:
+    if warehouse_backend != "duckdb":
+        pytest.skip("the copy is DuckDB's (PostgreSQL grants a read-only role)")
+    from inservice.warehouse.analyst import snapshot_path
+    from inservice.warehouse.ddl import COURSES
+
+    wanted = _secrets_in_the_warehouse(settings)
+    ingest_paths([drop(settings, CLEAN)], settings, RECEIVED)
+    copy = snapshot_path(settings)
+    data = copy.read_bytes()
+    assert [w.decode() for w in wanted if w in data] == []
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["warehouse.duckdb"]
+    import duckdb
+
+    with duckdb.connect(str(copy), read_only=True) as con, Warehouse(settings, read_only=True) as wh:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "snapshot_info"}
+        assert con.execute("SELECT count(*) FROM attendance").fetchone() == \
+            wh.con.execute("SELECT count(*) FROM attendance").fetchone()
+        assert con.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'courses'").fetchone()[0] == \
+            COURSES.comment
+        [(seq,)] = con.execute("SELECT commit_seq FROM snapshot_info").fetchall()
+        assert str(seq) == wh.meta("commit_seq")
+
+
+def test_a_killed_refresh_leaves_no_full_copy_and_the_next_run_refreshes(settings, warehouse_backend: str
+                                                                        ) -> None:
+    """kill -9 while the copy is being built: what is left is a partial copy of analyst tables in a
+    private folder; the next run — a duplicate that writes nothing — removes it and brings the stale
+    copy up to date."""
+    if warehouse_backend != "duckdb":
+        pytest.skip("the copy is DuckDB's")
+    from inservice.warehouse.analyst import snapshot_path
+
+    wanted = _secrets_in_the_warehouse(settings)
+    path = drop(settings, CLEAN)
+    killed = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED, failpoint="analyst.copying")
+    assert killed.returncode == -9
+    folder = snapshot_path(settings).parent
+    left = [p for p in folder.rglob("*") if p.is_file()]
+    for p in left:
+        assert not any(w in p.read_bytes() for w in wanted), p
+        if p.parent != folder:
+            assert p.parent.stat().st_mode & 0o777 == 0o700  # nobody else can reach it
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    with Warehouse(settings, read_only=True) as wh:
+        loaded = wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0]
+    assert loaded > 0  # committed before the kill
+
+    again = run_cli(settings, "ingest", str(path), "--received-at", RECEIVED, "--json")
+    assert json.loads(again.stdout)["status"] == "duplicate"
+    assert sorted(p.name for p in folder.iterdir()) == ["warehouse.duckdb"]  # the leftover is swept
+    import duckdb
+
+    with duckdb.connect(str(snapshot_path(settings)), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == loaded
+
+
+def test_a_copy_left_stale_is_refreshed_by_the_next_writer_even_a_duplicate(settings, warehouse_backend: str,
+                                                                           monkeypatch) -> None:
+    if warehouse_backend != "duckdb":
+        pytest.skip("the copy is DuckDB's")
+    from dataclasses import replace
+
+    import duckdb
+
+    from inservice.warehouse.analyst import snapshot_path
+
+    path = drop(settings, CLEAN)
+    [r] = ingest_paths([path], replace(settings, analyst_copy=False), RECEIVED)  # loads, copy not refreshed
+    assert r["status"] == "loaded"
+    with duckdb.connect(str(snapshot_path(settings)), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 0
+    [r] = ingest_paths([path], settings, RECEIVED)
+    assert r["status"] == "duplicate"
+    with duckdb.connect(str(snapshot_path(settings)), read_only=True) as con, \
+            Warehouse(settings, read_only=True) as wh:
+        assert con.execute("SELECT count(*) FROM attendance").fetchone()[0] == \
+            wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] > 0
+
+
+def test_self_check_against_a_warehouse_from_before_the_fingerprint(settings) -> None:
+    """`check` opens the warehouse read-only: one made before `warehouse_meta` existed still works, and
+    the first load records the fingerprint."""
+    with Warehouse(settings) as wh:
+        wh.con.execute("DROP TABLE warehouse_meta")
+    path = drop(settings, CLEAN)
+    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "checked"
+    assert run_cli(settings, "ingest", str(path), "--received-at", RECEIVED).returncode == 0
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.meta("pseudonym_key_fingerprint") is not None

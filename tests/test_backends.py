@@ -76,7 +76,7 @@ def _analyst_view(settings: Settings) -> dict[str, list[tuple]]:
 
 def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "same-key-for-both")
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "same-key-for-both-backends-" + "0" * 16)
     monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
     views = {}
     with pg_database() as url:

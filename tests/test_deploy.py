@@ -201,7 +201,7 @@ def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "INSERVICE_"))}
         env = clean | dagster_env  # webserver, daemon, CLI: no INSERVICE_* (they never import the code)
         code_env = env | {"INSERVICE_HOME": str(inservice_home), "INSERVICE_WAREHOUSE_URL": pg_url(warehouse_db),
-                          "INSERVICE_PSEUDONYM_KEY": "test-deploy-key"}
+                          "INSERVICE_PSEUDONYM_KEY": "test-deploy-key-" + "0" * 32}
         for key, value in dagster_env.items():
             monkeypatch.setenv(key, value)
 

@@ -43,7 +43,7 @@ PG_ADMIN = os.environ.get("INSERVICE_TEST_PG", "postgresql+psycopg2://postgres@1
 MY_ADMIN = os.environ.get("INSERVICE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/")
 UNIT = "T009"
 ENV = "FEED_T009_URL"
-KEY = "feed-test-pseudonym-key"
+KEY = "feed-test-pseudonym-key-0123456789"
 
 _RNG = random.Random(9)
 T = [make_id(_RNG) for _ in range(20)]  # teachers T[0]… (valid IDs)

@@ -275,6 +275,73 @@ def test_f07_structure(settings) -> None:
     assert_refused(settings, ingest(settings, p), "F07")
 
 
+@pytest.mark.parametrize(("extra", "record"),
+                         [("attendance", "研習名單"), ("courses", "課程"), (" 研習名單", "研習名單")])
+def test_f07_two_sheets_of_one_kind(settings, extra: str, record: str) -> None:
+    """研習名單 and attendance (or 課程 and courses) in one workbook: reading one would drop the other's
+    rows without a word, so neither is read."""
+    from openpyxl import load_workbook
+
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C, [attendee("C1", IDS[0])])
+    wb = load_workbook(p)
+    copy = wb.copy_worksheet(wb[record])
+    copy.title = extra
+    wb.save(p)
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F07")
+    [f] = r["findings"]
+    assert f"「{record}」與「{extra}」" in f["message_zh"] and f"'{record}' and '{extra}'" in f["message_en"]
+
+
+def _with_row_twice(path: Path, member: str, row: int, text: str | None = None) -> Path:
+    """The workbook with a second <row r="N"> element in one sheet's XML (openpyxl never writes one),
+    holding one inline-string cell (`text`, else a copy of the original row)."""
+    import re
+
+    with zipfile.ZipFile(path) as z:
+        parts = {i.filename: z.read(i.filename) for i in z.infolist()}
+    xml = parts[member].decode("utf-8")
+    original = re.search(rf'<row r="{row}"[ >].*?</row>', xml, re.S).group(0)
+    second = original if text is None else \
+        f'<row r="{row}"><c r="A{row}" t="inlineStr"><is><t>{text}</t></is></c></row>'
+    parts[member] = xml.replace(original, original + second).encode("utf-8")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_f01_a_row_number_twice(settings) -> None:
+    """Two <row r="3"> in the attendance sheet: the reader would merge them into one row, losing one."""
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C,
+                   [attendee("C1", IDS[0]), attendee("C1", IDS[1]), attendee("C1", IDS[2])])
+    _with_row_twice(p, "xl/worksheets/sheet2.xml", 3, "T001")
+    r = ingest(settings, p)
+    assert_refused(settings, r, "F01")
+    [f] = r["findings"]
+    assert "「研習名單」有兩個第 3 列" in f["message_zh"] and "row 3 twice" in f["message_en"]
+    p = write_xlsx(settings.inbox / "T001" / "T001_201706.xlsx", [course("C1"), course("C2")], GOOD_A)
+    assert_refused(settings, ingest(settings, _with_row_twice(p, "xl/worksheets/sheet1.xml", 2)), "F01")
+
+
+def test_text_that_looks_like_a_row_tag_is_not_a_repeat(settings) -> None:
+    """A cell whose text reads `row r="2"` is text, not a second row 2 (the quick scan's suspicion is
+    checked): the upload loads."""
+    p = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", GOOD_C,
+                   [attendee("C1", IDS[0]), attendee("C1", IDS[1])])
+    with zipfile.ZipFile(p) as z:
+        parts = {i.filename: z.read(i.filename) for i in z.infolist()}
+    xml = parts["xl/worksheets/sheet1.xml"].decode("utf-8")
+    xml = xml.replace("</sheetData>", '<row r="9"><c r="R9" t="inlineStr"><is><t>arrow r="2" x</t></is></c>'
+                                      "</row></sheetData>")
+    parts["xl/worksheets/sheet1.xml"] = xml.encode("utf-8")
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    r = ingest(settings, p)
+    assert r["status"] == "loaded" and r["attendance"]["accepted"] == 2, r
+
+
 def test_check_order_reports_the_first_failure(settings) -> None:
     # bad name and unknown unit and wrong inbox: F03 comes first
     p = write_xlsx(settings.inbox / "T002" / "t009_2017.xlsx", GOOD_C, GOOD_A)

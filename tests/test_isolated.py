@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 import pyarrow as pa
 import pytest
@@ -22,19 +23,23 @@ def _tables():
     yield pa.table({"b": list(map(str, range(100_000)))}), []
 
 
-def test_tables_come_back_in_order_and_leave_nothing_behind(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setattr(iso, "_SHM", str(tmp_path))
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_tables_come_back_in_order_and_leave_nothing_behind() -> None:
+    before = _open_fds()
     got = list(iso.isolated(_tables, limits=LIMITS, what=WHAT))
     assert [t.num_rows for t, _ in got] == [2, 100_000] and got[0][1] == ["note"]
     assert got[1][0]["b"][99_999].as_py() == "99999"
-    assert list(tmp_path.iterdir()) == []  # the IPC files and their folder are gone
+    assert _open_fds() == before  # the socket and the tables' descriptors are closed (the maps stay)
 
 
-def test_a_full_shared_memory_falls_back_to_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(self, table, folder):
-        raise OSError(errno.ENOSPC, "No space left on device")
+def test_no_memfd_falls_back_to_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(table):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
 
-    monkeypatch.setattr(iso._TableFile, "__init__", full)
+    monkeypatch.setattr(iso._TableFd, "write", staticmethod(full))
     assert [t.num_rows for t, _ in iso.isolated(_tables, limits=LIMITS, what=WHAT)] == [2, 100_000]
 
 
@@ -88,3 +93,83 @@ def test_a_child_that_spins_is_stopped() -> None:
     with pytest.raises(UploadRefused) as got:
         list(iso.isolated(spin, limits=Limits(reader_seconds=1), what=WHAT))
     assert got.value.rule == "F09" and "longer than the limit of 1 s" in got.value.detail_en
+
+
+# --- nothing of a killed read is left behind ------------------------------------------------------------
+KILLED_READER = """
+import sys, time
+from pathlib import Path
+from inservice.config import Limits
+from inservice.loaders.excel import _read_both
+from inservice.loaders.isolated import isolated
+
+parts = isolated(_read_both, Path(sys.argv[1]), limits=Limits(), what=("x", "x"))
+next(parts)  # the course sheet; the child goes on with the attendance sheet, which is never taken
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _holding(root: str, marker: bytes) -> list[str]:
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                with open(os.path.join(folder, name), "rb") as fh:
+                    if marker in fh.read():
+                        found.append(os.path.join(folder, name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("when", ["after_the_child_sent_its_table", "while_the_child_reads"])
+def test_a_killed_read_leaves_no_personal_data(tmp_path, when: str) -> None:
+    """kill -9 of the process reading a workbook: no file anywhere in /dev/shm holds a row of it (the
+    tables travel in memfds), and a child still reading dies with its parent."""
+    import random
+    import subprocess
+    import sys
+    import uuid
+
+    from tests.builders import attendee, course, make_id, write_xlsx
+
+    marker = f"殺除{uuid.uuid4().hex[:12]}"
+    rng = random.Random(3)
+    rows = 40_000 if when == "while_the_child_reads" else 50
+    path = write_xlsx(tmp_path / "T001_201705.xlsx", [course("C1")],
+                      [attendee("C1", make_id(rng), name=f"{marker}{i}") for i in range(rows)])
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_READER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        assert len(children) == 1
+        if when == "after_the_child_sent_its_table":
+            deadline = time.monotonic() + 60  # the child exits once it has sent the attendance sheet
+            while open(f"/proc/{children[0]}/stat").read().split(") ")[1][0] != "Z" and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{children[0]}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{children[0]}")  # not left reading for a parent that is gone
+    assert _holding("/dev/shm", marker.encode()) == []
+
+
+def test_a_read_sweeps_what_earlier_versions_left(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Folders of IPC files that readers before the memfd ones left behind when killed are removed by
+    the next read once older than a read may take; a younger one (a read in progress) is left alone."""
+    monkeypatch.setattr(iso, "_SHM", str(tmp_path))
+    stale, fresh = tmp_path / "inservice-read-k2j4h1", tmp_path / "inservice-read-x9y8z7"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "tmpab12.arrow").write_bytes(b"ARROW1 A123456789 \xe9\x99\xb3\xe5\xa4\xa7\xe6\x96\x87")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    os.utime(other, (old, old))
+    assert [t.num_rows for t, _ in iso.isolated(_tables, limits=LIMITS, what=WHAT)] == [2, 100_000]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inservice-read-x9y8z7", "unrelated"]

@@ -36,7 +36,7 @@ from inservice.schemas.fields import ATTENDANCE, COURSE, Field
 from inservice.validations import national_id
 from inservice.validations.engine import ATTENDANCE_CONTENT, Context, _parse, validate
 from inservice.validations.normalize import holds_control, printable_text
-from inservice.validations.pseudonym import Pseudonymiser
+from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
 from inservice.warehouse.store import ROW_JSON, Source, Warehouse, failpoint
 
@@ -204,7 +204,7 @@ class CorrectionRun:
         self.settings = settings
         self.content_hash = content_hash
         self.received_on = received.astimezone(TAIPEI).date()
-        self.key = settings.pseudonym_key()
+        self.key = warehouse_key(settings.home, wh, writable=False)  # checked (and recorded) before the run
         self.pseudonymiser = Pseudonymiser(self.key)
         self._last = datetime.now(TAIPEI)
 
@@ -523,6 +523,7 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
     from inservice.corrections.receipt import stage
 
     path = Path(path)
+    warehouse_key(settings.home, wh)  # the warehouse's own key, or nothing is decided (PseudonymKeyError)
     received = as_received_at(received_at)
     content_hash = sha256_file(path)
     receipt: dict = {

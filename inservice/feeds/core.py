@@ -51,7 +51,7 @@ from inservice.schemas.fields import ATTENDANCE
 from inservice.validations import normalize
 from inservice.validations.engine import Context, Validated, WarehouseState, validate
 from inservice.validations.findings import from_dicts as findings_from_dicts
-from inservice.validations.pseudonym import Pseudonymiser
+from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
@@ -234,7 +234,7 @@ class FeedRunner:
         self.batch_rows = batch_rows or BATCH_ROWS
         self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.findings_kept = FINDINGS_KEPT if findings_kept is None else findings_kept
-        self.pseudonymiser = Pseudonymiser(settings.pseudonym_key())
+        self.pseudonymiser = Pseudonymiser(warehouse_key(settings.home, warehouse))  # the warehouse's key
         if warehouse.backend == "duckdb":  # the buffer cache would otherwise grow with the pull
             warehouse.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
 

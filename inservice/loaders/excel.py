@@ -8,7 +8,7 @@ openpyxl stays for writing receipts and workbooks.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import fastexcel
@@ -27,16 +27,24 @@ from inservice.loaders.base import (
     unreadable,
 )
 from inservice.loaders.isolated import isolated
+from inservice.loaders.xlsx_rows import refuse_repeated_rows
 from inservice.schemas.fields import RECORD_TYPES, RecordType
 
 
 def _find_sheet(rt: RecordType, names: list[str]) -> str:
+    """The one sheet of this record type. Two (研習名單 and attendance, or names that differ only in
+    width or spaces) are F07: reading one would silently drop the other's rows."""
     wanted = {fold_header(n) for n in rt.sheet_names}
-    for name in names:
-        if fold_header(name) in wanted:
-            return name
-    raise UploadRefused("F07", f"缺少工作表「{rt.label}」（或 {rt.sheet_names[1]}）",
-                        f"sheet '{rt.label}' (or '{rt.sheet_names[1]}') is missing")
+    found = [name for name in names if fold_header(name) in wanted]
+    if not found:
+        raise UploadRefused("F07", f"缺少工作表「{rt.label}」（或 {rt.sheet_names[1]}）",
+                            f"sheet '{rt.label}' (or '{rt.sheet_names[1]}') is missing")
+    if len(found) > 1:
+        zh, en = "」與「".join(found), "' and '".join(found)
+        raise UploadRefused("F07", f"工作表「{zh}」都是{rt.label}，只能有一個（否則其中一個的資料會被略過）",
+                            f"sheets '{en}' are both the {rt.name} sheet; send one (the other's rows would be "
+                            "left out)")
+    return found[0]
 
 
 def _read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
@@ -92,8 +100,17 @@ def _read_both(path: Path) -> Iterator[tuple[pa.Table, list[dict]]]:
     except Exception as exc:  # calamine raises several types for corrupt workbooks
         raise unreadable(NOT_A_WORKBOOK, exc, path.name) from exc
     course, attendance = RECORD_TYPES
-    yield _read_guarded(reader, course, _find_sheet(course, names))
-    yield _read_guarded(reader, attendance, _find_sheet(attendance, names))
+    sheets = _find_sheet(course, names), _find_sheet(attendance, names)
+    # F01 for rows the reader would merge (an .xlsx's XML), scanned beside the read: the scan inflates
+    # and matches with the GIL mostly free, calamine reads without it
+    with ThreadPoolExecutor(max_workers=1) as scans:
+        for rt, sheet in zip(RECORD_TYPES, sheets, strict=True):
+            scan = scans.submit(refuse_repeated_rows, path, [sheet])
+            try:
+                table = _read_guarded(reader, rt, sheet)
+            finally:
+                scan.result()  # its refusal first: a merged row can make the sheet look otherwise wrong
+            yield table
 
 
 def _read_guarded(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:

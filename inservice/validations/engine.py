@@ -118,6 +118,8 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
         return v, _none(len(v)), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
     bad = normalize.has_control(v)
+    if not f.personal:  # a name is never stored nor quoted: an ID in it goes nowhere
+        bad = pc.or_(bad, normalize.holds_national_id(v))
     if f.max_len:
         bad = pc.or_(bad, pc.fill_null(pc.greater(pc.utf8_length(v), f.max_len), False))
     if f.pattern:
@@ -159,11 +161,13 @@ def _shown(values: pa.Array):
 
 _CONTROL_NOTE = {"zh": ("（含控制字元）", "含控制字元"),
                  "en": (" (holds a control character)", "holds a control character")}
+_ID_NOTE = {"zh": "（含身分證字號）", "en": " (holds a national ID)"}
 
 
 def _value_detail(values: pa.Array, personal: bool, lang: str):
-    """A field rule's lazy detail: the value quoted (never a personal one), and a note when it holds
-    a control character — shown as U+FFFD, which alone would not tell the unit what is wrong."""
+    """A field rule's lazy detail: the value quoted (never a personal one, and its ID-shaped tokens
+    masked by Findings), and a note when it holds a control character — shown as U+FFFD, which alone
+    would not tell the unit what is wrong — or a national ID (shown masked)."""
     after_value, alone = _CONTROL_NOTE[lang]
 
     def detail(idx: pa.Array) -> pa.Array:
@@ -171,7 +175,8 @@ def _value_detail(values: pa.Array, personal: bool, lang: str):
         control = normalize.has_control(picked)
         if personal:
             return pc.if_else(control, alone, "")
-        return pc.binary_join_element_wise(_show(picked), pc.if_else(control, after_value, ""), "")
+        holds_id = pc.if_else(normalize.holds_national_id(picked), _ID_NOTE[lang], "")
+        return pc.binary_join_element_wise(_show(picked), pc.if_else(control, after_value, ""), holds_id, "")
     return detail
 
 

@@ -120,6 +120,31 @@ def shown(text: pa.Array) -> pa.Array:
     return printable(national_id.mask_in_text(text))
 
 
+# A value quoted from an upload in a row's message (「…」, values may hold line breaks), and the
+# shape a course code must have to be shown to analysts (spec §2.1).
+_QUOTED = r"(?s)「.*」"
+_COURSE_CODE = r"^[A-Za-z0-9_-]{1,20}$"
+HIDDEN = "…"
+
+
+def for_analysts(findings: pa.Table) -> pa.Table:
+    """The warehouse's copy of findings, which analysts read: a row's finding names its rule, field,
+    row and course, but quotes no value from the upload (a name typed into the school-code column
+    cannot be recognised, and a value that failed its rule may be anything). The partner's receipt
+    keeps the quotes. Whole-upload findings (file names, sheets, headers) are kept as they are."""
+    if not findings.num_rows:
+        return findings
+    row_level = pc.not_equal(findings["record"], "file")
+    for name in ("message_zh", "message_en"):
+        text = findings[name]
+        hidden = pc.replace_substring_regex(text, _QUOTED, f"「{HIDDEN}」")
+        findings = findings.set_column(SCHEMA.get_field_index(name), name, pc.if_else(row_level, hidden, text))
+    code = findings["course_code"]
+    odd = pc.and_(pc.is_valid(code), pc.invert(pc.fill_null(pc.match_substring_regex(code, _COURSE_CODE), False)))
+    return findings.set_column(SCHEMA.get_field_index("course_code"), "course_code",
+                               pc.if_else(odd, HIDDEN, code))
+
+
 def from_dicts(findings: list[dict]) -> pa.Table:
     """Findings given as dicts (readers' notes, whole-upload refusals), their text made `shown`."""
     table = pa.Table.from_pylist([{k: f.get(k) for k in SCHEMA.names} for f in findings], schema=SCHEMA)

@@ -11,9 +11,13 @@ LETTER_VALUES = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ",
                          (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23, 24, 25, 26, 27,
                           28, 29, 32, 30, 31, 33), strict=True))
 # National ID: second digit 1/2; new resident certificate (2021): 8/9; old one: a letter A–D.
-SHAPE = r"^[A-Z]([1289]|[A-D])[0-9]{8}$"
+# TOKEN is the one ID shape of the project: the A03 check, the C02/A02 rule on other fields
+# (normalize.holds_national_id) and the warehouse's check of every text column (warehouse/checks.py).
+TOKEN = "[A-Z][1289A-D][0-9]{8}"
+SHAPE = f"^{TOKEN}$"
 # An ID-shaped token inside any text (an ID typed into another column and quoted in a finding),
-# full-width and lower case too; masked as `mask` does, first 3 and last 2 characters kept.
+# full-width and lower case too; masked as `mask` does, first 3 and last 2 characters kept. Wider
+# than TOKEN (any second digit): whatever is refused as holding an ID is masked too.
 IN_TEXT = r"([A-Za-zＡ-Ｚａ-ｚ][0-9A-Da-d０-９Ａ-Ｄａ-ｄ][0-9０-９])[0-9０-９]{5}([0-9０-９]{2})"
 
 

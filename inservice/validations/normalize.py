@@ -38,6 +38,14 @@ def has_control(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.match_substring_regex(values, CONTROL), False)
 
 
+def holds_national_id(values: pa.Array) -> pa.Array:
+    """Values holding a national-ID-shaped token anywhere (checksum or not: a mistyped ID is still
+    personal data), also full-width or lower case: C02/A02 in any field but the ID itself (null → false)."""
+    from inservice.validations.national_id import TOKEN
+
+    return pc.fill_null(pc.match_substring_regex(pc.utf8_upper(nfkc(values)), TOKEN), False)
+
+
 def printable(values: pa.Array) -> pa.Array:
     """Control characters replaced by U+FFFD: safe for receipts, workbooks and every warehouse."""
     return pc.replace_substring_regex(values, CONTROL, REPLACEMENT)

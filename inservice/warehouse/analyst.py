@@ -1,10 +1,14 @@
 """Analyst access that never blocks a load, and the Parquet lake.
 
 - DuckDB (one writer holds the file): after every committed write, the analyst tables are copied
-  into `$INSERVICE_HOME/analyst/warehouse.duckdb`, written beside it and renamed over it. Analysts
-  open that file read-only; a connection already open keeps reading the copy it opened (the
-  rename leaves its inode alone), the next one sees the new load. Nobody but the loader opens the
-  warehouse file itself.
+  into a new DuckDB file (in a private folder beside `$INSERVICE_HOME/analyst/warehouse.duckdb`) and
+  renamed over it. Only analyst tables are ever written into it, so it holds no byte of another table
+  (a copy of the whole file with tables dropped kept theirs in its free blocks). Analysts open that
+  file read-only; a connection already open keeps reading the copy it opened (the rename leaves its
+  inode alone), the next one sees the new load. Nobody but the loader opens the warehouse file
+  itself. The copy records the warehouse's commit number it was made from (`snapshot_info`): a
+  writer that finds the copy behind (a refresh killed after its commit) refreshes it on close, even
+  when it wrote nothing itself.
 - PostgreSQL (MVCC: readers and the loader do not wait on each other): a read-only role with SELECT
   on the analyst tables only; no feed register, no corrections' workbook register, no temp staging
   (the pseudonymisation key is never in the database at all).
@@ -16,10 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -28,13 +32,15 @@ from inservice.config import Settings
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import POSTGRESQL, month_text
 from inservice.warehouse.postgres import revoke_blocking_functions
-from inservice.warehouse.store import Warehouse
+from inservice.warehouse.store import COMMIT_SEQ, Warehouse, failpoint
 
 # What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
 # correction registers (they hold the masked original values), unit_state_log (letters), testing.
 CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
 ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
+COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published copy was made from
+_WORK = ".refresh-"  # private folders (0700) a copy is built in: `.refresh-<pid>-<random>`
 
 # Lake partitioning: each table's year/month (courses by start date, attendance by its course's,
 # uploads and their findings by the data month, else the month received).
@@ -71,36 +77,113 @@ def refresh_analyst_access(wh: Warehouse, settings: Settings) -> None:
         publish_snapshot(wh, settings)
 
 
+def analyst_copy_stale(wh: Warehouse, settings: Settings) -> bool:
+    """DuckDB: is the analysts' copy missing or older than the warehouse's last commit?"""
+    if wh.backend == POSTGRESQL or not settings.analyst_copy or wh.read_only:
+        return False
+    if not snapshot_path(settings).exists():
+        return wh.meta(COMMIT_SEQ) is not None  # something was ever committed
+    return wh.meta(COPY_SEQ) != wh.meta(COMMIT_SEQ)
+
+
 # --- DuckDB: the read-only copy ------------------------------------------------------------------------
 def snapshot_path(settings: Settings) -> Path:
     return settings.home / "analyst" / SNAPSHOT_NAME
 
 
 def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
-    """Publish the analysts' read-only copy (DuckDB only): the checkpointed warehouse file copied at
-    disk speed, everything but the analyst tables dropped from the copy, then renamed over the
-    published one. (A table-by-table CREATE TABLE AS measured ~4× slower: it re-compresses every row.)"""
+    """Publish the analysts' read-only copy (DuckDB only): a new DuckDB file, attached to the
+    warehouse's connection, receives the analyst tables (CREATE TABLE AS, with their comments) and
+    nothing else, inside a private folder (0700); it is then renamed over the published one. A refresh
+    killed midway leaves a partial copy in that folder, removed by the next refresh."""
     if wh.backend == POSTGRESQL:
         return None
     target = snapshot_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{SNAPSHOT_NAME}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    keep = set(analyst_tables(wh))
-    wh.con.execute("CHECKPOINT")  # the file now holds every committed row; this process is its only writer
-    shutil.copyfile(wh.path, tmp)
+    sweep_stale_copies(target.parent)
+    seq = wh.meta(COMMIT_SEQ)
+    work = Path(tempfile.mkdtemp(prefix=f"{_WORK}{os.getpid()}-", dir=target.parent))
+    tmp = work / SNAPSHOT_NAME
     try:
-        with duckdb.connect(str(tmp)) as copy:
-            tables = copy.execute("""SELECT table_schema, table_name FROM information_schema.tables
-                WHERE table_type = 'BASE TABLE'""").fetchall()
-            for schema, name in tables:
-                if schema != "main" or name not in keep:
-                    copy.execute(f'DROP TABLE "{schema}"."{name}"')
-            copy.execute("CHECKPOINT")
+        _build_copy(wh, tmp, seq)
+        failpoint("analyst.before_rename")
         os.replace(tmp, target)  # atomic: a reader sees the old copy or the new one, never a partial file
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    # not a commit of its own (no new commit number): the copy now stands for `seq`
+    if seq is not None and wh.meta(COPY_SEQ) is None:
+        wh.con.execute("INSERT INTO warehouse_meta VALUES (?, ?, now())", [COPY_SEQ, seq])
+    elif seq is not None:
+        wh.con.execute("UPDATE warehouse_meta SET value = ?, updated_at = now() WHERE name = ?", [seq, COPY_SEQ])
     return target
+
+
+def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> None:
+    """Empty tables first, their comments (cheap while empty), then the rows, in one transaction
+    (~0.45 s for 400,000 attendance rows here, against 0.06 s for the old copy of the whole file:
+    the rows are compressed again, the price of a file that holds nothing else)."""
+    con, alias = wh.con, "analyst_copy"
+    keep = analyst_tables(wh)
+    comments = con.execute("""SELECT table_name, NULL, comment FROM duckdb_tables()
+        WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
+        UNION ALL SELECT table_name, column_name, comment FROM duckdb_columns()
+        WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL""").fetchall()
+    con.execute(f"ATTACH {_literal(str(path))} AS {alias}")
+    try:
+        con.begin()
+        for table in keep:
+            con.execute(f'CREATE TABLE {alias}.main."{table}" AS SELECT * FROM main."{table}" LIMIT 0')
+        for table, column, comment in comments:
+            if table in keep:
+                what = f'TABLE {alias}.main."{table}"' if column is None else \
+                    f'COLUMN {alias}.main."{table}"."{column}"'
+                con.execute(f"COMMENT ON {what} IS {_literal(comment)}")
+        for table in keep:
+            con.execute(f'INSERT INTO {alias}.main."{table}" SELECT * FROM main."{table}"')
+            failpoint("analyst.copying")
+        con.execute(f"""CREATE TABLE {alias}.main.snapshot_info AS
+            SELECT CAST(? AS BIGINT) AS commit_seq, now() AS refreshed_at""", [seq])
+        con.execute(f"COMMENT ON TABLE {alias}.main.snapshot_info IS "
+                    f"{_literal('本副本對應之倉儲寫入序號（commit_seq）與產生時間')}")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.execute(f"DETACH {alias}")  # checkpoints the copy: one file, no WAL beside it
+
+
+def sweep_stale_copies(folder: Path) -> list[Path]:
+    """Remove what killed refreshes left in the analyst folder: private build folders, and the
+    `.warehouse.duckdb.<pid>.tmp` full copies of earlier versions, whose process is gone."""
+    removed = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(_WORK):
+            pid = name[len(_WORK):].split("-", 1)[0]
+        elif name.startswith(f".{SNAPSHOT_NAME}.") and name.endswith(".tmp"):
+            pid = name[len(SNAPSHOT_NAME) + 2:-4]
+        else:
+            continue
+        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+            continue  # another process is building one now
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- PostgreSQL: the read-only role --------------------------------------------------------------------

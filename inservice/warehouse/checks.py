@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import date
 
 from inservice.errors import OperatorError
+from inservice.validations import national_id
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import Connection, regex_matches, text_type_names
 
-NATIONAL_ID = "[A-Z][12890A-D][0-9]{8}"  # the spec's national ID / resident certificate shape
+NATIONAL_ID = national_id.TOKEN  # the spec's national ID / resident certificate shape, as the rules use it
 EXAMPLES = 10  # keys listed in details; counts are always complete
 
 COURSE_KEY = ("unit_code", "course_code")

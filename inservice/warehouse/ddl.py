@@ -220,8 +220,16 @@ UPLOAD_RECEIPTS = Table("upload_receipts", "回執原文（JSON；回執檔遺�
     C("written_at", "TIMESTAMPTZ", "寫入時間"),
 ))
 
+
+# Not for analysts (never in their copy, never granted): what the loader keeps about the warehouse itself.
+WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指紋、寫入序號；不含金鑰本身）", (
+    C("name", "VARCHAR", "項目（pseudonym_key_fingerprint 假名金鑰指紋、commit_seq 寫入序號）"),
+    C("value", "VARCHAR", "內容"),
+    C("updated_at", "TIMESTAMPTZ", "最後寫入時間"),
+))
+
 TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
-          *CORRECTION_TABLES, UPLOAD_RECEIPTS)
+          *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META)
 AREAS = {"production": "main", "testing": "testing"}
 
 

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from inservice.config import Settings
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
+from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import (  # noqa: F401 (WarehouseBusy: callers catch it from here)
     POSTGRESQL,
@@ -39,6 +40,7 @@ LOG = logging.getLogger("inservice.warehouse")
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
+COMMIT_SEQ = "commit_seq"  # warehouse_meta: DuckDB's count of committed writes (is the analysts' copy current?)
 
 
 def failpoint(name: str) -> None:
@@ -91,6 +93,7 @@ class Warehouse:
         self.settings = target if isinstance(target, Settings) else None
         self.con: Connection = connect(self.url, read_only=read_only, wait=wait)
         self.backend = backend_of(self.con)
+        self.read_only = read_only
         self.committed = False  # a write was committed: analysts' access is refreshed on close
         if not read_only:
             self.ensure_tables()
@@ -127,9 +130,11 @@ class Warehouse:
 
     def close(self) -> None:
         try:
-            if self.committed and self.settings is not None:
-                from inservice.warehouse.analyst import refresh_analyst_access
-                refresh_analyst_access(self, self.settings)
+            if self.settings is not None:
+                from inservice.warehouse.analyst import analyst_copy_stale, refresh_analyst_access
+                # also when an earlier writer committed and was killed before its refresh
+                if self.committed or analyst_copy_stale(self, self.settings):
+                    refresh_analyst_access(self, self.settings)
         except Exception as exc:  # the load is committed: a stale analyst copy must not fail it
             LOG.warning("analyst access not refreshed (the warehouse itself is up to date): %s: %s",
                         type(exc).__name__, exc)
@@ -161,6 +166,23 @@ class Warehouse:
     def units(self) -> list[Unit]:
         rows = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
+
+    # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
+    def meta(self, name: str) -> str | None:
+        if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
+                WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchone()[0]:
+            return None  # a warehouse from before the table, opened read-only (a self-check)
+        row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
+        return row[0] if row else None
+
+    def set_meta_once(self, name: str, value: str) -> str:
+        """Record `value` unless `name` already has one; returns the value recorded (writers are
+        serialised, so two first uses cannot both record)."""
+        with self.transaction():
+            current = self.meta(name)
+            if current is None:
+                self.con.execute("INSERT INTO warehouse_meta VALUES (?, ?, now())", [name, value])
+        return value if current is None else current
 
     # --- archive exceptions --------------------------------------------------------------------
     def add_exception(self, unit: str, course_code: str | None, letter_no: str, letter_date: date,
@@ -226,11 +248,18 @@ class Warehouse:
         self.con.begin()
         try:
             yield
+            if self.backend != POSTGRESQL:  # numbered with the rows it commits (no copy on PostgreSQL)
+                self._count_commit()
         except BaseException:
             self.con.rollback()
             raise
         self.con.commit()
         self.committed = True
+
+    def _count_commit(self) -> None:
+        if not self.con.execute("""UPDATE warehouse_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR),
+                updated_at = now() WHERE name = ? RETURNING 1""", [COMMIT_SEQ]).fetchall():
+            self.con.execute("INSERT INTO warehouse_meta VALUES (?, '1', now())", [COMMIT_SEQ])
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str | None,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,
@@ -259,7 +288,7 @@ class Warehouse:
         cols = [c.name for c in ddl.UPLOADS.columns]
         self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                          [row.get(c) for c in cols])
-        self.con.register("new_findings", findings)
+        self.con.register("new_findings", for_analysts(findings))  # the receipt alone quotes values
         self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
             course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
         self.con.unregister("new_findings")
