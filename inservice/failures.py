@@ -23,12 +23,13 @@ from pathlib import Path
 
 from inservice.dburl import mask_text
 from inservice.errors import OperatorError, RetryLater
+from inservice.validations.national_id import IN_TEXT
 
 LOG = logging.getLogger("inservice")
 RUN_LOG = logging.getLogger("inservice.run")  # the failure records (with their traceback)
 EX_SIGPIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
-# an ID-shaped token (validations.national_id.IN_TEXT): never into a log or onto the terminal
-_ID_IN_TEXT = re.compile(r"([A-Za-zＡ-Ｚａ-ｚ][0-9A-Da-dＡ-Ｄａ-ｄ０-９][0-9０-９])[0-9０-９]{5}([0-9０-９]{2})")
+# an ID-shaped token: never into a log or onto the terminal (the one pattern, validations.national_id)
+_ID_IN_TEXT = re.compile(IN_TEXT)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # libpq/psycopg2 saying the link to the server broke (the server restarted, a DBA ended the session)
 _LINK_LOST = re.compile(r"(?i)terminating connection|server closed the connection|connection already closed|"

@@ -220,15 +220,16 @@ def _locate(settings: Settings, unit: str, file_name: str, content_hash: str) ->
     return path
 
 
+# what both upload assets are: one group, the warehouse pool, retried when the warehouse is busy
+UPLOAD_ASSET = {"group_name": "ingest", "pool": WAREHOUSE_POOL, "retry_policy": RETRY, "owners": OWNERS,
+                "kinds": {"python", "duckdb"}}
+
+
 @dg.asset(
     partitions_def=UPLOAD_PARTITIONS,
     check_specs=[dg.AssetCheckSpec(ACCEPTED_CHECK, asset="partner_upload", description=ACCEPTED_WHAT,
                                    partitions_def=UPLOAD_PARTITIONS)],
-    group_name="ingest",
-    pool=WAREHOUSE_POOL,
-    retry_policy=RETRY,
-    owners=OWNERS,
-    kinds={"python", "duckdb"},
+    **UPLOAD_ASSET,
     description=(
         "A partner unit's upload for one data month (partition = unit × month). The inbox sensor "
         "starts one run per new file; the core checks it against the transmission spec, merges the "
@@ -260,15 +261,11 @@ def partner_upload(context: dg.AssetExecutionContext, config: UploadConfig,
 
 @dg.asset(
     check_specs=[dg.AssetCheckSpec(ACCEPTED_CHECK, asset="unsorted_upload", description=ACCEPTED_WHAT)],
-    group_name="ingest",
-    pool=WAREHOUSE_POOL,
-    retry_policy=RETRY,
-    owners=OWNERS,
-    kinds={"python", "duckdb"},
+    **UPLOAD_ASSET,
     description=(
         "An upload that fits no unit × month partition: its file name names no data month (so the "
-        "core refuses it, F02/F03) or a month before 2013-01 or after this month. Processed exactly "
-        "like partner_upload; config names the unit and the file."),
+        "core refuses it, F02/F03), a month before 2013-01 or after next month, or its folder is no "
+        "registered unit (F05). Processed exactly like partner_upload; config names the unit and the file."),
 )
 def unsorted_upload(context: dg.AssetExecutionContext, config: UnsortedUploadConfig,
                     inservice: InserviceResource) -> dg.MaterializeResult:

@@ -3,7 +3,6 @@
 
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
-import os
 from datetime import date
 
 import dagster as dg
@@ -19,9 +18,8 @@ from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource
 from inservice.corrections.lifecycle import DORMANT_FROM, DORMANT_TO, seal_dormant
 from inservice.corrections.watch import scan_corrections
 from inservice.inbox import InboxCursor, NewUpload, plan_tick
+from inservice.pipelines.uploads import INTERVAL, MAX_RUNS_PER_TICK  # one setting for both inboxes
 
-INTERVAL = int(os.environ.get("INSERVICE_SENSOR_INTERVAL", "30"))
-MAX_RUNS_PER_TICK = int(os.environ.get("INSERVICE_SENSOR_MAX_RUNS", "20"))
 WORKBOOK_TAG = "inservice/correction"  # the run key as a tag we can look up
 
 
