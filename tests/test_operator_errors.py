@@ -110,7 +110,7 @@ def test_key_path_that_is_a_folder(tmp_path: Path) -> None:
     home = tmp_path / "home"
     registered(home, "T002")
     (home / "pseudonym.key").mkdir()
-    one_line(inservice(home, "ingest", str(upload(tmp_path)), "--received-at", RECEIVED), 1, "pseudonym.key")
+    one_line(inservice(home, "ingest", str(upload(tmp_path)), "--received-at", RECEIVED), 78, "pseudonym.key")
     assert count(home, "SELECT count(*) FROM courses") == 0
 
 
@@ -160,11 +160,11 @@ def test_disk_full_is_retry_later_and_loads_once_space_is_freed(tmp_path: Path, 
         except OSError:
             pass
     path = upload(tmp_path)
-    one_line(inservice(home, "ingest", str(path), "--received-at", RECEIVED, INSERVICE_PSEUDONYM_KEY="k"), 75,
+    one_line(inservice(home, "ingest", str(path), "--received-at", RECEIVED, INSERVICE_PSEUDONYM_KEY="k" * 32), 75,
              "disk full", "free space")
     filler.unlink()
     assert count(home, "SELECT count(*) FROM uploads") == 0  # nothing half-loaded
-    again = inservice(home, "ingest", str(path), "--received-at", RECEIVED, "--json", INSERVICE_PSEUDONYM_KEY="k")
+    again = inservice(home, "ingest", str(path), "--received-at", RECEIVED, "--json", INSERVICE_PSEUDONYM_KEY="k" * 32)
     assert again.returncode == 0 and '"status": "loaded"' in again.stdout, again.stderr
 
 

@@ -140,7 +140,7 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in ui.gql(ASSETS)["assetNodes"]}
     groups = {k: n["groupName"] for k, n in nodes.items()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
-        "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest",
+        "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
         "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
     assert {"monthly_statistics", "yearbook_extract"} <= {k for k, g in groups.items() if g == "publish"}

@@ -130,7 +130,9 @@ class Warehouse:
 
     def close(self) -> None:
         try:
-            if self.settings is not None:
+            # a connection the server ended (the failure is reported already) can refresh nothing
+            alive = not getattr(getattr(self.con, "raw", None), "closed", 0)
+            if self.settings is not None and alive:
                 from inservice.warehouse.analyst import analyst_copy_stale, refresh_analyst_access
                 # also when an earlier writer committed and was killed before its refresh
                 if self.committed or analyst_copy_stale(self, self.settings):
