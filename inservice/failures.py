@@ -144,8 +144,14 @@ class _LogFile(logging.Handler):
 
 
 class _Stderr(logging.StreamHandler):
+    def __init__(self, stream: object, one_line: bool = True) -> None:
+        super().__init__(stream)
+        self.one_line = one_line
+
     def format(self, record: logging.LogRecord) -> str:
-        return private(super().format(record))
+        text = private(super().format(record))
+        # a warning is one line on the terminal, whatever a library's message held (the log keeps it whole)
+        return " ".join(text.split()) if self.one_line else text
 
 
 def _warnings_only(record: logging.LogRecord) -> bool:
@@ -187,7 +193,7 @@ def run(command: Callable[[], int], home: Path | None, verbose: bool = False, ar
     logfile = _LogFile(log_path(home)) if home is not None else None
     if logfile is not None:
         handlers.append(logfile)
-    stderr = _Stderr(sys.stderr)
+    stderr = _Stderr(sys.stderr, one_line=not verbose)
     if verbose:
         stderr.setLevel(logging.DEBUG)
     else:
