@@ -70,7 +70,12 @@ class NewUpload:
 
     @property
     def received_at(self) -> str:
-        return datetime.fromtimestamp(self.file.ctime, TAIPEI).isoformat(timespec="seconds")
+        return arrival(self.file.ctime)
+
+
+def arrival(ctime: float) -> str:
+    """A file's arrival in the inbox (its ctime: copy tools cannot back-date it), ISO-8601 in Taipei."""
+    return datetime.fromtimestamp(ctime, TAIPEI).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -272,3 +272,30 @@ def test_a_writer_released_within_the_timeout_is_waited_for(settings, warehouse_
     holder.wait(timeout=30)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["status"] == "loaded"
+
+
+def test_the_month_overview_per_unit(settings) -> None:
+    """Staff's month at a glance (Dagster's upload_overview), on both backends: loaded, refused with
+    its rule, missing once the 5th has passed, and a folder that is no registered unit."""
+    from datetime import datetime
+
+    from inservice.config import TAIPEI
+    from inservice.overview import month_overview
+
+    sample = Path(__file__).resolve().parents[1] / "inservice" / "sample_inbox"
+    good = drop(settings, sample / "T002" / "T002_201705.xlsx")
+    bad = settings.inbox / "T001" / "T001_201705.xlsx"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a workbook")
+    stray = settings.inbox / "T009" / "T009_201705.xlsx"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(good.read_bytes())
+    ingest_paths([good, bad, stray], settings, RECEIVED)
+    with Warehouse(settings, read_only=True) as wh:
+        after = {r.unit_code: r for r in month_overview(wh.con, "2017-05", datetime(2017, 6, 10, tzinfo=TAIPEI))}
+        before = {r.unit_code: r.status for r in month_overview(wh.con, "2017-05",
+                                                                 datetime(2017, 6, 4, tzinfo=TAIPEI))}
+    assert (after["T002"].loaded, after["T002"].status) == (1, "已載入")
+    assert (after["T001"].refused, after["T001"].rules, after["T001"].status) == (1, "F01", "僅退件（F01），逾期未補")
+    assert after["T003"].status == "未傳（逾期）" and before["T003"] == "尚未到期"
+    assert after["T009"].state is None and after["T009"].status == "未登錄單位（F05）"

@@ -9,6 +9,7 @@ inbox afterwards (inservice.inbox.settle) and reports the receipt as materializa
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -21,8 +22,15 @@ from inservice.assets.shared import (
     InserviceResource,
     permanent,
 )
-from inservice.config import Settings
-from inservice.inbox import data_month, find_upload, original_received_at, settle, waiting_or_refused
+from inservice.config import TAIPEI, Settings
+from inservice.inbox import (
+    arrival,
+    data_month,
+    find_upload,
+    original_received_at,
+    settle,
+    waiting_or_refused,
+)
 from inservice.ingest import Ingestor
 from inservice.schemas.rules import RULES
 from inservice.warehouse.backend import TRANSIENT_ERRORS
@@ -67,13 +75,13 @@ class Processed:
 
 
 def _received_at(settings: Settings, unit: str, path: Path, given: str) -> str | None:
-    """The receipt time: as given; else, for a file kept in archive/quarantine, its original arrival
-    (a re-run must not turn an upload refused F05 until the unit was registered into "late"); else
-    None (the core's default: now)."""
+    """The receipt time: as given; for a file still in the inbox, its arrival there (as the sensor
+    passes it); for a file kept in archive/quarantine, its first recorded arrival (a re-run must not
+    turn an upload refused F05 until the unit was registered into "late"); else None (now)."""
     if given:
         return given
     if settings.inbox in path.parents:
-        return None
+        return arrival(path.stat().st_ctime)
     return original_received_at(settings, unit, path)
 
 
@@ -297,9 +305,6 @@ def _overview_md(rows: list) -> str:
                 "the latest month anything was received for. Refreshed by every upload run.",
 )
 def upload_overview(inservice: InserviceResource) -> dg.MaterializeResult:
-    from datetime import datetime
-
-    from inservice.config import TAIPEI
     from inservice.overview import month_overview
 
     now = datetime.now(TAIPEI)
