@@ -9,7 +9,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
-from inservice.corrections.apply import REASONS, STATUS_ZH
+from inservice.corrections.reasons import REASONS, STATUS_ZH
 from inservice.receipts import Staged, cells, stage_receipt
 
 CHANGE_HEADERS = [("列", "Row"), ("單位代碼", "Unit"), ("研習代碼", "Course"), ("修改欄位", "Field"),
