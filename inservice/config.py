@@ -60,11 +60,3 @@ class Settings:
     @property
     def outbox(self) -> Path:
         return self.home / "outbox"
-
-    def pseudonym_key(self) -> bytes:
-        """INSERVICE_PSEUDONYM_KEY, else a key generated once into $INSERVICE_HOME (mode 0600); an empty,
-        short or unreadable key raises PseudonymKeyError. With a warehouse, use
-        `validations.pseudonym.warehouse_key`, which also checks the key is the warehouse's."""
-        from inservice.validations.pseudonym import load_key
-
-        return load_key(self.home)

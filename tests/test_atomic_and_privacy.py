@@ -99,7 +99,9 @@ def test_pseudonym_key_is_generated_once_with_mode_0600(settings) -> None:
     with Warehouse(settings, read_only=True) as wh:
         keys = {k for (k,) in wh.con.execute("SELECT teacher_key FROM attendance").fetchall()}
     assert all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
-    assert settings.pseudonym_key().decode() == first
+    from inservice.validations.pseudonym import load_key
+
+    assert load_key(settings.home).decode() == first
 
 
 def test_json_cli_contract(settings) -> None:
@@ -296,10 +298,10 @@ def test_key_write_failing_midway_leaves_no_key_file(tmp_path: Path) -> None:
     script = ("import resource, signal, sys\n"
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
-              "from inservice.config import Settings\n"
-              "from inservice.validations.pseudonym import PseudonymKeyError\n"
+              "from pathlib import Path\n"
+              "from inservice.validations.pseudonym import PseudonymKeyError, load_key\n"
               "try:\n"
-              "    Settings.from_env(sys.argv[1]).pseudonym_key()\n"
+              "    load_key(Path(sys.argv[1]))\n"
               "except PseudonymKeyError as exc:\n"
               "    print(exc)\n"
               "    sys.exit(3)\n")
@@ -309,9 +311,9 @@ def test_key_write_failing_midway_leaves_no_key_file(tmp_path: Path) -> None:
     assert out.returncode == 3, out.stdout + out.stderr
     assert "cannot write the pseudonym key" in out.stdout
     assert list(home.iterdir()) == []  # neither the key nor its temporary file
-    from inservice.config import Settings
+    from inservice.validations.pseudonym import load_key
 
-    key = Settings.from_env(home).pseudonym_key()  # the next run: a whole key
+    key = load_key(home)  # the next run: a whole key
     assert len(key) == 64 and (home / "pseudonym.key").stat().st_mode & 0o777 == 0o600
 
 

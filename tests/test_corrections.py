@@ -30,7 +30,7 @@ from inservice.loaders.base import RawUpload, canonical_table
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.engine import Context, validate
 from inservice.validations.national_id import mask
-from inservice.validations.pseudonym import Pseudonymiser
+from inservice.validations.pseudonym import Pseudonymiser, load_key
 from inservice.warehouse.store import Source, Warehouse, WarehouseError
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED
@@ -64,7 +64,7 @@ def merge(settings: Settings, courses: list[dict], attendance: list[dict], now: 
     """Load rows as a database feed would (channel "db"), at a chosen time, with the warehouse key."""
     with Warehouse(settings) as wh:
         ctx = Context(unit=unit, channel="db", received_on=now.date(),
-                      pseudonymiser=Pseudonymiser(settings.pseudonym_key()), state=wh.state("production"))
+                      pseudonymiser=Pseudonymiser(load_key(settings.home)), state=wh.state("production"))
         v = validate(raw(courses, attendance), ctx)
         assert not [f for f in v.findings.to_pylist() if f["severity"] == "error"], v.findings.to_pylist()
         with wh.transaction():
@@ -330,7 +330,7 @@ def test_attendance_add_remove_hours_with_masked_ids_and_no_raw_id_anywhere(load
     assert "A03" in by_row(r)[5]["message_en"] and "A06" in by_row(r)[7]["message_en"]
     assert by_row(r)[2]["new"] == f"{mask1(IDS[2])};423605;6" and by_row(r)[4]["original"] == mask1(IDS[1])
     assert by_row(r)[3]["original"] == f"{mask1(IDS[0])}:6"
-    key = Pseudonymiser(loaded.pseudonym_key()).one
+    key = Pseudonymiser(load_key(loaded.home)).one
     rows = q(loaded, "SELECT teacher_key, hours_granted, completed FROM attendance ORDER BY hours_granted")
     assert rows == [(key(IDS[0]), 4, True), (key(IDS[2]), 6, True)]
     actions = q(loaded, "SELECT action, teacher_key FROM history WHERE record = 'attendance' ORDER BY changed_at")
@@ -353,7 +353,7 @@ def test_attendance_add_remove_hours_with_masked_ids_and_no_raw_id_anywhere(load
 
 # --- history ---------------------------------------------------------------------------------------------
 def test_history_reconstructs_a_course_before_and_after_corrections_and_withdrawals(loaded: Settings) -> None:
-    key = Pseudonymiser(loaded.pseudonym_key()).one
+    key = Pseudonymiser(load_key(loaded.home)).one
     apply(loaded, book(loaded.inbox / "_corrections" / "h.xlsx", [
         row("C1", "研習名稱", "素養導向教學設計工作坊C1", "新名稱"),
         row("C1", "attendance:add", None, f"{IDS[2]};423605;6"),
