@@ -26,10 +26,11 @@ from pathlib import Path
 from inservice.config import TAIPEI, Settings
 from inservice.ingest import parse_file_name, sha256_file
 from inservice.loaders import UploadRefused
+from inservice.schemas.fields import UNIT_CODE
 
 # A unit inbox folder: the spec's unit code. Anything else is not an inbox (and would not make a
 # valid partition key), so it is reported, not processed.
-UNIT_FOLDER = re.compile(r"^[A-Z][A-Z0-9]{3,9}$")
+UNIT_FOLDER = re.compile(f"^{UNIT_CODE}$")
 # Files that are never uploads: editors' lock files and transfer tools' partial files.
 _TEMP_PREFIXES = (".", "~$")
 _TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload")

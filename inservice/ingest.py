@@ -25,7 +25,7 @@ from inservice.loaders import FILE_EXTENSIONS, RawUpload, UploadRefused, reader_
 from inservice.loaders.excel import read_excel
 from inservice.loaders.limits import check_limits
 from inservice.receipts import discard, json_text, publish, stage_receipt, sweep_stale
-from inservice.schemas.fields import ATTENDANCE, COURSE
+from inservice.schemas.fields import ATTENDANCE, COURSE, UNIT_CODE
 from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
@@ -37,7 +37,7 @@ LOG = logging.getLogger("inservice.ingest")
 
 # [0-9], not \d: "２０１７" or "٢٠١٧" are digits to Python's \d but no data month
 FILE_NAME = re.compile(
-    r"^(?P<unit>[A-Z][A-Z0-9]{3,9})_(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?:_(?P<n>[1-9][0-9]*))?\.(?P<ext>[A-Za-z]+)$")
+    rf"^(?P<unit>{UNIT_CODE})_(?P<year>[0-9]{{4}})(?P<month>[0-9]{{2}})(?:_(?P<n>[1-9][0-9]*))?\.(?P<ext>[A-Za-z]+)$")
 YEARS = range(1912, 9999)  # ROC year 1 on; the last month's deadline must be a date
 
 

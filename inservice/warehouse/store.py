@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.config import Settings
+from inservice.schemas.fields import UNIT_CODE
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl
@@ -153,7 +154,7 @@ class Warehouse:
     def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
-        if not re.fullmatch(r"[A-Z][A-Z0-9]{3,9}", code):  # spec §1.2; it names an inbox folder too
+        if not re.fullmatch(UNIT_CODE, code):  # it names an inbox folder too
             raise WarehouseError(f"unit code {code!r} is not an upper-case letter and 3–9 letters or digits")
         if self.unit(code) is not None:  # a state change needs a letter and goes to the log
             raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
@@ -215,10 +216,6 @@ class Warehouse:
         return Exceptions(all_courses=any(r[0] is None for r in rows), course_codes=codes)
 
     # --- uploads ----------------------------------------------------------------------------------
-    def loaded_upload_with_hash(self, unit: str, content_hash: str, area: str) -> str | None:
-        earlier = self.loaded_upload(unit, content_hash, area)
-        return earlier["upload_id"] if earlier else None
-
     def loaded_upload(self, unit: str, content_hash: str, area: str) -> dict | None:
         """The first loaded upload of these bytes for the unit in the area: its id and receipt paths."""
         cur = self.con.execute("""SELECT upload_id, receipt_json, receipt_xlsx FROM uploads WHERE unit_code = ?
