@@ -6,7 +6,7 @@ Plain SQL over the warehouse's `units` and `uploads` (both backends); Dagster sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from inservice.ingest import deadline
@@ -70,8 +70,5 @@ def month_overview(con: Connection, month: str, now: datetime) -> list[UnitMonth
     due = deadline(month)  # the spec's: the 5th of the next month, 23:59:59 Asia/Taipei
     next_month = due.date().replace(day=1)
     rows = con.execute(OVERVIEW_SQL, [month, next_month]).fetchall()
-    out = []
-    for row in rows:
-        r = UnitMonth(*row[:10], status="")
-        out.append(UnitMonth(*row[:10], status=_status(r, now > due)))
-    return out
+    drafts = [UnitMonth(*row, status="") for row in rows]
+    return [replace(r, status=_status(r, now > due)) for r in drafts]
