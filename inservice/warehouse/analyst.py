@@ -111,10 +111,8 @@ def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # not a commit of its own (no new commit number): the copy now stands for `seq`
-    if seq is not None and wh.meta(COPY_SEQ) is None:
-        wh.con.execute("INSERT INTO warehouse_meta VALUES (?, ?, now())", [COPY_SEQ, seq])
-    elif seq is not None:
-        wh.con.execute("UPDATE warehouse_meta SET value = ?, updated_at = now() WHERE name = ?", [seq, COPY_SEQ])
+    if seq is not None:
+        wh.put_meta(COPY_SEQ, seq)
     return target
 
 

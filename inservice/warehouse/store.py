@@ -178,6 +178,12 @@ class Warehouse:
         row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
         return row[0] if row else None
 
+    def put_meta(self, name: str, value: str) -> None:
+        """Record `value` for `name`, replacing an earlier one (in the caller's transaction, if any)."""
+        if not self.con.execute("UPDATE warehouse_meta SET value = ?, updated_at = now() WHERE name = ? RETURNING 1",
+                                [value, name]).fetchall():
+            self.con.execute("INSERT INTO warehouse_meta VALUES (?, ?, now())", [name, value])
+
     def set_meta_once(self, name: str, value: str) -> str:
         """Record `value` unless `name` already has one; returns the value recorded (writers are
         serialised, so two first uses cannot both record)."""
@@ -256,9 +262,7 @@ class Warehouse:
         self.committed = True
 
     def _count_commit(self) -> None:
-        if not self.con.execute("""UPDATE warehouse_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR),
-                updated_at = now() WHERE name = ? RETURNING 1""", [COMMIT_SEQ]).fetchall():
-            self.con.execute("INSERT INTO warehouse_meta VALUES (?, '1', now())", [COMMIT_SEQ])
+        self.put_meta(COMMIT_SEQ, str(int(self.meta(COMMIT_SEQ) or 0) + 1))
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str | None,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,
