@@ -15,6 +15,7 @@ from concurrent.futures import Future
 import pyarrow as pa
 
 from inservice.schemas.fields import RECORD_TYPES, RecordType
+from inservice.schemas.messages import expected
 from inservice.schemas.rules import RULES
 
 ROW = "_row"
@@ -40,10 +41,12 @@ class UploadRefused(Exception):
 
     def finding(self) -> dict:
         r = RULES[self.rule]
+        hint = expected(self.rule, None)  # what the file should have been (schemas.messages)
+        zh, en = (f"。{hint[0]}", f". {hint[1]}") if hint else ("", "")
         return {
             "record": self.record, "row": self.row, "field": self.field, "rule": self.rule,
             "severity": "error", "course_code": None,
-            "message_zh": f"{r.zh}：{self.detail_zh}", "message_en": f"{r.en}: {self.detail_en}",
+            "message_zh": f"{r.zh}：{self.detail_zh}{zh}", "message_en": f"{r.en}: {self.detail_en}{en}",
         }
 
 

@@ -6,6 +6,7 @@ Field rules are pyarrow compute over whole columns; rules across rows or against
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.loaders.base import ROW, RawUpload
-from inservice.schemas import reference
+from inservice.schemas import codelists, messages, reference
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field, Kind, RecordType
 from inservice.validations import national_id, normalize
 from inservice.validations.findings import Findings, error_rows
@@ -180,6 +181,37 @@ def _value_detail(values: pa.Array, personal: bool, lang: str):
     return detail
 
 
+def _per_row(values: list[tuple[str, str]]) -> tuple[pa.Array, pa.Array]:
+    return pa.array([v[0] for v in values], pa.string()), pa.array([v[1] for v in values], pa.string())
+
+
+def _hints(build: Callable[[pa.Array], list[tuple[str, str]]]):
+    """zh and en lazy hints from one function of the selected rows (built once, for those rows only)."""
+    made: dict[str, tuple[pa.Array, pa.Array]] = {}
+
+    def pick(lang: int) -> Callable[[pa.Array], pa.Array]:
+        def get(idx: pa.Array) -> pa.Array:
+            if "v" not in made:
+                made["v"] = _per_row(build(idx))
+            return made["v"][lang]
+        return get
+    return pick(0), pick(1)
+
+
+def _bad_items(values: pa.Array, listname: str):
+    """C03 on a list field: which items of the list are not codes, and the codes allowed."""
+    lookup = codelists.lookup(listname)
+
+    def build(idx: pa.Array) -> list[tuple[str, str]]:
+        out = []
+        for text in pc.take(values, idx).to_pylist():
+            items = [i.strip() for i in re.split("[;；]", text or "") if i.strip()]
+            wrong = [i[:20] for i in items if codelists.fold_key(i) not in lookup]
+            out.append(messages.bad_items(wrong, listname))
+        return out
+    return _hints(build)
+
+
 def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
     """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
     rows = raw[ROW].combine_chunks()
@@ -203,8 +235,9 @@ def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> 
         noted = out.noted_rows(rt.name, f.code)
         if len(noted):  # the reader already said why this cell is bad: say it once
             bad = pc.and_(bad, pc.invert(pc.is_in(rows, noted)))
+        hint = _bad_items(src, f.codelist) if f.kind is Kind.CODES else (None, None)
         out.add(rt.name, p + suffix, bad, rows, codes, f, _value_detail(src, f.personal, "zh"),
-                _value_detail(src, f.personal, "en"))
+                _value_detail(src, f.personal, "en"), *hint)
     return typed
 
 
@@ -212,14 +245,18 @@ def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> No
     rows, codes = typed[ROW], typed["course_code"]
     start, end, closed, hours = typed["start_date"], typed["end_date"], typed["closed_date"], typed["hours"]
     f = COURSE.field
-    out.add("course", "C04", pc.less(end, start), rows, codes, f("end_date"))
+    out.add("course", "C04", pc.less(end, start), rows, codes, f("end_date"),
+            *_hints(lambda idx: [(f"研習起日 {s}，研習迄日 {e}", f"start {s}, end {e}") for s, e in zip(
+                pc.take(start, idx).to_pylist(), pc.take(end, idx).to_pylist(), strict=True)]),
+            *_hints(lambda idx: [messages.expected("C04", None)] * len(idx)))
     days = pc.add(pc.days_between(start, end), 1)
     # the daily cap only means something for a real date range (C04 reports a reversed one)
     over_daily = pc.and_(pc.and_(pc.equal(typed["class_type"], "1"), pc.greater(days, 0)),
                          pc.greater(hours, pc.multiply(days, 12)))
     out_of_range = pc.or_kleene(pc.or_(pc.less_equal(hours, 0), pc.greater(hours, 999)), over_daily)
     out.add("course", "C05", out_of_range, rows, codes, f("hours"), _shown(typed["_hours_raw"]),
-            _shown(typed["_hours_raw"]))
+            _shown(typed["_hours_raw"]), *_hints(lambda idx: [messages.hours_range(d, t) for d, t in zip(
+                pc.take(days, idx).to_pylist(), pc.take(typed["class_type"], idx).to_pylist(), strict=True)]))
     archived = pc.less_equal(start, pa.scalar(ctx.cutoff, pa.date32()))
     if ctx.exceptions.all_courses:
         archived = pc.and_(archived, False)
@@ -229,7 +266,10 @@ def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> No
     out.add("course", "C07", archived, rows, codes, f("start_date"), f"封存基準日 {cutoff}", f"cutoff {cutoff}")
     received = pa.scalar(ctx.received_on, pa.date32())
     bad_close = pc.or_kleene(pc.less(closed, end), pc.greater(closed, received))
-    out.add("course", "C09", bad_close, rows, codes, f("closed_date"))
+    out.add("course", "C09", bad_close, rows, codes, f("closed_date"), _shown(typed["_closed_raw"]),
+            _shown(typed["_closed_raw"]), *_hints(lambda idx: [
+                messages.closed_between(e and e.isoformat(), ctx.received_on.isoformat())
+                for e in pc.take(end, idx).to_pylist()]))
     if ctx.channel == "file":
         no_close = pc.and_(pc.is_null(closed), pc.is_null(normalize.clean_text(typed["_closed_raw"])))
         out.add("course", "C10", no_close, rows, codes, f("closed_date"))
@@ -283,10 +323,11 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
     rows, codes = table[ROW].combine_chunks(), table["course_code"].combine_chunks()
     con.register("crs", table)
     # C06: the first row of a course_code is kept
-    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
-        PARTITION BY course_code ORDER BY {ROW}) AS n FROM crs WHERE course_code IS NOT NULL)
-        WHERE n > 1""").to_arrow_table()
-    out.add("course", "C06", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes, COURSE.field("course_code"))
+    dup = con.sql(f"""SELECT {ROW}, kept FROM (SELECT {ROW}, row_number() OVER (
+        PARTITION BY course_code ORDER BY {ROW}) AS n, min({ROW}) OVER (PARTITION BY course_code) AS kept
+        FROM crs WHERE course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
+    out.add("course", "C06", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes, COURSE.field("course_code"),
+            *_hints(_kept("C06", rows, dup)))
     # C08: already closed in the warehouse and the content differs
     if ctx.state is not None and len(codes):
         existing = ctx.state.existing_courses(ctx.unit, pc.unique(pc.drop_null(codes)))
@@ -329,10 +370,13 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     # A07: the same (unit, course, teacher) again; the first is kept. Only rows whose teacher
     # occurs more than once in the upload can repeat one: the window runs over those alone.
     con.register("att_rep", table.filter(pc.and_(repeated, pc.is_valid(codes))))
-    dup = con.sql(f"""SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (
-        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n FROM att_rep
+    dup = con.sql(f"""SELECT {ROW}, kept FROM (SELECT {ROW}, row_number() OVER (
+        PARTITION BY unit_code, course_code, teacher_key ORDER BY {ROW}) AS n,
+        min({ROW}) OVER (PARTITION BY unit_code, course_code, teacher_key) AS kept FROM att_rep
         WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
-    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes)
+    out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes, None,
+            pc.binary_join_element_wise("教師 ", id_masked, ""), pc.binary_join_element_wise("teacher ", id_masked, ""),
+            *_hints(_kept("A07", rows, dup)))
     # A08: the course is locked (closed in the warehouse) and this row is new or differs
     if ctx.state is not None:
         locked = pc.filter(existing["course_code"], pc.is_valid(existing["closed_date"])).combine_chunks()
@@ -351,6 +395,14 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     _w05(table, courses, existing, repeated, ctx, out, con)
     return table
 
+
+
+def _kept(rule: str, rows: pa.Array, dup: pa.Table) -> Callable[[pa.Array], list[tuple[str, str]]]:
+    """C06/A07: per repeated row, the row that was kept (the first of its key)."""
+    def build(idx: pa.Array) -> list[tuple[str, str]]:
+        at = pc.index_in(pc.take(rows, idx), dup[ROW].combine_chunks())
+        return [messages.kept_row(rule, k) for k in pc.take(dup["kept"].combine_chunks(), at).to_pylist()]
+    return build
 
 
 def _repeated(id_numbers: pa.Array) -> pa.Array:
@@ -385,7 +437,8 @@ def _course_links(raw: pa.Table, typed: dict[str, pa.Array], courses: pa.Table, 
     bad_no = pc.and_(pc.invert(done), pc.not_equal(hg, 0))
     out.add("attendance", "A06", pc.or_(pc.fill_null(bad_yes, False), pc.fill_null(bad_no, False)),
             rows, codes, f("hours_granted"), _shown(raw["hours_granted"].combine_chunks()),
-            _shown(raw["hours_granted"].combine_chunks()))
+            _shown(raw["hours_granted"].combine_chunks()),
+            *_hints(lambda idx: [messages.hours_granted_range(h) for h in pc.take(course_hours, idx).to_pylist()]))
     return rejected
 
 

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.schemas.fields import Field
+from inservice.schemas.messages import expected
 from inservice.schemas.rules import RULES
 from inservice.validations import national_id
 from inservice.validations.normalize import printable
@@ -40,11 +41,14 @@ class Findings:
         self._dicts: list[dict] = []
 
     def add(self, record: str, rule: str, where: pa.Array, rows: pa.Array, course_codes: pa.Array,
-            field: Field | None = None, detail_zh: Detail = None, detail_en: Detail = None) -> None:
+            field: Field | None = None, detail_zh: Detail = None, detail_en: Detail = None,
+            hint_zh: Detail = None, hint_en: Detail = None) -> None:
         """Add a finding for every row where `where` is true.
 
         A detail is a string, a per-row array, or a function of the selected rows' indices that
         returns one — so messages are built only for the few rows at fault, not for every row.
+        The message is the rule (with the field's label and code), the detail (the value at fault),
+        then the hint: what was expected (schemas.messages; per row when the engine gives one).
         """
         where = pc.fill_null(where, False)
         if not pc.any(where).as_py():
@@ -52,8 +56,10 @@ class Findings:
         rows_sel = pc.filter(rows, where)
         n = len(rows_sel)
         r = RULES[rule]
-        zh_head = f"{r.zh}" + (f"（{field.label}）" if field else "")
-        en_head = f"{r.en}" + (f" ({field.code})" if field else "")
+        zh_head = f"{r.zh}" + (f"（{field.label} {field.code}）" if field else "")
+        en_head = f"{r.en}" + (f" ({field.code} {field.label})" if field else "")
+        if hint_zh is None and (static := expected(rule, field)):
+            hint_zh, hint_en = static
         picked: dict[int, pa.Array] = {}
 
         def pick(d: Detail) -> pa.Array | str | None:
@@ -64,6 +70,10 @@ class Findings:
             return pc.filter(d, where) if isinstance(d, pa.Array | pa.ChunkedArray) else d
 
         dz, de = _text(pick(detail_zh), n), _text(pick(detail_en), n)
+        hz, he = _text(pick(hint_zh), n), _text(pick(hint_en), n)
+        # "rule（field）：detail。hint" — each separator only between two present parts
+        dz = pc.binary_join_element_wise(dz, pc.if_else(pc.or_(pc.equal(dz, ""), pc.equal(hz, "")), "", "。"), hz, "")
+        de = pc.binary_join_element_wise(de, pc.if_else(pc.or_(pc.equal(de, ""), pc.equal(he, "")), "", ". "), he, "")
         sep_z = pc.if_else(pc.equal(dz, ""), "", "：")
         sep_e = pc.if_else(pc.equal(de, ""), "", ": ")
         self._parts.append(pa.table({
