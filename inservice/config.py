@@ -26,6 +26,30 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Mail:
+    """Outgoing mail (SMTP). The password is never a setting: it is read from the environment
+    variable named by `password_env` at the moment of sending, and never stored or logged."""
+
+    host: str | None = None  # INSERVICE_SMTP_HOST; None: mail waits in the outbox table
+    port: int = 587  # INSERVICE_SMTP_PORT
+    tls: str = "starttls"  # INSERVICE_SMTP_TLS: starttls | ssl | none
+    user: str | None = None  # INSERVICE_SMTP_USER
+    password_env: str = "INSERVICE_SMTP_PASSWORD"
+    sender: str = "inservice@localhost"  # INSERVICE_MAIL_FROM
+    staff: tuple[str, ...] = ()  # INSERVICE_STAFF_EMAILS (comma-separated): the daily digest of refusals
+    timeout: float = 20.0  # seconds per SMTP conversation
+    max_attempts: int = 10  # then the message stays in the outbox as failed, for staff to look at
+
+    @classmethod
+    def from_env(cls) -> Mail:
+        env = os.environ.get
+        return cls(host=env("INSERVICE_SMTP_HOST") or None, port=int(env("INSERVICE_SMTP_PORT", "587")),
+                   tls=env("INSERVICE_SMTP_TLS", "starttls").lower(), user=env("INSERVICE_SMTP_USER") or None,
+                   sender=env("INSERVICE_MAIL_FROM", cls.sender),
+                   staff=tuple(a.strip() for a in env("INSERVICE_STAFF_EMAILS", "").split(",") if a.strip()))
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     archive_cutoff: date = date(2012, 12, 31)
@@ -33,6 +57,9 @@ class Settings:
     warehouse: str | None = None  # INSERVICE_WAREHOUSE_URL; None: DuckDB under the home
     analyst_role: str = "inservice_analyst"  # INSERVICE_ANALYST_ROLE (PostgreSQL read-only role)
     analyst_copy: bool = True  # INSERVICE_ANALYST_COPY=0: no read-only copy after each write (DuckDB)
+    contact_phone: str | None = None  # INSERVICE_CONTACT_PHONE: the network's, on every receipt and e-mail
+    contact_email: str | None = None  # INSERVICE_CONTACT_EMAIL
+    mail: Mail = field(default_factory=Mail)
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -41,7 +68,10 @@ class Settings:
         return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31),
                    warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None,
                    analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", cls.analyst_role),
-                   analyst_copy=os.environ.get("INSERVICE_ANALYST_COPY", "1") != "0")
+                   analyst_copy=os.environ.get("INSERVICE_ANALYST_COPY", "1") != "0",
+                   contact_phone=os.environ.get("INSERVICE_CONTACT_PHONE") or None,
+                   contact_email=os.environ.get("INSERVICE_CONTACT_EMAIL") or None,
+                   mail=Mail.from_env())
 
     @property
     def warehouse_path(self) -> Path:

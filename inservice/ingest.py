@@ -24,8 +24,10 @@ from inservice.config import TAIPEI, Settings
 from inservice.loaders import FILE_EXTENSIONS, RawUpload, UploadRefused, reader_for
 from inservice.loaders.excel import read_excel
 from inservice.loaders.limits import check_limits
+from inservice.partners import partner_history, with_receipt
 from inservice.receipts import discard, json_text, publish, stage_receipt, sweep_stale
 from inservice.schemas.fields import ATTENDANCE, COURSE, UNIT_CODE
+from inservice.schemas.messages import next_steps
 from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
@@ -184,6 +186,7 @@ class Ingestor:
         except UploadRefused as refusal:
             findings, validated = _refused(receipt, refusal)
         _set_counts(receipt, findings, validated)
+        self._guide(receipt)
         if not self.load:
             return receipt
         self._deliver(receipt, findings, validated, found, received, rerun)
@@ -244,6 +247,15 @@ class Ingestor:
                 ctx.exceptions = self.warehouse.exceptions_for(name.unit, on)
                 ctx.state = self.warehouse.state(unit_row.area)
             return validate(raw, ctx, lambda both: _refuse_unit_rows(both, name.unit))
+
+    def _guide(self, receipt: dict) -> None:
+        """What the partner reads first: what happened and what to do next, the network's contact,
+        and its history of the last 24 months (this upload counted in)."""
+        receipt["next_steps"] = [{"zh": zh, "en": en} for zh, en in next_steps(receipt)]
+        receipt["contact"] = {"phone": self.settings.contact_phone, "email": self.settings.contact_email}
+        if self.warehouse is not None and receipt["month"] and FILE_NAME.match(receipt["file"]):
+            history = partner_history(self.warehouse.con, receipt["unit"], receipt["month"])
+            receipt["history"] = [m.as_dict() for m in with_receipt(history, receipt)]
 
     def _unit(self, code: str) -> Unit | None:
         if self.warehouse is None:  # self-check without a warehouse: register rules are skipped
@@ -311,6 +323,7 @@ class Ingestor:
                     receipt.pop("receipt_files", None)
                     findings, validated = _refused(receipt, self._duplicate(receipt, race.earlier, restore=False))
                     _set_counts(receipt, findings, validated)
+                    self._guide(receipt)
                     continue
                 except BaseException:
                     _discard(staged)

@@ -21,6 +21,8 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 
+from inservice.schemas.fields import RECORD_TYPES
+from inservice.schemas.messages import contact_lines, next_file_name, next_steps
 from inservice.validations.normalize import printable_text
 
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
@@ -168,8 +170,17 @@ _COLUMNS = "ABCDEFGH"
 _PLAIN_TEXT = re.compile(r"[^\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]+")  # else the openpyxl way
 
 
+_LABELS = {(rt.name, f.code): f.label for rt in RECORD_TYPES for f in rt.fields}
+
+
+def field_shown(record: str, code: str | None) -> str | None:
+    """The 欄位 column: the field's Chinese label and its code (研習時數 hours)."""
+    label = _LABELS.get((record, code)) or next((lb for (_, c), lb in _LABELS.items() if c == code), None)
+    return f"{label} {code}" if label and code else code
+
+
 def _finding_row(f: dict) -> list:
-    return [f["row"], RECORD_ZH.get(f["record"], f["record"]), f["field"], f["rule"],
+    return [f["row"], RECORD_ZH.get(f["record"], f["record"]), field_shown(f["record"], f["field"]), f["rule"],
             SEVERITY_ZH.get(f["severity"], f["severity"]), f["course_code"], f["message_zh"], f["message_en"]]
 
 
@@ -210,6 +221,16 @@ def _workbook(receipt: dict) -> Workbook:
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
+    steps = receipt.get("next_steps") or [{"zh": z, "en": e} for z, e in next_steps(
+        {**receipt, "findings": receipt["findings"] if isinstance(receipt["findings"], list) else []})]
+    rows.append(("", ""))
+    rows += [("處理結果與下一步 What happened, what next" if i == 0 else "", f"{s['zh']}\n{s['en']}")
+             for i, s in enumerate(steps)]
+    resend = next_file_name(receipt["file"], receipt["status"], receipt["refusal"])
+    rows.append(("重傳檔名 File name to resend", resend or "—"))
+    contact = receipt.get("contact") or {}
+    rows += [("聯絡窗口 Contact", f"{zh}\n{en}")
+             for zh, en in contact_lines(contact.get("phone"), contact.get("email"))]
     for label, value in rows:
         summary.append(cells(summary, [label, value]))
     findings = wb.create_sheet("檢核結果 Findings")
@@ -225,7 +246,33 @@ def _workbook(receipt: dict) -> Workbook:
     findings.append(header)
     for f in receipt["findings"]:
         findings.append(cells(findings, _finding_row(f)))
+    if receipt.get("history"):
+        _history_sheet(wb, receipt["history"], bold)
     return wb
+
+
+HISTORY_HEADERS = [("資料月份", "Month"), ("傳報次數", "Uploads"), ("載入", "Loaded"), ("整批退件", "Refused"),
+                   ("重複", "Duplicate"), ("退件列數", "Rows rejected"), ("到件", "Arrival"),
+                   ("退件規則（次數）", "Errors by rule")]
+
+
+def _history_sheet(wb: Workbook, history: list[dict], bold: Font) -> None:
+    """The unit's last 24 data months, newest first (partners.py builds them)."""
+    from inservice.partners import rules_text
+
+    sheet = wb.create_sheet("歷程 History")
+    for i, w in enumerate([12, 10, 8, 10, 8, 12, 20, 50]):
+        sheet.column_dimensions[chr(ord("A") + i)].width = w
+    sheet.freeze_panes = "A2"
+    header = []
+    for zh, en in HISTORY_HEADERS:
+        cell = WriteOnlyCell(sheet, value=f"{zh} {en}")
+        cell.font = bold
+        header.append(cell)
+    sheet.append(header)
+    for m in reversed(history):
+        sheet.append([m["month"], m["uploads"], m["loaded"], m["refused"], m["duplicate"], m["rows_rejected"],
+                      m["arrival"], rules_text(m["rules"])])
 
 
 def cells(sheet: object, values: list) -> list:
