@@ -42,10 +42,27 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from inservice.ingest import ingest_paths
+    """The unit's self-check: the receipt files an upload would get, written to `--out` (default the
+    current folder); the warehouse, if there is one, is only read (register, earlier courses)."""
+    from inservice.ingest import ingest_paths, receipt_stem
+    from inservice.receipts import write_receipt
 
     receipts = ingest_paths([Path(args.file)], settings, args.received_at, load=False)
+    out = Path(args.out)
+    for r in receipts:
+        base = f"{receipt_stem(r['file'])}.check.receipt"
+        paths = (out / f"{base}.json", out / f"{base}.xlsx")
+        write_receipt(r, *paths)
+        r["receipt_files"] = [str(p) for p in paths]
     _print_receipts(receipts, args.json)
+    return 0
+
+
+def cmd_template(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.schemas.contract import write_contract
+
+    for path in write_contract(Path(args.out)):
+        print(path)
     return 0
 
 
@@ -138,11 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--json", action="store_true", help="one JSON receipt per file, one per line")
     ing.set_defaults(func=cmd_ingest)
 
-    chk = sub.add_parser("check", help="a unit's self-check: the same receipt, nothing loaded")
+    chk = sub.add_parser("check", help="a unit's self-check: the same receipt files, nothing loaded or recorded")
     chk.add_argument("file")
     chk.add_argument("--received-at")
+    chk.add_argument("--out", default=".", help="folder for the receipt files (default: the current folder)")
     chk.add_argument("--json", action="store_true")
     chk.set_defaults(func=cmd_check)
+
+    tpl = sub.add_parser("template", help="the partners' Excel template, the Data Package (Table Schema) and the XSD")
+    tpl.add_argument("--out", required=True, help="folder to write them into")
+    tpl.set_defaults(func=cmd_template)
 
     units = sub.add_parser("units", help="the unit register")
     usub = units.add_subparsers(dest="units_cmd", required=True)

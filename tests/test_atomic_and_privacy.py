@@ -119,10 +119,10 @@ def test_json_cli_contract(settings) -> None:
     assert run_cli(settings, "frobnicate").returncode == 1
 
 
-def test_check_loads_nothing(settings) -> None:
+def test_check_loads_nothing(settings, tmp_path: Path) -> None:
     path = drop(settings, FIXTURES / "defects-xlsx" / "T003" / "T003_201705.xlsx")
     before = table_snapshot(settings)
-    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json")
+    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     exp, _ = load_expected(FIXTURES / "defects-xlsx")
@@ -137,7 +137,7 @@ def test_check_without_a_warehouse(tmp_path: Path, monkeypatch) -> None:
     exp, src = load_expected(FIXTURES / "defects-xml-big5")
     env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "nohome")}
     out = subprocess.run([sys.executable, "-m", "inservice.cli", "check", str(src), "--received-at", RECEIVED,
-                          "--json"], env=env, capture_output=True, text=True, timeout=300)
+                          "--json", "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
     r = json.loads(out.stdout)
     assert r["attendance"]["accepted"] == exp["attendance_accepted"]
     assert not (tmp_path / "nohome").exists()  # nothing written on the unit's machine
@@ -435,7 +435,7 @@ def test_self_check_against_a_warehouse_from_before_the_fingerprint(settings) ->
     with Warehouse(settings) as wh:
         wh.con.execute("DROP TABLE warehouse_meta")
     path = drop(settings, CLEAN)
-    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json")
+    out = run_cli(settings, "check", str(path), "--received-at", RECEIVED, "--json", "--out", str(settings.home))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] == "checked"
     assert run_cli(settings, "ingest", str(path), "--received-at", RECEIVED).returncode == 0
