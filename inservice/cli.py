@@ -67,6 +67,10 @@ def cmd_template(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
+    if args.units_cmd == "contacts":
+        from inservice.registers.contacts import cmd_contacts
+
+        return cmd_contacts(args, settings)
     with Warehouse(settings) as wh:
         if args.units_cmd == "add":
             wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined))
@@ -99,7 +103,7 @@ def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
 
 # Feature modules that add subcommands: each has `register(subparsers)` setting `func(args, settings)`.
 EXTENSIONS: list[str] = ["inservice.publish.cli", "inservice.corrections.cli", "inservice.feeds.cli",
-                         "inservice.warehouse.cli"]
+                         "inservice.warehouse.cli", "inservice.notifications"]
 
 SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單位二 Sample unit 2"),
                 ("T003", "範例單位三 Sample unit 3")]
@@ -175,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--state", choices=UNIT_STATES, required=True)
     add.add_argument("--joined", required=True, help="YYYY-MM-DD")
     usub.add_parser("list")
+    from inservice.registers.contacts import register_units_command
+
+    register_units_command(usub)
     units.set_defaults(func=cmd_units)
 
     exc = sub.add_parser("exceptions", help="archive-cutoff exceptions (approval letters)")

@@ -32,6 +32,8 @@ from inservice.inbox import (
     waiting_or_refused,
 )
 from inservice.ingest import Ingestor
+from inservice.partners import Month, history_markdown
+from inservice.schemas.contract import CONTRACT_FOLDER, PACKAGE_NAME, TEMPLATE_NAME, XSD_NAME
 from inservice.schemas.rules import RULES
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 from inservice.warehouse.store import Warehouse
@@ -198,10 +200,21 @@ def upload_metadata(done: list[Processed]) -> dict:
         meta.update({k: v for k, v in last["merge"].items()})
     if findings:
         meta["findings_preview"] = findings_table(findings)
+    if last.get("history"):  # the unit's last 24 months, this upload counted in
+        meta["partner_history"] = dg.MetadataValue.md(history_markdown(last["unit"], [
+            Month(**{k: v for k, v in m.items() if k != "arrival"}) for m in last["history"]]))
     return meta
 
 
 PREVIEW_ROWS = 50
+# What partners fill in and machines validate against (the partner_contract asset writes them there).
+CONTRACT_LINKS = {
+    "partner_template": dg.MetadataValue.text(f"$INSERVICE_HOME/{CONTRACT_FOLDER}/{TEMPLATE_NAME} "
+                                              f"(inservice template --out DIR; asset partner_contract)"),
+    "table_schema": dg.MetadataValue.text(f"$INSERVICE_HOME/{CONTRACT_FOLDER}/{PACKAGE_NAME} (Frictionless Data "
+                                          f"Package of both record types)"),
+    "xsd": dg.MetadataValue.text(f"$INSERVICE_HOME/{CONTRACT_FOLDER}/{XSD_NAME}"),
+}
 
 
 def findings_table(findings: list[dict]) -> dg.MetadataValue:
@@ -230,7 +243,7 @@ def _locate(settings: Settings, unit: str, file_name: str, content_hash: str) ->
 
 # what both upload assets are: one group, the warehouse pool, retried when the warehouse is busy
 UPLOAD_ASSET = {"group_name": "ingest", "pool": WAREHOUSE_POOL, "retry_policy": RETRY, "owners": OWNERS,
-                "kinds": {"python", "duckdb"}}
+                "kinds": {"python", "duckdb"}, "metadata": CONTRACT_LINKS}
 
 
 @dg.asset(

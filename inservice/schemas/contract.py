@@ -29,6 +29,7 @@ from inservice.schemas import codelists, messages
 from inservice.schemas.fields import ATTENDANCE, COURSE, RECORD_TYPES, Field, Kind, RecordType, Required
 from inservice.schemas.rules import RULES
 
+CONTRACT_FOLDER = "contract"  # under $INSERVICE_HOME, where the partner_contract asset writes them
 TEMPLATE_NAME = "傳報範本.xlsx"
 PACKAGE_NAME = "datapackage.json"
 XSD_NAME = "transmission.xsd"

@@ -220,6 +220,33 @@ UPLOAD_RECEIPTS = Table("upload_receipts", "回執原文（JSON；回執檔遺�
     C("written_at", "TIMESTAMPTZ", "寫入時間"),
 ))
 
+# Partners: who at a unit hears from the network, and what was mailed (neither is an analyst table).
+UNIT_CONTACTS = Table("unit_contacts", "單位聯絡人電子郵件（含歷程：移除者保留移除時間）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("email", "VARCHAR", "電子郵件（小寫）"),
+    C("added_at", "TIMESTAMPTZ", "加入時間"),
+    C("added_by", "VARCHAR", "加入者（作業系統帳號）"),
+    C("removed_at", "TIMESTAMPTZ", "移除時間（空值表示現行聯絡人）"),
+    C("removed_by", "VARCHAR", "移除者"),
+))
+
+MAIL_OUTBOX = Table("mail_outbox", "寄件匣：每封通知一列（回執、缺件提醒、退件日報）；已寄者不再寄", (
+    C("message_key", "VARCHAR", "通知鍵（receipt:傳報編號、reminder:單位:月份、digest:日期）；同鍵只寄一次"),
+    C("kind", "VARCHAR", "類別（receipt 回執、reminder 缺件提醒、digest 退件日報）"),
+    C("unit_code", "VARCHAR", "單位代碼（日報為空）"),
+    C("recipients", "VARCHAR", "收件人（以逗號分隔）"),
+    C("subject", "VARCHAR", "主旨"),
+    C("body", "VARCHAR", "內文"),
+    C("attachment", "VARCHAR", "附件路徑（回執 Excel）"),
+    C("status", "VARCHAR", "狀態（pending 待寄、sending 寄送中、sent 已寄、failed 多次失敗）"),
+    C("attempts", "INTEGER", "嘗試次數"),
+    C("last_error", "VARCHAR", "最近一次錯誤（不含密碼）"),
+    C("created_at", "TIMESTAMPTZ", "建立時間"),
+    C("claimed_at", "TIMESTAMPTZ", "開始寄送時間"),
+    C("sent_at", "TIMESTAMPTZ", "寄出時間"),
+))
+
+NOTIFICATION_TABLES: tuple[Table, ...] = (UNIT_CONTACTS, MAIL_OUTBOX)
 
 # Not for analysts (never in their copy, never granted): what the loader keeps about the warehouse itself.
 WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指紋、寫入序號；不含金鑰本身）", (
@@ -229,7 +256,7 @@ WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指�
 ))
 
 TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
-          *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META)
+          *CORRECTION_TABLES, UPLOAD_RECEIPTS, *NOTIFICATION_TABLES, WAREHOUSE_META)
 AREAS = {"production": "main", "testing": "testing"}
 
 
