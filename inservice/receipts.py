@@ -22,7 +22,7 @@ from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 
 from inservice.schemas.fields import RECORD_TYPES
-from inservice.schemas.messages import contact_lines, next_file_name, next_steps
+from inservice.schemas.messages import contact_lines, next_steps, resend_name
 from inservice.validations.normalize import printable_text
 
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
@@ -226,7 +226,7 @@ def _workbook(receipt: dict) -> Workbook:
     rows.append(("", ""))
     rows += [("處理結果與下一步 What happened, what next" if i == 0 else "", f"{s['zh']}\n{s['en']}")
              for i, s in enumerate(steps)]
-    resend = next_file_name(receipt["file"], receipt["status"], receipt["refusal"])
+    resend = resend_name(receipt)
     rows.append(("重傳檔名 File name to resend", resend or "—"))
     contact = receipt.get("contact") or {}
     rows += [("聯絡窗口 Contact", f"{zh}\n{en}")

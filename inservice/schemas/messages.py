@@ -9,6 +9,8 @@ No 「」 in these texts: that bracket quotes a partner's value, which the analy
 
 from __future__ import annotations
 
+import re
+
 from inservice.schemas import codelists
 from inservice.schemas.fields import FILE_EXTENSIONS, Field, Kind
 
@@ -155,15 +157,17 @@ def bad_items(items: list[str], listname: str) -> Text:
 
 
 # --- the receipt's first sheet: what happened, what to do next ---------------------------------
-def next_file_name(file_name: str, status: str, refusal: str | None) -> str | None:
-    """The name to resend under: a refused file again under its own name; rows to fix from a loaded
-    file under the next `_n` of the month (the loaded file's name is taken)."""
-    import re
-
-    m = re.match(r"^(?P<stem>[A-Z][A-Z0-9]{3,9}_[0-9]{6})(?:_(?P<n>[0-9]+))?\.(?P<ext>\w+)$", file_name)
-    if status == "refused":
-        return file_name if m else None
-    if status != "loaded" or not m:
+def resend_name(receipt: dict) -> str | None:
+    """The name to resend under, when something is to be resent: a refused file again under its own
+    name; the rejected rows of a loaded file under the month's next `_n` (the loaded file's name is
+    taken). None when nothing is to be resent."""
+    m = re.match(r"^(?P<stem>[A-Z][A-Z0-9]{3,9}_[0-9]{6})(?:_(?P<n>[0-9]+))?\.(?P<ext>\w+)$", receipt["file"])
+    if not m:
+        return None
+    if receipt["status"] == "refused":
+        return receipt["file"]
+    rejected = receipt["courses"]["rejected"] or receipt["attendance"]["rejected"]
+    if receipt["status"] != "loaded" or not rejected:
         return None
     return f"{m['stem']}_{int(m['n'] or 1) + 1}.{m['ext']}"
 
@@ -173,7 +177,7 @@ def next_steps(receipt: dict) -> list[Text]:
     status, refusal = receipt["status"], receipt.get("refusal")
     errors = sum(1 for f in receipt["findings"] if f.get("severity") == "error")
     warnings = sum(1 for f in receipt["findings"] if f.get("severity") == "warning")
-    name = next_file_name(receipt["file"], status, refusal)
+    name = resend_name(receipt)
     out: list[Text] = []
     if status == "duplicate":
         out.append(("此檔內容先前已載入，本次未再載入；不需任何處理。", "This content was loaded before and was not loaded again; nothing to do."))
