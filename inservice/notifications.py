@@ -86,8 +86,8 @@ def receipt_body(row: dict, errors_by_rule: dict[str, int], warnings: int, setti
     """The receipt's summary as an e-mail body: what happened, what to do next."""
     errors = sum(errors_by_rule.values())
     receipt = {"file": row["file_name"] or "", "status": row["status"], "refusal": row["refusal"],
-               "area": row["area"], "findings": [{"severity": "error"}] * min(errors, 1)
-               + [{"severity": "warning"}] * min(warnings, 1),
+               "area": row["area"], "channel": row["channel"], "findings": [], "error_count": errors,
+               "warning_count": warnings,
                "courses": {"accepted": row["courses_accepted"] or 0, "rejected": row["courses_rejected"] or 0},
                "attendance": {"accepted": row["attendance_accepted"] or 0,
                               "rejected": row["attendance_rejected"] or 0}}

@@ -22,6 +22,7 @@ from inservice.notifications import mail_digest, mail_receipts, mail_reminders, 
 from inservice.registers import contacts
 from inservice.warehouse.store import Warehouse, WarehouseError
 from tests.conftest import FIXTURES, RECEIVED, drop, load_expected, table_snapshot
+from tests.test_feeds import fhome, pg  # noqa: F401 (fixtures: a partner's PostgreSQL, a feed unit's home)
 
 aiosmtpd = pytest.importorskip("aiosmtpd")
 from aiosmtpd.controller import Controller  # noqa: E402
@@ -201,3 +202,30 @@ def test_daily_digest_of_refusals_for_staff(settings, smtp, monkeypatch) -> None
     assert "T003-201705.xlsx  F03" in text and "T003  C01" in text and "T003  A05" in text
     assert mail_digest(s, today).queued == 0 and len(smtp.inbox.messages) == 1
     assert mail_digest(s, date(2017, 1, 1)).queued == 0  # a day without refusals sends nothing
+
+
+@pytest.mark.slow
+def test_a_feed_runs_receipt_is_mailed(pg, fhome, smtp, monkeypatch) -> None:  # noqa: F811
+    """A database feed run is processed like an upload: its receipt goes to the unit's contacts."""
+    from tests.test_feeds import UNIT, create_tables, day1_rows, insert, partner, run_json, setup_unit
+
+    monkeypatch.setenv("INSERVICE_SMTP_PASSWORD", PASSWORD)
+    db = partner(pg)
+    create_tables(db)
+    courses, attendance = day1_rows(True)
+    insert(db, "inservice_courses", courses)
+    insert(db, "inservice_attendance", attendance)
+    setup_unit(fhome, pg, monkeypatch)
+    s = _mail_settings(fhome, smtp.port)
+    with Warehouse(s) as wh:
+        contacts.change(wh, UNIT, add=["db@unit.example.org"])
+    r = run_json("--day", "2017-06-02")
+    out = mail_receipts(s)
+    assert (out.queued, out.sent) == (1, 1)
+    [(rcpt, msg)] = smtp.inbox.messages
+    assert rcpt == ["db@unit.example.org"] and r["file"] in msg["Subject"]
+    body = msg.get_body(("plain",)).get_content()
+    assert "資料庫互傳" in body and "modified_at" in body and f"退件 {r['courses']['rejected']}" in body
+    [attachment] = list(msg.iter_attachments())
+    assert attachment.get_filename() == Path(r["receipt_files"][1]).name
+    assert mail_receipts(s).queued == 0 and len(smtp.inbox.messages) == 1

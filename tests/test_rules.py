@@ -300,9 +300,10 @@ def test_control_characters_are_unparseable_and_never_break_a_receipt(settings) 
     by_row = {(f["record"], f["row"]): f for f in r["findings"] if f["row"]}
     title = by_row[("course", 2)]
     assert "「素養\ufffd導向」（含控制字元）" in title["message_zh"]
-    assert title["message_en"].endswith("(holds a control character)")
-    name = by_row[("attendance", 2)]
-    assert name["message_zh"].endswith("含控制字元") and "王" not in name["message_zh"] + name["message_en"]
+    assert "「素養\ufffd導向」 (holds a control character). text of at most 200" in title["message_en"]
+    name = by_row[("attendance", 2)]  # the note, then what the field takes (schemas/messages.py)
+    assert "：含控制字元。文字，最多 50 字" in name["message_zh"]
+    assert "王" not in name["message_zh"] + name["message_en"]
     assert by_row[("course", 5)]["course_code"] == "C4\ufffd"
     control = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
     receipt_file = json.loads(Path(r["receipt_files"][0]).read_text(encoding="utf-8"))

@@ -175,8 +175,9 @@ def resend_name(receipt: dict) -> str | None:
 def next_steps(receipt: dict) -> list[Text]:
     """Plain words for the receipt's first sheet and the e-mail body."""
     status, refusal = receipt["status"], receipt.get("refusal")
-    errors = sum(1 for f in receipt["findings"] if f.get("severity") == "error")
-    warnings = sum(1 for f in receipt["findings"] if f.get("severity") == "warning")
+    # counts given (an e-mail composed from the warehouse's rows), else counted from the findings
+    errors = receipt.get("error_count", sum(1 for f in receipt["findings"] if f.get("severity") == "error"))
+    warnings = receipt.get("warning_count", sum(1 for f in receipt["findings"] if f.get("severity") == "warning"))
     name = resend_name(receipt)
     out: list[Text] = []
     if status == "duplicate":
@@ -200,7 +201,10 @@ def next_steps(receipt: dict) -> list[Text]:
         if c["rejected"] or a["rejected"]:
             out.append((f"退件：課程 {c['rejected']} 筆、研習名單 {a['rejected']} 筆，原因見《檢核結果》工作表（每列附正確寫法）。",
                         f"Rejected: {c['rejected']} course(s) and {a['rejected']} attendance row(s); see the Findings sheet (each says what is expected)."))
-            if name:
+            if receipt.get("channel") == "db":
+                out.append(("請在貴單位資料庫修正退件列並更新其異動時間（modified_at），下次互傳即重新讀取。",
+                            "Fix the rejected rows in your database and update their modified_at: the next feed run reads them again."))
+            elif name:
                 out.append((f"只需將退件的課程與其名單修正後，以新檔名 {name} 傳送（已通過的列不必重傳）。",
                             f"Send only the rejected courses and their attendance, fixed, in a new file named {name} (accepted rows need not be sent again)."))
         else:

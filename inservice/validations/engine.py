@@ -375,7 +375,9 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
         min({ROW}) OVER (PARTITION BY unit_code, course_code, teacher_key) AS kept FROM att_rep
         WHERE teacher_key IS NOT NULL AND course_code IS NOT NULL) WHERE n > 1""").to_arrow_table()
     out.add("attendance", "A07", pc.is_in(rows, dup[ROW].combine_chunks()), rows, codes, None,
-            pc.binary_join_element_wise("教師 ", id_masked, ""), pc.binary_join_element_wise("teacher ", id_masked, ""),
+            # the teacher, masked and quoted: the partner's receipt shows it, the analysts' copy does not
+            pc.binary_join_element_wise("教師「", id_masked, "」", ""),
+            pc.binary_join_element_wise("teacher 「", id_masked, "」", ""),
             *_hints(_kept("A07", rows, dup)))
     # A08: the course is locked (closed in the warehouse) and this row is new or differs
     if ctx.state is not None:
