@@ -148,7 +148,7 @@ def _save_upload_workbook(receipt: dict, path: Path) -> None:
     if any(c is False for c in cells):
         _workbook(receipt).save(path)
         return
-    _workbook({**receipt, "findings": []}).save(path)
+    _workbook({**receipt, "findings": [], "next_steps": _steps(receipt)}).save(path)
     xml = []
     width = len(FINDING_HEADERS)
     for i, start in enumerate(range(0, len(cells), width), start=2):
@@ -199,6 +199,14 @@ def _cell_xml(value: object) -> str | None | bool:
     return f'<c r="{{}}" t="inlineStr"><is><t{space}>{text}</t></is></c>'
 
 
+def _steps(receipt: dict) -> list[dict]:
+    """What happened and what next (ingest puts them in the receipt; a receipt from elsewhere gets them here)."""
+    if receipt.get("next_steps"):
+        return receipt["next_steps"]
+    findings = receipt["findings"] if isinstance(receipt["findings"], list) else []  # a feed's spill: not counted
+    return [{"zh": z, "en": e} for z, e in next_steps({**receipt, "findings": findings})]
+
+
 def _workbook(receipt: dict) -> Workbook:
     wb = Workbook(write_only=True)
     summary = wb.create_sheet("摘要 Summary")
@@ -221,8 +229,7 @@ def _workbook(receipt: dict) -> Workbook:
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
-    steps = receipt.get("next_steps") or [{"zh": z, "en": e} for z, e in next_steps(
-        {**receipt, "findings": receipt["findings"] if isinstance(receipt["findings"], list) else []})]
+    steps = _steps(receipt)
     rows.append(("", ""))
     rows += [("處理結果與下一步 What happened, what next" if i == 0 else "", f"{s['zh']}\n{s['en']}")
              for i, s in enumerate(steps)]

@@ -55,7 +55,7 @@ def test_receipt_workbook_lists_every_finding(settings) -> None:
     json_path, xlsx_path = map(Path, r["receipt_files"])
     assert json.loads(json_path.read_text(encoding="utf-8"))["findings"] == r["findings"]
     wb = load_workbook(xlsx_path, read_only=True)
-    assert wb.sheetnames == ["摘要 Summary", "檢核結果 Findings"]
+    assert wb.sheetnames == ["摘要 Summary", "檢核結果 Findings", "歷程 History"]  # history: tests/test_partners.py
     summary = {row[0]: row[1] for row in wb["摘要 Summary"].iter_rows(values_only=True)}
     assert summary["檔名 File"] == "T003_201705.xls" and summary["狀態 Status"].startswith("已載入")
     assert summary["研習名單 收件/通過/退件 attendance"].split(" / ")[1] == str(exp["attendance_accepted"])

@@ -229,3 +229,32 @@ def test_a_feed_runs_receipt_is_mailed(pg, fhome, smtp, monkeypatch) -> None:  #
     [attachment] = list(msg.iter_attachments())
     assert attachment.get_filename() == Path(r["receipt_files"][1]).name
     assert mail_receipts(s).queued == 0 and len(smtp.inbox.messages) == 1
+
+
+@pytest.mark.slow
+def test_dagster_partner_assets_mail_history_and_contract(settings, smtp, monkeypatch) -> None:
+    """The partners group materialized through Dagster: the receipt mailed, each unit's history as
+    metadata, the template and contract written under the home."""
+    import dagster as dg
+
+    from inservice.assets.notifications import partner_contract, partner_history, receipt_mail
+    from inservice.assets.shared import InserviceResource
+
+    for name, value in {"INSERVICE_SMTP_HOST": "127.0.0.1", "INSERVICE_SMTP_PORT": str(smtp.port),
+                        "INSERVICE_SMTP_TLS": "none", "INSERVICE_SMTP_USER": "inservice",
+                        "INSERVICE_SMTP_PASSWORD": PASSWORD}.items():
+        monkeypatch.setenv(name, value)
+    with Warehouse(settings) as wh:
+        contacts.change(wh, "T003", add=["clerk@t003.edu.tw"])
+    _, src = load_expected(FIXTURES / "defects-xml-big5")
+    ingest_paths([drop(settings, src)], settings, RECEIVED)
+    result = dg.materialize([receipt_mail, partner_history, partner_contract],
+                            resources={"inservice": InserviceResource(home=str(settings.home))})
+    assert result.success
+    meta = {e.asset_key.path[-1]: e.step_materialization_data.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert meta["receipt_mail"]["sent"].value == 1 and len(smtp.inbox.messages) == 1
+    t003 = meta["partner_history"]["T003"].value
+    assert "| 2017-05 | 1 | 1 | 0 |" in t003 and "準時 on time" in t003 and "A05×" in t003
+    assert Path(meta["partner_contract"]["xlsx"].value).is_file()
+    assert (settings.home / "contract" / "datapackage.json").is_file()

@@ -71,16 +71,23 @@ def refusal_digest(context: dg.AssetExecutionContext, config: DigestConfig,
     return dg.MaterializeResult(metadata={**_outcome_metadata(out), "day": day.isoformat()})
 
 
+class HistoryConfig(dg.Config):
+    until: str = Field(default="", description="最後資料月份 YYYY-MM（空白：倉儲中最新者）/ the last month shown")
+
+
 @dg.asset(group_name=GROUP, pool=WAREHOUSE_POOL, owners=OWNERS, kinds={"python", "duckdb"},
           description="單位歷程: per unit, month by month over the last 24 data months, uploads, refusals by rule "
                       "and lateness (the same as the receipt's 歷程 sheet), one Markdown table per unit.")
-def partner_history(context: dg.AssetExecutionContext, inservice: InserviceResource) -> dg.MaterializeResult:
+def partner_history(context: dg.AssetExecutionContext, config: HistoryConfig,
+                    inservice: InserviceResource) -> dg.MaterializeResult:
     from inservice.partners import history_markdown
     from inservice.partners import partner_history as history_of
 
-    until = f"{datetime.now(TAIPEI):%Y-%m}"
     meta: dict = {}
     with inservice.warehouse(read_only=True) as wh:
+        # the latest data month any unit sent (a warehouse of past years shows those years), else now
+        latest = wh.con.execute("SELECT max(data_month) FROM uploads").fetchone()[0]
+        until = config.until or latest or f"{datetime.now(TAIPEI):%Y-%m}"
         for unit in wh.units():
             history = history_of(wh.con, unit.unit_code, until)
             meta[unit.unit_code] = dg.MetadataValue.md(history_markdown(unit.unit_code, history))

@@ -13,7 +13,7 @@ from inservice.assets.notifications import (
     receipt_mail,
     refusal_digest,
 )
-from inservice.config import TAIPEI
+from inservice.config import TAIPEI, Mail
 from inservice.pipelines.feeds import feed_job
 from inservice.pipelines.uploads import ingest_unsorted_job, ingest_upload_job
 
@@ -35,7 +35,9 @@ partners_job = dg.define_asset_job(
                       monitored_jobs=[ingest_upload_job, ingest_unsorted_job, feed_job], request_job=receipt_mail_job,
                       default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
                       description="After each successful ingest or feed run: mail its receipt to the unit's contacts.")
-def receipt_mail_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+def receipt_mail_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    if not Mail.from_env().host:  # nothing could be sent; a later run queues every receipt not yet mailed
+        return dg.SkipReason("no SMTP server configured (INSERVICE_SMTP_HOST)")
     # keyed by the finished run: a sensor restart requests nothing twice (the outbox would send nothing twice anyway)
     return dg.RunRequest(run_key=f"mail:{context.dagster_run.run_id}")
 
@@ -43,7 +45,9 @@ def receipt_mail_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
 @dg.schedule(job=receipt_mail_job, cron_schedule="*/15 * * * *", execution_timezone="Asia/Taipei",
              name="mail_retry_schedule", default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Every 15 minutes: mail left pending (server unreachable, a run the sensor missed).")
-def mail_retry_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def mail_retry_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    if not Mail.from_env().host:
+        return dg.SkipReason("no SMTP server configured (INSERVICE_SMTP_HOST)")
     return dg.RunRequest()
 
 
