@@ -159,9 +159,7 @@ def _instructions_sheet(wb: Workbook, bold: Font) -> None:
             lines.append((f.label, f.code, _REQUIRED_ZH[f.required], zh))
     lines += [("", ), ("三、常見退件原因", )]
     for rule in ("C05", "C06", "C09", "C10", "A04", "A06", "A07"):
-        hint = {"C05": messages.hours_range(2, "1"), "C06": messages.kept_row("C06", 2),
-                "A07": messages.kept_row("A07", 2), "A06": messages.hours_granted_range(None),
-                "C09": messages.closed_between(None, "收件日")}.get(rule) or messages.expected(rule, None)
+        hint = messages.expected(rule, None)
         lines.append((rule, RULES[rule].zh, "", hint[0]))
     for i, line in enumerate(lines, start=1):
         for j, value in enumerate(line, start=1):
