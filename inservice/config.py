@@ -38,7 +38,7 @@ class Mail:
     sender: str = "inservice@localhost"  # INSERVICE_MAIL_FROM
     staff: tuple[str, ...] = ()  # INSERVICE_STAFF_EMAILS (comma-separated): the daily digest of refusals
     timeout: float = 20.0  # seconds per SMTP conversation
-    max_attempts: int = 10  # then the message stays in the outbox as failed, for staff to look at
+    max_attempts: int = 96  # a day of 15-minute retries; then `failed` in the outbox, for staff to look at
 
     @classmethod
     def from_env(cls) -> Mail:
