@@ -21,6 +21,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 
+from inservice.partners import rules_text
 from inservice.schemas.fields import RECORD_TYPES
 from inservice.schemas.messages import contact_lines, next_steps, resend_name
 from inservice.validations.normalize import printable_text
@@ -265,8 +266,6 @@ HISTORY_HEADERS = [("資料月份", "Month"), ("傳報次數", "Uploads"), ("載
 
 def _history_sheet(wb: Workbook, history: list[dict], bold: Font) -> None:
     """The unit's last 24 data months, newest first (partners.py builds them)."""
-    from inservice.partners import rules_text
-
     sheet = wb.create_sheet("歷程 History")
     for i, w in enumerate([12, 10, 8, 10, 8, 12, 20, 50]):
         sheet.column_dimensions[chr(ord("A") + i)].width = w
