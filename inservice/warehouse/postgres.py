@@ -53,6 +53,7 @@ SHARED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS uploads_id ON main.uploads (upload_id)",
     "CREATE INDEX IF NOT EXISTS findings_upload ON main.findings (upload_id)",
     "CREATE INDEX IF NOT EXISTS upload_receipts_id ON main.upload_receipts (upload_id)",
+    "CREATE INDEX IF NOT EXISTS mail_outbox_key ON main.mail_outbox (message_key)",  # queued once per key
     "CREATE INDEX IF NOT EXISTS uploads_hash ON main.uploads (unit_code, content_hash)",
 )
 
