@@ -19,7 +19,9 @@ The course and attendance columns that hold a record's fields take their type fr
 To add a table: declare `NAME = Table("name", "中文說明", (Column(...), ...))` (with `per_area=True`
 if testing units get their own copy, `key=`, `analysts=True` only if analysts may read every row of
 it, `publication=True` if a publication fills it), then add it to `TABLES`. A warehouse opened
-afterwards creates it (or its new columns); nothing else needs editing.
+afterwards creates it (or its new columns); nothing else needs editing. (The Parquet lake names its
+tables with their year/month partitioning in analyst.LAKE_QUERIES; a blocking check of a new key is
+declared in checks.BLOCKING, which reads the key from here.)
 
 Teachers appear only as `teacher_key` (keyed pseudonym); no national ID or name is stored.
 Keys are not enforced as constraints on DuckDB (a PRIMARY KEY makes DuckDB loads 4–8× slower, see
