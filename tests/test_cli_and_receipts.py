@@ -26,6 +26,27 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "INSERVICE_HOME": str(home)}, timeout=300)
 
 
+def test_help_loads_no_library_and_a_command_only_its_own_module(tmp_path: Path) -> None:
+    """`inservice --help` starts without the heavy libraries; a command imports the module declaring it, not
+    the others' (feeds' SQLAlchemy dialects are not loaded to list the units)."""
+    probe = ("import sys; from inservice.cli import main\n"
+             "code = main(sys.argv[1:])\n"
+             "heavy = ('dagster', 'duckdb', 'pyarrow', 'openpyxl', 'sqlalchemy', 'pandas', 'numpy', 'lxml')\n"
+             "print(code, sorted(m for m in heavy if m in sys.modules), 'inservice.feeds.core' in sys.modules,\n"
+             "      'inservice.publish.cli' in sys.modules, file=sys.stderr)\n")
+    env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+        return done.stderr.strip().splitlines()[-1]
+
+    assert run("--help") == "0 [] False False"
+    assert run("stats", "--help") == "0 [] False True"  # its module; its work imports the rest when it runs
+    code, *_, feeds, publish = run("units", "list").split()
+    assert (code, feeds, publish) == ("0", "False", "False")
+
+
 def test_units_and_exceptions_commands(home: Path) -> None:
     assert cli(home, "units", "add", "T001", "--name", "國立臺灣師範大學", "--channel", "file", "--state",
                "production", "--joined", "2017-01-01").returncode == 0
