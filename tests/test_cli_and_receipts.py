@@ -133,7 +133,7 @@ def test_demo_leaves_nothing_already_handled_in_the_inbox(home: Path, capsys: py
     assert "duplicate F08" in capsys.readouterr().out
 
 
-# --- receipts that survive a crash, an unwritable outbox and a concurrent sender (issue 14) --------
+# --- receipts that survive a crash, an unwritable outbox and a concurrent sender -------------------
 def run(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
     """`inservice …` as its own process, on this test's home and warehouse (environment inherited)."""
     return subprocess.run([sys.executable, "-m", "inservice.cli", *args], capture_output=True, text=True,
