@@ -16,6 +16,8 @@ from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop, fixture_cases, load_expected, table_snapshot
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 ID_SHAPE = re.compile(r"[A-Z][12890A-D][0-9]{8}")
 
 

@@ -30,6 +30,8 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED, drop, fixture_cases, load_expected, pg_database
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 SAMPLE = Path(__file__).resolve().parent.parent / "inservice" / "sample_inbox"
 AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)
 VOLATILE = {"loaded_at", "first_loaded_at", "processed_at", "received_at", "updated_at", "receipt_json",

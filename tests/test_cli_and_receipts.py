@@ -20,6 +20,8 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import course, write_xlsx
 from tests.conftest import FIXTURES, RECEIVED, drop, load_expected
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "inservice.cli", *args], capture_output=True, text=True,

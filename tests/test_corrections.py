@@ -35,6 +35,8 @@ from inservice.warehouse.store import Source, Warehouse, WarehouseError
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 
 _RNG = random.Random(77)

@@ -39,6 +39,8 @@ from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.warehouse.store import Warehouse
 from tests.builders import make_id
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 PG_ADMIN = os.environ.get("INSERVICE_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 MY_ADMIN = os.environ.get("INSERVICE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/")
 UNIT = "T009"

@@ -20,6 +20,8 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xls, write_xlsx, write_xml
 from tests.conftest import FIXTURES, drop, table_snapshot
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 RNG = random.Random(11)
 IDS = [make_id(RNG) for _ in range(5)]
 GOOD_C, GOOD_A = [course("C1")], [attendee("C1", IDS[0])]

@@ -25,6 +25,8 @@ from inservice.publish.monthly import publish_month
 from inservice.publish.yearbook import publish_year
 from inservice.warehouse.store import Warehouse
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)  # report date 2017-06-06
 M = "2017-05"

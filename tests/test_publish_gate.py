@@ -29,6 +29,8 @@ from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 REPO = Path(__file__).resolve().parents[1]
 MONTH, YEAR = "2017-05", "2017"
