@@ -61,6 +61,7 @@ def _source_ids_and_names(settings) -> tuple[set[str], set[str]]:
     return ids, names
 
 
+@pytest.mark.slow
 def test_no_raw_id_or_name_in_any_table_receipt_or_output(settings) -> None:
     paths = [drop(settings, load_expected(c)[1]) for c in fixture_cases() if "access" not in str(c)]
     out = run_cli(settings, "ingest", *map(str, paths), "--received-at", RECEIVED, "--json")
@@ -261,6 +262,7 @@ def test_key_path_that_is_a_folder_is_refused(settings) -> None:
     _refused_by_key(settings, run_cli(settings, "ingest", str(path)), path, before, "cannot be read")
 
 
+@pytest.mark.slow
 def test_lost_key_is_refused_not_regenerated(settings) -> None:
     """The warehouse keeps the key's fingerprint from its first use: a deleted key is not silently
     replaced (the same teachers would get new keys), and a different key is refused."""

@@ -76,6 +76,7 @@ def _analyst_view(settings: Settings) -> dict[str, list[tuple]]:
         return out
 
 
+@pytest.mark.slow
 def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "same-key-for-both-backends-" + "0" * 16)
@@ -96,6 +97,7 @@ def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path
         assert duck[table] == pg[table], table
 
 
+@pytest.mark.slow
 def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str) -> None:
     _load_everything(settings)
     lake = settings.home / "lake"
@@ -157,6 +159,7 @@ def _analyst_query(settings: Settings, backend: str, url: str | None) -> int:
                               FROM attendance a JOIN courses c USING (unit_code, course_code)""").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_analysts_query_while_three_uploads_load(settings: Settings, warehouse_backend: str,
                                                  warehouse_url: str | None) -> None:
     """An analyst loop runs while three uploads load in another process: no query fails, the loads

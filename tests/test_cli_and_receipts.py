@@ -49,6 +49,7 @@ def test_help_loads_no_library_and_a_command_only_its_own_module(tmp_path: Path)
     assert (code, feeds, publish) == ("0", "False", "False")
 
 
+@pytest.mark.slow
 def test_units_and_exceptions_commands(home: Path) -> None:
     assert cli(home, "units", "add", "T001", "--name", "國立臺灣師範大學", "--channel", "file", "--state",
                "production", "--joined", "2017-01-01").returncode == 0
@@ -206,6 +207,7 @@ def test_an_unwritable_outbox_commits_reports_and_a_resend_restores(settings) ->
     assert not list(settings.outbox.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_the_same_file_sent_twice_at_the_same_moment_loads_once(settings, tmp_path: Path) -> None:
     """Two real processes released together by a barrier file: one loads, the other is F08 with a
     receipt of its own; one `loaded` row; no finding doubled. (DuckDB: the second waits for the file.)"""
@@ -258,6 +260,7 @@ def test_stale_staged_receipts_are_swept(settings) -> None:
     assert fresh.exists() and other.exists()
 
 
+@pytest.mark.slow
 def test_a_busy_duckdb_warehouse_is_waited_for_then_exit_75(settings, warehouse_backend: str) -> None:
     """A second process on the DuckDB file (an ingest, `stats`, …) waits up to INSERVICE_LOCK_TIMEOUT,
     then one line and exit 75; the file stays in the inbox, no receipt. Released, it proceeds."""
@@ -283,6 +286,7 @@ def test_a_busy_duckdb_warehouse_is_waited_for_then_exit_75(settings, warehouse_
     assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "loaded"
 
 
+@pytest.mark.slow
 def test_a_writer_released_within_the_timeout_is_waited_for(settings, warehouse_backend: str) -> None:
     if warehouse_backend != "duckdb":
         pytest.skip("DuckDB's file lock")

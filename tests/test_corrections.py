@@ -354,6 +354,7 @@ def test_attendance_add_remove_hours_with_masked_ids_and_no_raw_id_anywhere(load
 
 
 # --- history ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_history_reconstructs_a_course_before_and_after_corrections_and_withdrawals(loaded: Settings) -> None:
     key = Pseudonymiser(load_key(loaded.home)).one
     apply(loaded, book(loaded.inbox / "_corrections" / "h.xlsx", [
@@ -430,6 +431,7 @@ def test_promotion_copies_nothing_and_the_resend_is_not_a_duplicate(settings: Se
         ("testing", "production", "promote", "臺教師(三)字第1060090001號")]
 
 
+@pytest.mark.slow
 def test_sealing_lists_then_seals_only_when_confirmed_and_a_sealed_unit_reapplies(settings: Settings) -> None:
     assert upload(settings, "T001")["status"] == "loaded"  # received 2017-06-03: in the default window
     listed = run_cli(settings, "units", "seal-dormant", "--json")
