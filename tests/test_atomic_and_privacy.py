@@ -29,6 +29,7 @@ def run_cli(settings, *args: str, failpoint: str | None = None) -> subprocess.Co
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failpoint", ["merge.after_courses", "merge.before_commit"])
 def test_killed_mid_load_leaves_nothing_and_rerun_loads_whole(settings, failpoint: str) -> None:
     exp, src = load_expected(FIXTURES / "defects-xlsx")
@@ -107,6 +108,7 @@ def test_pseudonym_key_is_generated_once_with_mode_0600(settings) -> None:
     assert load_key(settings.home).decode() == first
 
 
+@pytest.mark.slow
 def test_json_cli_contract(settings) -> None:
     path = drop(settings, FIXTURES / "defects-xml" / "T001" / "T001_201705.xml")
     out = run_cli(settings, "ingest", str(path), "--received-at", "2017-06-06T00:00:00+08:00", "--json")

@@ -154,6 +154,7 @@ def uploads(settings) -> list[tuple]:
                                  ORDER BY processed_at""").fetchall()
 
 
+@pytest.mark.slow
 def test_killed_between_commit_and_receipt_a_resend_restores_the_receipt(settings) -> None:
     """SIGKILL after the commit, before the receipt is renamed into place: the rows are in, no
     receipt. The re-send is F08 and writes the original receipt again, byte for byte what was meant."""

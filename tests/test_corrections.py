@@ -273,6 +273,7 @@ def test_the_same_workbook_twice_applies_nothing_twice(loaded: Settings) -> None
     assert "once.xlsx" in listing.stdout and "twice.xlsx" in listing.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failpoint", ["corrections.after_first_row", "corrections.before_commit"])
 def test_a_crash_mid_workbook_leaves_it_unprocessed_and_a_rerun_applies_it(loaded: Settings, failpoint: str) -> None:
     path = book(loaded.inbox / "_corrections" / "crash.xlsx", [
