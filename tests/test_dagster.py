@@ -88,6 +88,7 @@ def key(unit: str, month: str = "2017-05") -> dg.MultiPartitionKey:
 
 
 # --- definitions ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a `dagster` process
 def test_workspace_validates_with_the_dagster_cli(tmp_path: Path) -> None:
     env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path),
            "DAGSTER_DISABLE_TELEMETRY": "1"}
