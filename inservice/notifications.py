@@ -354,9 +354,8 @@ def _cmd_mail(args, settings: Settings) -> int:
     return 0
 
 
-def register(sub) -> None:
+def arguments(command: str, p) -> None:
     """`inservice mail receipts | reminders [--today D] | digest [--day D]` (what the Dagster jobs run)."""
-    p = sub.add_parser("mail", help="queue and send the partners' and staff's e-mails (mail_outbox)")
     msub = p.add_subparsers(dest="mail_cmd", required=True)
     msub.add_parser("receipts", help="receipts of uploads and feed runs not yet mailed; then send what is pending")
     r = msub.add_parser("reminders", help="missing-month reminders (the schedule runs it on the 6th)")

@@ -28,6 +28,7 @@ aiosmtpd = pytest.importorskip("aiosmtpd")
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 PASSWORD = "s3cret-smtp-pw"
 
 

@@ -34,6 +34,7 @@ from inservice.schemas.fields import ATTENDANCE, COURSE, FILE_EXTENSIONS, Kind
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED, drop, fixture_cases, load_expected, table_snapshot
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 CASES = [c for c in fixture_cases() if "access" not in str(c)]
 FIELDS = {(rt.name, f.code): f for rt in (COURSE, ATTENDANCE) for f in rt.fields}
 PHONE, EMAIL = "02-7736-7890", "inservice-help@example.org"

@@ -92,10 +92,14 @@ def cmd_contacts(args: argparse.Namespace, settings: object) -> int:
     return 0
 
 
-def register_units_command(units_sub: argparse._SubParsersAction) -> None:
-    """`units contacts` under the CLI's `units` command."""
-    p = units_sub.add_parser("contacts", help="a unit's contact e-mails (receipts, reminders)")
-    p.add_argument("unit")
-    p.add_argument("--add", action="append", metavar="EMAIL", help="add an address (repeatable)")
-    p.add_argument("--remove", action="append", metavar="EMAIL", help="remove an address (repeatable)")
-    p.add_argument("--history", action="store_true", help="every address ever, with who added or removed it")
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """`units contacts` under the CLI's `units` command (cli.COMMANDS)."""
+    if command != "units":
+        return
+    usub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    c = usub.add_parser("contacts", help="a unit's contact e-mails (receipts, reminders)")
+    c.add_argument("unit")
+    c.add_argument("--add", action="append", metavar="EMAIL", help="add an address (repeatable)")
+    c.add_argument("--remove", action="append", metavar="EMAIL", help="remove an address (repeatable)")
+    c.add_argument("--history", action="store_true", help="every address ever, with who added or removed it")
+    c.set_defaults(func=cmd_contacts)
