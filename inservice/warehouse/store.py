@@ -360,21 +360,62 @@ class Warehouse:
 
     def _upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
                 source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
-        """Set-based upsert: history and update for rows whose content differs, then insert the new
-        keys (anti-join). No enforced key: the anti-join keeps keys unique, an asset check proves it."""
+        """Set-based upsert bounded by the stage: history and update for rows whose content differs,
+        then insert the new keys (anti-join). No enforced key: the anti-join keeps keys unique, an
+        asset check proves it.
+
+        The warehouse is read once, for the rows of the stage's (unit_code, course_code) pairs
+        (`_near`); history, update and anti-join then work on that small set, never on the whole
+        table, so an upload costs what it carries, not what the warehouse holds."""
+        if not self.con.execute(f"SELECT count(*) FROM {stage}").fetchall()[0][0]:
+            return 0, 0
+        cols = self._near(target, stage)
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
-        self._history(target, f"FROM {target} t JOIN {stage} s ON {on} WHERE {differs}", action,
+        old = f"(SELECT {cols} FROM merge_near) t"  # the target's columns only: history's JSON as before
+        self._history(target, f"FROM {old} JOIN {stage} s ON {on} WHERE {differs}", action,
                       ROW_JSON.format("t"), ROW_JSON.format("s"), source, now)
-        sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
-        updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
-            FROM {stage} s WHERE {on} AND ({differs})""", [source.id, now]).fetchone()[0]
+        updated = 0
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_changed AS SELECT t._rid, s.*
+            FROM merge_near t JOIN {stage} s ON {on} WHERE {differs}""")
+        if self.con.execute("SELECT count(*) FROM merge_changed").fetchall()[0][0]:
+            sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
+            # DuckDB: by row id, which prunes the scan to the changed rows' row groups; PostgreSQL: by
+            # the key, through its unique index
+            match = on if self.backend == POSTGRESQL else "t.rowid = s._rid"
+            updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
+                FROM merge_changed s WHERE {match}""", [source.id, now]).fetchone()[0]
         all_cols = [*keys, *columns]
         names = ", ".join(f'"{c}"' for c in all_cols)
         inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at, first_loaded_at)
             SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ?, ? FROM {stage} s
-            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [source.id, now, now]).fetchone()[0]
+            WHERE NOT EXISTS (SELECT 1 FROM merge_near t WHERE {on})""", [source.id, now, now]).fetchone()[0]
+        for temp in ("merge_near", "merge_changed"):
+            self.con.execute(f"DROP TABLE IF EXISTS {temp}").fetchall()
         return int(inserted), int(updated)
+
+    def _near(self, target: str, stage: str) -> str:
+        """`merge_near`: the target's rows of the (unit_code, course_code) pairs the stage carries, with
+        `_rid`, their row id; returns the target's column list. Every key of both tables starts with
+        that pair, so these are all the rows the stage can match. DuckDB reads the two key columns
+        first (a narrow scan, pruned by zone maps where the table is sorted by key, as a backfill
+        leaves it) and then fetches whole rows by row id; PostgreSQL walks its key index."""
+        con = self.con
+        result = con.execute(f"SELECT * FROM {target} LIMIT 0")
+        names = [d[0] for d in result.description]
+        result.fetchall()  # DuckDB refuses other work beside an unfinished result
+        cols = ", ".join(f'"{c}"' for c in names)
+        pairs = f"SELECT DISTINCT unit_code, course_code FROM {stage}"
+        if self.backend == POSTGRESQL:
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_near AS SELECT t.ctid AS _rid, {cols} FROM {target} t
+                WHERE (t.unit_code, t.course_code) IN ({pairs})""")
+            return cols
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_rids AS SELECT t.rowid AS _rid FROM {target} t
+            WHERE (t.unit_code, t.course_code) IN ({pairs})""")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_near AS SELECT t.rowid AS _rid, {cols} FROM {target} t
+            WHERE t.rowid IN (SELECT _rid FROM merge_rids)""")
+        con.execute("DROP TABLE merge_rids").fetchall()
+        return cols
 
     def table(self, sql: str, params: list | None = None) -> pa.Table:
         return self.con.sql(sql, params=params).to_arrow_table()
