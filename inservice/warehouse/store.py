@@ -77,7 +77,7 @@ class MergeCounts:
 class Source:
     """Where a change came from, as the history records it."""
 
-    kind: str  # "upload" | "feed" | "correction"
+    kind: str  # "upload" | "feed" | "correction" | "backfill"
     id: str  # upload id, feed-day id, or correction row id
     letter_no: str | None = None  # approval letter (corrections)
 
@@ -152,14 +152,18 @@ class Warehouse:
 
     # --- unit register -------------------------------------------------------------------------
     def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
+        with self.transaction():
+            self.insert_unit(code, name, channel, state, joined)
+
+    def insert_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
+        """`add_unit` inside the caller's transaction (the backfill registers units with its rows)."""
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
         if not re.fullmatch(UNIT_CODE, code):  # it names an inbox folder too
             raise WarehouseError(f"unit code {code!r} is not an upper-case letter and 3–9 letters or digits")
         if self.unit(code) is not None:  # a state change needs a letter and goes to the log
             raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
-        with self.transaction():
-            self.con.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, now())", [code, name, channel, state, joined])
+        self.con.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, now())", [code, name, channel, state, joined])
 
     def unit(self, code: str) -> Unit | None:
         row = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units WHERE unit_code = ?",
@@ -411,7 +415,7 @@ class Warehouse:
                 WHERE (t.unit_code, t.course_code) IN ({pairs})""")
             return cols
         con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_rids AS SELECT t.rowid AS _rid FROM {target} t
-            WHERE (t.unit_code, t.course_code) IN ({pairs})""")
+            SEMI JOIN ({pairs}) k USING (unit_code, course_code)""")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_near AS SELECT t.rowid AS _rid, {cols} FROM {target} t
             WHERE t.rowid IN (SELECT _rid FROM merge_rids)""")
         con.execute("DROP TABLE merge_rids").fetchall()
@@ -448,12 +452,39 @@ class AreaState:
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
-        self.con.register("wanted_pairs", organizer_titles)
+        """Sessions of these (organizer, title) pairs with their attendees. PostgreSQL joins through
+        its indexes; DuckDB finds the courses first, then their attendance rows' ids by the two key
+        columns alone, then reads those rows (the attendance table is never joined whole)."""
+        if backend_of(self.con) == POSTGRESQL:
+            self.con.register("wanted_pairs", organizer_titles)
+            try:
+                return self.con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title,
+                    c.start_date, c.end_date, a.teacher_key
+                    FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
+                    JOIN {self.schema}.attendance a USING (unit_code, course_code)
+                    WHERE NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
+            finally:
+                self.con.unregister("wanted_pairs")
+        con = self.con
+        con.register("wanted_pairs", organizer_titles)
         try:
-            return self.con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title,
-                c.start_date, c.end_date, a.teacher_key
+            found = con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title, c.start_date, c.end_date
                 FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
-                JOIN {self.schema}.attendance a USING (unit_code, course_code)
-                WHERE NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
+                WHERE NOT coalesce(c.is_deleted, false)""").to_arrow_table()
         finally:
-            self.con.unregister("wanted_pairs")
+            con.unregister("wanted_pairs")
+        con.register("session_courses", found)
+        try:
+            rids = con.sql(f"""SELECT a.rowid AS rid FROM {self.schema}.attendance a
+                SEMI JOIN session_courses USING (unit_code, course_code)""").to_arrow_table()
+            con.register("session_rids", rids)
+            try:  # by row id alone: joined here, DuckDB would scan the whole table again
+                att = con.sql(f"""SELECT unit_code, course_code, teacher_key FROM {self.schema}.attendance
+                    WHERE rowid IN (SELECT rid FROM session_rids)
+                    AND NOT coalesce(is_deleted, false)""").to_arrow_table()
+            finally:
+                con.unregister("session_rids")
+        finally:
+            con.unregister("session_courses")
+        return att.join(found, ["unit_code", "course_code"]).select(
+            ["unit_code", "course_code", "organizer", "title", "start_date", "end_date", "teacher_key"])
