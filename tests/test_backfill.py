@@ -243,3 +243,25 @@ def test_killed_run_continues_to_the_same_result(settings: Settings, tmp_path: P
     m1 = json.loads((Path(report["archive"]["folder"]) / "manifest.json").read_text(encoding="utf-8"))
     m2 = json.loads((Path(json.loads(whole.stdout)["archive"]["folder"]) / "manifest.json").read_text(encoding="utf-8"))
     assert m1["files"] == m2["files"] and m1["files"]
+
+
+def test_dagster_job_materializes_the_reconciliation(settings: Settings, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from inservice.pipelines.definitions import defs
+
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", KEY)
+    source = write_folder(tmp_path / "legacy")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("legacy_backfill").execute_in_process(
+            run_config={"ops": {"legacy_archive": {"config": {"source": str(source), "batch_rows": 6}}}},
+            instance=instance)
+        assert result.success
+        [mat] = result.get_asset_materialization_events()
+        meta = {k: v.value for k, v in mat.materialization.metadata.items()}
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message and "chunk " in e.message]
+    assert (meta["rows_read"], meta["loaded"], meta["archived"], meta["refused"]) == (33, 22, 5, 6)
+    assert meta["balanced"] is True and meta["refused_by_rule"] == EXPECTED_RULES
+    assert Path(meta["archive_manifest"]).exists() and Path(meta["reconciliation"]).exists()
+    assert len(logs) == meta["chunks"] > 1  # progress: one line a chunk

@@ -139,7 +139,7 @@ class FolderReader:
         select = ", ".join(f'{expr} AS "{code}"' for code, expr in text.items())
         cur = self.con.cursor()
         try:
-            reader = cur.execute(f"SELECT {select} FROM {self.source._scan(rt)} ORDER BY {order}").to_arrow_reader(
+            reader = cur.sql(f"SELECT {select} FROM {self.source._scan(rt)} ORDER BY {order}").to_arrow_reader(
                 self.source.chunk_rows)
             first_row = 1
             for batch in reader:
