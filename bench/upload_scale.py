@@ -6,7 +6,8 @@ rows (default 5,000,000; 31,000,000 is the network's size, use it on an idle mac
 XML file of unit U00001 (a generated file unit, registered with the same attributes in the empty
 warehouse): new courses of 100 attendees each, titles and organizers like the generator's, so the W05
 look-up has sessions to find. Every run starts from the same warehouse (DuckDB: a copy of the file made
-before the run; PostgreSQL: the run's rows deleted afterwards), and uploads a file of its own.
+before the run; PostgreSQL: the run's rows deleted afterwards), and uploads a file of its own; runs into
+the empty and the large warehouse alternate (a shared machine's load drifts).
 
 Modes: `default` runs the command as configured (on DuckDB, the close refreshes the analysts' copy —
 item 2 of the issue, another branch's work); `no-analyst-copy` sets INSERVICE_ANALYST_COPY=0, which
@@ -164,10 +165,9 @@ def main() -> int:
     for mode in modes:
         env = {**base_env, "INSERVICE_ANALYST_COPY": "0" if mode == "no-analyst-copy" else "1"}
         for n in sizes:
-            med = {}
-            for state, base in bases.items():
-                times = []
-                for r in range(args.repeat):
+            times: dict[str, list[float]] = {state: [] for state in bases}
+            for r in range(args.repeat):  # empty and big alternate: a machine whose load drifts skews both alike
+                for state, base in bases.items():
                     home = work / "run"
                     shutil.rmtree(home, ignore_errors=True)
                     home.mkdir()
@@ -175,8 +175,8 @@ def main() -> int:
                     file = home / "inbox" / UNIT / files[(n, r)].name
                     file.parent.mkdir(parents=True)
                     shutil.copy(files[(n, r)], file)
-                    times.append(run_ingest(home, file, env))
-                med[state] = record(f"duckdb {mode} {n:,} rows into {state}", times)
+                    times[state].append(run_ingest(home, file, env))
+            med = {state: record(f"duckdb {mode} {n:,} rows into {state}", t) for state, t in times.items()}
             ratio = med["big"] / med["empty"]
             results["runs"][f"duckdb {mode} {n} ratio"] = round(ratio, 2)
             print(f"  ratio {args.rows:,}-row / empty warehouse: {ratio:.2f}x", flush=True)
@@ -194,16 +194,15 @@ def main() -> int:
                 print(f"copying the {state} warehouse into PostgreSQL {db}", flush=True)
                 pg_copy(bases[state], url, ["units", "courses", "attendance", "uploads", "findings"])
             for n in sizes:
-                med = {}
-                for state, db in dbs.items():
-                    env = {**base_env, "INSERVICE_WAREHOUSE_URL": f"{PG}/{db}"}
-                    times = []
-                    for r in range(args.repeat):
+                times = {state: [] for state in dbs}
+                for r in range(args.repeat):
+                    for state, db in dbs.items():
+                        env = {**base_env, "INSERVICE_WAREHOUSE_URL": f"{PG}/{db}"}
                         home = work / f"pg-{state}"
                         file = home / "inbox" / UNIT / files[(n, r)].name
                         file.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy(files[(n, r)], file)
-                        times.append(run_ingest(home, file, env))
+                        times[state].append(run_ingest(home, file, env))
                         shutil.rmtree(home / "outbox", ignore_errors=True)
                         with psycopg2.connect(f"{PG}/{db}") as pg, pg.cursor() as cur:  # back to the same state
                             for table in ("attendance", "courses", "history"):
@@ -215,7 +214,7 @@ def main() -> int:
                             cur.execute("DELETE FROM upload_receipts WHERE upload_id LIKE %s", [f"{UNIT}-%"])
                             cur.execute("DELETE FROM uploads WHERE unit_code = %s AND file_name LIKE %s",
                                         [UNIT, f"{UNIT}_%.xml"])
-                    med[state] = record(f"postgresql {n:,} rows into {state}", times)
+                med = {state: record(f"postgresql {n:,} rows into {state}", t) for state, t in times.items()}
                 ratio = med["big"] / med["empty"]
                 results["runs"][f"postgresql {n} ratio"] = round(ratio, 2)
                 print(f"  ratio {args.rows:,}-row / empty warehouse: {ratio:.2f}x", flush=True)
