@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from inservice.backfill.source import Counts, LegacySource, SourceError, key_of
+from inservice.backfill.source import MEMORY, Counts, LegacySource, SourceError, key_of
 from inservice.config import TAIPEI, Settings
 from inservice.loaders.base import ROW, RawUpload, canonical_schema
 from inservice.schemas.fields import ATTENDANCE, COURSE, UNIT_CODE, RecordType
@@ -218,6 +218,8 @@ class Backfill:
         self.cutoff = settings.archive_cutoff
         self.run_id = hashlib.sha256(f"{source.fingerprint}|{self.cutoff}".encode()).hexdigest()[:16]
         self.pseudonymiser = Pseudonymiser(warehouse_key(settings.home, warehouse))
+        if warehouse.backend == "duckdb":  # its buffer cache would otherwise grow with the warehouse
+            warehouse.con.execute(f"SET memory_limit = '{MEMORY}'")
         self.batch_rows, self.started_at, self.finished = self._run_row(batch_rows or BATCH_ROWS)
         self.received_on = self.started_at.astimezone(TAIPEI).date()
         self.folder = settings.home / "backfill" / self.run_id
@@ -383,19 +385,19 @@ class Backfill:
         keep = sorted(i for lst in firsts["n_list"].to_pylist() for i in lst[:SAMPLES_PER_RULE])
         picked = picked.take(pa.array(keep, pa.int64()))
         f = for_analysts(findings.filter(pc.equal(findings["record"], record)))
-        rows_out = []
         by_key = {}
         for r in f.select(["row", "rule", "course_code", "message_zh", "message_en"]).to_pylist():
             by_key.setdefault((r["row"], r["rule"]), r)
-        index = {r: i for i, r in enumerate(table[ROW].to_pylist())} if picked.num_rows else {}
-        masked = table["id_masked"] if "id_masked" in table.column_names else None
-        units = table["unit_code"]
-        for row, rule_ in zip(picked["row"].to_pylist(), picked["rule"].to_pylist(), strict=True):
+        at = pc.index_in(picked["row"], table[ROW])  # positions of the picked rows in the table
+        units = pc.take(table["unit_code"], at).to_pylist()
+        masked = (pc.take(table["id_masked"], at).to_pylist() if "id_masked" in table.column_names
+                  else [None] * picked.num_rows)
+        rows_out = []
+        for row, rule_, unit, id_masked in zip(picked["row"].to_pylist(), picked["rule"].to_pylist(), units, masked,
+                                               strict=True):
             hit = by_key.get((row, rule_), {})
-            i = index[row]
             rows_out.append({"run_id": self.run_id, "chunk": k, "record": record, "row": row, "rule": rule_,
-                             "unit_code": units[i].as_py(), "course_code": hit.get("course_code"),
-                             "id_masked": masked[i].as_py() if masked is not None else None,
+                             "unit_code": unit, "course_code": hit.get("course_code"), "id_masked": id_masked,
                              "message_zh": hit.get("message_zh"), "message_en": hit.get("message_en")})
         return pa.Table.from_pylist(rows_out, schema=_SAMPLE_SCHEMA)
 

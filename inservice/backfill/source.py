@@ -9,6 +9,8 @@ read, so a re-run after a kill continues where the last committed chunk ended.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from inservice.loaders.base import ROW, UploadRefused, canonical_table, fold_hea
 from inservice.schemas.fields import ATTENDANCE, COURSE, RecordType
 
 FOLDERS = {COURSE.name: COURSE.feed_table, ATTENDANCE.name: ATTENDANCE.feed_table}  # inservice_courses/…
+MEMORY = os.environ.get("INSERVICE_BACKFILL_DUCKDB_MEMORY", "1GB")  # each DuckDB of a backfill (sort, warehouse)
 
 
 class SourceError(OperatorError):
@@ -89,12 +92,14 @@ class FolderSource(LegacySource):
 
     @contextmanager
     def open(self) -> Iterator[FolderReader]:
-        con = duckdb.connect()
-        try:
-            con.execute("SET preserve_insertion_order = true")
-            yield FolderReader(self, con)
-        finally:
-            con.close()
+        # the key-order sort spills past MEMORY into a private folder (it holds the source's raw rows),
+        # removed however the run ends but a kill; a killed run's is in the system's temp folder, 0700
+        with tempfile.TemporaryDirectory(prefix="inservice-backfill-sort-") as spill:
+            con = duckdb.connect(config={"memory_limit": MEMORY, "temp_directory": spill})
+            try:
+                yield FolderReader(self, con)
+            finally:
+                con.close()
 
 
 class FolderReader:
