@@ -208,11 +208,12 @@ def main() -> int:
                             for table in ("attendance", "courses", "history"):
                                 cur.execute(f"DELETE FROM main.{table} WHERE unit_code = %s AND course_code LIKE 'B%%'",
                                             [UNIT])
-                            cur.execute("DELETE FROM findings WHERE upload_id IN (SELECT upload_id FROM uploads "
-                                        "WHERE unit_code = %s AND channel = 'file' AND file_name LIKE %s)",
+                            cur.execute("DELETE FROM main.findings WHERE upload_id IN (SELECT upload_id "
+                                        "FROM main.uploads WHERE unit_code = %s AND channel = 'file' "
+                                        "AND file_name LIKE %s)",
                                         [UNIT, f"{UNIT}_%.xml"])
-                            cur.execute("DELETE FROM upload_receipts WHERE upload_id LIKE %s", [f"{UNIT}-%"])
-                            cur.execute("DELETE FROM uploads WHERE unit_code = %s AND file_name LIKE %s",
+                            cur.execute("DELETE FROM main.upload_receipts WHERE upload_id LIKE %s", [f"{UNIT}-%"])
+                            cur.execute("DELETE FROM main.uploads WHERE unit_code = %s AND file_name LIKE %s",
                                         [UNIT, f"{UNIT}_%.xml"])
                 med = {state: record(f"postgresql {n:,} rows into {state}", t) for state, t in times.items()}
                 ratio = med["big"] / med["empty"]
