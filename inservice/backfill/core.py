@@ -429,27 +429,29 @@ class Backfill:
                 os.replace(tmp, path)
 
     def _seal(self) -> None:
-        """The manifest (rows and SHA-256 per file), then every file and folder read-only."""
+        """The manifest (rows and SHA-256 per file), then every file and folder read-only. A run killed
+        while sealing is sealed by the next one (the manifest is written once, the modes again)."""
         manifest_path = self.archive / "manifest.json"
-        if manifest_path.exists():
-            return  # sealed by an earlier run of this backfill (killed before it recorded the end)
         self.archive.mkdir(parents=True, exist_ok=True)
-        files = []
-        for path in sorted(self.archive.rglob("*.parquet")):
-            data = path.read_bytes()
-            rel = path.relative_to(self.archive)
-            files.append({"path": str(rel), "table": rel.parts[0], "year": rel.parts[1].split("=", 1)[1],
-                          "rows": pq.read_metadata(path).num_rows, "sha256": hashlib.sha256(data).hexdigest(),
-                          "bytes": len(data)})
-        for tmp in self.archive.rglob(".*.tmp"):
-            tmp.unlink()
-        manifest = {"run_id": self.run_id, "source": self.source.description, "cutoff": self.cutoff.isoformat(),
-                    "layout": "<table>/year=YYYY/part-<chunk>.parquet (Hive partitions by the course's start year)",
-                    "rows": {t: sum(f["rows"] for f in files if f["table"] == t) for t in ("courses", "attendance")},
-                    "files": files}
-        tmp = self.archive / ".manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, manifest_path)
+        if not manifest_path.exists():
+            for tmp in self.archive.rglob(".*.tmp"):  # a killed chunk's unfinished file
+                tmp.unlink()
+            files = []
+            for path in sorted(self.archive.rglob("*.parquet")):
+                data = path.read_bytes()
+                rel = path.relative_to(self.archive)
+                files.append({"path": str(rel), "table": rel.parts[0], "year": rel.parts[1].split("=", 1)[1],
+                              "rows": pq.read_metadata(path).num_rows, "sha256": hashlib.sha256(data).hexdigest(),
+                              "bytes": len(data)})
+            manifest = {"run_id": self.run_id, "source": self.source.description, "cutoff": self.cutoff.isoformat(),
+                        "layout": "<table>/year=YYYY/part-<chunk>.parquet (Hive partitions by the course's start "
+                                  "year)",
+                        "rows": {t: sum(f["rows"] for f in files if f["table"] == t)
+                                 for t in ("courses", "attendance")},
+                        "files": files}
+            tmp = self.archive / ".manifest.json.tmp"
+            tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+            os.replace(tmp, manifest_path)
         for path in sorted(self.archive.rglob("*"), key=lambda p: -len(p.parts)):
             path.chmod(0o555 if path.is_dir() else 0o444)
         self.archive.chmod(0o555)
