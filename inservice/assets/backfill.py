@@ -11,9 +11,10 @@ the same source: committed chunks are skipped.
 import dagster as dg
 from pydantic import Field
 
-from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, refused
+from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, access_metadata, refused
 from inservice.backfill.core import Progress, run_backfill
 from inservice.backfill.source import SourceError
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
 
@@ -55,15 +56,17 @@ def legacy_archive(context: dg.AssetExecutionContext, config: BackfillConfig,
         context.log.info(f"chunk {p.chunk}: {p.rows_read:,}/{p.rows_total:,} rows ({share:.1%}), loaded {p.loaded:,}, "
                          f"archived {p.archived:,}, refused {p.refused:,}, {p.seconds:.0f} s")
 
+    settings = inservice.settings()
+    session = WriteSession(settings)  # held: its analysts' refresh is shown below
     try:
-        report = run_backfill(inservice.settings(), config.source, config.batch_rows or None, progress)
+        report = run_backfill(settings, config.source, config.batch_rows or None, progress, session)
     except SourceError as exc:
         raise refused(exc) from exc
     except TRANSIENT_ERRORS:
         raise
     context.log.info(f"backfill {report['run_id']}: {report['rows_read']:,} read = {report['loaded']:,} loaded + "
                      f"{report['archived']:,} archived + {report['refused']:,} refused")
-    return dg.MaterializeResult(metadata=backfill_metadata(report))
+    return dg.MaterializeResult(metadata={**backfill_metadata(report), **access_metadata(session.refresh)})
 
 
 BACKFILL_ASSETS = [legacy_archive]

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from inservice.backfill.source import MEMORY, Counts, LegacySource, SourceError, key_of
+from inservice.backfill.source import MEMORY, Counts, LegacySource, SourceError, key_of, legacy_source
 from inservice.config import TAIPEI, Settings
 from inservice.loaders.base import ROW, RawUpload, canonical_schema
 from inservice.schemas.fields import ATTENDANCE, COURSE, UNIT_CODE, RecordType
@@ -51,6 +51,7 @@ from inservice.validations import normalize
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Context, Validated, validate
 from inservice.validations.findings import for_analysts
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Source, Warehouse, failpoint
 
 BATCH_ROWS = int(os.environ.get("INSERVICE_BACKFILL_BATCH_ROWS", "200000"))  # rows of either table per chunk
@@ -218,7 +219,7 @@ class Backfill:
         self.cutoff = settings.archive_cutoff
         self.run_id = hashlib.sha256(f"{source.fingerprint}|{self.cutoff}".encode()).hexdigest()[:16]
         self.pseudonymiser = Pseudonymiser(warehouse_key(settings.home, warehouse))
-        if warehouse.backend == "duckdb":  # its buffer cache would otherwise grow with the warehouse
+        if warehouse.backend.embedded:  # its buffer cache would otherwise grow with the warehouse
             warehouse.con.execute(f"SET memory_limit = '{MEMORY}'")
         self.batch_rows, self.started_at, self.finished = self._run_row(batch_rows or BATCH_ROWS)
         self.received_on = self.started_at.astimezone(TAIPEI).date()
@@ -562,12 +563,11 @@ def verify_archive(folder: Path) -> list[str]:
 
 
 def run_backfill(settings: Settings, source_text: str, batch_rows: int | None = None,
-                 progress: Callable[[Progress], None] | None = None) -> dict:
-    """Open the warehouse, migrate (or continue migrating) the legacy source; returns the reconciliation."""
-    from inservice.backfill.source import legacy_source
-
+                 progress: Callable[[Progress], None] | None = None, session: WriteSession | None = None) -> dict:
+    """Open the warehouse, migrate (or continue migrating) the legacy source; returns the reconciliation.
+    The session's end refreshes the analysts' access (pass one to read what the refresh did)."""
     source = legacy_source(source_text)
-    with Warehouse(settings) as wh:
+    with session or WriteSession(settings) as wh:
         return Backfill(settings, wh, source, batch_rows, progress).run()
 
 
