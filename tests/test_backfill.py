@@ -23,6 +23,7 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id
 from tests.conftest import pg_database
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-backfill-pseudonym-key-0123456789abcdef"
 MOD = "2017-05-12 10:00:00"

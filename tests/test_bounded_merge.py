@@ -8,6 +8,8 @@ import random
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from inservice.config import TAIPEI, Settings
 from inservice.ingest import ingest_paths
 from inservice.validations.engine import Context, validate
@@ -16,6 +18,7 @@ from inservice.warehouse.store import Source, Warehouse
 from tests.builders import attendee, course, make_id, write_xml
 from tests.test_merge_history import raw
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 _RNG = random.Random(1818)
 IDS = [make_id(_RNG) for _ in range(12)]
 FILLER_IDS = [make_id(_RNG) for _ in range(40)]

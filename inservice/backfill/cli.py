@@ -44,9 +44,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backfill", help="migrate the legacy archive (a database URL, or a folder holding "
-                                        "inservice_courses/ and inservice_attendance/ as Parquet or CSV)")
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `inservice backfill` (the CLI's hook, cli.COMMANDS)."""
     p.add_argument("source", help="postgresql://… (or mysql://, mssql://) or a folder")
     p.add_argument("--batch-rows", type=int, help="rows of either table per chunk (default "
                                                   "INSERVICE_BACKFILL_BATCH_ROWS or 200000; a re-run keeps the first "
