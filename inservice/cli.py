@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -14,27 +13,15 @@ from pathlib import Path
 from inservice import failures
 from inservice.config import Settings
 from inservice.errors import EX_TEMPFAIL, OperatorError
+from inservice.receipts import print_receipts
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
-
-
-def _print_receipts(receipts: list[dict], as_json: bool) -> None:
-    for r in receipts:
-        if as_json:
-            print(json.dumps(r, ensure_ascii=False, default=str))
-            continue
-        c, a = r["courses"], r["attendance"]
-        print(f"{r['file']}: {r['status']}{' ' + r['refusal'] if r['refusal'] else ''} — courses "
-              f"{c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} accepted, "
-              f"{len(r['findings'])} finding(s)")
-        for path in r.get("receipt_files", []):
-            print(f"  receipt: {path}")
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.ingest import ingest_paths
 
     receipts = ingest_paths([Path(p) for p in args.paths], settings, args.received_at, load=True)
-    _print_receipts(receipts, args.json)
+    print_receipts(receipts, args.json)
     lost = [r for r in receipts if r.get("receipt_error")]
     for r in lost:  # processed and committed, but the unit has no receipt yet: a re-send restores it
         print(f"inservice: {r['file']}: {r['receipt_error']}", file=sys.stderr)
@@ -45,7 +32,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.ingest import ingest_paths
 
     receipts = ingest_paths([Path(args.file)], settings, args.received_at, load=False)
-    _print_receipts(receipts, args.json)
+    print_receipts(receipts, args.json)
     return 0
 
 
@@ -110,7 +97,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     for path, receipt in zip(files, receipts, strict=True):  # as the sensor would: the inbox keeps nothing handled
         settle(settings, path.parent.name, path, receipt)
-    _print_receipts(receipts, False)
+    print_receipts(receipts, False)
     from inservice.warehouse.analyst import snapshot_path
     from inservice.warehouse.backend import WarehouseUrl
 

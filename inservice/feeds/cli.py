@@ -11,6 +11,7 @@ from pathlib import Path
 from inservice.config import Settings
 from inservice.errors import EX_TEMPFAIL  # 75: the partner could not be reached; try again later
 from inservice.feeds import register as feed_register
+from inservice.receipts import print_receipts
 from inservice.warehouse.store import Warehouse
 
 
@@ -43,9 +44,7 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from inservice.cli import _print_receipts
     from inservice.feeds.core import FeedNotRegistered, FeedUnavailable, run_feed
-    from inservice.ingest import public_receipt
 
     day = date.fromisoformat(args.day) if args.day else None
     try:
@@ -55,11 +54,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"inservice: {exc}", file=sys.stderr)
         return 1
     except FeedUnavailable as exc:
-        receipt, code = public_receipt(exc.receipt), EX_TEMPFAIL
+        receipt, code = exc.receipt, EX_TEMPFAIL
     if args.json:
         _print_json(receipt)
     else:
-        _print_receipts([receipt], False)
+        print_receipts([receipt], False)
         if receipt["findings_total"] > len(receipt["findings"]):
             print(f"  {receipt['findings_total']} finding(s) in all, listed in the receipt")
     return code

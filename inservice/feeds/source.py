@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -374,7 +374,7 @@ class PartnerReader:
     def notes(self) -> list[dict]:
         return [*self.courses.notes, *self.attendance.notes]
 
-    def stream(self, m: Mapped, since: datetime | None) -> Iterator[Chunk]:
+    def stream(self, m: Mapped, since: datetime | None) -> Generator[Chunk, None, None]:
         stmt = pull_query(m, self.conn.dialect.name, since)
         codes = list(m.columns)
         # PostgreSQL timestamptz as text ends in the session's offset (+08): the wall time is before it

@@ -238,7 +238,8 @@ class Warehouse:
         return bool(self.con.execute("SELECT 1 FROM uploads WHERE receipt_json = ?", [json_path]).fetchall())
 
     def receipt_document(self, upload_id: str) -> str | None:
-        """The JSON receipt as it was sent (upload_receipts), or None (feeds, or uploads before it was kept)."""
+        """The JSON receipt as it was sent (upload_receipts; a feed batch's copy holds that batch's
+        findings), or None (uploads before it was kept)."""
         rows = self.con.execute("SELECT receipt FROM upload_receipts WHERE upload_id = ? ORDER BY written_at DESC "
                                 "LIMIT 1", [upload_id]).fetchall()
         return rows[0][0] if rows else None
@@ -266,13 +267,14 @@ class Warehouse:
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str | None,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,
-                      ) -> MergeCounts:
-        """Write the upload row, its findings and (if loaded) its accepted rows, atomically.
+                      receipt: str | None = None) -> MergeCounts:
+        """Write the upload row, its findings, (if loaded) its accepted rows and (if given) its
+        receipt's JSON, atomically.
 
         `in_transaction` runs inside the same transaction (a feed's watermark: it moves with the
         rows it covers, or not at all)."""
         with self.transaction():
-            counts = self.write_upload(upload, findings, validated, area, now)
+            counts = self.write_upload(upload, findings, validated, area, now, receipt)
             if in_transaction is not None:
                 in_transaction(self.con)
             failpoint("merge.before_commit")
@@ -330,10 +332,10 @@ class Warehouse:
                 con.execute("""CREATE OR REPLACE TEMP TABLE live_a AS SELECT * FROM stage_a a WHERE NOT is_deleted
                     AND NOT EXISTS (SELECT 1 FROM gone_c g WHERE g.unit_code = a.unit_code
                                     AND g.course_code = a.course_code)""")
-            c_ins, c_upd = self._upsert(f"{schema}.courses", live_c, ["unit_code", "course_code"],
+            c_ins, c_upd = self.upsert(f"{schema}.courses", live_c, ["unit_code", "course_code"],
                                         [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, source, now)
             failpoint("merge.after_courses")
-            a_ins, a_upd = self._upsert(f"{schema}.attendance", live_a,
+            a_ins, a_upd = self.upsert(f"{schema}.attendance", live_a,
                                         ["unit_code", "course_code", "teacher_key"],
                                         [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, source, now)
         finally:
@@ -343,7 +345,7 @@ class Warehouse:
                 con.execute(f"DROP TABLE IF EXISTS {temp}")  # not kept until the next merge
         return MergeCounts(c_ins, c_upd, a_ins, a_upd, withdrawn_c, withdrawn_att)
 
-    def _history(self, target: str, select_from: str, action: str, before: str, after: str,
+    def record_history(self, target: str, select_from: str, action: str, before: str, after: str,
                  source: Source, now: datetime) -> None:
         schema, table = target.split(".")
         record = "course" if table == "courses" else "attendance"
@@ -354,17 +356,17 @@ class Warehouse:
 
     def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
         on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
-        self._history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
+        self.record_history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
                       source, now)
         return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchone()[0])
 
-    def _upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
+    def upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
                 source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
         """Set-based upsert: history and update for rows whose content differs, then insert the new
         keys (anti-join). No enforced key: the anti-join keeps keys unique, an asset check proves it."""
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
-        self._history(target, f"FROM {target} t JOIN {stage} s ON {on} WHERE {differs}", action,
+        self.record_history(target, f"FROM {target} t JOIN {stage} s ON {on} WHERE {differs}", action,
                       ROW_JSON.format("t"), ROW_JSON.format("s"), source, now)
         sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
         updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
