@@ -25,10 +25,10 @@ from pathlib import Path
 
 from inservice.channel import sha256_file
 from inservice.config import TAIPEI, Settings
+from inservice.errors import RetryLater
 from inservice.receipts import stamp
 from inservice.schemas.fields import UNIT_CODE
 from inservice.schemas.filenames import parse_file_name
-from inservice.warehouse.backend import TRANSIENT_ERRORS
 
 # A unit inbox folder: the spec's unit code. Anything else is not an inbox (and would not make a
 # valid partition key), so it is reported, not processed.
@@ -209,7 +209,7 @@ def registered_units(settings: Settings) -> set[str] | None:
             return set()
         with Warehouse(settings, read_only=True, wait=0) as wh:
             return {u.unit_code for u in wh.units()}
-    except TRANSIENT_ERRORS:
+    except RetryLater:  # WarehouseBusy, WarehouseUnreachable: the warehouse's own word for "not now"
         return None
 
 
