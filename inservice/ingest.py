@@ -43,8 +43,6 @@ from inservice.validations.national_id import IN_TEXT
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
-__all__ = ["Ingestor", "ingest_paths", "sha256_file"]  # sha256_file: the kernel's, for callers of this module
-
 LOG = logging.getLogger("inservice.ingest")
 
 

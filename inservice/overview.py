@@ -46,7 +46,8 @@ class UnitMonth:
     duplicate: int
     late: int
     feed_days: int
-    status: str = ""  # set once every count is known; in Chinese, for staff: 已載入／逾期載入／僅退件／未傳（逾期）／尚未到期／未登錄 …
+    # in Chinese, for staff: 已載入／逾期載入／僅退件／未傳（逾期）／尚未到期／未登錄 …
+    status: str = ""  # set once every count is known
 
 
 def _status(r: UnitMonth, overdue: bool) -> str:

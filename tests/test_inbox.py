@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from inservice.channel import sha256_file
 from inservice.config import Settings
 from inservice.inbox import (
     InboxCursor,
@@ -23,7 +24,6 @@ from inservice.inbox import (
     settle,
     waiting_or_refused,
 )
-from inservice.ingest import sha256_file
 from inservice.warehouse.backend import WarehouseUrlError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "inservice" / "sample_inbox"
@@ -238,8 +238,8 @@ def test_the_register_is_none_only_while_the_warehouse_is_busy_or_out_of_reach(s
     a wrong URL is not "now": it surfaces, for a person to fix."""
     assert registered_units(settings) == {"T001", "T002", "T003"}
     holder = subprocess.Popen(  # another process writing: DuckDB admits one
-        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-         "time.sleep(60)", str(settings.warehouse_path)], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(settings.warehouse_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         assert registered_units(settings) is None

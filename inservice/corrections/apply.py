@@ -32,6 +32,7 @@ import pyarrow as pa
 from inservice.channel import as_received_at, registered_unit, sha256_file
 from inservice.config import TAIPEI, Settings
 from inservice.corrections.reasons import REASONS
+from inservice.corrections.receipt import WorkbookReceipt, stage
 from inservice.corrections.workbook import LABELS, CorrectionRow, WorkbookRefused, read_workbook
 from inservice.loaders.base import RawUpload, UploadRefused, canonical_table, fold_header
 from inservice.receipts import discard, free_receipt_paths, publish
@@ -500,40 +501,33 @@ def processed_before(wh: Warehouse, content_hash: str) -> dict | None:
 
 def process_workbook(path: Path, settings: Settings, wh: Warehouse,
                      received_at: datetime | str | None = None) -> dict:
-    """Process one correction workbook; returns its receipt (also written as JSON + Excel)."""
-    from inservice.corrections.receipt import stage
-
+    """Process one correction workbook; returns its receipt's JSON object (also written as JSON + Excel)."""
     path = Path(path)
     warehouse_key(settings.home, wh)  # the warehouse's own key, or nothing is decided (PseudonymKeyError)
     received = as_received_at(received_at)
     content_hash = sha256_file(path)
-    receipt: dict = {
-        "file": path.name, "kind": "correction", "status": "processed", "refusal": None,
-        "received_at": received.isoformat(), "content_hash": content_hash, "sheet": None,
-        "rows": {"received": 0, "applied": 0, "refused": 0, "already_applied": 0}, "changes": [], "notes": [],
-    }
     # outbox/_corrections/<file>.<received>[-n].receipt.{json,xlsx}, never overwriting
     json_path, xlsx_path = free_receipt_paths(settings.outbox / FOLDER, path.name, received)
-    receipt["receipt_files"] = [str(json_path), str(xlsx_path)]
+    receipt = WorkbookReceipt(path.name, received.isoformat(), content_hash, [str(json_path), str(xlsx_path)])
     earlier = processed_before(wh, content_hash)
     if earlier is not None:  # the same bytes again: nothing is applied twice, nothing written
-        receipt["status"] = "duplicate"
+        receipt.status = "duplicate"
         name, when = earlier["file_name"], earlier["processed_at"]
-        receipt["notes"].append(f"與 {name}（{when}）內容相同，未再處理 / same content as {name} processed {when}; "
-                                "nothing applied again")
+        receipt.notes.append(f"與 {name}（{when}）內容相同，未再處理 / same content as {name} processed {when}; "
+                             "nothing applied again")
         publish(stage(receipt, json_path, xlsx_path))
-        return receipt
+        return receipt.document()
     try:
         book = read_workbook(path, settings.limits)
     except WorkbookRefused as exc:
-        receipt.update(status="refused", refusal=exc.code)
-        receipt["notes"].append(f"{exc.zh} / {exc.en}")
+        receipt.status, receipt.refusal = "refused", exc.code
+        receipt.notes.append(f"{exc.zh} / {exc.en}")
         book = None
     if book is not None:
-        receipt["sheet"] = book.sheet
+        receipt.sheet = book.sheet
         if book.ignored_columns:
             names = "、".join(book.ignored_columns)
-            receipt["notes"].append(f"未定義欄位，已略過：{names} / unknown column(s) ignored: {names}")
+            receipt.notes.append(f"未定義欄位，已略過：{names} / unknown column(s) ignored: {names}")
     staged = None
     try:
         with wh.transaction():
@@ -542,16 +536,14 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
                 for i, r in enumerate(book.rows):
                     d = run.decide(r)
                     run.record(d, datetime.now(TAIPEI))
-                    receipt["changes"].append(d.public())
+                    receipt.changes.append(d.public())
                     if d.status == "applied" and i == 0:
                         failpoint("corrections.after_first_row")
-            counts = receipt["rows"]
-            counts["received"] = len(receipt["changes"])
-            for status in ("applied", "refused", "already_applied"):
-                counts[status] = sum(1 for c in receipt["changes"] if c["status"] == status)
+            receipt.count()
+            counts = receipt.rows
             wh.con.execute("INSERT INTO correction_workbooks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                content_hash, path.name, received, receipt["status"], receipt["refusal"], counts["received"],
-                counts["applied"], counts["refused"], counts["already_applied"], str(json_path), str(xlsx_path),
+                content_hash, path.name, received, receipt.status, receipt.refusal, counts.received,
+                counts.applied, counts.refused, counts.already_applied, str(json_path), str(xlsx_path),
                 datetime.now(TAIPEI)])
             wh.con.execute("DROP TABLE IF EXISTS corr_stage")
             staged = stage(receipt, json_path, xlsx_path)  # published only once the rows are committed
@@ -561,7 +553,7 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
             discard(staged)
         raise
     publish(staged)
-    return receipt
+    return receipt.document()
 
 
 def process_paths(paths: list[Path], settings: Settings, received_at: str | None = None) -> list[dict]:
