@@ -16,7 +16,8 @@ from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, p
 from inservice.feeds import FeedNotRegistered, FeedUnavailable, run_feed
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
-FEED_UNITS = dg.DynamicPartitionsDefinition(name="feed_unit")
+FEED_UNIT_KEYS = "feed_unit"  # the dynamic partitions of feed units, by name
+FEED_UNITS = dg.DynamicPartitionsDefinition(name=FEED_UNIT_KEYS)
 FIRST_DAY = "2017-01-01"
 FEED_DAYS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="Asia/Taipei")
 FEED_PARTITIONS = dg.MultiPartitionsDefinition({"unit": FEED_UNITS, "day": FEED_DAYS})

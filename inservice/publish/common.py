@@ -16,6 +16,7 @@ import pyarrow as pa
 from inservice.config import TAIPEI
 from inservice.schemas import codelists
 from inservice.schemas.reference import schools
+from inservice.warehouse.backend import Connection
 from inservice.warehouse.ddl import Column, Table
 
 ALL = "*"  # the "all values" marker of the long stat tables (a total or subtotal row)
@@ -174,7 +175,7 @@ def fmt_value(value: object, kind: str) -> str:
     """Fixed text form of a cell (CSV and HTML): no float noise, so re-runs are byte-identical."""
     if value is None:
         return ""
-    if kind == "int":
+    if kind == "int" and isinstance(value, int | float | Decimal):
         return str(int(value))
     if kind in ("dec1", "dec2"):
         places = Decimal("0.1") if kind == "dec1" else Decimal("0.01")
@@ -308,7 +309,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_tables(con: Connection) -> None:
     for t in STAT_TABLES:
         cols = ", ".join(f'"{c.name}" {c.type}' for c in t.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS main.{t.name} ({cols})")

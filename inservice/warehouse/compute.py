@@ -79,7 +79,7 @@ class Compute:
             for table, where, params in self._pushes:
                 self.wh.con.execute(f"DELETE FROM {table} WHERE {where}", params)
                 rows = self.con.sql(f"SELECT * FROM {table} WHERE {where}", params=params).to_arrow_table()
-                with self.wh.con.cursor() as cur:  # type: ignore[union-attr]
+                with self.wh.con.cursor() as cur:
                     copy_in(cur, table, rows)
 
     def run(self, step: Callable[[Connection], None]) -> None:

@@ -206,7 +206,7 @@ def revoke_blocking_functions(con: PgConnection, role: str) -> None:
     con.execute(f'REVOKE EXECUTE ON FUNCTION {funcs} FROM "{role}"')
     con.execute(f"GRANT EXECUTE ON FUNCTION {funcs} TO {', '.join(sorted(loaders))}")
     if con.execute("SELECT has_function_privilege(?, 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE')",
-                   [role]).fetchone()[0]:
+                   [role]).fetchall()[0][0]:
         raise OperatorError(f"grant-analyst must be run by a superuser: only one can stop role {role} from "
                             f"taking advisory locks (pg_advisory_lock…) that would stall every load; nothing was "
                             f"changed")

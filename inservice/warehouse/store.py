@@ -107,7 +107,7 @@ class Warehouse:
             return Path(url.target).exists()
         con = connect(url, read_only=True)
         try:
-            return con.execute("SELECT to_regclass('main.units') IS NOT NULL").fetchone()[0]
+            return con.execute("SELECT to_regclass('main.units') IS NOT NULL").fetchall()[0][0]
         finally:
             con.close()
 
@@ -173,7 +173,7 @@ class Warehouse:
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
     def meta(self, name: str) -> str | None:
         if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
-                WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchone()[0]:
+                WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchall()[0][0]:
             return None  # a warehouse from before the table, opened read-only (a self-check)
         row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
         return row[0] if row else None
@@ -198,7 +198,7 @@ class Warehouse:
                       valid_until: date) -> int:
         with self.transaction():
             next_id = self.con.execute(
-                "SELECT coalesce(max(exception_id), 0) + 1 FROM archive_exceptions").fetchone()[0]
+                "SELECT coalesce(max(exception_id), 0) + 1 FROM archive_exceptions").fetchall()[0][0]
             self.con.execute("INSERT INTO archive_exceptions VALUES (?, ?, ?, ?, ?, ?, now())",
                              [next_id, unit, course_code, letter_no, letter_date, valid_until])
         return next_id
@@ -287,6 +287,8 @@ class Warehouse:
         findings are written)."""
         counts = MergeCounts()
         if validated is not None and upload["status"] == "loaded":
+            if area is None:  # only an unregistered unit's upload has none, and it is refused (F05)
+                raise WarehouseError(f"upload {upload['upload_id']}: rows to load but no area")
             kind = "feed" if upload.get("channel") == "db" else "upload"
             counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
         row = {**upload, **counts.__dict__}
@@ -358,7 +360,7 @@ class Warehouse:
         on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
         self.record_history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
                       source, now)
-        return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchone()[0])
+        return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchall()[0][0])
 
     def upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
                 source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
@@ -370,12 +372,12 @@ class Warehouse:
                       ROW_JSON.format("t"), ROW_JSON.format("s"), source, now)
         sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
         updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
-            FROM {stage} s WHERE {on} AND ({differs})""", [source.id, now]).fetchone()[0]
+            FROM {stage} s WHERE {on} AND ({differs})""", [source.id, now]).fetchall()[0][0]
         all_cols = [*keys, *columns]
         names = ", ".join(f'"{c}"' for c in all_cols)
         inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at, first_loaded_at)
             SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ?, ? FROM {stage} s
-            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [source.id, now, now]).fetchone()[0]
+            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [source.id, now, now]).fetchall()[0][0]
         return int(inserted), int(updated)
 
     def table(self, sql: str, params: list | None = None) -> pa.Table:
