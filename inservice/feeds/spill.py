@@ -86,9 +86,10 @@ class FindingsSpill:
             yield chunk
 
     def __iter__(self) -> Iterator[dict]:
-        return self._iter()
+        return self.iter_from(0)
 
-    def _iter(self, start: int = 0) -> Iterator[dict]:
+    def iter_from(self, start: int = 0) -> Iterator[dict]:
+        """The findings from byte `start` of the spill on (0: all of them)."""
         rest = b""
         for chunk in self._chunks(start):
             *lines, rest = (rest + chunk).split(b"\n")
@@ -122,7 +123,7 @@ class SpillPart:
         self.start = start
 
     def __iter__(self) -> Iterator[dict]:
-        return self.spill._iter(self.start)
+        return self.spill.iter_from(self.start)
 
     def write_json_array(self, fh: BinaryIO) -> None:
         self.spill.write_json_array(fh, self.start)
