@@ -15,7 +15,7 @@ from inservice.config import TAIPEI
 from inservice.loaders.base import RawUpload, UploadRefused
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.schemas.filenames import FILE_NAME_FORM, FileName, parse_file_name
-from inservice.validations.normalize import fold
+from inservice.schemas.text import fold
 from inservice.warehouse.store import Unit, Warehouse
 
 
