@@ -189,18 +189,13 @@ def sweep_stale(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
     return removed
 
 
-def print_receipts(receipts: list[dict], as_json: bool) -> None:
-    """The CLI's lines: one JSON object per receipt, or a summary line and the receipt's paths."""
-    for r in receipts:
-        if as_json:
-            print(json.dumps(r, ensure_ascii=False, default=str))
-            continue
-        c, a = r["courses"], r["attendance"]
-        print(f"{r['file']}: {r['status']}{' ' + r['refusal'] if r['refusal'] else ''} — courses "
-              f"{c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} accepted, "
-              f"{len(r['findings'])} finding(s)")
-        for path in r.get("receipt_files", []):
-            print(f"  receipt: {path}")
+def summary_lines(receipt: dict) -> list[str]:
+    """The receipt in short, as the `inservice` command prints it: status, counts, where its files are."""
+    c, a = receipt["courses"], receipt["attendance"]
+    refusal = f" {receipt['refusal']}" if receipt["refusal"] else ""
+    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — courses {c['accepted']}/{c['received']} accepted, "
+             f"attendance {a['accepted']}/{a['received']} accepted, {len(receipt['findings'])} finding(s)"]
+    return lines + [f"  receipt: {path}" for path in receipt.get("receipt_files", [])]
 
 
 def json_text(receipt: dict) -> str:
