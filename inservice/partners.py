@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from inservice.receipts import rules_text
 from inservice.warehouse.backend import Connection
 
 HISTORY_MONTHS = 24
@@ -101,10 +102,6 @@ def with_receipt(history: list[Month], receipt: dict) -> list[Month]:
                 m.rules[f["rule"]] = m.rules.get(f["rule"], 0) + 1
         m.rules = dict(sorted(m.rules.items()))
     return history
-
-
-def rules_text(rules: dict[str, int]) -> str:
-    return "、".join(f"{r}×{n}" for r, n in rules.items()) or "—"
 
 
 def history_markdown(unit: str, history: list[Month]) -> str:

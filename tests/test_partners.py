@@ -30,7 +30,8 @@ from inservice.schemas.contract import (
     file_fields,
     write_contract,
 )
-from inservice.schemas.fields import ATTENDANCE, COURSE, FILE_EXTENSIONS, Kind
+from inservice.schemas.fields import ATTENDANCE, COURSE, Kind
+from inservice.schemas.filenames import FILE_EXTENSIONS
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED, drop, fixture_cases, load_expected, table_snapshot
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inservice.loaders.base import RawUpload, UploadRefused
-from inservice.schemas.fields import FILE_EXTENSIONS
+from inservice.schemas.filenames import FILE_EXTENSIONS
 
 
 def reader_for(ext: str) -> Callable[[Path], RawUpload]:

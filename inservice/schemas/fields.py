@@ -70,7 +70,6 @@ class RecordType:
 
 NOT_CONTENT = ("unit_code", "course_code", "modified_at")  # a row's key and its change time
 UNIT_CODE = r"[A-Z][A-Z0-9]{3,9}"  # spec §1.2: the register, the inbox folders and the file names use it
-FILE_EXTENSIONS = (".xlsx", ".xls", ".xml", ".mdb", ".accdb")  # spec §1.1 (any case)
 _UNIT = Field("unit_code", "單位代碼", "unit code", Kind.TEXT, Required.YES, 10, UNIT_CODE, fold_width=True)
 _COURSE_CODE = Field("course_code", "研習代碼", "course code", Kind.TEXT, Required.YES, 20,
                      r"[A-Za-z0-9_-]{1,20}", fold_width=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 from inservice.schemas import codelists
-from inservice.schemas.fields import FILE_EXTENSIONS, Field, Kind
+from inservice.schemas.fields import Field, Kind
+from inservice.schemas.filenames import FILE_EXTENSIONS
 
 Text = tuple[str, str]  # (zh, en)
 
