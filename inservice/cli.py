@@ -67,8 +67,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """The unit's self-check: the receipt files an upload would get, written to `--out` (default the
     current folder); the warehouse, if there is one, is only read (register, earlier courses)."""
-    from inservice.ingest import ingest_paths, receipt_stem
-    from inservice.receipts import write_receipt
+    from inservice.ingest import ingest_paths
+    from inservice.receipts import receipt_stem, write_receipt
 
     receipts = ingest_paths([Path(args.file)], settings, args.received_at, load=False)
     out = Path(args.out)
