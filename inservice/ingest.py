@@ -178,24 +178,22 @@ class Ingestor:
         findings: pa.Table = FINDINGS_SCHEMA.empty_table()
         found: dict = {}  # "unit": the sender's registration; "earlier": the upload an F08 repeats
         try:
-            validated = self._process(path, received, inbox_unit, receipt, found, rerun)
+            validated = self.process(path, received, inbox_unit, receipt, found, rerun)
             findings = validated.findings
             receipt["status"] = "loaded" if self.load else "checked"
         except UploadRefused as refusal:
             findings, validated = _refused(receipt, refusal)
-        _set_counts(receipt, findings, validated)
+        self.set_counts(receipt, findings, validated)
         if not self.load:
             return receipt
         self._deliver(receipt, findings, validated, found, received, rerun)
         return receipt
 
-    def _process(self, path: Path, received: datetime, inbox_unit: str, receipt: dict,
-                 found: dict, rerun: bool = False) -> Validated:
-        if self.warehouse is not None:  # the sender, whatever the file says: its row and area
-            sender = self.warehouse.unit(inbox_unit)
-            if sender is not None:
-                found["unit"] = sender
-                receipt["area"] = sender.area
+    def process(self, path: Path, received: datetime, inbox_unit: str, receipt: dict,
+                found: dict, rerun: bool = False) -> Validated:
+        """The whole-upload checks and the rules: what is merged (a channel of files of another
+        shape, the planning survey's, overrides this, `set_counts` and `write`)."""
+        self.identify_sender(inbox_unit, receipt, found)
         if not path.is_file():  # gone, a folder, a pipe (reading it would wait forever), a device, a link loop
             raise UploadRefused("F01", f"「{path.name}」不存在或不是一般檔案",
                                 f"'{path.name}' is missing or not a regular file")
@@ -224,7 +222,7 @@ class Ingestor:
             earlier = self.warehouse.loaded_upload(name.unit, content_hash, unit_row.area)
             if earlier:
                 found["earlier"] = earlier
-                raise self._duplicate(receipt, earlier)
+                raise self.duplicate(receipt, earlier)
         check_limits(path, ext, self.settings.limits)
         # An Excel file's attendance sheet is read in a thread while the course sheet is checked;
         # leaving the block waits for that read, whatever happened meanwhile.
@@ -245,12 +243,29 @@ class Ingestor:
                 ctx.state = self.warehouse.state(unit_row.area)
             return validate(raw, ctx, lambda both: _refuse_unit_rows(both, name.unit))
 
+    def identify_sender(self, inbox_unit: str, receipt: dict, found: dict) -> None:
+        """The sender, whatever the file says: its registration and area."""
+        if self.warehouse is not None:
+            sender = self.warehouse.unit(inbox_unit)
+            if sender is not None:
+                found["unit"] = sender
+                receipt["area"] = sender.area
+
+    def set_counts(self, receipt: dict, findings: pa.Table, validated: Validated | None) -> None:
+        _set_counts(receipt, findings, validated)
+
+    def write(self, upload: dict, findings: pa.Table, validated: Validated | None, receipt: str) -> object:
+        """The upload's writes inside its transaction; returns the merge's counts (an object whose
+        `__dict__` the receipt's `merge` shows)."""
+        return self.warehouse.write_upload(upload, findings, validated, upload["area"], datetime.now(TAIPEI),
+                                           receipt=receipt)
+
     def _unit(self, code: str) -> Unit | None:
         if self.warehouse is None:  # self-check without a warehouse: register rules are skipped
             return None
         return registered_unit(self.warehouse, code)
 
-    def _duplicate(self, receipt: dict, earlier: dict, restore: bool = True) -> UploadRefused:
+    def duplicate(self, receipt: dict, earlier: dict, restore: bool = True) -> UploadRefused:
         """F08, a warning naming the upload it repeats (and saying so when that one's receipt, lost,
         is written again; not for a load that committed a moment ago: it is publishing its receipt
         now). Its own upload id: a duplicate is recorded too."""
@@ -309,8 +324,8 @@ class Ingestor:
                     for part in ("courses", "attendance"):
                         receipt[part] = _counts(None)
                     receipt.pop("receipt_files", None)
-                    findings, validated = _refused(receipt, self._duplicate(receipt, race.earlier, restore=False))
-                    _set_counts(receipt, findings, validated)
+                    findings, validated = _refused(receipt, self.duplicate(receipt, race.earlier, restore=False))
+                    self.set_counts(receipt, findings, validated)
                     continue
                 except BaseException:
                     _discard(staged)
@@ -365,8 +380,7 @@ class Ingestor:
                 "processed_at": datetime.now(TAIPEI),
                 **{f"{part}_{k}": v for part in ("courses", "attendance") for k, v in receipt[part].items()},
             }
-            counts = wh.write_upload(upload, findings, validated, upload["area"], datetime.now(TAIPEI),
-                                     receipt=json_text(_document(receipt)))
+            counts = self.write(upload, findings, validated, json_text(_document(receipt)))
             failpoint("merge.before_commit")
         receipt["merge"] = counts.__dict__
         return renamed

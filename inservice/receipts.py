@@ -24,7 +24,8 @@ from openpyxl.styles import Font
 from inservice.validations.normalize import printable_text
 
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
-RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單"}
+RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單", "school_plan": "學校規劃",
+             "teacher_plan": "教師規劃"}
 SEVERITY_ZH = {"error": "退件", "warning": "警告"}
 FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("規則", "Rule"),
                    ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "說明"),
@@ -205,7 +206,13 @@ def _workbook(receipt: dict) -> Workbook:
         ("資料區 Area", receipt.get("area") or "—"),
         ("傳報編號 Upload", receipt.get("upload_id") or "—"),
     ]
-    for part, zh in (("courses", "課程"), ("attendance", "研習名單")):
+    parts = (("courses", "課程"), ("attendance", "研習名單"))
+    if "plans" in receipt:  # a planning survey export: its school year, kind and rows instead
+        rows[2] = ("學年度 School year", receipt.get("school_year") or "—")
+        rows.insert(3, ("類別 Kind", {"school": "學校規劃 school", "teacher": "教師規劃 teacher"}.get(
+            receipt.get("kind") or "", "—")))
+        parts = (("plans", "規劃"),)
+    for part, zh in parts:
         c = receipt[part]
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
     if receipt.get("area") == "testing":

@@ -36,7 +36,8 @@ from inservice.warehouse.store import COMMIT_SEQ, Warehouse, failpoint
 
 # What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
 # correction registers (they hold the masked original values), unit_state_log (letters), testing.
-CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
+CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units",
+               *(t.name for t in ddl.PLAN_TABLES))
 ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
 COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published copy was made from
@@ -54,7 +55,10 @@ LAKE_QUERIES = {
     "findings": "SELECT f.*, {ym} AS ym FROM main.findings f JOIN main.uploads u ON u.upload_id = f.upload_id "
                 "WHERE u.area = 'production'",
     "units": "SELECT * FROM main.units",
+    **{t.name: f"SELECT * FROM main.{t.name}" for t in ddl.PLAN_TABLES},  # partitioned by school year
 }
+PLAN_LAKE = {t.name for t in ddl.PLAN_TABLES}
+PLAN_PARTITION = pa.schema([("school_year", pa.int32())])
 PARTITION = pa.schema([("year", pa.int32()), ("month", pa.int32())])
 
 
@@ -263,7 +267,8 @@ def export_lake(wh: Warehouse, dest: Path) -> dict[str, int]:
                 return b
 
             data = (counted(b) for b in _chain(first, stream))
-            partitioning = None if table == "units" else ds.partitioning(PARTITION, flavor="hive")
+            partitioning = (None if table == "units" else
+                            ds.partitioning(PLAN_PARTITION if table in PLAN_LAKE else PARTITION, flavor="hive"))
             ds.write_dataset(data, staging, schema=first.schema, format="parquet", partitioning=partitioning,
                              basename_template="part-{i}.parquet", max_rows_per_group=500_000)
         else:
@@ -291,7 +296,7 @@ SPARK_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP_NTZ", "TIMESTAMPTZ":
 TRINO_TYPES = {"VARCHAR": "varchar", "TIMESTAMP": "timestamp(6)", "TIMESTAMPTZ": "timestamp(6)",
                "INTEGER": "integer", "BIGINT": "bigint", "BOOLEAN": "boolean", "DATE": "date"}
 LAKE_DECLARED = {"courses": ddl.COURSES, "attendance": ddl.ATTENDANCE, "uploads": ddl.UPLOADS,
-                 "findings": ddl.FINDINGS, "units": ddl.UNITS}
+                 "findings": ddl.FINDINGS, "units": ddl.UNITS, **{t.name: t for t in ddl.PLAN_TABLES}}
 
 
 def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
@@ -300,21 +305,23 @@ def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
     out = []
     for name, table in LAKE_DECLARED.items():
         partitioned = name != "units"
+        keys = [f.name for f in (PLAN_PARTITION if name in PLAN_LAKE else PARTITION)] if partitioned else []
+        columns = [c for c in table.columns if c.name not in keys]
         where = f"{location.rstrip('/')}/{name}"
         if engine == "spark":
-            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in table.columns]
-            cols += ["  `year` INT", "  `month` INT"] if partitioned else []
-            part = "\nPARTITIONED BY (year, month)" if partitioned else ""
+            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in columns]
+            cols += [f"  `{k}` INT" for k in keys]
+            part = f"\nPARTITIONED BY ({', '.join(keys)})" if partitioned else ""
             out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{name} (\n" + ",\n".join(cols)
                        + f"\n) USING PARQUET{part}\nLOCATION '{where}';\n"
                        + (f"MSCK REPAIR TABLE {schema}.{name};\n" if partitioned else ""))
         elif engine == "trino":
             def trino(t: str) -> str:
                 return TRINO_TYPES.get(t, t.lower())
-            cols = [f'  "{c.name}" {trino(c.type)}' for c in table.columns]
-            cols += ["  year integer", "  month integer"] if partitioned else []
+            cols = [f'  "{c.name}" {trino(c.type)}' for c in columns]
+            cols += [f"  {k} integer" for k in keys]
             props = [f"external_location = '{where}'", "format = 'PARQUET'"]
-            props += ["partitioned_by = ARRAY['year', 'month']"] if partitioned else []
+            props += [f"partitioned_by = ARRAY[{', '.join(repr(k) for k in keys)}]"] if partitioned else []
             out.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{name} (\n" + ",\n".join(cols)
                        + "\n) WITH (\n  " + ",\n  ".join(props) + "\n);\n"
                        + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'ADD');\n"

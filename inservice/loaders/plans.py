@@ -1,0 +1,85 @@
+"""Planning survey exports (.xlsx or .csv, one record type per file) as one canonical Arrow table.
+
+The same canonical form as uploads (loaders/base.py): one string column per field code and `_row`,
+numbered as in a sheet — the header is row 1, the first data row is row 2, a CSV too (a record
+spanning lines in quotes is one row; an empty line is a row, skipped like an empty sheet row).
+Workbooks are read in a child process under the same limits as uploads (loaders/isolated.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import fastexcel
+import pyarrow as pa
+
+from inservice.config import Limits
+from inservice.loaders.base import (
+    NOT_A_WORKBOOK,
+    UploadRefused,
+    canonical_table,
+    extra_columns_note,
+    match_headers,
+    unreadable,
+)
+from inservice.loaders.excel import read_guarded
+from inservice.loaders.isolated import isolated
+from inservice.loaders.xlsx_rows import refuse_repeated_rows
+from inservice.schemas.fields import RecordType
+
+NOT_UTF8 = ("檔案不是 UTF-8 編碼的 CSV，請以 UTF-8（可含 BOM）重新匯出後再傳",
+            "the file is not CSV in UTF-8; export it again as UTF-8 (with or without BOM) and resend")
+
+
+def read_plan(path: Path, rt: RecordType, limits: Limits | None = None) -> tuple[pa.Table, list[dict]]:
+    """The file's rows of record type `rt` and the reader's notes (extra columns ignored)."""
+    if path.suffix.lower() == ".csv":
+        return read_csv(path, rt)
+    what = (f"活頁簿「{path.name}」", f"the workbook '{path.name}'")
+    parts = isolated(_read_one_sheet, path, rt, limits=limits or Limits(), what=what)
+    try:
+        return next(parts)
+    finally:
+        parts.close()
+
+
+def _read_one_sheet(path: Path, rt: RecordType) -> Iterator[tuple[pa.Table, list[dict]]]:
+    """In the child: the sheet named for the record type, else the first (one sheet per file)."""
+    try:
+        reader = fastexcel.read_excel(str(path))
+        names = reader.sheet_names
+    except Exception as exc:  # calamine raises several types for corrupt workbooks
+        raise unreadable(NOT_A_WORKBOOK, exc, path.name) from exc
+    if not names:
+        raise UploadRefused("F07", "活頁簿沒有工作表", "the workbook has no sheet")
+    named = [n for n in names if n.strip() in rt.sheet_names]
+    sheet = named[0] if named else names[0]
+    refuse_repeated_rows(path, [sheet])
+    yield read_guarded(reader, rt, sheet)
+
+
+def read_csv(path: Path, rt: RecordType) -> tuple[pa.Table, list[dict]]:
+    where = f"檔案「{path.name}」"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise unreadable(NOT_UTF8, exc, path.name) from exc
+    try:
+        records = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise unreadable(("CSV 格式錯誤，請重新匯出後再傳", "malformed CSV; export it again and resend"), exc,
+                         path.name) from exc
+    if not records or not any(c.strip() for c in records[0]):
+        raise UploadRefused("F07", f"{where}沒有標題列", f"{where} has no header row")
+    mapping, unknown = match_headers(rt, records[0], where)
+    body = records[1:]
+    kept = [i for i, r in enumerate(body) if any(c.strip() for c in r)]  # empty rows skipped, numbers kept
+    rows = pa.array([i + 2 for i in kept], pa.int64())
+    columns = {}
+    for col, code in mapping.items():
+        values = [body[i][col].strip() if col < len(body[i]) else "" for i in kept]
+        columns[code] = pa.array([v or None for v in values], pa.string())
+    return canonical_table(rt, rows, columns), extra_columns_note(rt, unknown, where)
