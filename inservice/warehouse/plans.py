@@ -61,10 +61,12 @@ def replace_revision(wh: Warehouse, area: str, kind: str, school_year: int, acce
 
 
 def plans_at(kind: str, as_of_param: str = "?", schema: str = "main") -> str:
-    """SQL of the plans of `kind` in force at an as-of time (`as_of_param` three times): the rows loaded
-    by then, from the plans in force or, if replaced since, from the history."""
+    """DuckDB SQL of the plans of `kind` in force at an as-of time (`as_of_param` three times): the rows
+    loaded by the end of that second (an as-of is whole seconds) from the plans in force or, if
+    replaced since, from the history."""
     table = TABLE[kind]
     names = ", ".join(f'"{c}"' for c in data_columns(kind))
-    return (f"SELECT {names}, upload_id FROM {schema}.{table} WHERE loaded_at <= {as_of_param} "
+    end = f"({as_of_param} + INTERVAL 1 SECOND)"
+    return (f"SELECT {names}, upload_id FROM {schema}.{table} WHERE loaded_at < {end} "
             f"UNION ALL SELECT {names}, upload_id FROM {schema}.{table}_history "
-            f"WHERE loaded_at <= {as_of_param} AND replaced_at > {as_of_param}")
+            f"WHERE loaded_at < {end} AND replaced_at >= {end}")
