@@ -195,7 +195,8 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
         g AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain,
                      count(DISTINCT teacher_key) AS planned, count(DISTINCT teacher_key) FILTER (WHERE done) AS attended
               FROM f GROUP BY GROUPING SETS ((county, domain), (county), (domain), ()))
-        SELECT ?, ?, county, domain, planned, attended, CAST(attended AS DOUBLE) / planned FROM g""", key)
+        SELECT ?, ?, county, domain, planned, attended,
+               CASE WHEN planned > 0 THEN CAST(attended AS DOUBLE) / planned END FROM g""", key)
 
 
 def _totals(con: duckdb.DuckDBPyConnection, key: list) -> dict:

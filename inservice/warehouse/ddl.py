@@ -286,7 +286,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("teachers", "BIGINT", "填報教師數（不重複）"),
         C("planned_hours", "DECIMAL(18,1)", "教師規劃時數合計"),
         C("granted_hours", "DECIMAL(18,1)", "該學年度核發時數合計（已完成）"),
-        C("coverage_ratio", "DOUBLE", "涵蓋率（核發時數 ÷ 規劃時數）"),
+        C("coverage_ratio", "DOUBLE PRECISION", "涵蓋率（核發時數 ÷ 規劃時數）"),
         C("files", "VARCHAR", "輸出檔案（JSON 陣列）"),
     )),
     Table("stat_plan_participation", "各學年度參與縣市資料：縣市 × 學年度之填報學校數與教師數（* 為合計）", (
@@ -303,7 +303,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("schools", "BIGINT", "填報學校數"),
         C("teachers", "BIGINT", "填報教師數（不重複）"),
         C("planned_hours", "DECIMAL(18,1)", "教師規劃時數合計"),
-        C("hours_per_teacher", "DOUBLE", "每位教師規劃時數"),
+        C("hours_per_teacher", "DOUBLE PRECISION", "每位教師規劃時數"),
     )),
     Table("stat_plan_demand_domains", "填報需求報告：各研習範疇之填報教師比率", (
         *_PLAN_KEY,
@@ -311,7 +311,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
         C("domain", "VARCHAR", "研習範疇（A–F）"),
         C("teachers", "BIGINT", "選填此範疇之教師數"),
-        C("share", "DOUBLE", "占填報教師數之比率"),
+        C("share", "DOUBLE PRECISION", "占填報教師數之比率"),
     )),
     Table("stat_plan_demand_choices", "填報需求報告：進修方式、時間、地點、階層、實施方式之分布（學校與教師）", (
         *_PLAN_KEY,
@@ -321,7 +321,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("dimension", "VARCHAR", "項目（modes、times、places、tiers、deliveries）"),
         C("code", "VARCHAR", "代碼"),
         C("mentions", "BIGINT", "勾選次數（每列每代碼一次）"),
-        C("share", "DOUBLE", "占該項目勾選總次數之比率"),
+        C("share", "DOUBLE PRECISION", "占該項目勾選總次數之比率"),
     )),
     Table("stat_plan_supply", "供需對照：縣市 × 研習範疇之需求（規劃）與供給（研習）；缺口大者在前", (
         *_PLAN_KEY,
@@ -333,7 +333,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("course_hours", "DECIMAL(18,1)", "上述課程之時數合計"),
         C("person_times", "BIGINT", "該縣市教師研習人次（已完成）"),
         C("granted_hours", "DECIMAL(18,1)", "核發時數（供給）"),
-        C("coverage_ratio", "DOUBLE", "涵蓋率（核發時數 ÷ 規劃時數；無規劃為空）"),
+        C("coverage_ratio", "DOUBLE PRECISION", "涵蓋率（核發時數 ÷ 規劃時數；無規劃為空）"),
         C("gap_hours", "DECIMAL(18,1)", "缺口時數（規劃時數 − 核發時數）"),
     )),
     Table("stat_plan_supply_mix", "供需對照：研習時段與實施方式之需求比率與供給比率", (
@@ -342,8 +342,8 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("domain", "VARCHAR", "研習範疇（* 全部）"),
         C("dimension", "VARCHAR", "項目（time_slot 研習時段、delivery 實施方式）"),
         C("code", "VARCHAR", "代碼"),
-        C("demand_share", "DOUBLE", "需求比率（教師規劃勾選次數占比）"),
-        C("supply_share", "DOUBLE", "供給比率（研習人次占比）"),
+        C("demand_share", "DOUBLE PRECISION", "需求比率（教師規劃勾選次數占比）"),
+        C("supply_share", "DOUBLE PRECISION", "供給比率（研習人次占比）"),
     )),
     Table("stat_plan_fulfilment", "規劃落實：規劃某範疇之教師中，於該學年度完成至少一門該範疇課程之比率", (
         *_PLAN_KEY,
@@ -351,7 +351,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
         C("domain", "VARCHAR", "研習範疇（* 任一範疇）"),
         C("planned_teachers", "BIGINT", "規劃此範疇之教師數"),
         C("attended_teachers", "BIGINT", "其中完成至少一門此範疇課程之教師數"),
-        C("share", "DOUBLE", "落實比率"),
+        C("share", "DOUBLE PRECISION", "落實比率"),
     )),
 )
 
