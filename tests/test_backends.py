@@ -44,7 +44,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "inservice" / "sample_inbox"
 AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)
 VOLATILE = {"loaded_at", "first_loaded_at", "processed_at", "received_at", "updated_at", "receipt_json",
             "receipt_xlsx", "upload_id", "changed_at", "source_id", "before_json", "after_json", "as_of",
-            "files"}
+            "files", "replaced_at"}
 
 
 def test_url_picks_backend_and_hides_password() -> None:

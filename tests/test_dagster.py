@@ -105,7 +105,9 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
         "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
-        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
+        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
+        "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
+        "plan_supply": "plans", "plan_fulfilment": "plans"}
     for name in ("partner_upload", "unsorted_upload", "courses", "attendance", "upload_log"):
         node = graph.get(dg.AssetKey(name))
         assert node.description and node.owners == ["team:data-engineering"]
@@ -552,10 +554,12 @@ def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Se
 
 
 def test_launchpad_config_fields_are_described() -> None:
+    from inservice.assets.plans import PlanExportConfig
     from inservice.assets.uploads import UnsortedUploadConfig, UploadConfig
     from inservice.pipelines.units import ArchiveExceptionConfig, RegisterUnitConfig, UnitStateConfig
 
-    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, ArchiveExceptionConfig):
+    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, ArchiveExceptionConfig,
+                   PlanExportConfig):
         for name, field in config.model_fields.items():
             text = field.description or ""
             assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)

@@ -347,3 +347,41 @@ def test_both_backends_give_identical_stat_plan_tables(tmp_path: Path, monkeypat
     assert len(stat) == 8 and all(duck[t] for t in stat)
     for table in [*stat, "school_plans", "teacher_plans", "plan_revisions"]:
         assert duck[table] == pg[table], table
+
+
+@pytest.mark.slow
+def test_dagster_sensor_export_run_and_gated_publication(plan_settings: Settings, tmp_path: Path) -> None:
+    """plans_sensor hands a stable export on once, in its school year's partition; the run loads it and
+    archives the original; inbox_sensor leaves inbox/PLAN/ alone; the publication job publishes."""
+    import dagster as dg
+
+    from inservice.assets.shared import InserviceResource
+    from inservice.pipelines.definitions import defs
+
+    path = write_plan_csv(plan_settings.inbox / "PLAN" / "PLAN_106_school.csv", _school_rows())
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        def tick(name: str, cursor: str | None) -> dg.SensorResult:
+            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                          resources={"inservice": InserviceResource()})
+            return defs.resolve_sensor_def(name).evaluate_tick(ctx)
+
+        first = tick("plans_sensor", None)
+        assert first.run_requests == []  # new files wait a tick
+        [rr] = tick("plans_sensor", first.cursor).run_requests
+        assert (rr.job_name, rr.partition_key) == ("ingest_plan_export", "106")
+        uploads = tick("inbox_sensor", tick("inbox_sensor", None).cursor)
+        assert uploads.run_requests == []
+        result = defs.resolve_job_def(rr.job_name).execute_in_process(
+            run_config=rr.run_config, partition_key=rr.partition_key, instance=instance, tags=rr.tags)
+        assert result.success
+        assert not path.exists() and (plan_settings.home / "archive" / "PLAN" / "106" / path.name).is_file()
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"plan_export_accepted": True, "school_plans_unique_key": True,
+                          "teacher_plans_unique_key": True}
+        published = defs.resolve_job_def("publish_plans").execute_in_process(partition_key="106", instance=instance)
+        assert published.success
+        mats = {m.asset_key.to_user_string(): m.materialization.metadata
+                for m in published.get_asset_materialization_events()}
+        assert mats["plan_supply"]["schools"].value == 3
+        assert Path(mats["plan_fulfilment"]["html"].value).is_file()

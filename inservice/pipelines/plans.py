@@ -16,14 +16,12 @@ EXPORT_TAG = "inservice/plan_export"  # the run key as a tag we can look up
 
 plan_export_job = dg.define_asset_job(
     "ingest_plan_export", selection=dg.AssetSelection.assets(plan_export, plan_tables),
-    partitions_def=SCHOOL_YEARS,
     description="One planning survey export (partition: its school year) through the core, receipt, "
                 "archive/quarantine, then the plan tables' counts and blocking checks. Started by plans_sensor, "
                 "or by hand (config file_name) to re-run a kept export.")
 
 plan_unsorted_job = dg.define_asset_job(
     "ingest_plan_unsorted", selection=dg.AssetSelection.assets(plan_export, plan_tables),
-    partitions_def=SCHOOL_YEARS,
     description="A file in inbox/PLAN/ whose name gives no school year in range: processed in the current "
                 "school year's partition, so it is refused (F02/F03) with a receipt and quarantined.")
 
@@ -31,7 +29,6 @@ plan_publications_job = dg.define_asset_job(
     "publish_plans",
     selection=dg.AssetSelection.assets(plan_publications) | dg.AssetSelection.assets(plan_tables)
     | dg.AssetSelection.groups("warehouse"),
-    partitions_def=SCHOOL_YEARS,
     description="規劃統計: the warehouse and plan checks, then the four publications of the chosen school year "
                 "(participation, demand report, supply against demand, fulfilment). Nothing is published if a "
                 "check fails.")
