@@ -28,7 +28,7 @@ import pytest
 from openpyxl import load_workbook
 
 from inservice.cli import main
-from inservice.config import Settings
+from inservice.config import TAIPEI, Settings
 from inservice.plans.publish import publish_plans
 from inservice.warehouse.checks import raw_national_ids
 from inservice.warehouse.store import Warehouse
@@ -150,6 +150,15 @@ def test_hand_computed_case(plan_settings: Settings, capsys: pytest.CaptureFixtu
         joined = wh.con.execute("""SELECT count(DISTINCT p.teacher_key) FROM teacher_plans p
             JOIN attendance a USING (teacher_key)""").fetchone()[0]
         assert joined == 3
+    # PLAN is a unit of the register, but its yearly exports are never due monthly
+    from inservice.overview import month_overview
+    from inservice.publish.monthly import publish_month
+
+    publish_month(plan_settings, "2017-11")
+    with Warehouse(plan_settings, read_only=True) as wh:
+        units = {u for (u,) in wh.con.execute("SELECT unit_code FROM stat_monthly_transmission").fetchall()}
+        assert units == {"T001", "T002", "T003"}
+        assert "PLAN" not in {r.unit_code for r in month_overview(wh.con, "2017-11", datetime.now(TAIPEI))}
     # Chinese titles with the ROC school year, and the gap chart in the HTML
     html = Path(next(f for f in out["files"] if f.endswith("supply.html"))).read_text(encoding="utf-8")
     assert "106學年度" in html and "<svg" in html
