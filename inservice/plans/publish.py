@@ -190,8 +190,9 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
     # 4. fulfilment: (teacher, domain) planned, and attended at least one course of that category
     con.execute(f"""INSERT INTO stat_plan_fulfilment
         WITH p AS (SELECT DISTINCT county, domain, teacher_key FROM pp_teacher),
-        f AS (SELECT p.*, EXISTS (SELECT 1 FROM pp_att a WHERE a.teacher_key = p.teacher_key
-                                  AND a.domain = p.domain) AS done FROM p),
+        a AS (SELECT DISTINCT teacher_key, domain FROM pp_att
+              WHERE teacher_key IN (SELECT teacher_key FROM p)),  -- joined on the pseudonym only
+        f AS (SELECT p.*, a.teacher_key IS NOT NULL AS done FROM p LEFT JOIN a USING (teacher_key, domain)),
         g AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain,
                      count(DISTINCT teacher_key) AS planned, count(DISTINCT teacher_key) FILTER (WHERE done) AS attended
               FROM f GROUP BY GROUPING SETS ((county, domain), (county), (domain), ()))
