@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fastexcel
@@ -57,8 +58,14 @@ def _read_one_sheet(path: Path, rt: RecordType) -> Iterator[tuple[pa.Table, list
         raise UploadRefused("F07", "活頁簿沒有工作表", "the workbook has no sheet")
     named = [n for n in names if n.strip() in rt.sheet_names]
     sheet = named[0] if named else names[0]
-    refuse_repeated_rows(path, [sheet])
-    yield read_guarded(reader, rt, sheet)
+    # F01 for rows the reader would merge, scanned beside the read (as loaders/excel.py does)
+    with ThreadPoolExecutor(max_workers=1) as scans:
+        scan = scans.submit(refuse_repeated_rows, path, [sheet])
+        try:
+            table = read_guarded(reader, rt, sheet)
+        finally:
+            scan.result()  # its refusal first: a merged row can make the sheet look otherwise wrong
+    yield table
 
 
 def read_csv(path: Path, rt: RecordType) -> tuple[pa.Table, list[dict]]:
