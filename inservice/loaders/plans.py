@@ -16,6 +16,8 @@ from pathlib import Path
 
 import fastexcel
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from inservice.config import Limits
 from inservice.loaders.base import (
@@ -70,23 +72,47 @@ def _read_one_sheet(path: Path, rt: RecordType) -> Iterator[tuple[pa.Table, list
 
 def read_csv(path: Path, rt: RecordType) -> tuple[pa.Table, list[dict]]:
     where = f"檔案「{path.name}」"
+    data = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise unreadable(NOT_UTF8, exc, path.name) from exc
-    try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise unreadable(("CSV 格式錯誤，請重新匯出後再傳", "malformed CSV; export it again and resend"), exc,
-                         path.name) from exc
-    if not records or not any(c.strip() for c in records[0]):
+    records = _arrow_records(data) if b'"' not in data else None  # a line is a row: Arrow's parser will do
+    if records is None:
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise unreadable(("CSV 格式錯誤，請重新匯出後再傳", "malformed CSV; export it again and resend"), exc,
+                             path.name) from exc
+        width = max((len(r) for r in rows), default=0)
+        records = pa.table({str(i): pa.array([(r[i].strip() or None) if i < len(r) else None for r in rows],
+                                             pa.string()) for i in range(width)})
+    if not records.num_rows or all(not (v or "").strip() for v in records.slice(0, 1).to_pylist()[0].values()):
         raise UploadRefused("F07", f"{where}沒有標題列", f"{where} has no header row")
-    mapping, unknown = match_headers(rt, records[0], where)
-    body = records[1:]
-    kept = [i for i, r in enumerate(body) if any(c.strip() for c in r)]  # empty rows skipped, numbers kept
-    rows = pa.array([i + 2 for i in kept], pa.int64())
-    columns = {}
-    for col, code in mapping.items():
-        values = [body[i][col].strip() if col < len(body[i]) else "" for i in kept]
-        columns[code] = pa.array([v or None for v in values], pa.string())
-    return canonical_table(rt, rows, columns), extra_columns_note(rt, unknown, where)
+    header = [records.column(i)[0].as_py() for i in range(records.num_columns)]
+    mapping, unknown = match_headers(rt, header, where)
+    body = records.slice(1)
+    present = None
+    for col in body.columns:
+        valid = pc.is_valid(col)
+        present = valid if present is None else pc.or_(present, valid)
+    rows = pa.array(range(2, body.num_rows + 2), pa.int64())
+    out = canonical_table(rt, rows, {code: body.column(i).combine_chunks() for i, code in mapping.items()})
+    if present is not None:
+        out = out.filter(present)  # empty rows are skipped; positions of the others are kept
+    return out, extra_columns_note(rt, unknown, where)
+
+
+def _arrow_records(data: bytes) -> pa.Table | None:
+    """Every line a record (no quotes in the file): Arrow's CSV reader, all text; None when a line is
+    not a record of the header's width (an empty line, say), so the exact reader numbers the rows."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    width = data.split(b"\n", 1)[0].count(b",") + 1
+    text = {f"f{i}": pa.string() for i in range(width)}
+    try:
+        return pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                              parse_options=pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
+                              convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=text))
+    except (pa.ArrowInvalid, ValueError):
+        return None
