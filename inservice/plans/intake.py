@@ -22,7 +22,8 @@ from inservice.ingest import Ingestor, public_receipt, registered_unit, sha256_f
 from inservice.loaders import UploadRefused
 from inservice.loaders.limits import check_limits
 from inservice.loaders.plans import read_plan
-from inservice.schemas.plans import PLAN_EXTENSIONS, PLAN_UNIT, RECORD_TYPES, parse_plan_name
+from inservice.schemas.plans import PLAN_EXTENSIONS, PLAN_UNIT, RECORD_TYPES, PlanFileName, parse_plan_name
+from inservice.validations.findings import from_dicts
 from inservice.validations.plans import PlanContext, ValidatedPlans, validate_plans
 from inservice.warehouse.plans import replace_revision, schools_filed
 from inservice.warehouse.store import Warehouse
@@ -77,9 +78,7 @@ class PlanIngestor(Ingestor):
             filed = lambda: schools_filed(wh, area, name.school_year)  # noqa: E731
         ctx = PlanContext(name.school_year, name.kind, self.pseudonymiser, filed)
         validated = validate_plans(raw, ctx)
-        if notes:
-            from inservice.validations.findings import from_dicts
-
+        if notes:  # the reader's (extra columns ignored), first
             validated.findings = pa.concat_tables([from_dicts(notes), validated.findings])
         return validated
 
@@ -105,8 +104,11 @@ class PlanIngestor(Ingestor):
                                             validated.accepted, upload, counts, now))
 
     @staticmethod
-    def _plan_of(upload: dict):  # noqa: ANN205 (a PlanFileName: the name was parsed before)
-        return parse_plan_name(upload["file_name"])
+    def _plan_of(upload: dict) -> PlanFileName:
+        """The name was parsed (and found valid) before anything could be loaded."""
+        name = parse_plan_name(upload["file_name"])
+        assert name is not None
+        return name
 
 
 def _accepted(validated: ValidatedPlans) -> dict:
