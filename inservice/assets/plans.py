@@ -13,13 +13,22 @@ import dagster as dg
 from pydantic import Field
 
 from inservice.assets.publish import gated
-from inservice.assets.shared import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource, permanent, table_schema
+from inservice.assets.shared import (
+    OWNERS,
+    RETRY,
+    WAREHOUSE_POOL,
+    InserviceResource,
+    access_metadata,
+    permanent,
+    table_schema,
+)
 from inservice.assets.uploads import ACCEPTED_WHAT, findings_table, top_rules_markdown
 from inservice.assets.warehouse import WAREHOUSE_ASSETS, blocking_check
 from inservice.inbox import arrival, find_upload, settle
 from inservice.plans.publish import PUBLICATIONS, TITLES
 from inservice.schemas.plans import FIRST_SCHOOL_YEAR, PLAN_UNIT, current_school_year, parse_plan_name
 from inservice.warehouse import checks, ddl
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
 GROUP = "plans"
@@ -63,8 +72,9 @@ def plan_export(context: dg.AssetExecutionContext, config: PlanExportConfig,
         raise dg.Failure(description=f"{config.file_name} not found in inbox/PLAN/, archive or quarantine",
                          allow_retries=False)
     received = config.received_at or (arrival(path.stat().st_ctime) if settings.inbox in path.parents else None)
+    session = WriteSession(settings)  # leaving it: the analysts' refresh, shown below
     try:
-        with inservice.warehouse() as wh:
+        with session as wh:
             receipt = PlanIngestor(settings, wh, load=True).ingest(path, received, unit=PLAN_UNIT)
         moved = settle(settings, PLAN_UNIT, path, receipt)
     except TRANSIENT_ERRORS:
@@ -78,7 +88,7 @@ def plan_export(context: dg.AssetExecutionContext, config: PlanExportConfig,
             "findings": len(receipt["findings"]),
             "top_rules": dg.MetadataValue.md(top_rules_markdown(receipt["findings"])),
             "upload_id": receipt.get("upload_id") or "", "original": dg.MetadataValue.path(str(moved)),
-            **{k: v for k, v in receipt.get("merge", {}).items()}}
+            **{k: v for k, v in receipt.get("merge", {}).items()}, **access_metadata(session.refresh)}
     files = receipt.get("receipt_files") or []
     if files:
         meta["receipt"] = dg.MetadataValue.path(files[0])
@@ -131,7 +141,8 @@ def plan_publications(context: dg.AssetExecutionContext, inservice: InserviceRes
         pub = publish_plans(settings, year)
         context.log.info(f"{year} revision {pub.revision} as of {pub.as_of.isoformat()}")
         return {"school_year": year, "revision": pub.revision, "as_of": pub.as_of.isoformat(),
-                **{k: v for k, v in pub.totals.items() if v is not None}, "files": pub.files}
+                **{k: v for k, v in pub.totals.items() if v is not None}, "files": pub.files,
+                **access_metadata(pub.access)}
 
     done = gated(context, one)
     last = done[-1]

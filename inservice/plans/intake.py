@@ -25,6 +25,7 @@ from inservice.loaders.plans import read_plan
 from inservice.schemas.plans import PLAN_EXTENSIONS, PLAN_UNIT, RECORD_TYPES, PlanFileName, parse_plan_name
 from inservice.validations.findings import from_dicts
 from inservice.validations.plans import PlanContext, ValidatedPlans, validate_plans
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.plans import replace_revision, schools_filed
 from inservice.warehouse.store import Warehouse
 
@@ -122,6 +123,7 @@ def ingest_plan_paths(paths: list[Path], settings: Settings, received_at: str | 
     if not load and not Warehouse.exists(settings):
         ingestor = PlanIngestor(settings, None, load=False)
         return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
-    with Warehouse(settings, read_only=not load) as wh:
+    # a load's session ends with the analysts' refresh (the step after its commits); a check writes nothing
+    with WriteSession(settings) if load else Warehouse(settings, read_only=True) as wh:
         ingestor = PlanIngestor(settings, wh, load=load)
         return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]

@@ -42,9 +42,9 @@ from inservice.schemas.plans import (
     school_year_bounds,
 )
 from inservice.warehouse import checks, ddl
+from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import Compute, compute_session
 from inservice.warehouse.plans import plans_at
-from inservice.warehouse.store import Warehouse
 
 PUBLICATIONS = ("participation", "demand", "supply", "fulfilment")
 STAT_PLAN = tuple(t.name for t in ddl.STAT_PLAN_TABLES if t.name != "stat_plan_publications")
@@ -64,6 +64,7 @@ class PlanPublication:
     revision: int
     totals: dict
     files: list[str]
+    access: AccessRefresh | None = None  # the analysts' refresh after the publication's commit
 
     def as_json(self) -> dict:
         return {"school_year": f"{self.school_year:03d}", "as_of": self.as_of.isoformat(), "files": self.files,
@@ -78,9 +79,7 @@ def parse_school_year(text: str | int) -> int:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for table in ddl.STAT_PLAN_TABLES:
-        for stmt in ddl.create_table(table):
-            con.execute(stmt)
+    ddl.ensure(con, ddl.STAT_PLAN_TABLES)
 
 
 # --- compute: plans + attendance → stat_plan_* ----------------------------------------------------------
@@ -367,7 +366,8 @@ def publish_plans(settings: Settings, school_year: str | int, as_of: datetime | 
     as_of_dt = as_of_now(as_of)
     out = plans_dir(settings, year)
     period = roc_school_year(year)
-    with Warehouse(settings) as wh, compute_session(wh) as cx:
+    session = WriteSession(settings)
+    with session as wh, compute_session(wh) as cx:
         checks.require_passing(wh.con, settings.archive_cutoff, f"planning survey statistics {period}")
         con = cx.con
         cx.run(ensure_tables)
@@ -404,7 +404,7 @@ def publish_plans(settings: Settings, school_year: str | int, as_of: datetime | 
             for f in files:
                 shutil.copy2(f, kept / Path(f).name)
     public = {k: v for k, v in totals.items() if k != "granted_hours"}
-    return PlanPublication(year, as_of_dt, revision, public, files)
+    return PlanPublication(year, as_of_dt, revision, public, files, session.refresh)
 
 
 def _notes(year: int, as_of: datetime, revision: int) -> list[tuple[str, str]]:

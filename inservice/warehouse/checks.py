@@ -172,10 +172,10 @@ BLOCKING = [
 PLAN_BLOCKING = [
     BlockingCheck("plan_tables", "school_plans_unique_key",
                   "no two school plans in force share school_year + school_code + domain",
-                  lambda con, _: duplicate_keys(con, "school_plans", ("school_year", "school_code", "domain"))),
+                  lambda con, _: duplicate_keys(con, "school_plans", ddl.SCHOOL_PLANS.key)),
     BlockingCheck("plan_tables", "teacher_plans_unique_key",
                   "no two teacher plans in force share school_year + teacher_key + domain",
-                  lambda con, _: duplicate_keys(con, "teacher_plans", ("school_year", "teacher_key", "domain"))),
+                  lambda con, _: duplicate_keys(con, "teacher_plans", ddl.TEACHER_PLANS.key)),
 ]
 
 
