@@ -555,8 +555,8 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
 
 # --- the registry: every warehouse table, once ----------------------------------------------------------
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
-                             *FEED_TABLES, *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META,
-                             *PUBLICATION_TABLES, *PLAN_TABLES, *STAT_PLAN_TABLES)
+                             *FEED_TABLES, *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META, *PLAN_TABLES,
+                             *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
 
