@@ -386,7 +386,9 @@ def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_bac
 
     with duckdb.connect(str(copy), read_only=True) as con, Warehouse(settings, read_only=True) as wh:
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "snapshot_info"}
+        assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "school_plans",
+                          "teacher_plans", "school_plans_history", "teacher_plans_history", "plan_revisions",
+                          "snapshot_info"}
         assert con.execute("SELECT count(*) FROM attendance").fetchone() == \
             wh.con.execute("SELECT count(*) FROM attendance").fetchone()
         assert con.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'courses'").fetchone()[0] == \
