@@ -88,6 +88,7 @@ def key(unit: str, month: str = "2017-05") -> dg.MultiPartitionKey:
 
 
 # --- definitions ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a `dagster` process
 def test_workspace_validates_with_the_dagster_cli(tmp_path: Path) -> None:
     env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path),
            "DAGSTER_DISABLE_TELEMETRY": "1"}
@@ -187,6 +188,7 @@ def test_sensor_one_run_request_per_new_file(settings: Settings, instance: dg.Da
     assert tick(instance, after.cursor).run_requests == []
 
 
+@pytest.mark.slow
 def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Settings,
                                                                    instance: dg.DagsterInstance) -> None:
     drop_samples(settings)
@@ -236,6 +238,7 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
     assert tick(instance, cursor).run_requests == []  # answered once
 
 
+@pytest.mark.slow
 def test_rerun_from_archive_and_from_quarantine(settings: Settings, instance: dg.DagsterInstance) -> None:
     with Warehouse(settings) as wh:
         set_state(wh, "T003", "sealed", "府教字第1號")
@@ -325,6 +328,7 @@ def test_check_functions_catch_each_violation(settings: Settings, instance: dg.D
         assert checks.cutoff_respected(con, settings.archive_cutoff)[0]
 
 
+@pytest.mark.slow
 def test_a_failed_check_blocks_downstream_publishing(settings: Settings, instance: dg.DagsterInstance,
                                                      tmp_path: Path) -> None:
     loaded_sample(settings, instance)
@@ -392,6 +396,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@pytest.mark.slow
 def test_a_locked_warehouse_is_retried_with_backoff(settings: Settings, instance: dg.DagsterInstance,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSERVICE_LOCK_TIMEOUT", "0.5")  # the core waits that long for the file, then WarehouseBusy
@@ -416,6 +421,7 @@ def launched_at(instance: dg.DagsterInstance, run_id: str) -> float:
     return record.event_log_entry.timestamp
 
 
+@pytest.mark.slow
 def test_queued_warehouse_runs_never_overlap(settings: Settings, tmp_path: Path) -> None:
     """The real daemon (sensor + run queue) with deploy/dagster.yaml: two uploads, two runs, one at a time."""
     dagster_home = tmp_path / "dagster_home"
@@ -474,6 +480,7 @@ def run_tags(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) ->
     return dict(instance.get_run_by_id(result.run_id).tags)
 
 
+@pytest.mark.slow
 def test_a_refused_upload_is_marked_on_its_run_and_partition(settings: Settings,
                                                              instance: dg.DagsterInstance) -> None:
     (settings.inbox / "T001").mkdir(parents=True)
@@ -537,6 +544,7 @@ def test_an_unregistered_unit_is_refused_f05_and_never_a_partition(settings: Set
     assert sorted(instance.get_dynamic_partitions("unit")) == ["T001", "T002", "T003"]
 
 
+@pytest.mark.slow
 def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Settings,
                                                                     instance: dg.DagsterInstance) -> None:
     with Warehouse(settings) as wh:
@@ -567,6 +575,7 @@ def test_launchpad_config_fields_are_described() -> None:
             assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)
 
 
+@pytest.mark.slow
 def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settings: Settings,
                                                                           instance: dg.DagsterInstance) -> None:
     def run(job: str, op: str, config: dict, ok: bool = True) -> dg.ExecuteInProcessResult:
@@ -591,6 +600,7 @@ def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settin
         assert wh.con.execute("SELECT count(*) FROM unit_state_log WHERE unit_code = 'T004'").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_a_unit_refused_f05_then_registered_reruns_on_time(settings: Settings, instance: dg.DagsterInstance) -> None:
     """Refused F05 on 2017-06-03 (not yet registered), registered later, re-run from quarantine without a
     receipt time: judged as received then — on time — not as late on the day of the re-run."""

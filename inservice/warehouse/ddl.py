@@ -24,9 +24,10 @@ tables with their year/month partitioning in analyst.LAKE_QUERIES; a blocking ch
 declared in checks.BLOCKING, which reads the key from here.)
 
 Teachers appear only as `teacher_key` (keyed pseudonym); no national ID or name is stored.
-Keys are not enforced as constraints on DuckDB (a PRIMARY KEY makes DuckDB loads 4–8× slower, see
-shared/notes/measured.md): the merge keeps them unique and an asset check proves it; PostgreSQL
-enforces them with unique indexes. `testing` units load into the same tables under the schema `testing`.
+Keys are not enforced as constraints on DuckDB (measured: a PRIMARY KEY makes DuckDB loads 4–8× slower
+than a plain copy, and the file ~4× larger): the merge keeps them unique and an asset check proves it;
+PostgreSQL enforces them with unique indexes. `testing` units load into the same tables under the schema
+`testing`.
 """
 
 from __future__ import annotations
