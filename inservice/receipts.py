@@ -62,8 +62,10 @@ def summary_lines(receipt: dict) -> list[str]:
     """The receipt in short, as the `inservice` command prints it: status, counts, where its files are."""
     c, a = receipt["courses"], receipt["attendance"]
     refusal = f" {receipt['refusal']}" if receipt["refusal"] else ""
-    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — courses {c['accepted']}/{c['received']} accepted, "
-             f"attendance {a['accepted']}/{a['received']} accepted, {len(receipt['findings'])} finding(s)"]
+    counts = (f"plans {receipt['plans']['accepted']}/{receipt['plans']['received']} accepted" if "plans" in receipt
+              else f"courses {c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} "
+                   "accepted")  # a planning survey export: its plan rows
+    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — {counts}, {len(receipt['findings'])} finding(s)"]
     return lines + [f"  receipt: {path}" for path in receipt.get("receipt_files", [])]
 
 

@@ -44,6 +44,7 @@ from tests.builders import (
 )
 from tests.conftest import pg_database
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 RECEIVED = "2017-11-03T10:00:00+08:00"
 ID_SHAPE = re.compile(r"[A-Z][12ABCD89][0-9]{8}")
 

@@ -1,4 +1,4 @@
-"""`inservice plans stats --school-year 106 [--json]` (registered through cli.EXTENSIONS). Plan exports
+"""`inservice plans stats --school-year 106 [--json]` (declared in cli.COMMANDS). Plan exports
 themselves go through `inservice ingest` / `inservice check` like any upload."""
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ def cmd_plan_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    plans = sub.add_parser("plans", help="the planning survey (學校本位暨教師自我專業進修規劃)")
-    psub = plans.add_subparsers(dest="plans_cmd", required=True)
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `plans` (the CLI's hook, cli.COMMANDS)."""
+    psub = p.add_subparsers(dest="plans_cmd", required=True)
     st = psub.add_parser("stats", help="the four publications of a school year: stat_plan_* tables, workbooks, HTML")
     st.add_argument("--school-year", required=True, help="ROC school year, e.g. 106 (2017-08-01 .. 2018-07-31)")
     st.add_argument("--as-of", help="publication time, ISO-8601 (default now; no offset = Asia/Taipei)")
