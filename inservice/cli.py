@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
                 ("inservice.corrections.cli",)),
     "feeds": ("daily database feeds (資料庫互傳): register and pull", ("inservice.feeds.cli",)),
     "warehouse": ("the warehouse: backend, analyst access, Parquet lake", ("inservice.warehouse.cli",)),
+    "backfill": ("migrate the legacy archive (a database URL, or a folder holding inservice_courses/ and "
+                 "inservice_attendance/ as Parquet or CSV); resumable", ("inservice.backfill.cli",)),
     "plans": ("the planning survey (學校本位暨教師自我專業進修規劃): its publications", ("inservice.plans.cli",)),
 }
 

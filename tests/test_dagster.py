@@ -105,7 +105,7 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
-        "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
+        "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
         "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
         "plan_supply": "plans", "plan_fulfilment": "plans"}

@@ -142,7 +142,7 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     groups = {k: n["groupName"] for k, n in nodes.items()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
-        "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
+        "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
         "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
         "plan_supply": "plans", "plan_fulfilment": "plans"}
