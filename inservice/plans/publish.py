@@ -43,6 +43,7 @@ from inservice.schemas.plans import (
 )
 from inservice.warehouse import checks, ddl
 from inservice.warehouse.analyst import AccessRefresh, WriteSession
+from inservice.warehouse.backend import Connection
 from inservice.warehouse.compute import Compute, compute_session
 from inservice.warehouse.plans import plans_at
 
@@ -78,7 +79,7 @@ def parse_school_year(text: str | int) -> int:
     return year
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_tables(con: Connection) -> None:
     ddl.ensure(con, ddl.STAT_PLAN_TABLES)
 
 
@@ -297,7 +298,7 @@ def render(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> dict[s
             CASE WHEN coverage_ratio IS NULL THEN NULL ELSE 100 * coverage_ratio END, gap_hours
         FROM stat_plan_supply WHERE school_year = ? AND as_of = ? AND county_code <> '{ALL}' AND domain <> '{ALL}'
         ORDER BY gap_hours DESC, {_county_order('county_code')}, domain""", key)
-    total = fetch(con, f"""SELECT '全國', '合計', teachers, planned_hours, courses, course_hours, person_times,
+    national = fetch(con, f"""SELECT '全國', '合計', teachers, planned_hours, courses, course_hours, person_times,
             granted_hours, CASE WHEN coverage_ratio IS NULL THEN NULL ELSE 100 * coverage_ratio END, gap_hours
         FROM stat_plan_supply WHERE school_year = ? AND as_of = ? AND county_code = '{ALL}' AND domain = '{ALL}'""",
                   key)
@@ -307,8 +308,8 @@ def render(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> dict[s
             Col("缺口時數", "dec1")]
     top = [r for r in rows if r[9] and r[9] > 0][:20]
     supply = [
-        Report("s1_supply", "1 供需對照", f"{period}各縣市研習範疇供需對照（缺口大者在前）", cols, rows + total,
-               total_rows=len(total),
+        Report("s1_supply", "1 供需對照", f"{period}各縣市研習範疇供需對照（缺口大者在前）", cols, rows + national,
+               total_rows=len(national),
                notes=["需求為教師規劃時數；供給為該縣市教師（依服務學校）於本學年度完成研習之核發時數。",
                       "涵蓋率 = 核發時數 ÷ 規劃時數；缺口時數 = 規劃時數 − 核發時數。"]),
         Report("s2_gaps", "2 缺口圖", f"{period}供需缺口最大之縣市研習範疇（前 20）",

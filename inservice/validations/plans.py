@@ -92,6 +92,7 @@ def validate_plans(raw: pa.Table, ctx: PlanContext) -> ValidatedPlans:
                 f"期限 {deadline.as_py():%Y-%m-%d}", f"deadline {deadline.as_py():%Y-%m-%d}")
         columns = {c: typed[c] for c in COLUMNS[ctx.kind] if c in typed}
         if teacher:
+            assert hashed is not None  # submitted above for a teacher export
             valid = typed["_id_valid"]
             columns = {"school_year": typed["school_year"],
                        "teacher_key": pc.if_else(valid, hashed.result(), pa.scalar(None, pa.string())),
