@@ -145,7 +145,9 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
         "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
         "receipt_mail": "partners", "missing_month_reminders": "partners", "refusal_digest": "partners",
-        "partner_history": "partners", "partner_contract": "partners"}
+        "partner_history": "partners", "partner_contract": "partners",
+        "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
+        "plan_supply": "plans", "plan_fulfilment": "plans"}
     assert {"monthly_statistics", "yearbook_extract"} <= {k for k, g in groups.items() if g == "publish"}
     for name in ("partner_upload", "courses", "attendance", "upload_log"):
         assert nodes[name]["description"] and nodes[name]["owners"] == [{"team": "data-engineering"}]
@@ -160,6 +162,7 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     sensors = {s["name"]: s["sensorState"]["status"] for s in ui.gql(SENSORS)["sensorsOrError"]["results"]}
     assert sensors["inbox_sensor"] == "RUNNING"  # on by default: staff need not switch it on
     assert sensors["corrections_sensor"] == "RUNNING"
+    assert sensors["plans_sensor"] == "RUNNING"
 
     def unit_partitions() -> list[str]:
         dims = ui.gql(UNIT_PARTITIONS)["assetNodeOrError"]["partitionKeysByDimension"]
