@@ -82,6 +82,7 @@ def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
 
 # Feature modules that add subcommands: each has `register(subparsers)` setting `func(args, settings)`.
 EXTENSIONS: list[str] = ["inservice.publish.cli", "inservice.corrections.cli", "inservice.feeds.cli",
+                         "inservice.registers.tags", "inservice.rules_cli",
                          "inservice.warehouse.cli"]
 
 SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單位二 Sample unit 2"),

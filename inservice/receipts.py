@@ -208,6 +208,9 @@ def _workbook(receipt: dict) -> Workbook:
     for part, zh in (("courses", "課程"), ("attendance", "研習名單")):
         c = receipt[part]
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
+    if receipt.get("re_evaluation"):  # a replay under the rules in force (replay.py)
+        ev = receipt["re_evaluation"]
+        rows.append(("重新檢核 Re-evaluation", f"{ev['zh']} / {ev['en']}"))
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
     for label, value in rows:

@@ -60,7 +60,7 @@ def test_c02_unparseable_or_too_long(settings, field: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("county_code", "99999"), ("tags", "T2;T9"), ("audience", "E;Z"), ("class_type", "4"),
+    ("county_code", "99999"), ("audience", "E;Z"), ("class_type", "4"),
     ("category", "G"), ("organizer_type", "8"), ("delivery", "7"), ("time_slot", "0"),
 ])
 def test_c03_code_not_in_list(settings, field: str, value: str) -> None:

@@ -292,7 +292,8 @@ class CorrectionRun:
                                       for f in ATTENDANCE.fields})
         ctx = Context(unit=d.unit_code, channel="file", received_on=self.received_on,
                       pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff,
-                      exceptions=self.wh.exceptions_for(d.unit_code, self.received_on))
+                      exceptions=self.wh.exceptions_for(d.unit_code, self.received_on),
+                      tags=self.wh.tag_register())
         v = validate(RawUpload(courses, attendance), ctx)
         errors = [f for f in v.findings.to_pylist() if f["severity"] == "error"]
         # warnings about what this row changes (W01/W02 on a title, W04 on a school), not older ones

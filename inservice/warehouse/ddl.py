@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inservice.validations import lights
+
 
 @dataclass(frozen=True)
 class Column:
@@ -24,6 +26,7 @@ class Table:
     comment: str
     columns: tuple[Column, ...]
     per_area: bool = False  # one copy per area (production = main, testing = testing)
+    view: str | None = None  # a view over the tables (its SELECT); its columns are declared for the comments
 
 
 C = Column
@@ -71,10 +74,11 @@ HISTORY = Table("history", "異動歷程：課程與名單首次載入後的每�
     C("unit_code", "VARCHAR", "單位代碼"),
     C("course_code", "VARCHAR", "研習代碼"),
     C("teacher_key", "VARCHAR", "教師假名鍵（名單列）"),
-    C("action", "VARCHAR", "異動（update 更新、withdraw 撤回、correction 更正、add 更正新增、remove 更正刪除）"),
+    C("action", "VARCHAR", "異動（update 更新、withdraw 撤回、correction 更正、add 更正新增、"
+                           "remove 更正刪除、replay 重新檢核後載入）"),
     C("before_json", "VARCHAR", "異動前內容（JSON；新增時為空）"),
     C("after_json", "VARCHAR", "異動後內容（JSON；撤回或刪除時為空）"),
-    C("source", "VARCHAR", "來源（upload 檔案傳報、feed 資料庫互傳、correction 更正申請）"),
+    C("source", "VARCHAR", "來源（upload 檔案傳報、feed 資料庫互傳、correction 更正申請、replay 依現行規則重新檢核）"),
     C("source_id", "VARCHAR", "來源編號（傳報編號、互傳日、更正列）"),
     C("letter_no", "VARCHAR", "核定文號（更正）"),
     C("changed_at", "TIMESTAMPTZ", "異動時間"),
@@ -107,6 +111,7 @@ UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳�
     C("receipt_json", "VARCHAR", "回執 JSON 路徑"),
     C("receipt_xlsx", "VARCHAR", "回執 Excel 路徑"),
     C("processed_at", "TIMESTAMPTZ", "處理時間"),
+    C("replay_of", "VARCHAR", "依現行規則重新檢核（replay）之原傳報編號；一般傳報為空"),
 ))
 
 FINDINGS = Table("findings", "檢核結果（退件與警告，逐列）", (
@@ -211,6 +216,52 @@ UNIT_STATE_LOG = Table("unit_state_log", "單位狀態異動紀錄（測試、�
 
 CORRECTION_TABLES: tuple[Table, ...] = (CORRECTION_WORKBOOKS, CORRECTIONS, UNIT_STATE_LOG)  # corrections, lifecycle
 
+# The attribute-tag register (spec 1.1 §3.8, registers/tags.py): the eight tags of the spec are
+# seeded when the table is created; every change is logged with who and when.
+TAGS = Table("tags", "屬性標籤登錄（規格 3.8；課程標籤依研習起日判斷是否有效，無效者 W06 刪除）", (
+    C("code", "VARCHAR", "標籤代碼"),
+    C("short_label", "VARCHAR", "簡稱"),
+    C("full_name", "VARCHAR", "全名"),
+    C("legal_basis", "VARCHAR", "法源依據"),
+    C("valid_from", "DATE", "生效日"),
+    C("valid_to", "DATE", "失效日（含當日；空值表示無期限）"),
+    C("position", "INTEGER", "排列順序（課程標籤依此順序記錄）"),
+    C("updated_at", "TIMESTAMPTZ", "最後異動時間"),
+))
+
+TAG_LOG = Table("tag_log", "屬性標籤登錄異動紀錄（seed 規格內建、add 新增、retire 停用；異動者及時間）", (
+    C("code", "VARCHAR", "標籤代碼"),
+    C("action", "VARCHAR", "異動（seed、add、retire）"),
+    C("short_label", "VARCHAR", "簡稱"),
+    C("full_name", "VARCHAR", "全名"),
+    C("legal_basis", "VARCHAR", "法源依據"),
+    C("valid_from", "DATE", "生效日"),
+    C("valid_to", "DATE", "失效日（含當日）"),
+    C("changed_by", "VARCHAR", "異動者"),
+    C("changed_at", "TIMESTAMPTZ", "異動時間"),
+))
+
+TAG_TABLES: tuple[Table, ...] = (TAGS, TAG_LOG)
+
+# Lights per organizer (spec §7) as of any day: each course's span of days in which it counts toward
+# its organizer's light; the light on day D counts the spans holding D (validations/lights.py).
+ORGANIZER_LIGHT_COURSES = Table(
+    "organizer_light_courses",
+    "燈號計入課程：逾期未結案課程計入其開課單位（所屬傳報單位內）燈號之期間；"
+    "某日之燈號 = 該日落在 counts_from 至 counts_until 之課程數（0 綠燈、1–4 黃燈、5 以上紅燈）", (
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("organizer", "VARCHAR", "開課單位"),
+        C("course_code", "VARCHAR", "研習代碼"),
+        C("class_type", "VARCHAR", "班別性質（學分班不計）"),
+        C("start_date", "DATE", "研習起日（所屬年度）"),
+        C("end_date", "DATE", "研習迄日"),
+        C("closed_date", "DATE", "結案日期"),
+        C("counts_from", "DATE", "開始計入日（研習迄日後第 8 日）"),
+        C("counts_until", "DATE", "最後計入日（結案前一日或研習起日年度之 12 月 31 日，取早者）"),
+    ), view=lights.spans_sql("main.courses"))
+
+VIEWS: tuple[Table, ...] = (ORGANIZER_LIGHT_COURSES,)
+
 # The receipt as sent, written in the upload's own transaction: a receipt lost after the commit (a
 # kill, a full or read-only outbox) is rewritten from it when the unit sends the file again. The
 # partner's document (masked IDs, its own values quoted): not an analyst table.
@@ -229,7 +280,7 @@ WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指�
 ))
 
 TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
-          *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META)
+          *CORRECTION_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META, *VIEWS)
 AREAS = {"production": "main", "testing": "testing"}
 
 
@@ -245,7 +296,7 @@ def missing_columns(existing: set[tuple[str, str, str]]) -> list[str]:
     out = []
     for table in TABLES:
         for schema in (AREAS.values() if table.per_area else ("main",)):
-            if (schema, table.name) not in tables:
+            if (schema, table.name) not in tables or table.view:
                 continue  # created whole by CREATE TABLE
             out += [f'ALTER TABLE {schema}.{table.name} ADD COLUMN "{c.name}" {c.type}'
                     for c in table.columns if (schema, table.name, c.name) not in existing]
@@ -265,8 +316,12 @@ def statements(existing: set[tuple[str, str]] | None = None) -> list[str]:
                 continue
             schemas_used.add(schema)
             cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in table.columns)
-            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {cols}\n)")
-            out.append(f"COMMENT ON TABLE {schema}.{table.name} IS {_quote(table.comment)}")
+            if table.view:
+                out.append(f"CREATE OR REPLACE VIEW {schema}.{table.name} AS {table.view}")
+                out.append(f"COMMENT ON VIEW {schema}.{table.name} IS {_quote(table.comment)}")
+            else:
+                out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {cols}\n)")
+                out.append(f"COMMENT ON TABLE {schema}.{table.name} IS {_quote(table.comment)}")
             out += [f'COMMENT ON COLUMN {schema}.{table.name}."{c.name}" IS {_quote(c.comment)}'
                     for c in table.columns]
     return [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in sorted(schemas_used)] + out
