@@ -16,6 +16,7 @@ import pyarrow as pa
 from inservice.config import TAIPEI
 from inservice.schemas import codelists
 from inservice.schemas.reference import schools
+from inservice.schemas.rules import LIGHTS
 from inservice.warehouse.ddl import Column, Table
 
 ALL = "*"  # the "all values" marker of the long stat tables (a total or subtotal row)
@@ -25,8 +26,7 @@ UNKNOWN = "未知"  # a teacher whose school is not in the MOE school list
 COUNTY_ORDER = ("63000", "64000", "65000", "66000", "67000", "68000", "10002", "10004", "10005", "10007",
                 "10008", "10009", "10010", "10013", "10014", "10015", "10016", "10017", "10018", "10020",
                 "09020", "09007", "00000")
-LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = "綠燈", "黃燈", "紅燈"
-BLOCK_FROM = date(2017, 11, 1)  # from this day a red light blocks registering new courses (spec §7)
+LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = LIGHTS["green"], LIGHTS["yellow"], LIGHTS["red"]
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -87,25 +87,34 @@ def as_of_now(value: datetime | str | None = None) -> datetime:
 
 
 # --- reference views ---------------------------------------------------------------------------------
-def _codes_table() -> pa.Table:
-    """(list, code, label, ord) for every code list the publications label, plus the markers."""
+def _codes_table(tags: pa.Table | None = None, period: tuple[date, date] | None = None) -> pa.Table:
+    """(list, code, label, ord) for every code list the publications label, plus the markers.
+
+    Tags come from the register (`tags`, validations.normalize.TAG_REGISTER): those valid at some day
+    of `period` [start, end), so a past period lists the tags of its time and a new tag needs no code."""
     names = codelists.county_names()
     rows: list[tuple[str, str, str, int]] = []
     for i, code in enumerate(COUNTY_ORDER):
         rows.append(("county", code, names.get(code, code), i))
     rows += [("county", UNKNOWN, UNKNOWN, 900), ("county", ALL, "合計", 999)]
-    for name in ("level", "class_type", "category", "organizer_type", "delivery", "time_slot", "tag"):
+    for name in ("level", "class_type", "category", "organizer_type", "delivery", "time_slot"):
         rows += [(name, c.code, c.label, i) for i, c in enumerate(codelists.codelist(name))]
         rows.append((name, ALL, "合計", 999))
+    for t in (tags.sort_by("position").to_pylist() if tags is not None else []):
+        if period is None or (t["valid_from"] < period[1] and (t["valid_to"] is None or t["valid_to"] >= period[0])):
+            rows.append(("tag", t["code"], t["short_label"], int(t["position"])))
+    rows.append(("tag", ALL, "合計", 999))
     rows.append(("level", UNKNOWN, UNKNOWN, 900))
     cols = list(zip(*rows, strict=True))
     return pa.table({"list": cols[0], "code": cols[1], "label": cols[2], "ord": pa.array(cols[3], pa.int32())})
 
 
-def register_refs(con: duckdb.DuckDBPyConnection) -> None:
-    """Zero-copy Arrow views on this connection (nothing written): school list and code labels."""
+def register_refs(con: duckdb.DuckDBPyConnection, tags: pa.Table | None = None,
+                  period: tuple[date, date] | None = None) -> None:
+    """Zero-copy Arrow views on this connection (nothing written): school list and code labels (the
+    tags of the register valid in `period`)."""
     con.register("pub_ref_schools", schools().select(["school_code", "county_code", "level"]))
-    con.register("pub_ref_codes", _codes_table())
+    con.register("pub_ref_codes", _codes_table(tags, period))
 
 
 # --- reading a slice of attendance -------------------------------------------------------------------
@@ -225,26 +234,41 @@ STAT_TABLES = (
         C("person_times", "BIGINT", "研習人次"),
         C("granted_hours", "DECIMAL(18,1)", "核發時數"),
     )),
-    Table("stat_monthly_not_closed", "表4 逾期未結案課程（非學分班，研習迄日後逾 7 日未結案）各單位燈號", (
+    Table("stat_monthly_not_closed",
+          "表4 各開課單位（所屬傳報單位內）燈號：逾期未結案課程（非學分班，研習迄日後逾 7 日未結案）", (
         *_MONTH_COLS,
-        C("report_date", "DATE", "報表日期"),
+        C("report_date", "DATE", "燈號判定日（報表日期；12 月報表為 12 月 31 日）"),
         C("unit_code", "VARCHAR", "單位代碼"),
         C("unit_name", "VARCHAR", "單位名稱"),
+        C("organizer", "VARCHAR", "開課單位"),
+        C("county_code", "VARCHAR", "開課單位縣市（其本年度課程最多之縣市代碼）"),
         C("not_closed", "BIGINT", "逾期未結案課程數"),
         C("light", "VARCHAR", "燈號（綠燈 0、黃燈 1–4、紅燈 5 以上）"),
-        C("blocked", "BOOLEAN", "停止開課（紅燈，且報表日期在 2017-11-01 以後）"),
+        C("blocked", "BOOLEAN", "停止登錄新課程（紅燈，且判定日在 C11 施行日以後）"),
+    )),
+    Table("stat_monthly_lights_county", "表4 燈號縣市別：各縣市開課單位數（依燈號）及逾期未結案課程數（* 全國）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("organizers", "BIGINT", "開課單位數"),
+        C("green", "BIGINT", "綠燈開課單位數"),
+        C("yellow", "BIGINT", "黃燈開課單位數"),
+        C("red", "BIGINT", "紅燈開課單位數"),
+        C("not_closed", "BIGINT", "逾期未結案課程數"),
     )),
     Table("stat_monthly_not_closed_courses", "表4 明細：逾期未結案課程", (
         *_MONTH_COLS,
         C("unit_code", "VARCHAR", "單位代碼"),
+        C("organizer", "VARCHAR", "開課單位"),
+        C("county_code", "VARCHAR", "課程縣市代碼"),
         C("course_code", "VARCHAR", "研習代碼"),
         C("title", "VARCHAR", "研習名稱"),
         C("end_date", "DATE", "研習迄日"),
         C("days_since_end", "INTEGER", "迄日後日數（至報表日期）"),
     )),
-    Table("stat_monthly_tags", "表5 屬性標籤課程數（* 為有任一標籤之課程，不重複）", (
+    Table("stat_monthly_tags", "表5 屬性標籤課程數，全國及各縣市（tag * 為有任一標籤之課程，不重複）", (
         *_MONTH_COLS,
-        C("tag", "VARCHAR", "屬性標籤代碼"),
+        C("county_code", "VARCHAR", "課程縣市代碼（* 全國）"),
+        C("tag", "VARCHAR", "屬性標籤代碼（依標籤登錄）"),
         C("courses", "BIGINT", "課程數"),
         C("course_hours", "DECIMAL(18,1)", "課程時數"),
         C("person_times", "BIGINT", "研習人次"),
@@ -309,7 +333,16 @@ def _quote(text: str) -> str:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the publication tables, and add the columns a later version declared (the rows are
+    written by column name, so an older table takes the new shape; its old rows keep NULL there)."""
+    have = {(t, c) for t, c in con.execute("""SELECT table_name, column_name FROM information_schema.columns
+        WHERE table_schema = 'main'""").fetchall()}
+    tables = {t for t, _ in have}
     for t in STAT_TABLES:
+        if t.name in tables:
+            for c in t.columns:
+                if (t.name, c.name) not in have:
+                    con.execute(f'ALTER TABLE main.{t.name} ADD COLUMN "{c.name}" {c.type}')
         cols = ", ".join(f'"{c.name}" {c.type}' for c in t.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS main.{t.name} ({cols})")
         con.execute(f"COMMENT ON TABLE main.{t.name} IS {_quote(t.comment)}")
