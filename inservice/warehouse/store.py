@@ -193,7 +193,7 @@ class Warehouse:
                 WHERE table_schema = 'main' AND table_name = 'tags'""").fetchone()[0]:
             return normalize.tag_seed()
         names = ", ".join(normalize.TAG_REGISTER.names)
-        return self.con.sql(f"SELECT {names} FROM main.tags ORDER BY position").to_arrow_table().cast(
+        return self.con.execute(f"SELECT {names} FROM main.tags ORDER BY position").to_arrow_table().cast(
             normalize.TAG_REGISTER)
 
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
@@ -438,9 +438,9 @@ class AreaState:
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
 
     def unclosed_courses(self, unit: str, on: date) -> pa.Table:
-        return self.con.sql(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
+        return self.con.execute(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
             WHERE unit_code = ? AND CAST(? AS DATE) BETWEEN counts_from AND counts_until""",
-                            params=[unit, on]).to_arrow_table()
+                                [unit, on]).to_arrow_table()
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         self.con.register("wanted_pairs", organizer_titles)
