@@ -237,15 +237,12 @@ def test_past_month_statistics_reproducible_after_register_changes(settings: Set
 
 
 # --- replay under the rules in force --------------------------------------------------------------------
-def test_replay_reevaluates_an_upload_refused_under_spec_1_0(settings: Settings, capsys) -> None:
-    """An upload loaded under 1.0 (its unknown tag C03 refused the course and, A05, its attendance) —
-    built here directly — is re-evaluated: the preview lists exactly that course and its attendance rows
-    and changes nothing; --apply loads them once; a second replay changes nothing."""
+def loaded_under_1_0(settings: Settings) -> str:
+    """An upload as spec 1.0 left it: its course C2 with an unknown tag refused (C03) with its two
+    attendance rows (A05), nothing of them in the warehouse. Returns its upload id."""
     rows = [course("C1"), course("C2", tags="T2;T99"), course("C3")]
     att = [attendee("C1", IDS[0]), attendee("C2", IDS[1]), attendee("C2", IDS[2]), attendee("C3", IDS[3])]
-    r = send(settings, rows, att)
-    uid = r["upload_id"]
-    # the state 1.0 left: C2 and its two attendance rows refused (C03, A05), not in the warehouse
+    uid = send(settings, rows, att)["upload_id"]
     with Warehouse(settings) as wh, wh.transaction():
         wh.con.execute("DELETE FROM attendance WHERE course_code = 'C2'")
         wh.con.execute("DELETE FROM courses WHERE course_code = 'C2'")
@@ -255,6 +252,14 @@ def test_replay_reevaluates_an_upload_refused_under_spec_1_0(settings: Settings,
                    (?, 'attendance', 4, NULL, 'A05', 'error', 'C2')""", [uid, uid, uid])
         wh.con.execute("""UPDATE uploads SET courses_accepted = 2, courses_rejected = 1, attendance_accepted = 2,
             attendance_rejected = 2 WHERE upload_id = ?""", [uid])
+    return uid
+
+
+def test_replay_reevaluates_an_upload_refused_under_spec_1_0(settings: Settings, capsys) -> None:
+    """An upload loaded under 1.0 (its unknown tag C03 refused the course and, A05, its attendance) —
+    built here directly — is re-evaluated: the preview lists exactly that course and its attendance rows
+    and changes nothing; --apply loads them once; a second replay changes nothing."""
+    uid = loaded_under_1_0(settings)
 
     def state() -> tuple:
         with Warehouse(settings) as wh:
@@ -322,3 +327,20 @@ def test_w06_in_a_self_check_without_a_warehouse(tmp_path, monkeypatch, value: s
     path = write_xlsx(tmp_path / "T001" / "T001_201705.xlsx", [course("C1", tags=value)], [])
     [r] = ingest_paths([path], Settings.from_env(), "2017-06-03T10:00:00+08:00", load=False)
     assert [f["rule"] for f in r["findings"]] == (["W06"] if "T9" in value else [])
+
+
+def test_replay_job_previews_in_its_metadata(settings: Settings) -> None:
+    import dagster as dg
+
+    from inservice.assets.replay import archive_replay
+    from inservice.assets.shared import InserviceResource
+
+    uid = loaded_under_1_0(settings)
+    config = {"ops": {"archive_replay": {"config": {"units": ["T001"], "months": "2017-05..2017-05"}}}}
+    result = dg.materialize([archive_replay], resources={"inservice": InserviceResource(home=str(settings.home))},
+                            run_config=config)
+    meta = result.asset_materializations_for_node("archive_replay")[0].metadata
+    assert meta["rows_changed"].value == 3 and meta["uploads_changed"].value == 1 and meta["applied"].value is False
+    assert uid in meta["preview"].value and "refused → accepted" in meta["preview"].value
+    with Warehouse(settings) as wh:
+        assert wh.con.execute("SELECT count(*) FROM courses WHERE course_code = 'C2'").fetchone()[0] == 0

@@ -228,7 +228,8 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
     expected_days = max(0, (min(m.end, report_date) - m.start).days)
     con.execute("""CREATE OR REPLACE TEMP TABLE pm_uploads AS
         SELECT * FROM uploads
-        WHERE area = 'production' AND status <> 'duplicate' AND (data_month = ? OR (data_month IS NULL
+        WHERE area = 'production' AND status <> 'duplicate' AND replay_of IS NULL  -- a replay is no new file
+          AND (data_month = ? OR (data_month IS NULL
               AND strftime(timezone('Asia/Taipei', received_at), '%Y-%m') = ?))""", [m.key, m.key])
     con.execute("""INSERT INTO stat_monthly_refusals
         SELECT ?, ?, u.unit_code, f.rule, count(*) FROM findings f JOIN pm_uploads u USING (upload_id)
