@@ -36,7 +36,8 @@ from inservice.warehouse.store import COMMIT_SEQ, Warehouse, failpoint
 
 # What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
 # correction registers (they hold the masked original values), unit_state_log (letters), testing.
-CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
+CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units", "tags",
+               "organizer_light_courses")  # the last a view: the copy holds its rows as of the refresh
 ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
 COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published copy was made from
@@ -123,6 +124,8 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> None:
     con, alias = wh.con, "analyst_copy"
     keep = analyst_tables(wh)
     comments = con.execute("""SELECT table_name, NULL, comment FROM duckdb_tables()
+        WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
+        UNION ALL SELECT view_name, NULL, comment FROM duckdb_views()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
         UNION ALL SELECT table_name, column_name, comment FROM duckdb_columns()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL""").fetchall()
