@@ -113,7 +113,8 @@ def test_c07_archive_cutoff_and_exceptions(settings) -> None:
     with Warehouse(settings) as wh:
         wh.add_exception("T001", None, "府教字第3號", date(2017, 1, 1), date(2017, 12, 31))
     r = send(settings, rows, att, name="T001_201705_4.xlsx")
-    assert rules_of(r, "course", 2) == set() and r["courses"]["accepted"] == 2
+    # admitted; its tag T2 is valid from 2013-01-01 only (spec 1.1 §3.8): dropped with W06, the row loads
+    assert rules_of(r, "course", 2) == {("W06", "tags")} and r["courses"]["accepted"] == 2
 
 
 def test_c07_cutoff_is_configurable(settings, monkeypatch) -> None:
