@@ -8,6 +8,8 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from inservice.schemas.rules import C11_FROM
+
 TAIPEI = ZoneInfo("Asia/Taipei")
 MiB = 1024 * 1024
 
@@ -33,7 +35,7 @@ class Settings:
     warehouse: str | None = None  # INSERVICE_WAREHOUSE_URL; None: DuckDB under the home
     analyst_role: str = "inservice_analyst"  # INSERVICE_ANALYST_ROLE (PostgreSQL read-only role)
     analyst_copy: bool = True  # INSERVICE_ANALYST_COPY=0: no read-only copy after each write (DuckDB)
-    c11_from: date = date(2017, 11, 1)  # INSERVICE_C11_FROM: a red organizer registers no new course (C11)
+    c11_from: date = C11_FROM  # INSERVICE_C11_FROM: from it a red organizer registers no new course (C11)
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:

@@ -237,8 +237,9 @@ def test_value_formats(settings) -> None:
         "106.05.10": "2017-05-10", "1060510": "2017-05-10", "１０６／０５／１０": "2017-05-10",
         "990105": "2010-01-05",
     }
-    rows = [course(f"D{i}", start_date=v, end_date=v, closed_date="2017-05-12" if v != "990105" else "2010-01-06")
-            for i, v in enumerate(forms)]
+    # the 2010 course carries no tag: the tags are valid from 2013-01-01 (spec 1.1 §3.8), T2 would be W06
+    rows = [course(f"D{i}", start_date=v, end_date=v, closed_date="2017-05-12" if v != "990105" else "2010-01-06",
+                   tags="T2" if v != "990105" else None) for i, v in enumerate(forms)]
     rows.append(course("N1", start_date=date(2017, 5, 10), end_date=date(2017, 5, 10),
                        closed_date=date(2017, 5, 12), hours=6.5, county_code="台北市", audience="國小；國中",
                        tags="[教專評鑑];性別平等教育", class_type="非學分班", category="ａ"))

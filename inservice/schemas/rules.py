@@ -69,7 +69,3 @@ LIGHT_GRACE_DAYS = 7
 LIGHT_RED_AT = 5
 C11_FROM = date(2017, 11, 1)
 LIGHTS = {"green": "綠燈", "yellow": "黃燈", "red": "紅燈"}
-
-
-def light_of(unclosed: int) -> str:
-    return "green" if unclosed == 0 else "yellow" if unclosed < LIGHT_RED_AT else "red"
