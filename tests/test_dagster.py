@@ -105,7 +105,8 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
         "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
-        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
+        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
+        "archive_replay": "corrections"}
     for name in ("partner_upload", "unsorted_upload", "courses", "attendance", "upload_log"):
         node = graph.get(dg.AssetKey(name))
         assert node.description and node.owners == ["team:data-engineering"]
