@@ -63,6 +63,7 @@ class UploadReplay:
     changes: list[RowChange] = field(default_factory=list)
     applied: str | None = None  # the replay's upload id (with --apply)
     receipt_files: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why it was not re-run (original missing, unit sealed or moved area)
 
     @property
     def changed(self) -> bool:
@@ -163,8 +164,15 @@ def replay(settings: Settings, units: list[str], months: tuple[str, str], apply:
             rep = UploadReplay(orig["unit_code"], orig["file_name"], orig["data_month"], orig["upload_id"],
                                now["upload_id"], _status(now["status"], now["refusal"]))
             out.append(rep)
+            unit = wh.unit(orig["unit_code"])
+            if unit is None or unit.state == "sealed" or unit.area != orig["area"]:
+                # a sealed unit's uploads wait for its re-application; a unit promoted since sends again
+                rep.skipped = (f"unit {orig['unit_code']} is sealed" if unit is not None and unit.state == "sealed"
+                               else f"loaded in the {orig['area']} area; the unit is no longer there")
+                continue
             path = find_upload(settings, orig["unit_code"], orig["file_name"], orig["content_hash"])
             if path is None:  # nothing to re-run: said in the report, never guessed
+                rep.skipped = "original not found in the inbox, archive or quarantine"
                 continue
             rep.original_path = str(path)
             received = _received(orig["received_at"])
@@ -184,7 +192,7 @@ def report_lines(replays: list[UploadReplay], applied: bool) -> list[str]:
     for r in replays:
         head = f"{r.unit} {r.file} ({r.original}): {r.before}"
         if r.after is None:
-            lines.append(f"{head} — original not found in the inbox, archive or quarantine; not replayed")
+            lines.append(f"{head} — {r.skipped}; not replayed")
             continue
         if not r.changed:
             lines.append(f"{head} — unchanged")

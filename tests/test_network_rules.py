@@ -344,3 +344,17 @@ def test_replay_job_previews_in_its_metadata(settings: Settings) -> None:
     assert uid in meta["preview"].value and "refused → accepted" in meta["preview"].value
     with Warehouse(settings) as wh:
         assert wh.con.execute("SELECT count(*) FROM courses WHERE course_code = 'C2'").fetchone()[0] == 0
+
+
+def test_replay_reports_what_it_cannot_rerun(settings: Settings) -> None:
+    """An original that is gone is reported, never guessed; a sealed unit's uploads wait for it."""
+    loaded_under_1_0(settings)
+    with Warehouse(settings) as wh:
+        wh.con.execute("UPDATE units SET state = 'sealed' WHERE unit_code = 'T001'")
+    [p] = replay(settings, ["T001"], ("2017-05", "2017-05"), apply=True)
+    assert (p.after, p.skipped, p.changes) == (None, "unit T001 is sealed", [])
+    with Warehouse(settings) as wh:
+        wh.con.execute("UPDATE units SET state = 'production' WHERE unit_code = 'T001'")
+    (settings.inbox / "T001" / "T001_201705.xlsx").unlink()
+    [p] = replay(settings, ["T001"], ("2017-05", "2017-05"), apply=True)
+    assert p.after is None and p.skipped.startswith("original not found") and p.applied is None

@@ -50,9 +50,9 @@ def archive_replay(context: dg.AssetExecutionContext, config: ReplayConfig,
         "uploads": len(replays),
         "uploads_changed": sum(r.changed for r in replays),
         "rows_changed": len(rows),
-        "originals_missing": dg.MetadataValue.md(
-            md_table([{"unit": r.unit, "file": r.file, "upload": r.original} for r in replays if r.after is None],
-                     ["unit", "file", "upload"])),
+        "not_replayed": dg.MetadataValue.md(
+            md_table([{"unit": r.unit, "file": r.file, "upload": r.original, "why": r.skipped}
+                      for r in replays if r.after is None], ["unit", "file", "upload", "why"])),
         "preview": dg.MetadataValue.md(md_table(rows, ["unit", "file", "upload", "record", "row", "course",
                                                        "outcome", "added", "gone"], limit=200)),
         "replay_uploads": dg.MetadataValue.json([r.applied for r in replays if r.applied]),
