@@ -289,10 +289,15 @@ def parse_tags(values: pa.Array, start: pa.Array, register: pa.Table) -> tuple[p
     keep = valid.to_numpy(zero_copy_only=False)
     bits = pc.fill_null(row, -1).to_numpy(zero_copy_only=False)
     codes = reg["code"].to_pylist()
-    mask = np.zeros(len(v), dtype=object)
-    mask[:] = 0
-    for i, b in zip(parents[keep].tolist(), bits[keep].tolist(), strict=True):
-        mask[i] |= 1 << b  # Python ints: a register may hold more than 64 tags over the years
-    rendered = {m: ";".join(c for j, c in enumerate(codes) if m >> j & 1) or None for m in set(mask.tolist())}
-    text = pa.array([rendered[m] for m in mask.tolist()], pa.string())
-    return text, pa.array(bad), pa.array(detail, pa.string())
+    if len(codes) <= 64:  # each row's tags OR-ed into a bitmask, each distinct mask rendered once
+        mask = np.zeros(len(v), dtype=np.uint64)
+        np.bitwise_or.at(mask, parents[keep], np.left_shift(np.uint64(1), bits[keep].astype(np.uint64)))
+    else:  # a register grown past 64 tags over the years: Python integers
+        mask = np.zeros(len(v), dtype=object)
+        mask[:] = 0
+        for i, b in zip(parents[keep].tolist(), bits[keep].tolist(), strict=True):
+            mask[i] |= 1 << b
+    distinct, where = np.unique(mask, return_inverse=True)
+    rendered = pa.array([";".join(c for j, c in enumerate(codes) if int(m) >> j & 1) or None
+                         for m in distinct.tolist()], pa.string())
+    return pc.take(rendered, pa.array(where.ravel())), pa.array(bad), pa.array(detail, pa.string())
