@@ -1,7 +1,8 @@
 """The rule engine: canonical raw tables in, typed tables + findings out (spec §5).
 
 Field rules are pyarrow compute over whole columns; rules across rows or against the warehouse
-(C06, C08, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python.
+(C06, C08, C11, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python
+(tags, W06, are read against the register: a few Python steps per dropped tag, for its message).
 """
 
 from __future__ import annotations
