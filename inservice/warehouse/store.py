@@ -193,8 +193,9 @@ class Warehouse:
                 WHERE table_schema = 'main' AND table_name = 'tags'""").fetchone()[0]:
             return normalize.tag_seed()
         names = ", ".join(normalize.TAG_REGISTER.names)
-        return self.con.execute(f"SELECT {names} FROM main.tags ORDER BY position").to_arrow_table().cast(
-            normalize.TAG_REGISTER)
+        rows = self.con.execute(f"SELECT {names} FROM main.tags ORDER BY position").fetchall()  # a few dozen
+        return pa.Table.from_pylist([dict(zip(normalize.TAG_REGISTER.names, r, strict=True)) for r in rows],
+                                    schema=normalize.TAG_REGISTER)
 
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
     def meta(self, name: str) -> str | None:
@@ -438,9 +439,10 @@ class AreaState:
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
 
     def unclosed_courses(self, unit: str, on: date) -> pa.Table:
-        return self.con.execute(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
-            WHERE unit_code = ? AND CAST(? AS DATE) BETWEEN counts_from AND counts_until""",
-                                [unit, on]).to_arrow_table()
+        rows = self.con.execute(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
+            WHERE unit_code = ? AND CAST(? AS DATE) BETWEEN counts_from AND counts_until""", [unit, on]).fetchall()
+        return pa.table({"course_code": pa.array([r[0] for r in rows], pa.string()),  # one unit's: few rows
+                         "organizer": pa.array([r[1] for r in rows], pa.string())})
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         self.con.register("wanted_pairs", organizer_titles)
