@@ -58,9 +58,6 @@ _RULES = [
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
 
-# The order in which whole-upload checks run; the receipt reports the first that fails (§5).
-FILE_CHECK_ORDER = ("F02", "F03", "F05", "F06", "F04", "F08", "F09", "F01", "F07", "F04")
-
 # Lights (業務帳號燈號, §7) per organizer within its sending unit: its courses of the calendar year
 # (by start date) that ended more than LIGHT_GRACE_DAYS days ago and are still not closed, degree
 # programmes excluded. 0 green, 1–4 yellow, LIGHT_RED_AT or more red; from C11_FROM (a setting,
