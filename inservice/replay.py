@@ -28,6 +28,7 @@ from inservice.errors import OperatorError
 from inservice.inbox import find_upload
 from inservice.ingest import Ingestor
 from inservice.schemas.fields import UNIT_CODE
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Warehouse
 
 _MONTHS = re.compile(r"^(\d{4}-\d{2})(?:\.\.(\d{4}-\d{2}))?$")
@@ -150,10 +151,13 @@ def _received(value: datetime) -> datetime:
     return (value if value.tzinfo else value.replace(tzinfo=TAIPEI)).astimezone(TAIPEI)
 
 
-def replay(settings: Settings, units: list[str], months: tuple[str, str], apply: bool = False) -> list[UploadReplay]:
-    """Preview (and with `apply`, load) the re-evaluation of the chosen units' archived uploads."""
+def replay(settings: Settings, units: list[str], months: tuple[str, str], apply: bool = False,
+           session: WriteSession | None = None) -> list[UploadReplay]:
+    """Preview (and with `apply`, load) the re-evaluation of the chosen units' archived uploads. A load
+    runs in a WriteSession (`session`, else a new one): the analysts' refresh follows its commits."""
     first, last = months
-    with Warehouse(settings, read_only=not apply) as wh:
+    opened = (session or WriteSession(settings)) if apply else Warehouse(settings, read_only=Warehouse.exists(settings))
+    with opened as wh:
         checker = Ingestor(settings, wh, load=False)
         loader = Ingestor(settings, wh, load=True) if apply else None
         out = []

@@ -9,9 +9,10 @@ import dagster as dg
 from pydantic import Field
 
 from inservice.assets.corrections import md_table
-from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, refused
+from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, access_metadata, refused
 from inservice.errors import OperatorError
 from inservice.replay import parse_months, parse_units, replay, report_lines
+from inservice.warehouse.analyst import WriteSession
 
 GROUP = "corrections"  # beside the other re-evaluations of what the archive holds
 
@@ -35,9 +36,11 @@ class ReplayConfig(dg.Config):
 )
 def archive_replay(context: dg.AssetExecutionContext, config: ReplayConfig,
                    inservice: InserviceResource) -> dg.MaterializeResult:
+    settings = inservice.settings()
+    session = WriteSession(settings) if config.apply else None  # a load: the analysts' refresh follows it
     try:
-        replays = replay(inservice.settings(), parse_units(config.units), parse_months(config.months),
-                         apply=config.apply)
+        replays = replay(settings, parse_units(config.units), parse_months(config.months),
+                         apply=config.apply, session=session)
     except OperatorError as exc:  # a bad unit code or month range: staff's to fix, not retried
         raise refused(exc) from exc
     rows = [{"unit": r.unit, "file": r.file, "upload": r.original, "record": c.record, "row": c.row,
@@ -56,6 +59,7 @@ def archive_replay(context: dg.AssetExecutionContext, config: ReplayConfig,
         "preview": dg.MetadataValue.md(md_table(rows, ["unit", "file", "upload", "record", "row", "course",
                                                        "outcome", "added", "gone"], limit=200)),
         "replay_uploads": dg.MetadataValue.json([r.applied for r in replays if r.applied]),
+        **access_metadata(session.refresh if session is not None else None),
     })
 
 

@@ -17,6 +17,7 @@ from datetime import date
 from inservice.config import Settings
 from inservice.errors import OperatorError
 from inservice.schemas.codelists import fold_key
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Warehouse
 
 TAG_CODE = r"[A-Z][A-Z0-9]{1,9}"
@@ -104,7 +105,8 @@ def _log(wh: Warehouse, tag: Tag, action: str, by: str | None) -> None:
 
 # --- `inservice tags …` ------------------------------------------------------------------------------
 def cmd_tags(args: argparse.Namespace, settings: Settings) -> int:
-    with Warehouse(settings) as wh:
+    writes = args.tags_cmd in ("add", "retire")  # then the analysts' refresh follows the commit
+    with WriteSession(settings) if writes else Warehouse(settings) as wh:
         if args.tags_cmd == "add":
             t = add_tag(wh, args.code, args.short, args.name, args.basis, date.fromisoformat(args.valid_from),
                         date.fromisoformat(args.valid_to) if args.valid_to else None, args.by)
