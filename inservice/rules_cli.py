@@ -51,17 +51,17 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lights", help="organizers' lights (業務帳號燈號) on a day: courses ended > 7 days, not closed")
-    p.add_argument("--at", help="the day YYYY-MM-DD (default today, Asia/Taipei)")
-    p.add_argument("--unit", help="one unit's organizers")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_lights)
-
-    r = sub.add_parser("replay", help="re-evaluate archived uploads under the rules in force (preview; --apply loads)")
-    r.add_argument("--units", nargs="+", required=True, help="unit codes (T001 T002 or T001,T002)")
-    r.add_argument("--months", required=True, help="data months YYYY-MM..YYYY-MM (or one month)")
-    r.add_argument("--apply", action="store_true",
-                   help="load what is accepted now, one transaction per upload, with a re-evaluation receipt")
-    r.add_argument("--json", action="store_true", help="one JSON object per upload")
-    r.set_defaults(func=cmd_replay)
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `inservice lights` and `inservice replay` (the CLI's hook, cli.COMMANDS)."""
+    if command == "lights":
+        p.add_argument("--at", help="the day YYYY-MM-DD (default today, Asia/Taipei)")
+        p.add_argument("--unit", help="one unit's organizers")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_lights)
+    elif command == "replay":
+        p.add_argument("--units", nargs="+", required=True, help="unit codes (T001 T002 or T001,T002)")
+        p.add_argument("--months", required=True, help="data months YYYY-MM..YYYY-MM (or one month)")
+        p.add_argument("--apply", action="store_true",
+                       help="load what is accepted now, one transaction per upload, with a re-evaluation receipt")
+        p.add_argument("--json", action="store_true", help="one JSON object per upload")
+        p.set_defaults(func=cmd_replay)

@@ -26,6 +26,8 @@ from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xlsx
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 RNG = random.Random(16)
 IDS = [make_id(RNG) for _ in range(12)]
 O1, O2 = "國立臺灣師範大學", "臺北市教師研習中心"

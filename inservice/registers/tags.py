@@ -125,8 +125,8 @@ def cmd_tags(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tags", help="the attribute-tag register (屬性標籤, spec §3.8)")
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `inservice tags` (the CLI's hook, cli.COMMANDS)."""
     tsub = p.add_subparsers(dest="tags_cmd", required=True)
     tsub.add_parser("list", help="code, short label, full name, valid from, valid to, legal basis")
     add = tsub.add_parser("add", help="register a new tag")
