@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from inservice.ingest import deadline
+from inservice.schemas.filenames import deadline
 from inservice.warehouse.backend import Connection
 
 OVERVIEW_SQL = """
@@ -46,7 +46,8 @@ class UnitMonth:
     duplicate: int
     late: int
     feed_days: int
-    status: str  # in Chinese, for staff: 已載入／逾期載入／僅退件／未傳（逾期）／尚未到期／未登錄 …
+    # in Chinese, for staff: 已載入／逾期載入／僅退件／未傳（逾期）／尚未到期／未登錄 …
+    status: str = ""  # set once every count is known
 
 
 def _status(r: UnitMonth, overdue: bool) -> str:
@@ -70,5 +71,5 @@ def month_overview(con: Connection, month: str, now: datetime) -> list[UnitMonth
     due = deadline(month)  # the spec's: the 5th of the next month, 23:59:59 Asia/Taipei
     next_month = due.date().replace(day=1)
     rows = con.execute(OVERVIEW_SQL, [month, next_month]).fetchall()
-    drafts = [UnitMonth(*row, status="") for row in rows]
+    drafts = [UnitMonth(*row) for row in rows]
     return [replace(r, status=_status(r, now > due)) for r in drafts]

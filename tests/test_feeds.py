@@ -477,6 +477,12 @@ def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Pat
     assert mark(homes["whole"]).watermark == mark(homes["batched"]).watermark
     assert wh_rows(homes["batched"], "SELECT count(*), count(DISTINCT upload_id) FROM uploads") == [
         (batched["feed"]["batches"],) * 2]
+    # each batch's copy of the receipt (upload_receipts) holds that batch's findings: together, the file's
+    with Warehouse(homes["batched"], read_only=True) as wh:
+        ids = [u for (u,) in wh.con.execute("SELECT upload_id FROM uploads ORDER BY processed_at").fetchall()]
+        copies = [json.loads(wh.receipt_document(u) or "null") for u in ids]
+    listed = json.loads(Path(batched["receipt_files"][0]).read_text(encoding="utf-8"))["findings"]
+    assert [f for c in copies for f in c["findings"]] == listed and len(listed) == batched["findings_total"]
 
     # a process killed after batch 2, and one killed inside batch 3's transaction: the re-run completes
     env = {"INSERVICE_FEED_BATCH_ROWS": "400", "INSERVICE_FEED_CHUNK_ROWS": "150"}
@@ -706,11 +712,24 @@ def test_unit_register_states(pg: URL, fhome: Settings, monkeypatch: pytest.Monk
     assert (r["status"], r["refusal"]) == ("refused", "F05")
     with Warehouse(fhome) as wh:
         wh.add_unit(UNIT, "feed unit", "db", "sealed", date(2017, 1, 1))
-    assert run_json()["refusal"] == "F06"
+    sealed = run_json()
+    assert sealed["refusal"] == "F06"
+    # both recorded as a file upload's are: the pull's row (F05: in no area), its finding, its receipt's copy
+    assert wh_rows(fhome, "SELECT upload_id, channel, refusal, status, area FROM uploads ORDER BY processed_at") == [
+        (r["upload_id"], "db", "F05", "refused", None), (sealed["upload_id"], "db", "F06", "refused", "production")]
+    assert wh_rows(fhome, "SELECT upload_id, rule, severity FROM findings ORDER BY upload_id") == sorted([
+        (r["upload_id"], "F05", "error"), (sealed["upload_id"], "F06", "error")])
+    with Warehouse(fhome, read_only=True) as wh:
+        for receipt in (r, sealed):
+            kept = json.loads(wh.receipt_document(receipt["upload_id"]) or "null")
+            assert kept == json.loads(Path(receipt["receipt_files"][0]).read_text(encoding="utf-8"))
     with Warehouse(fhome) as wh:  # the state as the lifecycle commands leave it
         wh.con.execute("UPDATE units SET state = 'testing' WHERE unit_code = ?", [UNIT])
     r = run_json()
     assert (r["status"], r["area"]) == ("loaded", "testing")
+    with Warehouse(fhome, read_only=True) as wh:  # one batch: its copy is the receipt file
+        assert json.loads(wh.receipt_document(r["upload_id"]) or "null") == json.loads(
+            Path(r["receipt_files"][0]).read_text(encoding="utf-8"))
     assert wh_rows(fhome, "SELECT count(*) FROM testing.courses") == [(1,)]
     assert wh_rows(fhome, "SELECT count(*) FROM main.courses") == [(0,)]
     assert mark(fhome, "testing").watermark == DAY1 and mark(fhome, "production").watermark is None

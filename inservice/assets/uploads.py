@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -37,7 +38,8 @@ from inservice.schemas.rules import RULES
 from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
-UNITS = dg.DynamicPartitionsDefinition(name="unit")
+UNIT_KEYS = "unit"  # the dynamic partitions of registered units, by name (the instance keeps them)
+UNITS = dg.DynamicPartitionsDefinition(name=UNIT_KEYS)
 FIRST_MONTH = "2013-01"  # the month after the archive cutoff (2012-12-31)
 # Keys look like the core's data months ("2017-05"); end_offset=1: this month's early senders too.
 MONTHS = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, fmt="%Y-%m", end_offset=1, timezone="Asia/Taipei")
@@ -133,7 +135,7 @@ ACCEPTED_WHAT = ("the upload was not refused as a whole (a WARN, never blocking:
 
 def accepted_check(receipts: list[dict]) -> dg.AssetCheckResult:
     refused = [r for r in receipts if r["status"] == "refused"]
-    meta = {"refused": len(refused), "files": ", ".join(r["file"] for r in receipts)}
+    meta: dict[str, Any] = {"refused": len(refused), "files": ", ".join(r["file"] for r in receipts)}
     if refused:
         meta["rules"] = ", ".join(sorted({r["refusal"] for r in refused}))
         meta["reason"] = refused[0]["findings"][0]["message_zh"] if refused[0]["findings"] else ""
@@ -153,7 +155,7 @@ def top_rules_markdown(findings: list[dict], limit: int = 5) -> str:
     if not findings:
         return "No findings."
     counts = Counter((f["rule"], f["severity"]) for f in findings)
-    example = {}
+    example: dict[tuple[str, str], str] = {}
     for f in findings:
         example.setdefault((f["rule"], f["severity"]), f["message_en"])
     lines = ["| rule | severity | rows | example |", "|---|---|---:|---|"]
@@ -232,7 +234,7 @@ def _locate(settings: Settings, unit: str, file_name: str, content_hash: str) ->
 
 
 # what both upload assets are: one group, the warehouse pool, retried when the warehouse is busy
-UPLOAD_ASSET = {"group_name": "ingest", "pool": WAREHOUSE_POOL, "retry_policy": RETRY, "owners": OWNERS,
+UPLOAD_ASSET: dict[str, Any] = {"group_name": "ingest", "pool": WAREHOUSE_POOL, "retry_policy": RETRY, "owners": OWNERS,
                 "kinds": {"python", "duckdb"}}
 
 

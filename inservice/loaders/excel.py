@@ -7,7 +7,7 @@ openpyxl stays for writing receipts and workbooks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def read_excel(path: Path, pool: Executor | None = None, limits: Limits | None =
     return RawUpload(courses, pool.submit(_last, parts), notes)
 
 
-def _last(parts: Iterator[tuple[pa.Table, list[dict]]]) -> tuple[pa.Table, list[dict]]:
+def _last(parts: Generator[tuple[pa.Table, list[dict]], None, None]) -> tuple[pa.Table, list[dict]]:
     try:
         return next(parts)
     finally:

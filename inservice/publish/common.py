@@ -185,7 +185,7 @@ def fmt_value(value: object, kind: str) -> str:
     """Fixed text form of a cell (CSV and HTML): no float noise, so re-runs are byte-identical."""
     if value is None:
         return ""
-    if kind == "int":
+    if kind == "int" and isinstance(value, int | float | Decimal):
         return str(int(value))
     if kind in ("dec1", "dec2"):
         places = Decimal("0.1") if kind == "dec1" else Decimal("0.01")

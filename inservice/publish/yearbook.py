@@ -17,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from inservice.channel import sha256_file
 from inservice.config import Settings
-from inservice.ingest import sha256_file
 from inservice.publish.common import (
     ALL,
     ROW_GROUP,

@@ -104,7 +104,7 @@ def _national_ids(values: pa.Array) -> pa.Array:
     return pc.utf8_upper(normalize.fold(values))
 
 
-def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
+def parse_field(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     """typed values, bad mask, and the rule suffix for bad values ("02" unparseable, "03" code)."""
     if values.null_count == len(values):  # an absent optional column: nothing to parse
         return (pa.nulls(len(values), _TYPES.get(f.kind, pa.string())), _none(len(values)),
@@ -117,10 +117,11 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
         return (*normalize.parse_number(values), "02")
     if f.kind is Kind.YESNO:
         return (*normalize.parse_yesno(values), "02")
-    if f.kind is Kind.CODE:
-        return (*normalize.parse_code(values, f.codelist), "03")
-    if f.kind is Kind.CODES:
-        return (*normalize.parse_codes(values, f.codelist), "03")
+    if f.kind in (Kind.CODE, Kind.CODES):
+        if f.codelist is None:  # a declaration error in schemas/fields.py
+            raise ValueError(f"field {f.code} holds codes but names no code list")
+        parse = normalize.parse_code if f.kind is Kind.CODE else normalize.parse_codes
+        return (*parse(values, f.codelist), "03")
     if f.kind is Kind.NATIONAL_ID:
         v = _national_ids(values)
         return v, _none(len(v)), "02"  # validity is A03, checked separately
@@ -136,7 +137,7 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
 
 
 def _parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
-    """`_parse`, plus the mask of present values. Most large columns repeat a few values (unit,
+    """`parse_field`, plus the mask of present values. Most large columns repeat a few values (unit,
     course and school codes, hours, yes/no): those are parsed once per distinct value and spread
     back by index. IDs and personal fields are mostly distinct, so they are parsed as they are."""
     if len(src) >= _DISTINCT_MIN and f.kind is not Kind.NATIONAL_ID and not f.personal:
@@ -152,7 +153,7 @@ _DISTINCT_MIN = 10_000
 
 
 def _parse_values(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
-    value, bad, suffix = _parse(f, src)
+    value, bad, suffix = parse_field(f, src)
     present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else pc.is_valid(normalize.clean_text(src))
     return value, bad, suffix, present
 
