@@ -7,7 +7,8 @@ Layout under $INSERVICE_HOME:
     inbox/<UNIT>/<file>                      a partner drops files here
     archive/<UNIT>/<YYYYMM>/<file>           processed (loaded or duplicate), by data month
     quarantine/<UNIT>/<file>                 refused as a whole
-Folders starting with `_` (e.g. `inbox/_corrections`) belong to other features and are skipped.
+Folders starting with `_` (e.g. `inbox/_corrections`) belong to other features and are skipped, and so
+is `inbox/PLAN/` (the planning survey's exports, archived under archive/PLAN/<school year>/).
 Originals are never deleted or overwritten: a name already taken in archive/quarantine puts the
 newcomer in a sub-folder named after its receipt time, under its own name (a re-run parses it).
 """
@@ -29,6 +30,7 @@ from inservice.errors import RetryLater
 from inservice.receipts import stamp
 from inservice.schemas.fields import UNIT_CODE
 from inservice.schemas.filenames import parse_file_name
+from inservice.schemas.plans import PLAN_UNIT
 
 # A unit inbox folder: the spec's unit code. Anything else is not an inbox (and would not make a
 # valid partition key), so it is reported, not processed.
@@ -126,6 +128,8 @@ def scan(inbox: Path, ignored: list[str] | None = None) -> Iterator[InboxFile]:
         return
     for unit_entry in units:
         if unit_entry.name.startswith(("_", ".")) or not unit_entry.is_dir(follow_symlinks=False):
+            continue
+        if unit_entry.name == PLAN_UNIT:  # the planning survey's exports: plans_sensor's
             continue
         if not UNIT_FOLDER.match(unit_entry.name):
             if ignored is not None:
@@ -246,9 +250,11 @@ def quarantine_dir(settings: Settings, unit: str) -> Path:
 
 
 def destination(settings: Settings, unit: str, receipt: dict) -> Path | None:
-    """Where the original belongs after its receipt: archive when processed, quarantine when refused."""
-    if receipt["status"] in ("loaded", "duplicate") and receipt.get("month"):
-        return archive_dir(settings, unit, receipt["month"])
+    """Where the original belongs after its receipt: archive when processed (by data month; a planning
+    survey export by school year), quarantine when refused."""
+    folder = receipt.get("month") or receipt.get("school_year")
+    if receipt["status"] in ("loaded", "duplicate") and folder:
+        return archive_dir(settings, unit, folder)
     if receipt["status"] == "refused":
         return quarantine_dir(settings, unit)
     return None  # "checked" (self-check) moves nothing

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -40,6 +41,7 @@ from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.national_id import IN_TEXT
+from inservice.validations.plans import ValidatedPlans
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Unit, Warehouse, failpoint
@@ -55,20 +57,19 @@ def _refuse_unit_rows(raw: RawUpload, unit: str) -> None:
 
 
 @dataclass
-class _Upload:
+class Upload:
     """One upload being processed: its receipt and what the steps found out."""
 
     receipt: Receipt
     rerun: bool = False
     findings: pa.Table = field(default_factory=FINDINGS_SCHEMA.empty_table)
-    validated: Validated | None = None
+    validated: Validated | ValidatedPlans | None = None
     sender: Unit | None = None  # the inbox unit's registration
     earlier: dict | None = None  # the loaded upload an F08 repeats
 
-    def accept(self, validated: Validated, status: str) -> None:
+    def accept(self, validated: Validated | ValidatedPlans, status: str) -> None:
         self.validated, self.findings = validated, validated.findings
         self.receipt.status = status
-        self.receipt.courses, self.receipt.attendance = Counts.of(validated.courses), Counts.of(validated.attendance)
         self.receipt.findings = self.findings.to_pylist()
 
     def refuse(self, refusal: UploadRefused) -> None:
@@ -141,23 +142,23 @@ class Ingestor:
         evaluation = None if replay_of is None else {
             "of": replay_of, "zh": f"依現行規則重新檢核 {replay_of}",
             "en": f"re-evaluation of {replay_of} under the rules in force"}
-        upload = _Upload(Receipt(path.name, inbox_unit, received.isoformat(), rerun=rerun and replay_of is None,
+        upload = Upload(Receipt(path.name, inbox_unit, received.isoformat(), rerun=rerun and replay_of is None,
                                  re_evaluation=evaluation), rerun or replay_of is not None)
         try:
-            upload.accept(self._process(path, received, upload), "loaded" if self.load else "checked")
+            upload.accept(self.validate_file(path, received, upload), "loaded" if self.load else "checked")
+            self.count(upload)
         except UploadRefused as refusal:
             upload.refuse(refusal)
         if self.load:
             self._deliver(upload)
         return upload.receipt
 
-    def _process(self, path: Path, received: datetime, upload: _Upload) -> Validated:
+    def validate_file(self, path: Path, received: datetime, upload: Upload) -> Validated | ValidatedPlans:
+        """The whole-upload checks and the rules: what is merged. A channel of files of another shape
+        (the planning survey's) overrides this, `count` and `write`."""
         receipt, rerun = upload.receipt, upload.rerun
         inbox_unit = receipt.unit
-        if self.warehouse is not None:  # the sender, whatever the file says: its row and area
-            upload.sender = self.warehouse.unit(inbox_unit)
-            if upload.sender is not None:
-                receipt.area = upload.sender.area
+        self.identify_sender(upload)
         if not path.is_file():  # gone, a folder, a pipe (reading it would wait forever), a device, a link loop
             raise UploadRefused("F01", f"「{path.name}」不存在或不是一般檔案",
                                 f"'{path.name}' is missing or not a regular file")
@@ -188,7 +189,7 @@ class Ingestor:
             earlier = self.warehouse.loaded_upload(name.unit, content_hash, unit_row.area)
             if earlier:
                 upload.earlier = earlier
-                raise self._duplicate(receipt, earlier)
+                raise self.duplicate(receipt, earlier)
         check_limits(path, ext, self.settings.limits)
         # An Excel file's attendance sheet is read in a thread while the course sheet is checked;
         # leaving the block waits for that read, whatever happened meanwhile.
@@ -212,7 +213,27 @@ class Ingestor:
                 ctx.state = self.warehouse.state(unit_row.area)
             return validate(raw, ctx, lambda both: _refuse_unit_rows(both, name.unit))
 
-    def _duplicate(self, receipt: Receipt, earlier: dict, restore: bool = True) -> UploadRefused:
+    def identify_sender(self, upload: Upload) -> None:
+        """The sender, whatever the file says: the inbox unit's registration and area."""
+        if self.warehouse is not None:
+            upload.sender = self.warehouse.unit(upload.receipt.unit)
+            if upload.sender is not None:
+                upload.receipt.area = upload.sender.area
+
+    def count(self, upload: Upload) -> None:
+        """The receipt's row counts of an accepted upload."""
+        v = upload.validated
+        if isinstance(v, Validated):
+            upload.receipt.courses, upload.receipt.attendance = Counts.of(v.courses), Counts.of(v.attendance)
+
+    def write(self, wh: Warehouse, row: dict, upload: Upload, now: datetime, receipt_json: str) -> Any:
+        """The upload's writes inside its transaction; returns the merge's counts (a dataclass, shown
+        as the receipt's `merge`)."""
+        v = upload.validated
+        return wh.write_upload(row, upload.findings, v if isinstance(v, Validated) else None, row["area"], now,
+                               receipt=receipt_json)
+
+    def duplicate(self, receipt: Receipt, earlier: dict, restore: bool = True) -> UploadRefused:
         """F08, a warning naming the upload it repeats (and saying so when that one's receipt, lost,
         is written again; not for a load that committed a moment ago: it is publishing its receipt
         now). Its own upload id: a duplicate is recorded too."""
@@ -253,7 +274,7 @@ class Ingestor:
         return paths
 
     # --- recording and the receipt files ---------------------------------------------------------
-    def _deliver(self, upload: _Upload) -> None:
+    def _deliver(self, upload: Upload) -> None:
         """Record the upload (every outcome) and write its receipt. The receipt is staged in a thread
         while the warehouse merges (openpyxl holds the GIL, DuckDB does not) and published once the
         merge has committed; the warehouse keeps a copy of it, from which a re-send restores it."""
@@ -281,13 +302,13 @@ class Ingestor:
                 self._publish(upload, staged, renamed)
             return
 
-    def _became_duplicate(self, upload: _Upload, earlier: dict) -> None:
+    def _became_duplicate(self, upload: Upload, earlier: dict) -> None:
         """The upload is a duplicate of one committed meanwhile: its receipt says so (its own files)."""
         upload.earlier = earlier
         upload.receipt.receipt_files = None
-        upload.refuse(self._duplicate(upload.receipt, earlier, restore=False))
+        upload.refuse(self.duplicate(upload.receipt, earlier, restore=False))
 
-    def _publish(self, upload: _Upload, staged: Future, renamed: bool) -> None:
+    def _publish(self, upload: Upload, staged: Future, renamed: bool) -> None:
         """After the commit: the receipt's files in place (staged again when its id or name changed
         under the lock), and a lost receipt of the upload a duplicate repeats. A failure to write
         leaves the rows committed: a re-send restores the receipt."""
@@ -306,7 +327,7 @@ class Ingestor:
                                      f"{exc.strerror or exc}); send the file again to receive it")
             LOG.warning("%s: %s: %s", receipt.file, receipt.receipt_error, exc)
 
-    def _record(self, upload: _Upload) -> bool:
+    def _record(self, upload: Upload) -> bool:
         """The upload's row, findings, rows and receipt copy, in one transaction (the writer's lock:
         F08 is decided again inside it, and the upload id and receipt name are claimed there).
         Returns True when the id or receipt name had to change (taken meanwhile)."""
@@ -321,8 +342,8 @@ class Ingestor:
                     raise _LostRace(earlier)
             renamed = self._claim(wh, receipt)
             area = upload.sender.area if upload.sender else None
-            counts = wh.write_upload(self._upload_row(upload, area), upload.findings, upload.validated, area,
-                                     datetime.now(TAIPEI), receipt=json_text(receipt.document()))
+            counts = self.write(wh, self._upload_row(upload, area), upload, datetime.now(TAIPEI),
+                                json_text(receipt.document()))
             failpoint("merge.before_commit")
         receipt.merge = asdict(counts)
         return renamed
@@ -345,7 +366,7 @@ class Ingestor:
             renamed = True
         return renamed
 
-    def _upload_row(self, upload: _Upload, area: str | None) -> dict:
+    def _upload_row(self, upload: Upload, area: str | None) -> dict:
         receipt = upload.receipt
         json_path, xlsx_path = self._receipt_paths(receipt)
         return {

@@ -83,6 +83,10 @@ class Receipt:
     restored_receipt: list[str] | None = None  # a duplicate wrote the lost receipt of the upload it repeats
     channel: str | None = None  # feeds: "db"
     feed: dict[str, Any] | None = None  # feeds: the pull (source, tables, watermarks, batches)
+    # the planning survey: its export's school year and kind, and its plan rows instead of courses
+    school_year: str | None = None
+    kind: str | None = None
+    plans: Counts | None = None
     # where it is stored on the server and what the merge did: not in the unit's document
     receipt_files: list[str] | None = None
     merge: dict[str, int] | None = None
@@ -105,6 +109,8 @@ class Receipt:
             out["rerun"] = True
         if self.re_evaluation:
             out["re_evaluation"] = self.re_evaluation
+        if self.plans is not None:
+            out.update(school_year=self.school_year, kind=self.kind, plans=self.plans.as_dict())
         if self.restored_receipt is not None:
             out["restored_receipt"] = self.restored_receipt
         if self.channel is not None:
@@ -159,7 +165,8 @@ def free_receipt_paths(folder: Path, name: str, received: datetime,
 
 
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
-RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單"}
+RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單", "school_plan": "學校規劃",
+             "teacher_plan": "教師規劃"}
 SEVERITY_ZH = {"error": "退件", "warning": "警告"}
 FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("規則", "Rule"),
                    ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "說明"),
@@ -196,8 +203,10 @@ def summary_lines(receipt: dict) -> list[str]:
     """The receipt in short, as the `inservice` command prints it: status, counts, where its files are."""
     c, a = receipt["courses"], receipt["attendance"]
     refusal = f" {receipt['refusal']}" if receipt["refusal"] else ""
-    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — courses {c['accepted']}/{c['received']} accepted, "
-             f"attendance {a['accepted']}/{a['received']} accepted, {len(receipt['findings'])} finding(s)"]
+    counts = (f"plans {receipt['plans']['accepted']}/{receipt['plans']['received']} accepted" if "plans" in receipt
+              else f"courses {c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} "
+                   "accepted")  # a planning survey export: its plan rows
+    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — {counts}, {len(receipt['findings'])} finding(s)"]
     return lines + [f"  receipt: {path}" for path in receipt.get("receipt_files", [])]
 
 
@@ -350,7 +359,13 @@ def _workbook(receipt: dict) -> Workbook:
         ("資料區 Area", receipt.get("area") or "—"),
         ("傳報編號 Upload", receipt.get("upload_id") or "—"),
     ]
-    for part, zh in (("courses", "課程"), ("attendance", "研習名單")):
+    parts: tuple[tuple[str, str], ...] = (("courses", "課程"), ("attendance", "研習名單"))
+    if "plans" in receipt:  # a planning survey export: its school year, kind and rows instead
+        rows[2] = ("學年度 School year", receipt.get("school_year") or "—")
+        rows.insert(3, ("類別 Kind", {"school": "學校規劃 school", "teacher": "教師規劃 teacher"}.get(
+            receipt.get("kind") or "", "—")))
+        parts = (("plans", "規劃"),)
+    for part, zh in parts:
         c = receipt[part]
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
     if receipt.get("re_evaluation"):  # a replay under the rules in force (replay.py)

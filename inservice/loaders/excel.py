@@ -47,7 +47,7 @@ def _find_sheet(rt: RecordType, names: list[str]) -> str:
     return found[0]
 
 
-def _read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
+def read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
     # skip_rows=0: keep leading empty rows so index i is sheet row i + 1 (header = row 1).
     # Not eager: loading the sheet, then converting it, costs ~15% less CPU here than fastexcel's
     # eager path, with the same values and the same peak memory (bench/ingest_excel.py workbook).
@@ -107,15 +107,15 @@ def _read_both(path: Path) -> Iterator[tuple[pa.Table, list[dict]]]:
         for rt, sheet in zip(RECORD_TYPES, sheets, strict=True):
             scan = scans.submit(refuse_repeated_rows, path, [sheet])
             try:
-                table = _read_guarded(reader, rt, sheet)
+                table = read_guarded(reader, rt, sheet)
             finally:
                 scan.result()  # its refusal first: a merged row can make the sheet look otherwise wrong
             yield table
 
 
-def _read_guarded(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
+def read_guarded(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tuple[pa.Table, list[dict]]:
     try:
-        return _read_sheet(reader, rt, sheet)
+        return read_sheet(reader, rt, sheet)
     except UploadRefused:
         raise
     except Exception as exc:

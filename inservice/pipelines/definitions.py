@@ -3,7 +3,8 @@
 Assembled explicitly, domain by domain: each domain has its assets (and their checks) in
 inservice/assets/<domain>.py and its jobs, sensors and schedules in inservice/pipelines/<domain>.py.
 Groups: ingest (uploads, feeds, the month's overview) → warehouse (tables + blocking checks) →
-publish (monthly statistics, yearbook); corrections (with the replay of archived uploads) beside them.
+publish (monthly statistics, yearbook); corrections (with the replay of archived uploads) beside them;
+plans (the planning survey: exports, plan tables, its four publications per school year).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dagster as dg
 from inservice.assets.backfill import BACKFILL_ASSETS
 from inservice.assets.corrections import CORRECTION_ASSETS
 from inservice.assets.feeds import FEED_ASSETS
+from inservice.assets.plans import PLAN_ASSETS, PLAN_CHECKS
 from inservice.assets.publish import PUBLISH_ASSETS
 from inservice.assets.replay import REPLAY_ASSETS
 from inservice.assets.shared import InserviceResource
@@ -23,6 +25,7 @@ from inservice.assets.warehouse import WAREHOUSE_ASSETS, WAREHOUSE_CHECKS
 from inservice.pipelines.backfill import BACKFILL_JOBS
 from inservice.pipelines.corrections import CORRECTION_JOBS, CORRECTION_SENSORS
 from inservice.pipelines.feeds import FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
+from inservice.pipelines.plans import PLAN_JOBS, PLAN_SENSORS
 from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
 from inservice.pipelines.replay import REPLAY_JOBS
 from inservice.pipelines.units import UNIT_JOBS
@@ -39,11 +42,12 @@ RESOURCES = {"inservice": InserviceResource()}
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*UPLOAD_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS,
-                *BACKFILL_ASSETS, *REPLAY_ASSETS],
-        asset_checks=WAREHOUSE_CHECKS,  # the uploads' own check is declared on their assets
-        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *BACKFILL_JOBS, *REPLAY_JOBS],
+                *BACKFILL_ASSETS, *REPLAY_ASSETS, *PLAN_ASSETS],
+        asset_checks=[*WAREHOUSE_CHECKS, *PLAN_CHECKS],  # the uploads' own checks are declared on their assets
+        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *BACKFILL_JOBS, *REPLAY_JOBS,
+              *PLAN_JOBS],
         schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES],
-        sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS],
+        sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS, *PLAN_SENSORS],
         resources=RESOURCES,
         # One process per run, steps in order: the steps share one file-based warehouse anyway.
         executor=dg.in_process_executor,

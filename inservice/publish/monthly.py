@@ -47,6 +47,7 @@ from inservice.publish.common import (
     rowid_ranges,
 )
 from inservice.schemas import codelists
+from inservice.schemas.plans import PLAN_UNIT
 from inservice.schemas.rules import C11_FROM, LIGHT_RED_AT
 from inservice.validations import lights
 from inservice.warehouse import checks
@@ -227,15 +228,16 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
 def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_date: date) -> None:
     # daily feeds are expected for each day of M that has passed by the report date
     expected_days = max(0, (min(m.end, report_date) - m.start).days)
-    con.execute("""CREATE OR REPLACE TEMP TABLE pm_uploads AS
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_uploads AS
         SELECT * FROM uploads
-        WHERE area = 'production' AND status <> 'duplicate' AND replay_of IS NULL  -- a replay is no new file
+        WHERE area = 'production' AND status <> 'duplicate' AND unit_code <> '{PLAN_UNIT}'
+          AND replay_of IS NULL  -- a replay is no new file
           AND (data_month = ? OR (data_month IS NULL
               AND strftime(timezone('Asia/Taipei', received_at), '%Y-%m') = ?))""", [m.key, m.key])
     con.execute("""INSERT INTO stat_monthly_refusals
         SELECT ?, ?, u.unit_code, f.rule, count(*) FROM findings f JOIN pm_uploads u USING (upload_id)
         WHERE f.severity = 'error' GROUP BY ALL""", key)
-    con.execute("""INSERT INTO stat_monthly_transmission
+    con.execute(f"""INSERT INTO stat_monthly_transmission
         WITH p AS (
             SELECT unit_code,
                 count(*) FILTER (WHERE channel = 'file') AS files,
@@ -250,6 +252,7 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
         r AS (SELECT unit_code, string_agg(rule || '×' || "rows", '、' ORDER BY rule) AS refusals
               FROM stat_monthly_refusals WHERE month = ? AND as_of = ? GROUP BY unit_code),
         u AS (SELECT unit_code, name, channel, joined FROM units WHERE state = 'production' AND joined < ?
+              AND unit_code <> '{PLAN_UNIT}'
               UNION ALL SELECT DISTINCT unit_code, NULL, NULL, NULL FROM pm_uploads
               WHERE unit_code NOT IN (SELECT unit_code FROM units WHERE state = 'production' AND joined < ?)),
         a AS (SELECT *, (? * 12 + ?) - (year(joined) * 12 + month(joined)) AS since FROM u)

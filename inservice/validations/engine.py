@@ -99,7 +99,7 @@ def _none(n: int) -> pa.Array:
     return pa.repeat(pa.scalar(False, pa.bool_()), n)
 
 
-def _national_ids(values: pa.Array) -> pa.Array:
+def national_ids(values: pa.Array) -> pa.Array:
     """National IDs as the field rules normalise them (folded, upper case)."""
     return pc.utf8_upper(normalize.fold(values))
 
@@ -123,7 +123,7 @@ def parse_field(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
         parse = normalize.parse_code if f.kind is Kind.CODE else normalize.parse_codes
         return (*parse(values, f.codelist), "03")
     if f.kind is Kind.NATIONAL_ID:
-        v = _national_ids(values)
+        v = national_ids(values)
         return v, _none(len(v)), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
     bad = normalize.has_control(v)
@@ -136,7 +136,7 @@ def parse_field(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     return v, bad, "02"
 
 
-def _parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
+def parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
     """`parse_field`, plus the mask of present values. Most large columns repeat a few values (unit,
     course and school codes, hours, yes/no): those are parsed once per distinct value and spread
     back by index. IDs and personal fields are mostly distinct, so they are parsed as they are."""
@@ -173,7 +173,7 @@ _CONTROL_NOTE = {"zh": ("（含控制字元）", "含控制字元"),
 _ID_NOTE = {"zh": "（含身分證字號）", "en": " (holds a national ID)"}
 
 
-def _value_detail(values: pa.Array, personal: bool, lang: str):
+def value_detail(values: pa.Array, personal: bool, lang: str):
     """A field rule's lazy detail: the value quoted (never a personal one, and its ID-shaped tokens
     masked by Findings), and a note when it holds a control character — shown as U+FFFD, which alone
     would not tell the unit what is wrong — or a national ID (shown masked)."""
@@ -189,11 +189,18 @@ def _value_detail(values: pa.Array, personal: bool, lang: str):
     return detail
 
 
-def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
-    """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
+def field_rules(rt: RecordType, raw: pa.Table, channel: str, out: Findings, id_rule: str = "A03",
+                key_field: str | None = "course_code") -> dict[str, pa.Array]:
+    """<prefix>01 required, <prefix>02 unparseable, <prefix>03 code for every field of `rt`, and
+    `id_rule` for an invalid national ID; returns the typed columns. Findings name the row by
+    `key_field`'s value (the course code), or by nothing."""
     rows = raw[ROW].combine_chunks()
-    parsed = {"course_code": _parse_column(rt.field("course_code"), raw["course_code"].combine_chunks())}
-    codes = parsed["course_code"][0]  # course_code is a folded text field: its value is the folded code
+    parsed = {}
+    if key_field is not None:
+        parsed[key_field] = parse_column(rt.field(key_field), raw[key_field].combine_chunks())
+        codes = parsed[key_field][0]  # a folded text field: its value is the folded code
+    else:
+        codes = pa.nulls(len(rows), pa.string())
     typed: dict[str, pa.Array] = {ROW: rows}
     p = rt.error_prefix
     for f in rt.fields:
@@ -201,22 +208,22 @@ def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> 
         if f.codelist == "tag":  # judged against the register on the start date (W06), in _course_rules
             typed[f.code] = src
             continue
-        value, bad, suffix, present = parsed.get(f.code) or _parse_column(f, src)
+        value, bad, suffix, present = parsed.get(f.code) or parse_column(f, src)
         typed[f.code] = value
-        if f.required_in(ctx.channel):
+        if f.required_in(channel):
             out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
         if f.kind is Kind.NATIONAL_ID:
             valid, typed["_id_number"] = national_id.check(value)
             typed["_id_valid"] = pc.fill_null(valid, False)
             invalid = pc.and_(present, pc.invert(typed["_id_valid"]))
             masked = lambda idx, v=value: national_id.mask(pc.take(v, idx))  # noqa: E731
-            out.add(rt.name, "A03", invalid, rows, codes, f, masked, masked)
+            out.add(rt.name, id_rule, invalid, rows, codes, f, masked, masked)
             continue
         noted = out.noted_rows(rt.name, f.code)
         if len(noted):  # the reader already said why this cell is bad: say it once
             bad = pc.and_(bad, pc.invert(pc.is_in(rows, noted)))
-        out.add(rt.name, p + suffix, bad, rows, codes, f, _value_detail(src, f.personal, "zh"),
-                _value_detail(src, f.personal, "en"))
+        out.add(rt.name, p + suffix, bad, rows, codes, f, value_detail(src, f.personal, "zh"),
+                value_detail(src, f.personal, "en"))
     return typed
 
 
@@ -291,7 +298,7 @@ def validate(raw: RawUpload, ctx: Context, both_read: Callable[[RawUpload], None
 
 
 def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.DuckDBPyConnection) -> pa.Table:
-    typed = _field_rules(COURSE, raw, ctx, out)
+    typed = field_rules(COURSE, raw, ctx.channel, out)
     typed["_closed_raw"] = raw["closed_date"].combine_chunks()
     typed["_hours_raw"] = raw["hours"].combine_chunks()
     _course_rules(typed, ctx, out)
@@ -335,6 +342,8 @@ def _c11(table: pa.Table, existing: pa.Table, bad: pa.Array, ctx: Context, out: 
                     pc.and_(pc.is_null(table["closed_date"]), pc.is_valid(codes)))
     if not pc.any(fresh).as_py():
         return
+    if ctx.state is None:  # a self-check without a warehouse: no lights to judge by
+        return
     con.register("c11_wh", ctx.state.unclosed_courses(ctx.unit, ctx.received_on))
     con.register("c11_up", table.filter(pc.and_(ok, pc.fill_null(known, False))))
     on = ctx.received_on.isoformat()
@@ -364,8 +373,8 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     # The HMAC runs in DuckDB, which releases the GIL: it hashes every present ID in a thread while
     # the field rules and the rules that need no key run here; invalid IDs' keys are dropped below.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashed = pool.submit(ctx.pseudonymiser.keys, _national_ids(raw["national_id"].combine_chunks()))
-        typed = _field_rules(ATTENDANCE, raw, ctx, out)
+        hashed = pool.submit(ctx.pseudonymiser.keys, national_ids(raw["national_id"].combine_chunks()))
+        typed = field_rules(ATTENDANCE, raw, ctx.channel, out)
         existing = _existing(ctx, courses, typed["course_code"])
         rejected = _course_links(raw, typed, courses, existing, out, con)
         _w04(typed, out)

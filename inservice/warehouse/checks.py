@@ -168,6 +168,17 @@ BLOCKING = [
 ]
 
 
+# the planning survey's tables (Dagster: checks of the plan_tables asset); the gate runs them too
+PLAN_BLOCKING = [
+    BlockingCheck("plan_tables", "school_plans_unique_key",
+                  "no two school plans in force share school_year + school_code + domain",
+                  lambda con, _: duplicate_keys(con, "school_plans", ddl.SCHOOL_PLANS.key)),
+    BlockingCheck("plan_tables", "teacher_plans_unique_key",
+                  "no two teacher plans in force share school_year + teacher_key + domain",
+                  lambda con, _: duplicate_keys(con, "teacher_plans", ddl.TEACHER_PLANS.key)),
+]
+
+
 class ChecksFailed(OperatorError):
     """A publication was refused because the warehouse fails a blocking check: nothing was written.
     The CLI exits 3 (a person must fix the data first; retrying does not help)."""
@@ -186,7 +197,7 @@ class ChecksFailed(OperatorError):
 def failing(con: Connection, cutoff: date) -> list[tuple[BlockingCheck, dict]]:
     """The blocking checks that fail now, with their details (which never quote personal data)."""
     out = []
-    for check in BLOCKING:
+    for check in (*BLOCKING, *PLAN_BLOCKING):
         passed, details = check.run(con, cutoff)
         if not passed:
             out.append((check, details))

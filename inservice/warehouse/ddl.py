@@ -526,10 +526,158 @@ PUBLICATION_TABLES: tuple[Table, ...] = (
 )
 
 
+# Planning survey (planning-survey.md): the plans in force (the latest revision of each school year and
+# kind), the rows of replaced revisions, and the register of revisions. An older as-of is reproduced from
+# loaded_at/replaced_at: rows loaded by then and not yet replaced (warehouse/plans.py).
+_PLAN_CHOICES = (
+    C("modes", "VARCHAR", "進修方式（代碼以 ; 分隔：1 非學分班、2 學分班-學士、3 學分班-碩士）"),
+    C("times", "VARCHAR", "進修時間（代碼以 ; 分隔，代碼表 3.7）"),
+    C("places", "VARCHAR", "進修地點（代碼以 ; 分隔：P1 服務學校 … P7 社教機構或民間團體）"),
+    C("tiers", "VARCHAR", "進修階層（代碼以 ; 分隔：1 基礎、2 進階、3 領導、4 研發）"),
+    C("deliveries", "VARCHAR", "實施方式（代碼以 ; 分隔，代碼表 3.6）"),
+    C("submitted_at", "TIMESTAMP", "填報時間（臺北時間）"),
+)
+_PLAN_LOAD = (
+    C("upload_id", "VARCHAR", "載入此版之傳報編號"),
+    C("loaded_at", "TIMESTAMPTZ", "載入時間（此版生效）"),
+)
+_SCHOOL_PLAN_COLUMNS = (
+    C("school_year", "INTEGER", "學年度（民國，例 106 = 2017-08-01 至 2018-07-31）"),
+    C("school_code", "VARCHAR", "學校代碼"),
+    C("school_level", "VARCHAR", "學校教育階段（E 國小、J 國中、S 高中、V 高職、X 特殊教育學校）"),
+    C("students", "INTEGER", "學生總數"),
+    C("teachers", "INTEGER", "教師人數"),
+    C("domain", "VARCHAR", "研習範疇（代碼表 3.4，A–F）"),
+    C("planned_hours", "DECIMAL(5,1)", "規劃時數"),
+    *_PLAN_CHOICES, *_PLAN_LOAD,
+)
+_TEACHER_PLAN_COLUMNS = (
+    C("school_year", "INTEGER", "學年度（民國）"),
+    C("teacher_key", "VARCHAR", "教師假名鍵（身分證字號之 HMAC-SHA256，與研習名單相同金鑰）"),
+    C("school_code", "VARCHAR", "服務學校代碼"),
+    C("domain", "VARCHAR", "研習範疇（代碼表 3.4，A–F）"),
+    C("planned_hours", "DECIMAL(5,1)", "規劃時數"),
+    *_PLAN_CHOICES, *_PLAN_LOAD,
+)
+_REPLACED = (
+    C("replaced_at", "TIMESTAMPTZ", "被取代時間（此版失效）"),
+    C("replaced_by", "VARCHAR", "取代此版之傳報編號"),
+)
+SCHOOL_PLANS = Table("school_plans", "學校本位教師進修研習規劃（現行版；每校每研習範疇一列）",
+                     _SCHOOL_PLAN_COLUMNS, per_area=True, key=("school_year", "school_code", "domain"),
+                     analysts=True)
+TEACHER_PLANS = Table("teacher_plans", "教師自我專業進修研習規劃（現行版；每位教師每研習範疇一列，教師以假名鍵表示）",
+                      _TEACHER_PLAN_COLUMNS, per_area=True, key=("school_year", "teacher_key", "domain"),
+                      analysts=True)
+SCHOOL_PLANS_HISTORY = Table("school_plans_history", "學校規劃被取代之舊版（重現較早資料截至時點之發布）",
+                             (*_SCHOOL_PLAN_COLUMNS, *_REPLACED), per_area=True, analysts=True)
+TEACHER_PLANS_HISTORY = Table("teacher_plans_history", "教師規劃被取代之舊版（重現較早資料截至時點之發布）",
+                              (*_TEACHER_PLAN_COLUMNS, *_REPLACED), per_area=True, analysts=True)
+PLAN_REVISIONS = Table("plan_revisions", "規劃匯出檔版次（同學年度同類別之新匯出整批取代前版）", (
+    C("school_year", "INTEGER", "學年度（民國）"),
+    C("kind", "VARCHAR", "類別（school 學校規劃、teacher 教師規劃）"),
+    C("revision", "INTEGER", "版次（同學年度同類別第幾版）"),
+    C("upload_id", "VARCHAR", "傳報編號"),
+    C("file_name", "VARCHAR", "檔名"),
+    C("content_hash", "VARCHAR", "內容雜湊（SHA-256）"),
+    C("rows_received", "INTEGER", "收件列數"),
+    C("rows_accepted", "INTEGER", "通過列數"),
+    C("rows_rejected", "INTEGER", "退件列數"),
+    C("loaded_at", "TIMESTAMPTZ", "載入時間（此版生效）"),
+    C("replaced_at", "TIMESTAMPTZ", "被取代時間（空值：現行版）"),
+), per_area=True, key=("school_year", "kind", "revision"), analysts=True)
+
+PLAN_TABLES: tuple[Table, ...] = (SCHOOL_PLANS, TEACHER_PLANS, SCHOOL_PLANS_HISTORY, TEACHER_PLANS_HISTORY,
+                                  PLAN_REVISIONS)  # the planning survey
+
+# The planning survey's publications (created by their first publication, like the monthly stat_*):
+# long tables keyed by (school_year, as_of); '*' marks a total.
+_PLAN_KEY = (C("school_year", "INTEGER", "發布學年度（民國）"), C("as_of", "TIMESTAMPTZ", "發布時點（資料截至）"))
+STAT_PLAN_TABLES: tuple[Table, ...] = (
+    _published("stat_plan_publications", "規劃統計發布紀錄（每次發布一筆；同學年度最新者為現行版）", (
+        *_PLAN_KEY,
+        C("revision", "INTEGER", "版次（同學年度第幾次發布）"),
+        C("school_upload_id", "VARCHAR", "所用學校規劃版之傳報編號"),
+        C("teacher_upload_id", "VARCHAR", "所用教師規劃版之傳報編號"),
+        C("schools", "BIGINT", "填報學校數"),
+        C("teachers", "BIGINT", "填報教師數（不重複）"),
+        C("planned_hours", "DECIMAL(18,1)", "教師規劃時數合計"),
+        C("granted_hours", "DECIMAL(18,1)", "該學年度核發時數合計（已完成）"),
+        C("coverage_ratio", "DOUBLE PRECISION", "涵蓋率（核發時數 ÷ 規劃時數）"),
+        C("files", "VARCHAR", "輸出檔案（JSON 陣列）"),
+    )),
+    _published("stat_plan_participation", "各學年度參與縣市資料：縣市 × 學年度之填報學校數與教師數（* 為合計）", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（學校所在縣市；未知：不在學校名冊；* 全國）"),
+        C("plan_year", "INTEGER", "填報學年度"),
+        C("schools", "BIGINT", "參與學校數（所）"),
+        C("teachers", "BIGINT", "參與教師數（人，不重複）"),
+    )),
+    _published("stat_plan_demand",
+               "填報需求報告：縣市 × 學校教育階段之填報學校數、教師數、每位教師規劃時數（* 為合計）", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
+        C("schools", "BIGINT", "填報學校數"),
+        C("teachers", "BIGINT", "填報教師數（不重複）"),
+        C("planned_hours", "DECIMAL(18,1)", "教師規劃時數合計"),
+        C("hours_per_teacher", "DOUBLE PRECISION", "每位教師規劃時數"),
+    )),
+    _published("stat_plan_demand_domains", "填報需求報告：各研習範疇之填報教師比率", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
+        C("domain", "VARCHAR", "研習範疇（A–F）"),
+        C("teachers", "BIGINT", "選填此範疇之教師數"),
+        C("share", "DOUBLE PRECISION", "占填報教師數之比率"),
+    )),
+    _published("stat_plan_demand_choices", "填報需求報告：進修方式、時間、地點、階層、實施方式之分布（學校與教師）", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
+        C("who", "VARCHAR", "填報者（school 學校、teacher 教師）"),
+        C("dimension", "VARCHAR", "項目（modes、times、places、tiers、deliveries）"),
+        C("code", "VARCHAR", "代碼"),
+        C("mentions", "BIGINT", "勾選次數（每列每代碼一次）"),
+        C("share", "DOUBLE PRECISION", "占該項目勾選總次數之比率"),
+    )),
+    _published("stat_plan_supply", "供需對照：縣市 × 研習範疇之需求（規劃）與供給（研習）；缺口大者在前", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（教師服務學校縣市；* 全國）"),
+        C("domain", "VARCHAR", "研習範疇（A–F；* 全部）"),
+        C("teachers", "BIGINT", "規劃此範疇之教師數"),
+        C("planned_hours", "DECIMAL(18,1)", "規劃時數（需求）"),
+        C("courses", "BIGINT", "該縣市教師完成之此範疇課程數（不重複）"),
+        C("course_hours", "DECIMAL(18,1)", "上述課程之時數合計"),
+        C("person_times", "BIGINT", "該縣市教師研習人次（已完成）"),
+        C("granted_hours", "DECIMAL(18,1)", "核發時數（供給）"),
+        C("coverage_ratio", "DOUBLE PRECISION", "涵蓋率（核發時數 ÷ 規劃時數；無規劃為空）"),
+        C("gap_hours", "DECIMAL(18,1)", "缺口時數（規劃時數 − 核發時數）"),
+    )),
+    _published("stat_plan_supply_mix", "供需對照：研習時段與實施方式之需求比率與供給比率", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("domain", "VARCHAR", "研習範疇（* 全部）"),
+        C("dimension", "VARCHAR", "項目（time_slot 研習時段、delivery 實施方式）"),
+        C("code", "VARCHAR", "代碼"),
+        C("demand_share", "DOUBLE PRECISION", "需求比率（教師規劃勾選次數占比）"),
+        C("supply_share", "DOUBLE PRECISION", "供給比率（研習人次占比）"),
+    )),
+    _published("stat_plan_fulfilment", "規劃落實：規劃某範疇之教師中，於該學年度完成至少一門該範疇課程之比率", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（教師規劃所填服務學校之縣市；* 全國）"),
+        C("domain", "VARCHAR", "研習範疇（* 任一範疇）"),
+        C("planned_teachers", "BIGINT", "規劃此範疇之教師數"),
+        C("attended_teachers", "BIGINT", "其中完成至少一門此範疇課程之教師數"),
+        C("share", "DOUBLE PRECISION", "落實比率"),
+    )),
+)
+
+
 # --- the registry: every warehouse table, once ----------------------------------------------------------
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
                              *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS,
-                             WAREHOUSE_META, *VIEWS, *PUBLICATION_TABLES)
+                             WAREHOUSE_META, *PLAN_TABLES, *VIEWS, *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
 
