@@ -43,6 +43,11 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "backfill": ("migrate the legacy archive (a database URL, or a folder holding inservice_courses/ and "
                  "inservice_attendance/ as Parquet or CSV); resumable", ("inservice.backfill.cli",)),
     "mail": ("queue and send the partners' and staff's e-mails (mail_outbox)", ("inservice.notifications",)),
+    "tags": ("the attribute-tag register (屬性標籤, spec §3.8): list, add, retire, log", ("inservice.registers.tags",)),
+    "lights": ("organizers' lights (業務帳號燈號) on a day: courses ended > 7 days, not closed",
+               ("inservice.rules_cli",)),
+    "replay": ("re-evaluate archived uploads under the rules in force (preview; --apply loads)",
+               ("inservice.rules_cli",)),
     "plans": ("the planning survey (學校本位暨教師自我專業進修規劃): its publications", ("inservice.plans.cli",)),
 }
 

@@ -119,12 +119,12 @@ class Ingestor:
         self._swept: set[Path] = set()  # outbox folders cleared of killed runs' staged receipts
 
     def ingest(self, path: Path, received_at: datetime | str | None = None, unit: str | None = None,
-               rerun: bool = False) -> dict:
+               rerun: bool = False, replay_of: str | None = None) -> dict:
         """`process`, answered as the CLI contract's object (`Receipt.public`)."""
-        return self.process(path, received_at, unit, rerun).public()
+        return self.process(path, received_at, unit, rerun, replay_of).public()
 
     def process(self, path: Path, received_at: datetime | str | None = None, unit: str | None = None,
-                rerun: bool = False) -> Receipt:
+                rerun: bool = False, replay_of: str | None = None) -> Receipt:
         """`rerun=True`: staff re-run an upload explicitly (e.g. after an archive exception was
         registered): F08 is not applied (the earlier load was partial), archive exceptions are those in
         force on the day of the re-run, and the upload id is marked `-rerun<time>`.
@@ -133,12 +133,19 @@ class Ingestor:
         receipt in outbox/<unit>/, its `uploads` row (every outcome: loaded, refused — F01 to F09 —
         and duplicate). A duplicate (F08) of an upload whose receipt files are gone writes them again
         from the warehouse's copy (`restored_receipt`). When the receipt cannot be written (outbox
-        full, not writable), the rows stay committed and `receipt_error` says why."""
+        full, not writable), the rows stay committed and `receipt_error` says why.
+
+        `replay_of` (replay.py): a re-evaluation of that upload under today's rules — a re-run whose
+        id is marked `-replay<time>`, whose receipt says so (`re_evaluation`), recorded with `replay_of`."""
         path = Path(path)
         received = as_received_at(received_at)
         # the folder it sits in, as named (not where a link points; resolving a link loop raises)
         inbox_unit = unit or Path(os.path.abspath(path)).parent.name
-        upload = Upload(Receipt(path.name, inbox_unit, received.isoformat(), rerun=rerun), rerun)
+        evaluation = None if replay_of is None else {
+            "of": replay_of, "zh": f"依現行規則重新檢核 {replay_of}",
+            "en": f"re-evaluation of {replay_of} under the rules in force"}
+        upload = Upload(Receipt(path.name, inbox_unit, received.isoformat(), rerun=rerun and replay_of is None,
+                                 re_evaluation=evaluation), rerun or replay_of is not None)
         try:
             upload.accept(self.validate_file(path, received, upload), "loaded" if self.load else "checked")
             self.count(upload)
@@ -179,7 +186,8 @@ class Ingestor:
         receipt.upload_id = f"{name.unit}-{stamp(received)}-{content_hash[:8]}"
         if rerun:  # the original's id stays the original's
             # no letter before the digits: "T230005123456" would look like a national ID to the checks
-            receipt.upload_id += f"-rerun{datetime.now(TAIPEI):%Y%m%d%H%M%S%f}"
+            mark = "replay" if receipt.re_evaluation else "rerun"
+            receipt.upload_id += f"-{mark}{datetime.now(TAIPEI):%Y%m%d%H%M%S%f}"
         if self.warehouse is not None and unit_row is not None and not rerun:
             earlier = self.warehouse.loaded_upload(name.unit, content_hash, unit_row.area)
             if earlier:
@@ -197,7 +205,10 @@ class Ingestor:
                                     f"the XML unit attribute '{root_unit}' is not the sending unit {name.unit}")
             received_on = received.astimezone(TAIPEI).date()
             ctx = Context(unit=name.unit, channel="file", received_on=received_on,
-                          pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff)
+                          pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff,
+                          c11_from=self.settings.c11_from)
+            if self.warehouse is not None:
+                ctx.tags = self.warehouse.tag_register()
             if self.warehouse is not None and unit_row is not None:
                 # a re-run admits what today's exceptions admit: one registered after the refusal is its reason
                 on = datetime.now(TAIPEI).date() if rerun else received_on
@@ -378,6 +389,7 @@ class Ingestor:
             "data_month": receipt.month, "content_hash": receipt.content_hash, "received_at": receipt.received,
             "on_time": receipt.on_time, "area": area, "status": receipt.status, "refusal": receipt.refusal,
             "receipt_json": str(json_path), "receipt_xlsx": str(xlsx_path), "processed_at": datetime.now(TAIPEI),
+            "replay_of": (receipt.re_evaluation or {}).get("of"),
             **{f"{part}_{k}": v for part, counts in (("courses", receipt.courses), ("attendance", receipt.attendance))
                for k, v in counts.as_dict().items()},
         }

@@ -23,7 +23,8 @@ WITH m AS (
         count(DISTINCT CAST(timezone('Asia/Taipei', received_at) AS DATE))
             FILTER (WHERE channel = 'db' AND status = 'loaded') AS feed_days,
         string_agg(DISTINCT refusal, ',') FILTER (WHERE status = 'refused') AS rules
-    FROM main.uploads WHERE data_month = ? AND unit_code <> '{PLAN_UNIT}' GROUP BY unit_code)
+    FROM main.uploads WHERE data_month = ? AND unit_code <> '{PLAN_UNIT}'
+        AND replay_of IS NULL GROUP BY unit_code)  -- a replay is no new file
 SELECT u.unit_code, u.name, u.state, u.channel,
        coalesce(m.loaded, 0), coalesce(m.refused, 0), coalesce(m.rules, ''), coalesce(m.duplicate, 0),
        coalesce(m.late, 0), coalesce(m.feed_days, 0)

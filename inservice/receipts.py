@@ -81,6 +81,7 @@ class Receipt:
     area: str | None = None
     content_hash: str | None = None
     rerun: bool = False  # staff re-ran the upload (F08 not applied)
+    re_evaluation: dict[str, str] | None = None  # a replay under the rules in force: {"of", "zh", "en"}
     restored_receipt: list[str] | None = None  # a duplicate wrote the lost receipt of the upload it repeats
     channel: str | None = None  # feeds: "db"
     feed: dict[str, Any] | None = None  # feeds: the pull (source, tables, watermarks, batches)
@@ -112,6 +113,8 @@ class Receipt:
         out.update(upload_id=self.upload_id, area=self.area, content_hash=self.content_hash)
         if self.rerun:
             out["rerun"] = True
+        if self.re_evaluation:
+            out["re_evaluation"] = self.re_evaluation
         if self.plans is not None:
             out.update(school_year=self.school_year, kind=self.kind, plans=self.plans.as_dict())
         if self.restored_receipt is not None:
@@ -391,6 +394,9 @@ def _workbook(receipt: dict) -> Workbook:
     for part, zh in parts:
         c = receipt[part]
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
+    if receipt.get("re_evaluation"):  # a replay under the rules in force (replay.py)
+        ev = receipt["re_evaluation"]
+        rows.append(("重新檢核 Re-evaluation", f"{ev['zh']} / {ev['en']}"))
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
     steps = _steps(receipt)

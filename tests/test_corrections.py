@@ -499,7 +499,8 @@ def test_archive_exceptions_expire(settings: Settings) -> None:
 
 def test_a_rerun_after_an_exception_loads_the_rows_refused_as_archived(settings: Settings) -> None:
     path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [
-        course("C1"), course("A0", start_date="2012-12-01", end_date="2012-12-01", closed_date="2017-05-12")],
+        course("C1"), course("A0", start_date="2012-12-01", end_date="2012-12-01", closed_date="2017-05-12",
+                                 tags=None)],
         [attendee("C1", IDS[0]), attendee("A0", IDS[1])])
     first = ingest_paths([path], settings, RECEIVED)[0]
     assert first["status"] == "loaded" and first["courses"]["rejected"] == 1

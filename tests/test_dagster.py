@@ -109,6 +109,7 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
         "receipt_mail": "partners", "missing_month_reminders": "partners", "refusal_digest": "partners",
         "partner_history": "partners", "partner_contract": "partners",
+        "archive_replay": "corrections",
         "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
         "plan_supply": "plans", "plan_fulfilment": "plans"}
     for name in ("partner_upload", "unsorted_upload", "courses", "attendance", "upload_log"):
@@ -208,7 +209,7 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         assert Path(meta["receipt"]).is_file() and Path(meta["receipt"]).parent == settings.outbox / unit
         assert Path(meta["receipt_xlsx"]).is_file()
         # the step after the commit, shown: the analysts' copy now holds this load
-        assert meta["analyst_access"] == "copy" and meta["analyst_tables"] == 11 and meta["analyst_rows"] > 0
+        assert meta["analyst_access"] == "copy" and meta["analyst_tables"] == 13 and meta["analyst_rows"] > 0
         assert "| rule | severity | rows |" in meta["top_rules"] or meta["top_rules"] == "No findings."
         assert Path(meta["original"]) == settings.home / "archive" / unit / "201705" / rr.tags["inservice/file"]
         assert Path(meta["original"]).is_file()

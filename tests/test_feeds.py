@@ -851,3 +851,44 @@ def test_control_characters_from_a_partner_database_are_findings(mysql: tuple[UR
     assert Path(r["receipt_files"][1]).stat().st_size > 0
     assert wh_rows(fhome, "SELECT course_code FROM courses") == [("K2",)]
     assert "\x00" not in all_text(fhome, r["receipt_files"])
+
+
+def test_c11_red_organizers_closing_and_registering_in_one_feed_run(pg: URL, fhome: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec 1.1 C11 through a real feed: two red organizers of the unit (5 courses each ended more than
+    7 days ago, not closed). In one run the first closes one course and registers a new one — the closing
+    counts first, so its registration is accepted — while the second only registers: refused C11, its
+    attendance A05. The next day the first organizer (now yellow) registers again: accepted."""
+    engine = partner(pg)
+    create_tables(engine)
+    o1, o2 = "國立臺灣師範大學", "臺北市教師研習中心"
+    day1 = datetime(2017, 11, 1, 9, 0)
+    old = {"start_date": date(2017, 10, 2), "end_date": date(2017, 10, 2), "closed_date": None}
+    insert(engine, "inservice_courses", [course(f"A{i}", day1, True, organizer=o1, **old) for i in range(1, 6)]
+           + [course(f"B{i}", day1, True, organizer=o2, **old) for i in range(1, 6)])
+    setup_unit(fhome, pg, monkeypatch)
+    with Warehouse(fhome) as wh:
+        first = FeedRunner(fhome, wh).run(UNIT, received_at="2017-11-14T02:00:00+08:00")
+    assert first["courses"]["accepted"] == 10 and rules(first) == set()
+
+    day2 = datetime(2017, 11, 14, 10, 0)
+    execute(engine, "UPDATE inservice_courses SET closed_date = '2017-11-14', modified_at = :at "
+                    "WHERE course_code = 'A1'", at=day2.replace(tzinfo=TAIPEI))
+    new = {"start_date": date(2017, 12, 1), "end_date": date(2017, 12, 1), "closed_date": None}
+    insert(engine, "inservice_courses", [course("N1", day2, True, organizer=o1, **new),
+                                         course("N2", day2, True, organizer=o2, **new)])
+    insert(engine, "inservice_attendance", [attendee("N2", make_id(random.Random(11)), day2, True,
+                                                     hours_granted="0", completed="N")])
+    with Warehouse(fhome) as wh:
+        second = FeedRunner(fhome, wh).run(UNIT, received_at="2017-11-15T02:00:00+08:00")
+    assert rules(second) == {("C11", "N2"), ("A05", "N2"), ("W03", "A1")}  # (A1 closed late: a warning)
+    [c11] = [f for f in second["findings"] if f["rule"] == "C11"]
+    assert c11["field"] == "organizer" and o2 in c11["message_zh"] and "5" in c11["message_zh"]
+    assert wh_rows(fhome, "SELECT course_code, closed_date FROM courses WHERE course_code IN ('A1', 'N1', 'N2') "
+                          "ORDER BY 1") == [("A1", date(2017, 11, 14)), ("N1", None)]
+
+    day3 = datetime(2017, 11, 15, 10, 0)
+    insert(engine, "inservice_courses", [course("N3", day3, True, organizer=o1, **new)])
+    with Warehouse(fhome) as wh:
+        third = FeedRunner(fhome, wh).run(UNIT, received_at="2017-11-16T02:00:00+08:00")
+    assert ("C11", "N3") not in rules(third) and ("C11", "N2") in rules(third)  # N2 is still new, still red

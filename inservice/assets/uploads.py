@@ -95,14 +95,13 @@ def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, pa
     """Each file through the core, then its original to archive/ or quarantine/ (after the receipt);
     the session ends with the analysts' refresh, whose outcome is returned with the receipts."""
     done: list[Processed] = []
-    explicit = {"rerun": True} if rerun else {}  # the core's explicit re-run, only when staff ask for it
     session = WriteSession(settings)
     try:
         arrivals = [_received_at(settings, unit, p, received_at) for p in paths]
         with session as wh:
             ingestor = Ingestor(settings, wh, load=True)
             for path, arrival in zip(paths, arrivals, strict=True):
-                receipt = ingestor.ingest(path, arrival, unit=unit, **explicit)
+                receipt = ingestor.ingest(path, arrival, unit=unit, rerun=rerun)  # rerun: only when staff ask
                 moved = settle(settings, unit, path, receipt)
                 context.log.info(f"{path.name}: {receipt['status']}"
                                  f"{' ' + receipt['refusal'] if receipt['refusal'] else ''}; original now {moved}")

@@ -37,7 +37,7 @@ from inservice.corrections.workbook import LABELS, CorrectionRow, WorkbookRefuse
 from inservice.loaders.base import RawUpload, UploadRefused, canonical_table, fold_header
 from inservice.receipts import discard, free_receipt_paths, publish
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field
-from inservice.validations import national_id
+from inservice.validations import national_id, normalize
 from inservice.validations.engine import ATTENDANCE_CONTENT, Context, parse_field, validate
 from inservice.validations.normalize import holds_control, printable_text
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
@@ -113,8 +113,12 @@ def fold(text: str | None) -> str | None:
     return out or None
 
 
-def parse_one(f: Field, text: str | None) -> tuple[object, bool]:
-    """The engine's parser for one value: (typed value, present but unparseable)."""
+def parse_one(f: Field, text: str | None, tags: pa.Table | None = None) -> tuple[object, bool]:
+    """The engine's parser for one value: (typed value, present but unparseable). Tags are read against
+    the register `tags` (any tag it holds; validity on the start date is the engine's W06)."""
+    if f.codelist == "tag" and tags is not None:
+        values, dropped, _ = normalize.parse_tags(pa.array([text], pa.string()), pa.nulls(1, pa.date32()), tags)
+        return values[0].as_py(), bool(dropped[0].as_py())
     values, bad, _ = parse_field(f, pa.array([text], pa.string()))
     return values[0].as_py(), bool(bad[0].as_py())
 
@@ -308,7 +312,8 @@ class CorrectionRun:
                                       for f in ATTENDANCE.fields})
         ctx = Context(unit=unit, channel="file", received_on=self.received_on,
                       pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff,
-                      exceptions=self.wh.exceptions_for(unit, self.received_on))
+                      exceptions=self.wh.exceptions_for(unit, self.received_on),
+                      tags=self.wh.tag_register())
         v = validate(RawUpload(courses, attendance), ctx)
         errors = [f for f in v.findings.to_pylist() if f["severity"] == "error"]
         # warnings about what this row changes (W01/W02 on a title, W04 on a school), not older ones
@@ -322,8 +327,9 @@ class CorrectionRun:
 
     # --- course fields ---------------------------------------------------------------------------
     def _course(self, r: CorrectionRow, d: Decision, f: Field, course: dict) -> None:
-        old, old_bad = parse_one(f, r.original)
-        new_parsed, new_bad = parse_one(f, r.new)
+        tags = self.wh.tag_register() if f.codelist == "tag" else None
+        old, old_bad = parse_one(f, r.original, tags)
+        new_parsed, new_bad = parse_one(f, r.new, tags)
         d.row_key = self._row_key(d.unit_code, d.course_code, f.code, r.original if old_bad else old,
                                   r.new if new_bad else new_parsed, d.letter_no)
         if self._already(d):

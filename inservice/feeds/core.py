@@ -116,6 +116,9 @@ class _PullState:
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
         return self.inner.existing_attendance(unit, codes)
 
+    def unclosed_courses(self, unit: str, on: date) -> pa.Table:
+        return self.inner.unclosed_courses(unit, on)
+
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         return self.inner.sessions(organizer_titles)
 
@@ -375,7 +378,8 @@ class FeedRunner:
             state = _PullState(state, reopened.combine_chunks())
         ctx = Context(unit=unit, channel="db", received_on=received_on, pseudonymiser=self.pseudonymiser,
                       cutoff=self.settings.archive_cutoff,
-                      exceptions=self.warehouse.exceptions_for(unit, received_on), state=state)
+                      exceptions=self.warehouse.exceptions_for(unit, received_on), state=state,
+                      tags=self.warehouse.tag_register(), c11_from=self.settings.c11_from)
         v = validate(raw, ctx)
         findings = v.findings
         if k > 1:  # the courses were judged (and counted) in batch 1

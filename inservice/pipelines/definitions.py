@@ -3,8 +3,9 @@
 Assembled explicitly, domain by domain: each domain has its assets (and their checks) in
 inservice/assets/<domain>.py and its jobs, sensors and schedules in inservice/pipelines/<domain>.py.
 Groups: ingest (uploads, feeds, the month's overview) → warehouse (tables + blocking checks) →
-publish (monthly statistics, yearbook); corrections beside them; plans (the planning survey: exports,
-plan tables, its four publications per school year); partners (mail, history, template).
+publish (monthly statistics, yearbook); corrections (with the replay of archived uploads) beside them;
+plans (the planning survey: exports, plan tables, its four publications per school year); partners (mail,
+history, template).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from inservice.assets.feeds import FEED_ASSETS
 from inservice.assets.notifications import NOTIFICATION_ASSETS
 from inservice.assets.plans import PLAN_ASSETS, PLAN_CHECKS
 from inservice.assets.publish import PUBLISH_ASSETS
+from inservice.assets.replay import REPLAY_ASSETS
 from inservice.assets.shared import InserviceResource
 from inservice.assets.uploads import UPLOAD_ASSETS
 from inservice.assets.warehouse import WAREHOUSE_ASSETS, WAREHOUSE_CHECKS
@@ -28,6 +30,7 @@ from inservice.pipelines.feeds import FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
 from inservice.pipelines.notifications import NOTIFICATION_JOBS, NOTIFICATION_SCHEDULES, NOTIFICATION_SENSORS
 from inservice.pipelines.plans import PLAN_JOBS, PLAN_SENSORS
 from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
+from inservice.pipelines.replay import REPLAY_JOBS
 from inservice.pipelines.units import UNIT_JOBS
 from inservice.pipelines.uploads import UPLOAD_JOBS, UPLOAD_SENSORS
 
@@ -42,10 +45,10 @@ RESOURCES = {"inservice": InserviceResource()}
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*UPLOAD_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS,
-                *BACKFILL_ASSETS, *PLAN_ASSETS, *NOTIFICATION_ASSETS],
+                *BACKFILL_ASSETS, *REPLAY_ASSETS, *PLAN_ASSETS, *NOTIFICATION_ASSETS],
         asset_checks=[*WAREHOUSE_CHECKS, *PLAN_CHECKS],  # the uploads' own checks are declared on their assets
-        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *BACKFILL_JOBS, *PLAN_JOBS,
-              *NOTIFICATION_JOBS],
+        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *BACKFILL_JOBS, *REPLAY_JOBS,
+              *PLAN_JOBS, *NOTIFICATION_JOBS],
         schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES, *NOTIFICATION_SCHEDULES],
         sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS, *PLAN_SENSORS, *NOTIFICATION_SENSORS],
         resources=RESOURCES,

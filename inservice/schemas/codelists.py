@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import unicodedata
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from importlib import resources
 
@@ -63,6 +64,10 @@ TAGS = (
     Code("T7", "安全教育", ("安全教育",)),
     Code("T8", "安全訓練", ("基本救命術訓練及安全教育",)),
 )
+# §3.8: the tags are a register the network keeps (registers/tags.py); these eight seed it, each valid
+# from 2013-01-01 with no end. Uploads are judged against the register, not against this tuple.
+TAGS_FROM = date(2013, 1, 1)
+TAGS_BASIS = "資料傳報清單暨資料格式 1.1 §3.8"
 # Planning survey (planning-survey.md §3): places and tiers of a plan; a plan's school level is one of
 # the schools' levels of §3.2 (no 幼兒園, no 不限).
 PLACES = (

@@ -1,7 +1,8 @@
 """The rule engine: canonical raw tables in, typed tables + findings out (spec §5).
 
 Field rules are pyarrow compute over whole columns; rules across rows or against the warehouse
-(C06, C08, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python.
+(C06, C08, C11, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python
+(tags, W06, are read against the register: a few Python steps per dropped tag, for its message).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pyarrow.compute as pc
 from inservice.loaders.base import ROW, RawUpload
 from inservice.schemas import codelists, messages, reference
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field, Kind, RecordType
-from inservice.validations import national_id, normalize
+from inservice.schemas.rules import C11_FROM, LIGHT_RED_AT
+from inservice.validations import lights, national_id, normalize
 from inservice.validations.findings import Findings, error_rows
 from inservice.validations.pseudonym import Pseudonymiser
 
@@ -48,6 +50,10 @@ class WarehouseState(Protocol):
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table: ...
 
+    def unclosed_courses(self, unit: str, on: date) -> pa.Table:
+        """The unit's courses counting toward their organizer's light on `on` (course_code, organizer)."""
+        ...
+
 
 @dataclass
 class Exceptions:
@@ -66,6 +72,8 @@ class Context:
     cutoff: date = date(2012, 12, 31)
     exceptions: Exceptions = field(default_factory=Exceptions)
     state: WarehouseState | None = None
+    tags: pa.Table | None = None  # the tag register (normalize.TAG_REGISTER); None: the seed of §3.8
+    c11_from: date = C11_FROM  # INSERVICE_C11_FROM: from this day a red organizer registers nothing new
 
 
 @dataclass
@@ -229,6 +237,9 @@ def field_rules(rt: RecordType, raw: pa.Table, channel: str, out: Findings, id_r
     p = rt.error_prefix
     for f in rt.fields:
         src = raw[f.code].combine_chunks()
+        if f.codelist == "tag":  # judged against the register on the start date (W06), in _course_rules
+            typed[f.code] = src
+            continue
         value, bad, suffix, present = parsed.get(f.code) or parse_column(f, src)
         typed[f.code] = value
         if f.required_in(channel):
@@ -290,6 +301,11 @@ def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> No
     only = pc.and_(contains, pc.match_substring_regex(title, _MEETING_ONLY))
     out.add("course", "W02", only, rows, codes, f("title"))
     out.add("course", "W03", pc.greater(pc.days_between(end, closed), 7), rows, codes, f("closed_date"))
+    # W06 (spec 1.1): a tag not in the register on the start date is dropped; the row loads
+    register = ctx.tags if ctx.tags is not None else normalize.tag_seed()
+    typed["tags"], dropped, detail = normalize.parse_tags(typed["tags"], start, register)
+    out.add("course", "W06", dropped, rows, codes, f("tags"), lambda idx: pc.take(detail, idx),
+            lambda idx: pc.take(detail, idx))
 
 
 def _typed_table(rt: RecordType, typed: dict[str, pa.Array]) -> pa.Table:
@@ -348,8 +364,49 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
     archived = pc.filter(findings["row"], pc.and_(pc.equal(findings["record"], "course"),
                                                   pc.equal(findings["rule"], "C07")))
     out.only("course", archived.combine_chunks(), "C07")
+    if ctx.state is not None and len(codes) and ctx.received_on >= ctx.c11_from:
+        _c11(table, existing, error_rows(out.table(), "course"), ctx, out, con)
     bad = error_rows(out.table(), "course")
     return table.append_column("_ok", pc.invert(pc.is_in(rows, bad)))
+
+
+def _c11(table: pa.Table, existing: pa.Table, bad: pa.Array, ctx: Context, out: Findings,
+         con: duckdb.DuckDBPyConnection) -> None:
+    """C11: a course new to the warehouse without closed_date (a registration) whose organizer is red.
+
+    The light is the warehouse's on the day received, after this delivery's accepted rows of courses
+    already there (closings, updates, withdrawals) replace theirs; new courses never count."""
+    rows, codes = table[ROW].combine_chunks(), table["course_code"].combine_chunks()
+    ok = pc.invert(pc.is_in(rows, bad))
+    known = pc.is_in(codes, existing["course_code"].combine_chunks())
+    fresh = pc.and_(pc.and_(ok, pc.invert(pc.fill_null(known, False))),
+                    pc.and_(pc.is_null(table["closed_date"]), pc.is_valid(codes)))
+    if not pc.any(fresh).as_py():
+        return
+    if ctx.state is None:  # a self-check without a warehouse: no lights to judge by
+        return
+    con.register("c11_wh", ctx.state.unclosed_courses(ctx.unit, ctx.received_on))
+    con.register("c11_up", table.filter(pc.and_(ok, pc.fill_null(known, False))))
+    on = ctx.received_on.isoformat()
+    red = con.sql(f"""WITH now_counting AS (
+            SELECT course_code, organizer FROM c11_wh WHERE course_code NOT IN (SELECT course_code FROM c11_up)
+            UNION ALL
+            SELECT course_code, organizer FROM ({lights.spans_sql("c11_up")}) s
+            WHERE DATE '{on}' BETWEEN counts_from AND counts_until)
+        SELECT organizer, count(*) AS n FROM now_counting GROUP BY organizer
+        HAVING count(*) >= {LIGHT_RED_AT}""").to_arrow_table()
+    con.unregister("c11_wh")
+    con.unregister("c11_up")
+    if red.num_rows == 0:
+        return
+    org = table["organizer"].combine_chunks()
+    at = pc.index_in(org, red["organizer"].combine_chunks())
+    n = pc.cast(pc.take(red["n"].combine_chunks(), at), pa.string())
+    blocked = pc.and_(fresh, pc.is_valid(at))
+    zh = pc.binary_join_element_wise("開課單位", _show(org), "逾期未結案 ", n, " 門（紅燈）", "")
+    en = pc.binary_join_element_wise("organizer ", _show(org), " has ", n, " courses not closed (red)", "")
+    out.add("course", "C11", blocked, rows, codes, COURSE.field("organizer"), zh, en)
+
 
 
 def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Findings,

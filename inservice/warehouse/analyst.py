@@ -215,6 +215,8 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> tuple[int, int]:
     rows = 0
     comments = con.execute("""SELECT table_name, NULL, comment FROM duckdb_tables()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
+        UNION ALL SELECT view_name, NULL, comment FROM duckdb_views()
+        WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
         UNION ALL SELECT table_name, column_name, comment FROM duckdb_columns()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL""").fetchall()
     con.execute(f"ATTACH {_literal(str(path))} AS {alias}")

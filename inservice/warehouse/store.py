@@ -22,7 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.config import Settings
+from inservice.schemas import codelists
 from inservice.schemas.fields import UNIT_CODE
+from inservice.validations import lights, normalize
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl
@@ -115,7 +117,8 @@ class Warehouse:
         """Create what is missing; an existing warehouse costs one catalog query."""
         existing = set(self.con.execute("""SELECT table_schema, table_name, column_name
             FROM information_schema.columns WHERE table_schema IN ('main', 'testing')""").fetchall())
-        todo = ddl.missing_columns(existing) + ddl.statements({(s, t) for s, t, _ in existing})
+        tables = {(s, t) for s, t, _ in existing}
+        todo = ddl.missing_columns(existing) + ddl.statements(tables)
         if not todo:
             return
         if self.backend.server:  # with the tables they index (IF NOT EXISTS: after a migration too)
@@ -123,6 +126,8 @@ class Warehouse:
         with self.transaction():  # one transaction: a new warehouse's ~200 statements commit once
             for stmt in todo:
                 self.con.execute(stmt)
+            if ("main", ddl.TAGS.name) not in tables:
+                self._seed_tags()
         self.committed = False  # creating tables is not a load: no analyst copy for it
 
     @property
@@ -164,6 +169,28 @@ class Warehouse:
     def units(self) -> list[Unit]:
         rows = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
+
+    # --- the tag register (registers/tags.py changes it) ----------------------------------------
+    def _seed_tags(self) -> None:
+        """The eight tags of spec §3.8 (valid from 2013-01-01, no end), logged as the seed."""
+        seed = normalize.tag_seed().to_pylist()
+        for t in seed:
+            self.con.execute("INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+                             [t["code"], t["short_label"], t["full_name"], codelists.TAGS_BASIS, t["valid_from"],
+                              None, t["position"]])
+            self.con.execute("INSERT INTO tag_log VALUES (?, 'seed', ?, ?, ?, ?, NULL, 'spec', now())",
+                             [t["code"], t["short_label"], t["full_name"], codelists.TAGS_BASIS, t["valid_from"]])
+
+    def tag_register(self) -> pa.Table:
+        """The register as the rule engine reads it (normalize.TAG_REGISTER); a warehouse from before the
+        register, opened read-only (a self-check), reads the seed."""
+        if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
+                WHERE table_schema = 'main' AND table_name = 'tags'""").fetchone()[0]:
+            return normalize.tag_seed()
+        names = ", ".join(normalize.TAG_REGISTER.names)
+        rows = self.con.execute(f"SELECT {names} FROM main.tags ORDER BY position").fetchall()  # a few dozen
+        return pa.Table.from_pylist([dict(zip(normalize.TAG_REGISTER.names, r, strict=True)) for r in rows],
+                                    schema=normalize.TAG_REGISTER)
 
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
     def meta(self, name: str) -> str | None:
@@ -283,8 +310,13 @@ class Warehouse:
         counts = MergeCounts()
         if validated is not None and upload["status"] == "loaded":
             assert area is not None, "a loaded upload is a registered unit's: it has an area"
-            kind = "feed" if upload.get("channel") == "db" else "upload"
+            kind = "feed" if upload.get("channel") == "db" else "replay" if upload.get("replay_of") else "upload"
             counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
+            if kind == "replay":  # what a re-evaluation brought in is in the courses' history too
+                schema = ddl.AREAS[area]
+                self.record_history(f"{schema}.courses", f"FROM {schema}.courses t WHERE t.upload_id = ? "
+                              "AND t.first_loaded_at = ?", "replay", "NULL", ROW_JSON.format("t"),
+                              Source(kind, upload["upload_id"]), now, [upload["upload_id"], now])
         row = {**upload, **counts.__dict__}
         cols = [c.name for c in ddl.UPLOADS.columns]
         self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -340,13 +372,13 @@ class Warehouse:
         return MergeCounts(c_ins, c_upd, a_ins, a_upd, withdrawn_c, withdrawn_att)
 
     def record_history(self, target: str, select_from: str, action: str, before: str, after: str,
-                 source: Source, now: datetime) -> None:
+                       source: Source, now: datetime, params: list | None = None) -> None:
         schema, table = target.split(".")
         record = "course" if table == "courses" else "attendance"
         teacher = "t.teacher_key" if record == "attendance" else "NULL"
         self.con.execute(f"""INSERT INTO {schema}.history SELECT '{record}', t.unit_code, t.course_code,
             {teacher}, '{action}', {before}, {after}, ?, ?, ?, ? {select_from}""",
-                         [source.kind, source.id, source.letter_no, now])
+                         [source.kind, source.id, source.letter_no, now, *(params or [])])
 
     def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
         on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
@@ -450,6 +482,12 @@ class AreaState:
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
         return self._with_codes("attendance", """course_code, teacher_key, school_code,
             CAST(hours_granted AS FLOAT8) AS hours_granted, completed, is_deleted""", unit, codes)
+
+    def unclosed_courses(self, unit: str, on: date) -> pa.Table:
+        rows = self.con.execute(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
+            WHERE unit_code = ? AND CAST(? AS DATE) BETWEEN counts_from AND counts_until""", [unit, on]).fetchall()
+        return pa.table({"course_code": pa.array([r[0] for r in rows], pa.string()),  # one unit's: few rows
+                         "organizer": pa.array([r[1] for r in rows], pa.string())})
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         """Sessions of these (organizer, title) pairs with their attendees. PostgreSQL joins through
