@@ -144,6 +144,7 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
         "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
+        "archive_replay": "corrections",
         "receipt_mail": "partners", "missing_month_reminders": "partners", "refusal_digest": "partners",
         "partner_history": "partners", "partner_contract": "partners",
         "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
