@@ -52,11 +52,12 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
     with Warehouse(settings) as wh:
         if args.units_cmd == "add":
-            wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined))
-            print(f"unit {args.code} registered ({args.state}, {args.channel})")
+            wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined),
+                        county=args.county, operator=args.operator)
+            print(f"unit {args.code} registered ({args.state}, {args.channel}, county {args.county or '—'})")
         else:
             for u in wh.units():
-                print(f"{u.unit_code}\t{u.name}\t{u.channel}\t{u.state}\t{u.joined}")
+                print(f"{u.unit_code}\t{u.name}\t{u.channel}\t{u.state}\t{u.joined}\t{u.county_code or ''}")
     return 0
 
 
@@ -82,7 +83,7 @@ def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
 
 # Feature modules that add subcommands: each has `register(subparsers)` setting `func(args, settings)`.
 EXTENSIONS: list[str] = ["inservice.publish.cli", "inservice.corrections.cli", "inservice.feeds.cli",
-                         "inservice.warehouse.cli"]
+                         "inservice.warehouse.cli", "inservice.registers.cli"]
 
 SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單位二 Sample unit 2"),
                 ("T003", "範例單位三 Sample unit 3")]
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--channel", choices=CHANNELS, required=True)
     add.add_argument("--state", choices=UNIT_STATES, required=True)
     add.add_argument("--joined", required=True, help="YYYY-MM-DD")
+    add.add_argument("--county", help="the unit's county (spec §3.1 code, e.g. 10016): its county's export takes it")
+    add.add_argument("--operator", help="the operating body (經營機關), when not the unit itself")
     usub.add_parser("list")
     units.set_defaults(func=cmd_units)
 

@@ -21,10 +21,7 @@ from inservice.warehouse.ddl import Column, Table
 ALL = "*"  # the "all values" marker of the long stat tables (a total or subtotal row)
 UNKNOWN = "未知"  # a teacher whose school is not in the MOE school list
 
-# Spec §3.1 order: the six special municipalities, then counties and cities, then the national agency.
-COUNTY_ORDER = ("63000", "64000", "65000", "66000", "67000", "68000", "10002", "10004", "10005", "10007",
-                "10008", "10009", "10010", "10013", "10014", "10015", "10016", "10017", "10018", "10020",
-                "09020", "09007", "00000")
+COUNTY_ORDER = codelists.COUNTY_ORDER  # spec §3.1 order
 LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = "綠燈", "黃燈", "紅燈"
 BLOCK_FROM = date(2017, 11, 1)  # from this day a red light blocks registering new courses (spec §7)
 

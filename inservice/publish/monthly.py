@@ -6,7 +6,9 @@ Definitions (where the spec is silent, the choice is written here and in the not
   is left out with its course.
 - 人次 (person-times) counts completed attendance rows (hours granted); 教師數 counts distinct
   teacher_key among them; 核發時數 sums hours_granted. Rows not completed are shown as 未完成人次.
-- A teacher's county and level are those of the school (MOE school list); unknown school → 未知.
+- A teacher's county and level are those of the school in the school register on the course's start
+  date (registers/schools.py); a school not in it that day → 未知. Units appear with the name they had
+  on the month's last day (registers/units.py).
 - Not-closed courses (table 4) are counted as of the report date (the as-of day): class type 1,
   started in the report month's year, end_date more than 7 days before the report date, and not
   closed on or before the report date.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -42,12 +44,15 @@ from inservice.publish.common import (
     register_refs,
     rowid_ranges,
 )
+from inservice.registers import units as units_register
+from inservice.registers.schools import VALID_ON
 from inservice.schemas import codelists
 from inservice.warehouse import checks
 from inservice.warehouse.compute import Compute, compute_session
 from inservice.warehouse.store import Warehouse
 
 SERIES_MONTHS = 36
+ONE_DAY = timedelta(days=1)
 STAT_MONTHLY = ("stat_monthly_course_county_level", "stat_monthly_teacher_county_level", "stat_monthly_organizer",
                 "stat_monthly_not_closed", "stat_monthly_not_closed_courses", "stat_monthly_tags",
                 "stat_monthly_meeting_flags", "stat_monthly_transmission", "stat_monthly_refusals",
@@ -81,9 +86,14 @@ def _stage(con: duckdb.DuckDBPyConnection, m: Month) -> None:
     first = m.shift(1 - SERIES_MONTHS)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_courses AS
         SELECT unit_code, course_code, title, organizer, organizer_type, county_code, hours, class_type,
-               audience, tags, upload_id
+               audience, tags, upload_id, start_date
         FROM main.courses c WHERE start_date >= ? AND start_date < ? AND {NOT_DELETED.format('c')}""",
                 [m.start, m.end])
+    # the register as it stood on the month's last day: a unit renamed later keeps its name of then
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_units AS
+        SELECT u.unit_code, coalesce(v.name, u.name) AS name, coalesce(v.channel, u.channel) AS channel, u.state,
+               u.joined, coalesce(v.county_code, u.county_code) AS county_code
+        FROM units u LEFT JOIN ({units_register.VERSIONS_ON}) v USING (unit_code)""", [m.end - ONE_DAY] * 2)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_window AS
         SELECT unit_code, course_code, CAST(date_trunc('month', start_date) AS DATE) AS sm FROM main.courses c
         WHERE start_date >= ? AND start_date < ? AND {NOT_DELETED.format('c')}""", [first.start, m.end])
@@ -97,7 +107,7 @@ def _stage(con: duckdb.DuckDBPyConnection, m: Month) -> None:
         SELECT a.unit_code, a.course_code, a.teacher_key, a.hours_granted, coalesce(a.completed, false) AS completed,
                coalesce(s.county_code, '{UNKNOWN}') AS t_county, coalesce(s.level, '{UNKNOWN}') AS t_level
         FROM main.attendance a JOIN pm_courses c USING (unit_code, course_code)
-        LEFT JOIN pub_ref_schools s ON s.school_code = a.school_code
+        LEFT JOIN main.school_register s ON s.school_code = a.school_code AND {VALID_ON.format(d='c.start_date')}
         WHERE {within} AND {NOT_DELETED.format('a')}""")
     # per-course attendance figures, for the tables keyed by course attributes
     con.execute("""CREATE OR REPLACE TEMP TABLE pm_course_att AS
@@ -152,9 +162,9 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
         SELECT ?, ?, unit_code, course_code, title, end_date, days_since_end FROM pm_not_closed""", key)
     con.execute(f"""INSERT INTO stat_monthly_not_closed
         WITH n AS (SELECT unit_code, count(*) AS n FROM pm_not_closed GROUP BY ALL),
-        u AS (SELECT unit_code, name FROM units WHERE state = 'production'
+        u AS (SELECT unit_code, name FROM pm_units WHERE state = 'production'
               UNION ALL SELECT unit_code, NULL FROM n WHERE unit_code NOT IN
-                  (SELECT unit_code FROM units WHERE state = 'production'))
+                  (SELECT unit_code FROM pm_units WHERE state = 'production'))
         SELECT ?, ?, ?::DATE, u.unit_code, u.name, coalesce(n.n, 0) AS cnt,
                CASE WHEN cnt = 0 THEN '{LIGHT_GREEN}' WHEN cnt < 5 THEN '{LIGHT_YELLOW}' ELSE '{LIGHT_RED}' END,
                cnt >= 5 AND ?::DATE >= ?::DATE
@@ -216,9 +226,9 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
             FROM pm_uploads GROUP BY unit_code),
         r AS (SELECT unit_code, string_agg(rule || '×' || "rows", '、' ORDER BY rule) AS refusals
               FROM stat_monthly_refusals WHERE month = ? AND as_of = ? GROUP BY unit_code),
-        u AS (SELECT unit_code, name, channel, joined FROM units WHERE state = 'production' AND joined < ?
+        u AS (SELECT unit_code, name, channel, joined FROM pm_units WHERE state = 'production' AND joined < ?
               UNION ALL SELECT DISTINCT unit_code, NULL, NULL, NULL FROM pm_uploads
-              WHERE unit_code NOT IN (SELECT unit_code FROM units WHERE state = 'production' AND joined < ?)),
+              WHERE unit_code NOT IN (SELECT unit_code FROM pm_units WHERE state = 'production' AND joined < ?)),
         a AS (SELECT *, (? * 12 + ?) - (year(joined) * 12 + month(joined)) AS since FROM u)
         SELECT ?, ?, a.unit_code, a.name, coalesce(a.channel, 'file'),
             coalesce(p.files, 0), coalesce(p.feed_days, 0), CASE WHEN a.channel = 'db' THEN ? ELSE 0 END,
@@ -424,6 +434,8 @@ def _pull_inputs(cx: Compute, m: Month) -> None:
     cx.pull("main.attendance", f"""(unit_code, course_code) IN (
         SELECT unit_code, course_code FROM main.courses WHERE {window})""", bounds)
     cx.pull("main.units")
+    cx.pull("main.unit_versions")
+    cx.pull("main.school_register")
     cx.pull("main.uploads", "area = 'production'")
     cx.pull("main.findings", f"""(rule IN ('W01', 'W02') AND upload_id IN (
         SELECT upload_id FROM main.courses WHERE {window})) OR (severity = 'error' AND upload_id IN (

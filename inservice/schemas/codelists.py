@@ -63,6 +63,10 @@ TAGS = (
     Code("T7", "安全教育", ("安全教育",)),
     Code("T8", "安全訓練", ("基本救命術訓練及安全教育",)),
 )
+# Spec §3.1 order: the six special municipalities, then counties and cities, then the national agency.
+COUNTY_ORDER = ("63000", "64000", "65000", "66000", "67000", "68000", "10002", "10004", "10005", "10007",
+                "10008", "10009", "10010", "10013", "10014", "10015", "10016", "10017", "10018", "10020",
+                "09020", "09007", "00000")
 NATIONAL_AGENCY_COUNTY = Code("00000", "教育部國民及學前教育署")
 # Legacy county codes (§3.1): merged 2010-12-25, Taoyuan upgraded 2014-12-25.
 LEGACY_COUNTIES = {

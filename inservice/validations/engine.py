@@ -47,6 +47,10 @@ class WarehouseState(Protocol):
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table: ...
 
+    def schools(self) -> pa.Table:
+        """The school register (W04): school_code, valid_from, valid_to (dates; null = open-ended)."""
+        ...
+
 
 @dataclass
 class Exceptions:
@@ -312,7 +316,7 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
         typed = _field_rules(ATTENDANCE, raw, ctx, out)
         existing = _existing(ctx, courses, typed["course_code"])
         rejected = _course_links(raw, typed, courses, existing, out, con)
-        _w04(typed, out)
+        _w04(typed, courses, existing, ctx, out, con)
         ids, valid = typed["national_id"], typed["_id_valid"]
         repeated = _repeated(typed["_id_number"])
         id_masked = national_id.mask(ids)
@@ -389,11 +393,35 @@ def _course_links(raw: pa.Table, typed: dict[str, pa.Array], courses: pa.Table, 
     return rejected
 
 
-def _w04(typed: dict[str, pa.Array], out: Findings) -> None:
-    """W04: a well-formed school code that is not in the MOE list."""
+def _w04(typed: dict[str, pa.Array], courses: pa.Table, existing: pa.Table, ctx: Context, out: Findings,
+         con: duckdb.DuckDBPyConnection) -> None:
+    """W04: a well-formed school code that is not in the MOE school list — with a warehouse, the school
+    register on the day the row's course starts (a school opened later, or closed before, is unknown
+    then); a row whose course has no start date is judged against every version. Without one (a
+    self-check), the list shipped with the project."""
     school = typed["school_code"]
-    unknown_school = pc.and_(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"),
-                             pc.invert(pc.is_in(school, reference.school_codes())))
+    well_formed = pc.fill_null(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"), False)
+    if ctx.state is None:
+        known = pc.is_in(school, reference.school_codes())
+    else:
+        n = len(school)
+        con.register("w04_att", pa.table({"i": pa.array(range(n), pa.int64()), "school_code": school,
+                                          "course_code": typed["course_code"]}).filter(well_formed))
+        con.register("w04_crs", courses.select(["course_code", "start_date", ROW]))
+        con.register("w04_wh", existing.select(["course_code", "start_date"]))
+        con.register("w04_reg", ctx.state.schools())
+        hits = con.sql(f"""
+            WITH d AS (SELECT course_code, start_date AS day FROM w04_crs WHERE course_code IS NOT NULL
+                       QUALIFY row_number() OVER (PARTITION BY course_code ORDER BY {ROW}) = 1
+                       UNION ALL
+                       SELECT course_code, start_date FROM w04_wh
+                       WHERE course_code NOT IN (SELECT course_code FROM w04_crs WHERE course_code IS NOT NULL))
+            SELECT DISTINCT a.i FROM w04_att a LEFT JOIN d USING (course_code)
+            JOIN w04_reg r ON r.school_code = a.school_code
+            WHERE d.day IS NULL OR ((r.valid_from IS NULL OR r.valid_from <= d.day)
+                                    AND (r.valid_to IS NULL OR r.valid_to > d.day))""").to_arrow_table()
+        known = pc.is_in(pa.array(range(n), pa.int64()), hits["i"].combine_chunks())
+    unknown_school = pc.and_(well_formed, pc.invert(known))
     out.add("attendance", "W04", unknown_school, typed[ROW], typed["course_code"], ATTENDANCE.field("school_code"),
             _shown(school), _shown(school))
 

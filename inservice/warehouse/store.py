@@ -23,10 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.config import Settings
+from inservice.schemas.codelists import county_names
 from inservice.schemas.fields import UNIT_CODE
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.validations.findings import for_analysts
-from inservice.warehouse import ddl
+from inservice.warehouse import ddl, reference
 from inservice.warehouse.backend import (  # noqa: F401 (WarehouseBusy: callers catch it from here)
     POSTGRESQL,
     Connection,
@@ -41,7 +42,18 @@ LOG = logging.getLogger("inservice.warehouse")
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
+UNIT_COLUMNS = "unit_code, name, channel, state, joined, county_code, operator"
 COMMIT_SEQ = "commit_seq"  # warehouse_meta: DuckDB's count of committed writes (is the analysts' copy current?)
+
+
+def actor() -> str:
+    """Who makes a register change, for its log: INSERVICE_ACTOR (Dagster jobs set it), else the OS user."""
+    import getpass
+
+    try:
+        return os.environ.get("INSERVICE_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (a container)
+        return f"uid:{os.getuid()}"
 
 
 def failpoint(name: str) -> None:
@@ -57,6 +69,8 @@ class Unit:
     channel: str
     state: str
     joined: date
+    county_code: str | None = None
+    operator: str | None = None
 
     @property
     def area(self) -> str:
@@ -116,17 +130,30 @@ class Warehouse:
         return Path(self.url.target)
 
     def ensure_tables(self) -> None:
-        """Create what is missing; an existing warehouse costs one catalog query."""
+        """Create what is missing; an existing warehouse costs one catalog query and one meta read.
+
+        A new school register starts as the shipped MOE list; the reference tables are rewritten when
+        the code lists of this release differ from what they hold."""
         existing = set(self.con.execute("""SELECT table_schema, table_name, column_name
             FROM information_schema.columns WHERE table_schema IN ('main', 'testing')""").fetchall())
-        todo = ddl.missing_columns(existing) + ddl.statements({(s, t) for s, t, _ in existing})
-        if not todo:
+        tables = {(s, t) for s, t, _ in existing}
+        todo = ddl.missing_columns(existing) + ddl.statements(tables)
+        rows = reference.reference_rows()
+        fingerprint = reference.fingerprint()
+        if not todo and self.meta(reference.FINGERPRINT) == fingerprint:
             return
-        if self.backend == POSTGRESQL:  # with the tables they index (IF NOT EXISTS: after a migration too)
+        if todo and self.backend == POSTGRESQL:  # with the tables they index (IF NOT EXISTS: after a migration too)
             todo += index_statements(list(ddl.AREAS.values()))
         with self.transaction():  # one transaction: a new warehouse's ~200 statements commit once
             for stmt in todo:
                 self.con.execute(stmt)
+            if ("main", ddl.SCHOOL_REGISTER.name) not in tables:
+                reference.seed_schools(self.con)
+            if ("main", ddl.UNIT_VERSIONS.name) not in tables:  # a warehouse from before: units as they are now
+                self.con.execute("""INSERT INTO unit_versions SELECT unit_code, name, operator, channel, county_code,
+                    NULL, NULL FROM units""")
+            reference.write_reference(self.con, rows)
+            self.put_meta(reference.FINGERPRINT, fingerprint)
         self.committed = False  # creating tables is not a load: no analyst copy for it
 
     def close(self) -> None:
@@ -150,24 +177,36 @@ class Warehouse:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- unit register -------------------------------------------------------------------------
-    def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
+    # --- unit register (changes after registration: inservice/registers/units.py) ---------------
+    def add_unit(self, code: str, name: str, channel: str, state: str, joined: date, county: str | None = None,
+                 operator: str | None = None, by: str | None = None) -> None:
+        """Register a unit: its row, its first version (unit_versions) and a `register` line in the
+        state log, in one transaction. `county` (spec §3.1 code) decides which county exports it."""
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
         if not re.fullmatch(UNIT_CODE, code):  # it names an inbox folder too
             raise WarehouseError(f"unit code {code!r} is not an upper-case letter and 3–9 letters or digits")
+        if county is not None and county not in county_names():
+            raise WarehouseError(f"unknown county code {county!r} (spec §3.1, e.g. 63000 臺北市, 10016 澎湖縣)")
         if self.unit(code) is not None:  # a state change needs a letter and goes to the log
             raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
         with self.transaction():
-            self.con.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, now())", [code, name, channel, state, joined])
+            self.con.execute("""INSERT INTO units (unit_code, name, channel, state, joined, updated_at, county_code,
+                operator) VALUES (?, ?, ?, ?, ?, now(), ?, ?)""",
+                             [code, name, channel, state, joined, county, operator])
+            self.con.execute("""INSERT INTO unit_versions (unit_code, name, operator, channel, county_code, valid_from,
+                valid_to) VALUES (?, ?, ?, ?, ?, NULL, NULL)""", [code, name, operator, channel, county])
+            self.con.execute("""INSERT INTO unit_state_log (unit_code, from_state, to_state, letter_no, reason,
+                changed_at, field, old_value, new_value, effective_date, changed_by)
+                VALUES (?, NULL, ?, NULL, 'register', now(), NULL, NULL, ?, ?, ?)""",
+                             [code, state, name, joined, by or actor()])
 
     def unit(self, code: str) -> Unit | None:
-        row = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units WHERE unit_code = ?",
-                               [code]).fetchone()
+        row = self.con.execute(f"SELECT {UNIT_COLUMNS} FROM units WHERE unit_code = ?", [code]).fetchone()
         return Unit(*row) if row else None
 
     def units(self) -> list[Unit]:
-        rows = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units ORDER BY 1").fetchall()
+        rows = self.con.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
 
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
@@ -405,6 +444,10 @@ class AreaState:
             CAST(hours_granted AS FLOAT8) AS hours_granted, completed, is_deleted
             FROM {self.schema}.attendance WHERE unit_code = ?
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
+
+    def schools(self) -> pa.Table:
+        """The school register (one for both areas), every version."""
+        return self.con.sql("SELECT school_code, valid_from, valid_to FROM main.school_register").to_arrow_table()
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         self.con.register("wanted_pairs", organizer_titles)
