@@ -25,7 +25,7 @@ RECEIVED = "2017-06-03T10:00:00+08:00"  # the fixtures' receipt day (on time)
 BOTH_BACKENDS = {"test_fixtures", "test_rules", "test_file_rules", "test_values", "test_merge_history",
                  "test_atomic_and_privacy", "test_cli_and_receipts", "test_access", "test_feeds", "test_publish",
                  "test_corrections", "test_publish_gate",
-                 "test_backends"}
+                 "test_backends", "test_registers"}
 PG_SERVER = os.environ.get("INSERVICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -3,7 +3,7 @@
 Assembled explicitly, domain by domain: each domain has its assets (and their checks) in
 inservice/assets/<domain>.py and its jobs, sensors and schedules in inservice/pipelines/<domain>.py.
 Groups: ingest (uploads, feeds, the month's overview) → warehouse (tables + blocking checks) →
-publish (monthly statistics, yearbook); corrections beside them.
+publish (monthly statistics, yearbook, audit worklist); corrections beside them.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import warnings
 
 import dagster as dg
 
+from inservice.assets.audit import AUDIT_ASSETS
 from inservice.assets.corrections import CORRECTION_ASSETS
 from inservice.assets.feeds import FEED_ASSETS
 from inservice.assets.publish import PUBLISH_ASSETS
 from inservice.assets.shared import InserviceResource
 from inservice.assets.uploads import UPLOAD_ASSETS
 from inservice.assets.warehouse import WAREHOUSE_ASSETS, WAREHOUSE_CHECKS
+from inservice.pipelines.audit import AUDIT_JOBS, AUDIT_SCHEDULES
 from inservice.pipelines.corrections import CORRECTION_JOBS, CORRECTION_SENSORS
 from inservice.pipelines.feeds import FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
 from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
@@ -34,10 +36,11 @@ RESOURCES = {"inservice": InserviceResource()}
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*UPLOAD_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS],
+        assets=[*UPLOAD_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS,
+                *AUDIT_ASSETS],
         asset_checks=WAREHOUSE_CHECKS,  # the uploads' own check is declared on their assets
-        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS],
-        schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES],
+        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *AUDIT_JOBS],
+        schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES, *AUDIT_SCHEDULES],
         sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS],
         resources=RESOURCES,
         # One process per run, steps in order: the steps share one file-based warehouse anyway.

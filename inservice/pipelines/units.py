@@ -25,6 +25,7 @@ class RegisterUnitConfig(dg.Config):
     channel: str = Field(default="file", description=f"傳報方式 {CHANNELS}：file 檔案、db 資料庫互傳 / channel")
     state: str = Field(default="testing", description=f"狀態 {UNIT_STATES}；新加入單位為 testing / state")
     joined: str = Field(default="", description="加入日期 YYYY-MM-DD；空白＝今天 / join date; empty = today")
+    county: str = Field(default="", description="所屬縣市代碼，例 10016 澎湖縣（縣市匯出依此）/ the unit's county")
 
 
 @dg.op(pool=WAREHOUSE_POOL, description="登錄傳報單位 Registers a partner unit (as `inservice units add`).")
@@ -32,7 +33,8 @@ def register_unit(context: dg.OpExecutionContext, config: RegisterUnitConfig, in
     joined = date.fromisoformat(config.joined) if config.joined else date.today()
     try:
         with inservice.warehouse() as wh:
-            wh.add_unit(config.code, config.name, config.channel, config.state, joined)
+            wh.add_unit(config.code, config.name, config.channel, config.state, joined, county=config.county or None,
+                        by="dagster")
     except (WarehouseError, ValueError) as exc:
         raise refused(exc) from exc
     context.instance.add_dynamic_partitions(UNITS.name, [config.code])  # its inbox is a partition now

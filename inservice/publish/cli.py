@@ -54,6 +54,15 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.publish.audit import audit_worklist
+
+    w = audit_worklist(settings, args.month, as_of=args.as_of)
+    _print(w.as_json(), args.json, [f"{w.month}: {len(w.due)} unit(s) due, {len(w.rows)} unit-month(s), "
+                                    f"{sum(r['missing'] for r in w.rows)} missing", *(f"  {f}" for f in w.files)])
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("stats", help="monthly statistics (統計月報): stat_* tables, workbook and HTML page")
     st.add_argument("--month", required=True, help="YYYY-MM")
@@ -75,3 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", choices=("xlsx", "csv", "parquet"), default="xlsx")
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     ex.set_defaults(func=cmd_export)
+
+    au = sub.add_parser("audit", help="the audit worklist (查核): units due this month and what each sent")
+    au.add_argument("--month", required=True, help="YYYY-MM (the data month audited)")
+    au.add_argument("--as-of", help="time of the worklist, ISO-8601 (default now)")
+    au.add_argument("--json", action="store_true", help="print one JSON object")
+    au.set_defaults(func=cmd_audit)

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from inservice.config import TAIPEI
 from inservice.schemas import codelists
-from inservice.schemas.reference import schools
+from inservice.schemas.reference import schools, training_institutions
 from inservice.warehouse.ddl import Column, Table
 
 ALL = "*"  # the "all values" marker of the long stat tables (a total or subtotal row)
@@ -103,6 +103,7 @@ def register_refs(con: duckdb.DuckDBPyConnection) -> None:
     """Zero-copy Arrow views on this connection (nothing written): school list and code labels."""
     con.register("pub_ref_schools", schools().select(["school_code", "county_code", "level"]))
     con.register("pub_ref_codes", _codes_table())
+    con.register("pub_ref_institutions", training_institutions())
 
 
 # --- reading a slice of attendance -------------------------------------------------------------------
@@ -287,6 +288,19 @@ STAT_TABLES = (
         C("series_month", "VARCHAR", "月份 YYYY-MM"),
         C("courses", "BIGINT", "課程數"),
         C("person_times", "BIGINT", "研習人次"),
+    )),
+    Table("stat_monthly_not_closed_county_level", "表4 逾期未結案課程：課程縣市 × 研習對象（* 為合計）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "課程縣市代碼（* 全國）"),
+        C("level", "VARCHAR", "研習對象代碼（* 全部對象，每門課計一次）"),
+        C("not_closed", "BIGINT", "逾期未結案課程數"),
+    )),
+    Table("stat_monthly_not_closed_institution", "表4 逾期未結案課程：師資培育之大學及學科中心（逐一列出，無者為 0）", (
+        *_MONTH_COLS,
+        C("institution_id", "VARCHAR", "編號（ref_training_institutions）"),
+        C("name", "VARCHAR", "名稱"),
+        C("kind", "VARCHAR", "類別（university 師資培育之大學、subject_centre 學科中心）"),
+        C("not_closed", "BIGINT", "逾期未結案課程數（開課單位為該校或中心）"),
     )),
     Table("yearbook_snapshots", "年報凍結快照（Parquet 檔，內容不再變動）", (
         C("snapshot_id", "VARCHAR", "快照編號"),

@@ -56,7 +56,8 @@ ONE_DAY = timedelta(days=1)
 STAT_MONTHLY = ("stat_monthly_course_county_level", "stat_monthly_teacher_county_level", "stat_monthly_organizer",
                 "stat_monthly_not_closed", "stat_monthly_not_closed_courses", "stat_monthly_tags",
                 "stat_monthly_meeting_flags", "stat_monthly_transmission", "stat_monthly_refusals",
-                "stat_monthly_series")
+                "stat_monthly_series", "stat_monthly_not_closed_county_level",
+                "stat_monthly_not_closed_institution")
 COURSE_LEVELS = [c.code for c in codelists.LEVELS]  # K E J S V X A (A 不限 is its own column)
 SCHOOL_LEVELS = [c.code for c in codelists.LEVELS if c.code != "A"] + [UNKNOWN]
 NOT_DELETED = "NOT coalesce({}.is_deleted, false)"
@@ -170,6 +171,8 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
                cnt >= 5 AND ?::DATE >= ?::DATE
         FROM u LEFT JOIN n USING (unit_code)""", [*key, report_date, report_date, BLOCK_FROM])
 
+    _not_closed_by_level(con, key)
+
     # 5. attribute tags (a course counts under each of its tags; '*' = courses with any tag, once)
     con.execute(f"""INSERT INTO stat_monthly_tags
         WITH c AS (SELECT c.unit_code, c.course_code, c.hours, c.tags, coalesce(a.person_times, 0) AS pt,
@@ -200,6 +203,24 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
         months AS (SELECT CAST(d AS DATE) AS sm FROM generate_series(?::DATE, ?::DATE, INTERVAL 1 MONTH) g(d))
         SELECT ?, ?, strftime(months.sm, '%Y-%m'), coalesce(cc.n, 0), coalesce(pt.n, 0)
         FROM months LEFT JOIN cc USING (sm) LEFT JOIN pt USING (sm)""", [first.start, m.start, *key])
+
+
+def _not_closed_by_level(con: duckdb.DuckDBPyConnection, key: list) -> None:
+    """Table 4's not-closed courses (pm_not_closed) by course county × audience level, and by
+    teacher-training university / subject centre (the reference list, each listed, 0 when none)."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE pm_nc AS
+        SELECT c.unit_code, c.course_code, c.county_code, c.audience, c.organizer
+        FROM main.courses c JOIN (SELECT DISTINCT unit_code, course_code FROM pm_not_closed) n
+             USING (unit_code, course_code)""")
+    con.execute(f"""INSERT INTO stat_monthly_not_closed_county_level
+        SELECT ?, ?, coalesce(county_code, '{ALL}'), level, count(*)
+        FROM (SELECT county_code, unnest(string_split(audience, ';')) AS level FROM pm_nc
+              UNION ALL SELECT county_code, '{ALL}' AS level FROM pm_nc)
+        GROUP BY GROUPING SETS ((county_code, level), (level))""", key)
+    con.execute("""INSERT INTO stat_monthly_not_closed_institution
+        SELECT ?, ?, i.institution_id, i.name, i.kind, count(n.course_code)
+        FROM pub_ref_institutions i LEFT JOIN pm_nc n ON trim(n.organizer) = i.name
+        GROUP BY ALL""", key)
 
 
 def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_date: date) -> None:
@@ -290,11 +311,12 @@ def render(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime) -> list[Re
                           notes=["課程依研習起日歸屬月份；縣市為課程之縣市代碼。",
                                  "開放多個研習對象之課程於各對象欄各計一次，合計欄僅計一次；「不限」為研習對象 A。"]))
 
-    values = [(lv, meas) for lv in SCHOOL_LEVELS for meas in ("person_times", "teachers")]
+    values = [(lv, meas) for lv in SCHOOL_LEVELS for meas in ("person_times", "teachers", "granted_hours")]
     values += [(ALL, "person_times"), (ALL, "teachers"), (ALL, "granted_hours"), (ALL, "not_completed")]
     cols = [Col("縣市", "text")]
     for lv in SCHOOL_LEVELS:
-        cols += [Col("人次", "int", _label("level", lv)), Col("教師數", "int", _label("level", lv))]
+        cols += [Col("人次", "int", _label("level", lv)), Col("教師數", "int", _label("level", lv)),
+                 Col("核發時數", "dec1", _label("level", lv))]
     cols += [Col("人次", "int", "合計"), Col("教師數", "int", "合計"), Col("核發時數", "dec1", "合計"),
              Col("未完成人次", "int", "合計")]
     reports.append(Report("t2_teachers", "2 教師縣市別",
@@ -345,6 +367,21 @@ def render(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime) -> list[Re
     reports.append(Report("t4b_not_closed_courses", "4b 未結案明細", f"表4 明細 {period}逾期未結案課程", [
         Col("單位代碼", "text"), Col("研習代碼", "text"), Col("研習名稱", "text"), Col("研習迄日", "date"),
         Col("迄日後日數")], rows))
+    values = [(lv, "not_closed") for lv in [*COURSE_LEVELS, ALL]]
+    reports.append(Report("t4c_not_closed_levels", "4c 未結案縣市對象",
+                          f"表4 {period}逾期未結案課程（依課程縣市及研習對象）",
+                          [Col("縣市", "text"), *(Col(_label("level", lv) if lv != ALL else "合計")
+                                                  for lv in [*COURSE_LEVELS, ALL])],
+                          _county_rows(con, "stat_monthly_not_closed_county_level", values, key), total_rows=1,
+                          notes=["開放多個研習對象之課程於各對象欄各計一次，合計欄僅計一次。"]))
+    rows = fetch(con, """SELECT CASE kind WHEN 'university' THEN '師資培育之大學' ELSE '學科中心' END, name, not_closed
+        FROM stat_monthly_not_closed_institution WHERE month = ? AND as_of = ? ORDER BY kind DESC, institution_id""",
+                 key)
+    rows.append(("合計", "", sum(r[2] for r in rows)))
+    reports.append(Report("t4d_not_closed_institutions", "4d 未結案師培大學",
+                          f"表4 {period}逾期未結案課程（師資培育之大學及學科中心）",
+                          [Col("類別", "text"), Col("名稱", "text"), Col("逾期未結案課程數")], rows, total_rows=1,
+                          notes=["開課單位名稱與師資培育之大學及學科中心名冊相符之課程；名冊所列者均列出，無者為 0。"]))
 
     rows = fetch(con, f"""
         SELECT CASE WHEN k.code = '{ALL}' THEN '有屬性標籤之課程（不重複）' ELSE k.code || ' ' || k.label END,

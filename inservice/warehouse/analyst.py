@@ -37,6 +37,10 @@ from inservice.warehouse.store import COMMIT_SEQ, Warehouse, failpoint
 # What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
 # correction registers (they hold the masked original values), unit_state_log (letters), testing.
 CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
+# The registers as they stand and through time, the spec's code lists, and the course × code bridges
+# (views in the warehouse, tables in the copy and the lake). Not school_changes (letters, who imported).
+REFERENCE_TABLES = (ddl.UNIT_VERSIONS.name, ddl.SCHOOL_REGISTER.name, *(t.name for t in ddl.REFERENCE_TABLES),
+                    *(t.name for t in ddl.BRIDGE_VIEWS))
 ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
 COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published copy was made from
@@ -54,7 +58,9 @@ LAKE_QUERIES = {
     "findings": "SELECT f.*, {ym} AS ym FROM main.findings f JOIN main.uploads u ON u.upload_id = f.upload_id "
                 "WHERE u.area = 'production'",
     "units": "SELECT * FROM main.units",
+    **{t: f"SELECT * FROM main.{t}" for t in REFERENCE_TABLES},
 }
+UNPARTITIONED = frozenset({"units", *REFERENCE_TABLES})  # one file each
 PARTITION = pa.schema([("year", pa.int32()), ("month", pa.int32())])
 
 
@@ -63,7 +69,7 @@ def analyst_tables(wh: Warehouse) -> list[str]:
     rows = wh.con.execute("""SELECT table_name FROM information_schema.tables
         WHERE table_schema = 'main' AND (table_name LIKE 'stat\\_%' ESCAPE '\\' OR table_name = 'yearbook_snapshots')
         ORDER BY 1""").fetchall()
-    return [*CORE_TABLES, *(r[0] for r in rows)]
+    return [*CORE_TABLES, *REFERENCE_TABLES, *(r[0] for r in rows)]
 
 
 def refresh_analyst_access(wh: Warehouse, settings: Settings) -> None:
@@ -123,6 +129,8 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> None:
     con, alias = wh.con, "analyst_copy"
     keep = analyst_tables(wh)
     comments = con.execute("""SELECT table_name, NULL, comment FROM duckdb_tables()
+        WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
+        UNION ALL SELECT view_name, NULL, comment FROM duckdb_views()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
         UNION ALL SELECT table_name, column_name, comment FROM duckdb_columns()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL""").fetchall()
@@ -263,7 +271,7 @@ def export_lake(wh: Warehouse, dest: Path) -> dict[str, int]:
                 return b
 
             data = (counted(b) for b in _chain(first, stream))
-            partitioning = None if table == "units" else ds.partitioning(PARTITION, flavor="hive")
+            partitioning = None if table in UNPARTITIONED else ds.partitioning(PARTITION, flavor="hive")
             ds.write_dataset(data, staging, schema=first.schema, format="parquet", partitioning=partitioning,
                              basename_template="part-{i}.parquet", max_rows_per_group=500_000)
         else:
@@ -291,7 +299,9 @@ SPARK_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP_NTZ", "TIMESTAMPTZ":
 TRINO_TYPES = {"VARCHAR": "varchar", "TIMESTAMP": "timestamp(6)", "TIMESTAMPTZ": "timestamp(6)",
                "INTEGER": "integer", "BIGINT": "bigint", "BOOLEAN": "boolean", "DATE": "date"}
 LAKE_DECLARED = {"courses": ddl.COURSES, "attendance": ddl.ATTENDANCE, "uploads": ddl.UPLOADS,
-                 "findings": ddl.FINDINGS, "units": ddl.UNITS}
+                 "findings": ddl.FINDINGS, "units": ddl.UNITS,
+                 **{t.name: t for t in (ddl.UNIT_VERSIONS, ddl.SCHOOL_REGISTER, *ddl.REFERENCE_TABLES,
+                                        *ddl.BRIDGE_VIEWS)}}
 
 
 def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
@@ -299,7 +309,7 @@ def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
     declared columns, so they cannot drift from what `export_lake` writes."""
     out = []
     for name, table in LAKE_DECLARED.items():
-        partitioned = name != "units"
+        partitioned = name not in UNPARTITIONED
         where = f"{location.rstrip('/')}/{name}"
         if engine == "spark":
             cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in table.columns]
