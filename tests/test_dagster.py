@@ -553,9 +553,15 @@ def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Se
 
 def test_launchpad_config_fields_are_described() -> None:
     from inservice.assets.uploads import UnsortedUploadConfig, UploadConfig
-    from inservice.pipelines.units import ArchiveExceptionConfig, RegisterUnitConfig, UnitStateConfig
+    from inservice.pipelines.units import (
+        ArchiveExceptionConfig,
+        RegisterUnitConfig,
+        UnitRegisterConfig,
+        UnitStateConfig,
+    )
 
-    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, ArchiveExceptionConfig):
+    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, UnitRegisterConfig,
+                   ArchiveExceptionConfig):
         for name, field in config.model_fields.items():
             text = field.description or ""
             assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)
@@ -579,10 +585,18 @@ def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settin
     run("staff_add_archive_exception", "add_archive_exception",
         {"unit": "T004", "letter": "臺教師(三)字第1060000003號", "letter_date": "2017-03-01",
          "valid_until": "2017-12-31"})
+    run("staff_change_unit_register", "change_unit_register",
+        {"code": "T004", "field": "name", "value": "新單位（更名）", "letter": "臺教師(三)字第1060000004號",
+         "effective_date": "2017-09-01"})
+    run("staff_change_unit_register", "change_unit_register",
+        {"code": "T004", "field": "channel", "value": "fax", "letter": "L"}, ok=False)  # not a channel
     with Warehouse(settings, read_only=True) as wh:
-        assert wh.unit("T004").state == "production"
+        assert wh.unit("T004").state == "production" and wh.unit("T004").name == "新單位（更名）"
         assert [(e["unit_code"], e["course_code"]) for e in wh.exceptions()] == [("T004", None)]
-        assert wh.con.execute("SELECT count(*) FROM unit_state_log WHERE unit_code = 'T004'").fetchone()[0] == 1
+        log = wh.con.execute("""SELECT reason, changed_by, letter_no FROM unit_state_log WHERE unit_code = 'T004'
+            ORDER BY changed_at""").fetchall()
+        assert [r[0] for r in log] == ["register", "promote", "rename"]
+        assert log[0][1] == log[2][1] == "dagster" and log[2][2] == "臺教師(三)字第1060000004號"
 
 
 def test_a_unit_refused_f05_then_registered_reruns_on_time(settings: Settings, instance: dg.DagsterInstance) -> None:

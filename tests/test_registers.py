@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from openpyxl import load_workbook
+from openpyxl import Workbook, load_workbook
 
 from inservice import cli
 from inservice.config import TAIPEI, Settings
@@ -27,6 +27,7 @@ from inservice.publish.monthly import publish_month
 from inservice.registers import schools as school_register
 from inservice.registers import units as unit_register
 from inservice.schemas import codelists, rules
+from inservice.schemas.reference import school_codes
 from inservice.warehouse import analyst
 from inservice.warehouse.store import Warehouse, WarehouseError
 from tests.builders import attendee, course, make_id, write_xlsx
@@ -219,9 +220,13 @@ def test_kindergarten_list_fills_the_k_columns_and_stops_w04_as_of_the_course_da
     with Warehouse(settings) as wh:
         first = school_register.import_lists(wh, [k_list], date(2017, 1, 1), LETTER, level="K")
         assert first.changes == {"open": 3} and first.levels == ["K"]  # no other level closed by a K list
-        # the next list lacks 乙幼兒園: closed from 2017-08-01
-        k2 = write_csv(tmp_path / "k2.csv", [["學校代碼", "學校名稱", "縣市"], ["KG6301", "臺北市立甲幼兒園", "臺北市"],
-                                             ["KG1601", "澎湖縣立丙幼兒園", "澎湖縣"]])
+        # the next list (a workbook this time) lacks 乙幼兒園: closed from 2017-08-01
+        wb = Workbook()
+        for row in (["學校代碼", "學校名稱", "縣市"], ["KG6301", "臺北市立甲幼兒園", "臺北市"],
+                    ["KG1601", "澎湖縣立丙幼兒園", "澎湖縣"]):
+            wb.active.append(row)
+        k2 = tmp_path / "k2.xlsx"
+        wb.save(k2)
         assert school_register.import_lists(wh, [k2], date(2017, 8, 1), LETTER + "之1", level="K").changes == \
             {"close": 1}
     # June: both kindergartens known; September: 乙 closed → W04 for that row only
@@ -240,6 +245,25 @@ def test_kindergarten_list_fills_the_k_columns_and_stops_w04_as_of_the_course_da
     cells = published(settings, "stat_monthly_teacher_county_level", "2017-06", "county_code, person_times",
                       "level = 'K' AND county_code <> '*'")
     assert cells == [("10016", 1), ("63000", 2)]
+
+
+def test_a_warehouse_from_before_the_registers_is_migrated(settings: Settings, warehouse_backend: str) -> None:
+    """Units keep their values as their first version; the school register starts as the shipped list;
+    read-only (a self-check) before the migration still works."""
+    with Warehouse(settings) as wh:  # make it look like a warehouse of the previous release
+        for stmt in ("DROP VIEW course_audience", "DROP VIEW course_tags", "DROP TABLE unit_versions",
+                     "DROP TABLE school_register", "ALTER TABLE units DROP COLUMN county_code",
+                     "ALTER TABLE units DROP COLUMN operator", "DELETE FROM warehouse_meta"):
+            wh.con.execute(stmt)
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.unit("T001").county_code is None and wh.unit("T001").name == "unit T001"
+        assert wh.state("production").schools().num_rows == len(school_codes())  # the shipped list
+    with Warehouse(settings) as wh:
+        unit_register.rename(wh, "T001", "改名", LETTER, date(2017, 7, 1))
+    assert q(settings, "SELECT name, valid_from, valid_to FROM unit_versions WHERE unit_code = 'T001' ORDER BY 2 "
+                       "NULLS FIRST") == [("unit T001", None, date(2017, 7, 1)), ("改名", date(2017, 7, 1), None)]
+    assert q(settings, "SELECT count(*) FROM school_register WHERE level = 'J'")[0][0] > 0
+    assert q(settings, "SELECT count(*) FROM course_audience") == [(0,)]
 
 
 # --- statistics by level ------------------------------------------------------------------------------------

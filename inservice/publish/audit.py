@@ -94,7 +94,7 @@ def _rows(con: Connection, sql: str, params: list) -> list[dict]:
 def _lights(con: Connection, units: list[str], months: list[str]) -> dict[tuple[str, str], tuple[str, int]]:
     """(unit, month) → (light, not-closed courses) from the latest publication of each month."""
     published = con.execute("""SELECT count(*) FROM information_schema.tables
-        WHERE table_schema = 'main' AND table_name = 'stat_monthly_not_closed'""").fetchone()[0]
+        WHERE table_schema = 'main' AND table_name = 'stat_monthly_not_closed'""").fetchall()[0][0]
     if not units or not months or not published:
         return {}
     found = {}

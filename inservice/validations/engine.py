@@ -404,12 +404,20 @@ def _w04(typed: dict[str, pa.Array], courses: pa.Table, existing: pa.Table, ctx:
     if ctx.state is None:
         known = pc.is_in(school, reference.school_codes())
     else:
+        # most schools have one version, valid throughout: a set membership; only rows of schools with a
+        # dated version are joined to their course's start date
+        register = ctx.state.schools()
+        con.register("w04_reg", register)
+        always = con.sql("""SELECT school_code FROM w04_reg GROUP BY school_code
+            HAVING count(*) = 1 AND bool_and(valid_from IS NULL AND valid_to IS NULL)""").to_arrow_table()
+        always_known = pc.is_in(school, always["school_code"].combine_chunks())
+        dated = pc.and_(pc.and_(well_formed, pc.invert(always_known)),
+                        pc.is_in(school, register["school_code"].combine_chunks()))
         n = len(school)
-        con.register("w04_att", pa.table({"i": pa.array(range(n), pa.int64()), "school_code": school,
-                                          "course_code": typed["course_code"]}).filter(well_formed))
+        con.register("w04_att", pa.table({"i": pa.array(np.arange(n, dtype=np.int64)), "school_code": school,
+                                          "course_code": typed["course_code"]}).filter(dated))
         con.register("w04_crs", courses.select(["course_code", "start_date", ROW]))
         con.register("w04_wh", existing.select(["course_code", "start_date"]))
-        con.register("w04_reg", ctx.state.schools())
         hits = con.sql(f"""
             WITH d AS (SELECT course_code, start_date AS day FROM w04_crs WHERE course_code IS NOT NULL
                        QUALIFY row_number() OVER (PARTITION BY course_code ORDER BY {ROW}) = 1
@@ -420,7 +428,7 @@ def _w04(typed: dict[str, pa.Array], courses: pa.Table, existing: pa.Table, ctx:
             JOIN w04_reg r ON r.school_code = a.school_code
             WHERE d.day IS NULL OR ((r.valid_from IS NULL OR r.valid_from <= d.day)
                                     AND (r.valid_to IS NULL OR r.valid_to > d.day))""").to_arrow_table()
-        known = pc.is_in(pa.array(range(n), pa.int64()), hits["i"].combine_chunks())
+        known = pc.or_(always_known, pc.is_in(pa.array(np.arange(n, dtype=np.int64)), hits["i"].combine_chunks()))
     unknown_school = pc.and_(well_formed, pc.invert(known))
     out.add("attendance", "W04", unknown_school, typed[ROW], typed["course_code"], ATTENDANCE.field("school_code"),
             _shown(school), _shown(school))

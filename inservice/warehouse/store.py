@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from inservice.config import Settings
 from inservice.schemas.codelists import county_names
 from inservice.schemas.fields import UNIT_CODE
+from inservice.schemas.reference import school_codes
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl, reference
@@ -201,12 +202,20 @@ class Warehouse:
                 VALUES (?, NULL, ?, NULL, 'register', now(), NULL, NULL, ?, ?, ?)""",
                              [code, state, name, joined, by or actor()])
 
+    def _unit_columns(self) -> str:
+        """UNIT_COLUMNS; on a warehouse from before a column, opened read-only (not migrated), NULL for it."""
+        if not self.read_only:
+            return UNIT_COLUMNS
+        have = {r[0] for r in self.con.execute("""SELECT column_name FROM information_schema.columns
+            WHERE table_schema = 'main' AND table_name = 'units'""").fetchall()}
+        return ", ".join(c if c in have else f"NULL AS {c}" for c in UNIT_COLUMNS.split(", "))
+
     def unit(self, code: str) -> Unit | None:
-        row = self.con.execute(f"SELECT {UNIT_COLUMNS} FROM units WHERE unit_code = ?", [code]).fetchone()
-        return Unit(*row) if row else None
+        rows = self.con.execute(f"SELECT {self._unit_columns()} FROM units WHERE unit_code = ?", [code]).fetchall()
+        return Unit(*rows[0]) if rows else None
 
     def units(self) -> list[Unit]:
-        rows = self.con.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY 1").fetchall()
+        rows = self.con.execute(f"SELECT {self._unit_columns()} FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
 
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
@@ -214,8 +223,8 @@ class Warehouse:
         if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
                 WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchone()[0]:
             return None  # a warehouse from before the table, opened read-only (a self-check)
-        row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchall()  # to the end:
+        return rows[0][0] if rows else None  # DuckDB refuses other work beside an unfinished result
 
     def put_meta(self, name: str, value: str) -> None:
         """Record `value` for `name`, replacing an earlier one (in the caller's transaction, if any)."""
@@ -446,7 +455,13 @@ class AreaState:
             AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
 
     def schools(self) -> pa.Table:
-        """The school register (one for both areas), every version."""
+        """The school register (one for both areas), every version. A warehouse from before the register,
+        opened read-only (a self-check), has none yet: the shipped list, valid throughout."""
+        if not self.con.execute("""SELECT count(*) FROM information_schema.tables
+                WHERE table_schema = 'main' AND table_name = 'school_register'""").fetchall()[0][0]:
+            codes = school_codes()
+            return pa.table({"school_code": codes, "valid_from": pa.nulls(len(codes), pa.date32()),
+                             "valid_to": pa.nulls(len(codes), pa.date32())})
         return self.con.sql("SELECT school_code, valid_from, valid_to FROM main.school_register").to_arrow_table()
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
