@@ -26,7 +26,7 @@ class RegisterUnitConfig(dg.Config):
     channel: str = Field(default="file", description=f"傳報方式 {CHANNELS}：file 檔案、db 資料庫互傳 / channel")
     state: str = Field(default="testing", description=f"狀態 {UNIT_STATES}；新加入單位為 testing / state")
     joined: str = Field(default="", description="加入日期 YYYY-MM-DD；空白＝今天 / join date; empty = today")
-    county: str = Field(default="", description="所屬縣市代碼，例 10016 澎湖縣（縣市匯出依此）/ the unit's county")
+    county: str = Field(default="", description="所屬縣市代碼，例 10016 澎湖縣（縣市匯出依此） / the unit's county")
 
 
 @dg.op(pool=WAREHOUSE_POOL, description="登錄傳報單位 Registers a partner unit (as `inservice units add`).")
