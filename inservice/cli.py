@@ -14,7 +14,8 @@ from pathlib import Path
 from inservice import failures
 from inservice.config import Settings
 from inservice.errors import EX_TEMPFAIL, OperatorError
-from inservice.warehouse.store import CHANNELS, UNIT_STATES, Warehouse, WarehouseError
+from inservice.warehouse.analyst import WriteSession
+from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
 
 
 def _print_receipts(receipts: list[dict], as_json: bool) -> None:
@@ -50,7 +51,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         if args.units_cmd == "add":
             wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined),
                         county=args.county, operator=args.operator)
@@ -62,7 +63,7 @@ def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         if args.exc_cmd == "add":
             course = None if args.course in (None, "all", "ALL", "*") else args.course
             new_id = wh.add_exception(args.unit, course, args.letter, date.fromisoformat(args.letter_date),
@@ -94,7 +95,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.ingest import ingest_paths
 
     sample = Path(__file__).resolve().parent / "sample_inbox"
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         for code, name in SAMPLE_UNITS:
             if wh.unit(code) is None:
                 wh.add_unit(code, name, "file", "production", date(2017, 1, 1))
@@ -120,7 +121,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"receipts:  {settings.outbox}/<unit>/")
     print(f"originals: {settings.home / 'archive'}/<unit>/<YYYYMM>/ (loaded, duplicate) or "
           f"{settings.home / 'quarantine'}/<unit>/ (refused)")
-    if url.backend == "duckdb":  # analysts read the published copy, never the loader's file
+    if url.backend.embedded:  # analysts read the published copy, never the loader's file
         print(f"query it:  python -c \"import duckdb; print(duckdb.connect('{snapshot_path(settings)}', "
               f"read_only=True).sql('select unit_code, count(*) from courses group by 1'))\"")
     return 0

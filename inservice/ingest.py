@@ -31,6 +31,7 @@ from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.national_id import IN_TEXT
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
 LOG = logging.getLogger("inservice.ingest")
@@ -457,8 +458,8 @@ def ingest_paths(paths: list[Path], settings: Settings, received_at: str | None 
     if not load and not Warehouse.exists(settings):
         ingestor = Ingestor(settings, None, load=False)
         return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
-    read_only = not load
-    with Warehouse(settings, read_only=read_only) as wh:
+    # a load's session ends with the analysts' refresh (the step after its commits); a check writes nothing
+    with WriteSession(settings) if load else Warehouse(settings, read_only=True) as wh:
         ingestor = Ingestor(settings, wh, load=load)
         return [public_receipt(ingestor.ingest(p, received_at)) for p in paths]
 

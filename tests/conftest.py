@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 
 from inservice.config import Settings
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Warehouse
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -93,7 +94,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_url: str | N
 @pytest.fixture
 def settings(home: Path) -> Settings:
     s = Settings.from_env(home)
-    with Warehouse(s) as wh:
+    with WriteSession(s) as wh:  # as `inservice units add`: its end refreshes the analysts' access
         for code in ("T001", "T002", "T003"):
             wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
     return s

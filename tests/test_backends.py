@@ -24,7 +24,7 @@ import pytest
 from inservice.config import TAIPEI, Settings
 from inservice.ingest import ingest_paths
 from inservice.publish.monthly import publish_month
-from inservice.warehouse import analyst
+from inservice.warehouse import analyst, ddl
 from inservice.warehouse.backend import POSTGRESQL, WarehouseUrl
 from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xlsx
@@ -264,7 +264,7 @@ def test_a_failing_analyst_copy_does_not_fail_the_load(tmp_path: Path, monkeypat
     the upload is still loaded and the failure is logged, not raised."""
     monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
     settings = Settings.from_env(tmp_path / "duck")
-    with Warehouse(settings) as wh:
+    with analyst.WriteSession(settings) as wh:
         wh.add_unit("T001", "unit T001", "file", "production", date(2016, 1, 1))
     shutil.rmtree(settings.home / "analyst")
     (settings.home / "analyst").write_text("not a folder")
@@ -275,3 +275,54 @@ def test_a_failing_analyst_copy_does_not_fail_the_load(tmp_path: Path, monkeypat
     with Warehouse(settings, read_only=True) as wh:
         assert wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] == 6
     assert any("analyst access not refreshed" in r.getMessage() for r in caplog.records)
+
+
+def test_publication_tables_join_the_registry_and_gain_added_columns(settings: Settings,
+                                                                     warehouse_backend: str) -> None:
+    """The stat_* tables are declared with every other table: not there before the first publication
+    (analysts are granted only what exists), and one left from an older version gains the columns
+    declared since, when the warehouse opens, as the core tables do."""
+    declared = [c.name for c in ddl.table("stat_monthly_series").columns]
+    with Warehouse(settings) as wh:
+        assert analyst.analyst_tables(wh) == ["units", "uploads", "findings", "courses", "attendance", "history"]
+        wh.con.execute("CREATE TABLE main.stat_monthly_series (month VARCHAR, as_of TIMESTAMPTZ)")
+    with Warehouse(settings) as wh:
+        cur = wh.con.execute("SELECT * FROM main.stat_monthly_series WHERE false")
+        assert [d[0] for d in cur.description] == declared
+        assert analyst.analyst_tables(wh)[-1] == "stat_monthly_series"
+        assert not {"feeds", "corrections", "warehouse_meta", "upload_receipts"} & set(analyst.analyst_tables(wh))
+
+
+def test_the_analysts_refresh_is_the_explicit_step_after_a_writers_commits(settings: Settings,
+                                                                           warehouse_backend: str) -> None:
+    """A WriteSession's end refreshes the analysts' access and says what it did; closing a plain
+    Warehouse refreshes nothing; the next session catches up with a commit it missed."""
+    def copied_units() -> int:
+        with duckdb.connect(str(analyst.snapshot_path(settings)), read_only=True) as con:
+            return con.execute("SELECT count(*) FROM units").fetchone()[0]
+
+    idle = analyst.WriteSession(settings)
+    with idle:
+        pass
+    assert idle.refresh is not None and idle.refresh.action == "none" and "nothing committed" in idle.refresh.note
+    with Warehouse(settings) as wh:  # not a session: its close is only a close
+        wh.add_unit("T009", "unit T009", "file", "production", date(2016, 1, 1))
+    session = analyst.WriteSession(settings)
+    with session as wh:
+        wh.add_unit("T010", "unit T010", "file", "production", date(2016, 1, 1))
+    refresh = session.refresh
+    assert refresh is not None and refresh.metadata()["analyst_access"] == refresh.action
+    if warehouse_backend == POSTGRESQL:
+        with Warehouse(settings, read_only=True) as wh:
+            role = bool(wh.con.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [settings.analyst_role]).fetchall())
+        assert (refresh.action, refresh.tables) == (("grants", 6) if role else ("none", 0))
+        return
+    assert (refresh.action, refresh.tables) == ("copy", 6) and refresh.rows >= 5
+    assert copied_units() == 5
+    with Warehouse(settings) as wh:
+        wh.add_unit("T011", "unit T011", "file", "production", date(2016, 1, 1))
+    assert copied_units() == 5  # behind: nobody refreshed it
+    behind = analyst.WriteSession(settings)
+    with behind:
+        pass  # writes nothing, finds the copy behind the warehouse
+    assert behind.refresh is not None and behind.refresh.action == "copy" and copied_units() == 6

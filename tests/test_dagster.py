@@ -201,6 +201,8 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         assert meta["on_time"] == "late"  # received now (the file's arrival), for a 2017 data month
         assert Path(meta["receipt"]).is_file() and Path(meta["receipt"]).parent == settings.outbox / unit
         assert Path(meta["receipt_xlsx"]).is_file()
+        # the step after the commit, shown: the analysts' copy now holds this load
+        assert meta["analyst_access"] == "copy" and meta["analyst_tables"] == 6 and meta["analyst_rows"] > 0
         assert "| rule | severity | rows |" in meta["top_rules"] or meta["top_rules"] == "No findings."
         assert Path(meta["original"]) == settings.home / "archive" / unit / "201705" / rr.tags["inservice/file"]
         assert Path(meta["original"]).is_file()

@@ -14,6 +14,7 @@ from inservice.assets.shared import (
     RETRY,
     WAREHOUSE_POOL,
     InserviceResource,
+    access_metadata,
     permanent,
     table_schema,
 )
@@ -22,8 +23,8 @@ from inservice.corrections.apply import FOLDER, process_workbook
 from inservice.corrections.watch import settle_workbook
 from inservice.inbox import find_upload
 from inservice.warehouse import ddl
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
-from inservice.warehouse.store import Warehouse
 
 GROUP = "corrections"
 
@@ -62,8 +63,9 @@ def correction_workbook(context: dg.AssetExecutionContext, config: CorrectionCon
     if path is None:
         raise dg.Failure(description=f"{FOLDER}/{config.file_name} is in none of inbox/, quarantine/, archive/",
                          allow_retries=False)
+    session = WriteSession(settings)  # leaving it: the analysts' refresh, shown below
     try:
-        with Warehouse(settings) as wh:
+        with session as wh:
             receipt = process_workbook(path, settings, wh, config.received_at or None)
     except TRANSIENT_ERRORS:
         raise
@@ -81,6 +83,7 @@ def correction_workbook(context: dg.AssetExecutionContext, config: CorrectionCon
         "receipt_xlsx": dg.MetadataValue.path(receipt["receipt_files"][1]),
         "original": dg.MetadataValue.path(str(moved)),
         "content_hash": receipt["content_hash"],
+        **access_metadata(session.refresh),
     })
 
 

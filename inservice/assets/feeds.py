@@ -12,8 +12,10 @@ from datetime import date
 
 import dagster as dg
 
-from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, permanent
-from inservice.feeds import FeedNotRegistered, FeedUnavailable, run_feed
+from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, access_metadata, permanent
+from inservice.feeds import FeedNotRegistered, FeedRunner, FeedUnavailable
+from inservice.ingest import public_receipt
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
 FEED_UNITS = dg.DynamicPartitionsDefinition(name="feed_unit")
@@ -67,8 +69,11 @@ def partner_feed(context: dg.AssetExecutionContext, config: FeedConfig,
                  inservice: InserviceResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     unit, day = keys["unit"], date.fromisoformat(keys["day"])
+    settings = inservice.settings()
+    session = WriteSession(settings)  # as run_feed, holding the session: its refresh is shown below
     try:
-        receipt = run_feed(inservice.settings(), unit, day, full=config.full)
+        with session as wh:
+            receipt = public_receipt(FeedRunner(settings, wh).run(unit, day, full=config.full))
     except FeedUnavailable as exc:
         context.log.warning(f"{unit} {day}: partner unavailable ({exc}); receipt "
                             f"{(exc.receipt.get('receipt_files') or [''])[0]}")
@@ -81,7 +86,7 @@ def partner_feed(context: dg.AssetExecutionContext, config: FeedConfig,
         raise permanent(exc, "feed failed (every committed batch is whole; the watermark covers only those)") \
             from exc
     context.log.info(f"{unit} {day}: {receipt['status']}{' ' + receipt['refusal'] if receipt['refusal'] else ''}")
-    return dg.MaterializeResult(metadata=feed_metadata(receipt))
+    return dg.MaterializeResult(metadata={**feed_metadata(receipt), **access_metadata(session.refresh)})
 
 
 FEED_ASSETS = [partner_feed]

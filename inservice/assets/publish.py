@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from inservice.assets.shared import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource
+from inservice.assets.shared import OWNERS, RETRY, WAREHOUSE_POOL, InserviceResource, access_metadata
 from inservice.assets.warehouse import WAREHOUSE_ASSETS
 from inservice.warehouse.checks import ChecksFailed
 
@@ -65,7 +65,7 @@ def monthly_statistics(context: dg.AssetExecutionContext, inservice: InserviceRe
         pub = publish_month(settings, month)
         context.log.info(f"{pub.month} revision {pub.revision} as of {pub.as_of.isoformat()}")
         return {**_metadata(pub.totals, pub.files), "month": pub.month, "revision": pub.revision,
-                "as_of": pub.as_of.isoformat()}
+                "as_of": pub.as_of.isoformat(), **access_metadata(pub.access)}
 
     done = gated(context, one)
     if len(done) == 1:
@@ -89,7 +89,8 @@ def yearbook_extract(context: dg.AssetExecutionContext, inservice: InserviceReso
         context.log.info(f"{ext.year} snapshot {ext.snapshot.snapshot_id}")
         return {**_metadata(ext.totals, ext.files), "year": ext.year, "snapshot_id": ext.snapshot.snapshot_id,
                 "snapshot_rows": dg.MetadataValue.json({"courses": ext.snapshot.courses,
-                                                        "attendance": ext.snapshot.attendance})}
+                                                        "attendance": ext.snapshot.attendance}),
+                **access_metadata(ext.access)}
 
     done = gated(context, one)
     if len(done) == 1:

@@ -10,6 +10,7 @@ import dagster as dg
 
 from inservice.config import Settings
 from inservice.warehouse import ddl
+from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.store import Warehouse
 
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writer: every step opening the file is in this pool
@@ -28,10 +29,15 @@ class InserviceResource(dg.ConfigurableResource):
 
     @contextmanager
     def warehouse(self, read_only: bool = False, wait: float | None = None) -> Iterator[Warehouse]:
-        """`wait`: see Warehouse (0 for a sensor tick: busy now means look again next tick)."""
+        """`wait`: see Warehouse (0 for a sensor tick: busy now means look again next tick). A writer's
+        session ends with the analysts' refresh (analyst.WriteSession)."""
         settings = self.settings()
+        if not read_only:
+            with WriteSession(settings, wait=wait) as wh:
+                yield wh
+            return
         # A read-only connection needs an existing file; the first opener creates the tables.
-        with Warehouse(settings, read_only=read_only and Warehouse.exists(settings), wait=wait) as wh:
+        with Warehouse(settings, read_only=Warehouse.exists(settings), wait=wait) as wh:
             yield wh
 
 
@@ -43,6 +49,12 @@ def refused(exc: Exception) -> dg.Failure:
 def permanent(exc: BaseException, what: str) -> dg.Failure:
     """Wrap a non-transient error so the retry policy does not repeat it."""
     return dg.Failure(description=f"{what}: {type(exc).__name__}: {exc}", allow_retries=False)
+
+
+def access_metadata(refresh: AccessRefresh | None) -> dict:
+    """The analysts' refresh after the step's commits (copy or grants, when, tables, rows), as
+    materialization metadata: the step that makes a load visible to analysts, shown with the load."""
+    return refresh.metadata() if refresh is not None else {}
 
 
 def table_schema(table: ddl.Table) -> dg.TableSchema:

@@ -20,6 +20,7 @@ from inservice.assets.shared import (
     RETRY,
     WAREHOUSE_POOL,
     InserviceResource,
+    access_metadata,
     permanent,
 )
 from inservice.config import TAIPEI, Settings
@@ -33,8 +34,8 @@ from inservice.inbox import (
 )
 from inservice.ingest import Ingestor
 from inservice.schemas.rules import RULES
+from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
-from inservice.warehouse.store import Warehouse
 
 UNITS = dg.DynamicPartitionsDefinition(name="unit")
 FIRST_MONTH = "2013-01"  # the month after the archive cutoff (2012-12-31)
@@ -86,13 +87,15 @@ def _received_at(settings: Settings, unit: str, path: Path, given: str) -> str |
 
 
 def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, paths: list[Path],
-            received_at: str, rerun: bool = False) -> list[Processed]:
-    """Each file through the core, then its original to archive/ or quarantine/ (after the receipt)."""
+            received_at: str, rerun: bool = False) -> tuple[list[Processed], AccessRefresh | None]:
+    """Each file through the core, then its original to archive/ or quarantine/ (after the receipt);
+    the session ends with the analysts' refresh, whose outcome is returned with the receipts."""
     done: list[Processed] = []
     explicit = {"rerun": True} if rerun else {}  # the core's explicit re-run, only when staff ask for it
+    session = WriteSession(settings)
     try:
         arrivals = [_received_at(settings, unit, p, received_at) for p in paths]
-        with Warehouse(settings) as wh:
+        with session as wh:
             ingestor = Ingestor(settings, wh, load=True)
             for path, arrival in zip(paths, arrivals, strict=True):
                 receipt = ingestor.ingest(path, arrival, unit=unit, **explicit)
@@ -105,7 +108,7 @@ def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, pa
     except Exception as exc:
         raise permanent(exc, "processing failed (the warehouse is unchanged for the failing file)") from exc
     _tag_run(context, [d.receipt for d in done])
-    return done
+    return done, session.refresh
 
 
 STATUS_TAG = "inservice/status"
@@ -262,8 +265,8 @@ def partner_upload(context: dg.AssetExecutionContext, config: UploadConfig,
             raise dg.Failure(
                 description=f"nothing waiting or quarantined for {unit} {month}; to re-run an archived "
                             f"upload, give its file_name in the run config", allow_retries=False)
-    done = process(context, settings, unit, paths, config.received_at, config.rerun)
-    return dg.MaterializeResult(metadata=upload_metadata(done),
+    done, access = process(context, settings, unit, paths, config.received_at, config.rerun)
+    return dg.MaterializeResult(metadata={**upload_metadata(done), **access_metadata(access)},
                                 check_results=[accepted_check([d.receipt for d in done])])
 
 
@@ -279,8 +282,8 @@ def unsorted_upload(context: dg.AssetExecutionContext, config: UnsortedUploadCon
                     inservice: InserviceResource) -> dg.MaterializeResult:
     settings = inservice.settings()
     path = _locate(settings, config.unit, config.file_name, config.content_hash)
-    done = process(context, settings, config.unit, [path], config.received_at, config.rerun)
-    return dg.MaterializeResult(metadata={"unit": config.unit, **upload_metadata(done)},
+    done, access = process(context, settings, config.unit, [path], config.received_at, config.rerun)
+    return dg.MaterializeResult(metadata={"unit": config.unit, **upload_metadata(done), **access_metadata(access)},
                                 check_results=[accepted_check([d.receipt for d in done])])
 
 

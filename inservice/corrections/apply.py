@@ -39,6 +39,7 @@ from inservice.validations.engine import ATTENDANCE_CONTENT, Context, _parse, va
 from inservice.validations.normalize import holds_control, printable_text
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import ROW_JSON, Source, Warehouse, failpoint
 
 AREA = "production"  # corrections change the production area only (spec §6)
@@ -561,5 +562,5 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
 
 
 def process_paths(paths: list[Path], settings: Settings, received_at: str | None = None) -> list[dict]:
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         return [process_workbook(p, settings, wh, received_at) for p in paths]

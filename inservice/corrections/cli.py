@@ -9,7 +9,8 @@ from datetime import date
 from pathlib import Path
 
 from inservice.config import Settings
-from inservice.warehouse.store import UNIT_STATES, Warehouse, WarehouseError
+from inservice.warehouse.analyst import WriteSession
+from inservice.warehouse.store import UNIT_STATES, WarehouseError
 
 
 def _dump(obj: object) -> str:
@@ -35,7 +36,7 @@ def cmd_corrections(args: argparse.Namespace, settings: Settings) -> int:
             for path in r["receipt_files"]:
                 print(f"  receipt: {path}")
         return 0
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         cur = wh.con.execute("""SELECT content_hash, file_name, received_at, status, refusal, rows_received,
             rows_applied, rows_refused, rows_already_applied, receipt_json FROM correction_workbooks
             ORDER BY processed_at""")
@@ -52,7 +53,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.corrections.history import course_history, units_with_course
 
     at = date.fromisoformat(args.at) if args.at else None
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         units = [args.unit] if args.unit else units_with_course(wh.con, args.course, args.area)
         if not units:
             raise WarehouseError(f"no course {args.course} in the {args.area} area")
@@ -84,7 +85,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_set_state(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.corrections.lifecycle import set_state
 
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         old = wh.unit(args.code)
         reason = set_state(wh, args.code, args.state, args.letter)
     print(f"unit {args.code}: {old.state} → {args.state} ({reason}, letter {args.letter})")
@@ -96,7 +97,7 @@ def cmd_seal_dormant(args: argparse.Namespace, settings: Settings) -> int:
 
     start = date.fromisoformat(args.from_date) if args.from_date else DORMANT_FROM
     end = date.fromisoformat(args.to_date) if args.to_date else DORMANT_TO
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         out = seal_dormant(wh, start, end, confirm=args.yes, letter=args.letter)
     if args.json:
         print(_dump(out))
@@ -114,7 +115,7 @@ def cmd_seal_dormant(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_unit_log(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.corrections.lifecycle import state_log
 
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         for e in state_log(wh, args.code):
             what = (f"registered {e['to_state']} as {e['new_value']}" if e["reason"] == "register" else
                     f"{e['from_state']} → {e['to_state']}" if e.get("field") in (None, "state") else

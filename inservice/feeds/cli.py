@@ -11,13 +11,13 @@ from pathlib import Path
 from inservice.config import Settings
 from inservice.errors import EX_TEMPFAIL  # 75: the partner could not be reached; try again later
 from inservice.feeds import register as feed_register
-from inservice.warehouse.store import Warehouse
+from inservice.warehouse.analyst import WriteSession
 
 
 def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
     if args.feeds_cmd == "run":
         return _run(args, settings)
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         if args.feeds_cmd == "add":
             spec = feed_register.FeedSpec(args.unit, args.url_env, args.courses_table, args.attendance_table,
                                      args.overlap_minutes)

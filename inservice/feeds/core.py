@@ -53,6 +53,7 @@ from inservice.validations.engine import Context, Validated, WarehouseState, val
 from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
 BATCH_ROWS = int(os.environ.get("INSERVICE_FEED_BATCH_ROWS", "200000"))  # attendance rows per batch
@@ -238,7 +239,7 @@ class FeedRunner:
         self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.findings_kept = FINDINGS_KEPT if findings_kept is None else findings_kept
         self.pseudonymiser = Pseudonymiser(warehouse_key(settings.home, warehouse))  # the warehouse's key
-        if warehouse.backend == "duckdb":  # the buffer cache would otherwise grow with the pull
+        if warehouse.backend.embedded:  # the buffer cache would otherwise grow with the pull
             warehouse.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
 
     def run(self, unit: str, day: date | None = None, *, full: bool = False,
@@ -457,6 +458,6 @@ class FeedRunner:
 def run_feed(settings: Settings, unit: str, day: date | None = None, *, full: bool = False,
              received_at: datetime | str | None = None, batch_rows: int | None = None) -> dict:
     """Open the warehouse, pull one unit's feed once, return the public receipt (CLI and Dagster)."""
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         return public_receipt(FeedRunner(settings, wh, batch_rows=batch_rows).run(
             unit, day, full=full, received_at=received_at))

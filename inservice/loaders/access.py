@@ -67,6 +67,7 @@ from inservice.loaders.base import (
 )
 from inservice.schemas.fields import RECORD_TYPES, RecordType
 from inservice.schemas.rules import RULES
+from inservice.schemas.text import fold  # the engine's course_code of a row, folded as the rules fold it
 
 JET3_CHARSET_ENV = "INSERVICE_ACCESS_JET3_CHARSET"
 DEFAULT_JET3_CHARSET = "CP950"
@@ -496,8 +497,6 @@ def _canonical(f: AccessFile, rt: RecordType, t: ExportedTable) -> tuple[pa.Tabl
     out = canonical_table(rt, rows, columns)
     notes = extra_columns_note(rt, unknown, where)
     if lost_by_code:
-        from inservice.validations.normalize import fold  # the engine's course_code of the row
-
         codes = fold(out["course_code"].combine_chunks()).to_pylist()
         rule = rt.error_prefix + "02"
         r = RULES[rule]

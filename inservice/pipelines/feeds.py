@@ -7,14 +7,12 @@ import os
 from datetime import date, timedelta
 
 import dagster as dg
-import duckdb
-import psycopg2
 
 from inservice.assets.feeds import FEED_UNITS, partner_feed
 from inservice.assets.shared import InserviceResource
 from inservice.config import TAIPEI
 from inservice.feeds import register as feed_register
-from inservice.warehouse.backend import WarehouseBusy
+from inservice.warehouse.backend import UNREADABLE_NOW
 
 REGISTER_INTERVAL = int(os.environ.get("INSERVICE_FEED_SENSOR_INTERVAL", "300"))
 
@@ -49,7 +47,7 @@ def feed_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
     try:
         with inservice.warehouse(read_only=True, wait=0) as wh:
             registered = {f.unit_code for f in feed_register.feeds(wh)}
-    except (WarehouseBusy, duckdb.Error, psycopg2.Error) as exc:  # busy with a writer: next tick
+    except UNREADABLE_NOW as exc:  # busy with a writer: next tick
         return dg.SensorResult(skip_reason=f"warehouse not readable now ({type(exc).__name__}); next tick")
     known = set(context.instance.get_dynamic_partitions(FEED_UNITS.name))
     missing = sorted(registered - known)

@@ -48,8 +48,8 @@ from inservice.registers import units as units_register
 from inservice.registers.schools import VALID_ON
 from inservice.schemas import codelists
 from inservice.warehouse import checks
+from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import Compute, compute_session
-from inservice.warehouse.store import Warehouse
 
 SERIES_MONTHS = 36
 ONE_DAY = timedelta(days=1)
@@ -71,6 +71,7 @@ class Publication:
     report_date: date
     totals: dict
     files: list[str]
+    access: AccessRefresh | None = None  # the analysts' refresh after the publication's commit
 
     def as_json(self) -> dict:
         return {"month": self.month, "as_of": self.as_of.isoformat(), "revision": self.revision,
@@ -494,7 +495,8 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
     as_of_dt = as_of_now(as_of)
     report_day = report_date or as_of_dt.date()
     out = monthly_dir(settings, m)
-    with Warehouse(settings) as wh, compute_session(wh) as cx:
+    session = WriteSession(settings)
+    with session as wh, compute_session(wh) as cx:
         checks.require_passing(wh.con, settings.archive_cutoff, f"monthly statistics {m.key}")
         con = cx.con
         cx.run(ensure_tables)
@@ -528,7 +530,7 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
             kept.mkdir(parents=True, exist_ok=True)
             for f in files:
                 shutil.copy2(f, kept / Path(f).name)
-    return Publication(m.key, as_of_dt, revision, report_day, totals, files)
+    return Publication(m.key, as_of_dt, revision, report_day, totals, files, session.refresh)
 
 
 def _notes(m: Month, as_of: datetime, revision: int) -> list[tuple[str, str]]:

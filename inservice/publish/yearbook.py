@@ -37,8 +37,8 @@ from inservice.publish.common import (
 from inservice.publish.workbook import write_workbook
 from inservice.registers.schools import VALID_ON
 from inservice.warehouse import checks
+from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import compute_session
-from inservice.warehouse.store import Warehouse
 
 DOC_TITLE = "中華民國師資培育統計年報 — 教師進修篇"
 COURSE_COLS = ("unit_code", "course_code", "title", "organizer", "organizer_type", "county_code", "start_date",
@@ -65,6 +65,7 @@ class Extract:
     snapshot: Snapshot
     files: list[str]
     totals: dict
+    access: AccessRefresh | None = None  # the analysts' refresh after the snapshot's commit
 
     def as_json(self) -> dict:
         return {"year": self.year, "as_of": self.snapshot.taken_at.isoformat(),
@@ -326,7 +327,8 @@ def publish_year(settings: Settings, year: int | str, snapshot: str | None = Non
     """Take a new snapshot (or reuse `snapshot`: an id or 'latest') and write the extract from it."""
     y = parse_year(year)
     out = yearbook_dir(settings, y)
-    with Warehouse(settings) as wh, compute_session(wh) as cx:
+    session = WriteSession(settings)
+    with session as wh, compute_session(wh) as cx:
         checks.require_passing(wh.con, settings.archive_cutoff, f"yearbook {y}")
         con = cx.con
         cx.run(ensure_tables)
@@ -356,4 +358,4 @@ def publish_year(settings: Settings, year: int | str, snapshot: str | None = Non
     (out / "extract.json").write_text(json.dumps({
         "year": y, "snapshot_id": snap.snapshot_id, "as_of": snap.taken_at.isoformat(), "totals": totals,
         "files": [str(xlsx), *files]}, ensure_ascii=False, indent=2), encoding="utf-8")
-    return Extract(y, snap, [str(xlsx), *files], totals)
+    return Extract(y, snap, [str(xlsx), *files], totals, session.refresh)

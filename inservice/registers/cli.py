@@ -10,6 +10,7 @@ from pathlib import Path
 from inservice.config import Settings
 from inservice.registers import schools as school_register
 from inservice.registers import units as unit_register
+from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.store import CHANNELS, Warehouse
 
 
@@ -30,7 +31,7 @@ def cmd_unit_change(args: argparse.Namespace, settings: Settings) -> int:
                     "handover": ("operator", getattr(args, "operator", None)),
                     "set-channel": ("channel", getattr(args, "channel", None)),
                     "set-county": ("county_code", getattr(args, "county", None))}[args.units_cmd]
-    with Warehouse(settings) as wh:
+    with WriteSession(settings) as wh:
         change = unit_register.change(wh, args.code, field, value, args.letter, _day(args.date))
     print(f"unit {change.unit_code}: {change.field} {change.old!r} → {change.new!r} from {change.effective} "
           f"(letter {change.letter})")
@@ -47,7 +48,7 @@ def cmd_unit_versions(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_schools(args: argparse.Namespace, settings: Settings) -> int:
     if args.schools_cmd == "import":
-        with Warehouse(settings) as wh:
+        with WriteSession(settings) as wh:
             result = school_register.import_lists(wh, [Path(p) for p in args.files], date.fromisoformat(args.date),
                                                   args.letter, args.level, closures=not args.no_closures)
         if args.json:

@@ -61,7 +61,14 @@ class RecordType:
     def codes(self) -> list[str]:
         return [f.code for f in self.fields]
 
+    @property
+    def content(self) -> list[str]:
+        """The fields a load compares ("unchanged", "differs": C08/A08) and the merge writes: all but
+        the key, the change time and the personal fields (stored, if at all, as the pseudonym key)."""
+        return [f.code for f in self.fields if f.code not in NOT_CONTENT and not f.personal]
 
+
+NOT_CONTENT = ("unit_code", "course_code", "modified_at")  # a row's key and its change time
 UNIT_CODE = r"[A-Z][A-Z0-9]{3,9}"  # spec §1.2: the register, the inbox folders and the file names use it
 _UNIT = Field("unit_code", "單位代碼", "unit code", Kind.TEXT, Required.YES, 10, UNIT_CODE, fold_width=True)
 _COURSE_CODE = Field("course_code", "研習代碼", "course code", Kind.TEXT, Required.YES, 20,

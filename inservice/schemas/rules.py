@@ -54,6 +54,3 @@ _RULES = [
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
-
-# The order in which whole-upload checks run; the receipt reports the first that fails (§5).
-FILE_CHECK_ORDER = ("F02", "F03", "F05", "F06", "F04", "F08", "F09", "F01", "F07", "F04")

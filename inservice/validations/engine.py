@@ -25,8 +25,8 @@ from inservice.validations.findings import Findings, error_rows
 from inservice.validations.pseudonym import Pseudonymiser
 
 # Content columns compared for "unchanged" (no-op) and "differs" (C08/A08).
-COURSE_CONTENT = [f.code for f in COURSE.fields if f.code not in ("unit_code", "course_code", "modified_at")]
-ATTENDANCE_CONTENT = ["school_code", "hours_granted", "completed", "is_deleted"]
+COURSE_CONTENT = COURSE.content
+ATTENDANCE_CONTENT = ATTENDANCE.content
 
 MEETING_WORDS = ("校務會議", "學年會議", "行政會議")
 # What may surround a meeting name in a title that is "only a meeting name" (W02):

@@ -14,14 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.schemas import codelists
+from inservice.schemas.text import clean_text, fold, nfkc  # noqa: F401 (the rules' callers use them from here)
 
 ROC_OFFSET = 1911
-
-
-def clean_text(values: pa.Array) -> pa.Array:
-    """Trim white space (full-width space included); empty becomes null. Free text is not folded."""
-    trimmed = pc.utf8_trim_whitespace(values)
-    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
 
 # C0 control characters other than tab, line feed and carriage return, and the noncharacters U+FFFE
@@ -57,18 +52,6 @@ def printable_text(value: str) -> str:
 
 def holds_control(value: str | None) -> bool:
     return value is not None and _CONTROL_RE.search(value) is not None
-
-
-def nfkc(values: pa.Array) -> pa.Array:
-    """NFKC, skipped when the column is plain ASCII (the usual case for codes: NFKC is costly)."""
-    if pc.all(pc.string_is_ascii(values)).as_py() in (True, None):
-        return values
-    return pc.utf8_normalize(values, "NFKC")
-
-
-def fold(values: pa.Array) -> pa.Array:
-    """Full-width → half-width (NFKC), then clean: for codes, numbers, dates, keys."""
-    return clean_text(nfkc(values))
 
 
 def _is_bad(present: pa.Array, parsed: pa.Array) -> pa.Array:

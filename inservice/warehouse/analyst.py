@@ -1,5 +1,12 @@
 """Analyst access that never blocks a load, and the Parquet lake.
 
+Which tables analysts read is declared with the tables (`Table.analysts` in ddl.py): the copy, the
+grants and the lake follow from it.
+
+- The step after a writer's commits is explicit: a writer opens the warehouse with `WriteSession`,
+  and leaving it runs `refresh_after_commit` (also when the writer failed after a commit) and says
+  what it did (`AccessRefresh`, shown by Dagster as materialization metadata). `Warehouse.close()`
+  only closes. A refresh that fails is logged, never raised: the load is committed.
 - DuckDB (one writer holds the file): after every committed write, the analyst tables are copied
   into a new DuckDB file (in a private folder beside `$INSERVICE_HOME/analyst/warehouse.duckdb`) and
   renamed over it. Only analyst tables are ever written into it, so it holds no byte of another table
@@ -7,8 +14,8 @@
   file read-only; a connection already open keeps reading the copy it opened (the rename leaves its
   inode alone), the next one sees the new load. Nobody but the loader opens the warehouse file
   itself. The copy records the warehouse's commit number it was made from (`snapshot_info`): a
-  writer that finds the copy behind (a refresh killed after its commit) refreshes it on close, even
-  when it wrote nothing itself.
+  writer that finds the copy behind (a refresh killed after its commit) refreshes it when its session
+  ends, even when it wrote nothing itself.
 - PostgreSQL (MVCC: readers and the loader do not wait on each other): a read-only role with SELECT
   on the analyst tables only; no feed register, no corrections' workbook register, no temp staging
   (the pseudonymisation key is never in the database at all).
@@ -18,10 +25,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,17 +41,16 @@ import pyarrow.dataset as ds
 
 from inservice.config import Settings
 from inservice.warehouse import ddl
-from inservice.warehouse.backend import POSTGRESQL, month_text
+from inservice.warehouse.backend import month_text
 from inservice.warehouse.postgres import revoke_blocking_functions
 from inservice.warehouse.store import COMMIT_SEQ, Warehouse, failpoint
 
-# What analysts may read (production area). Not: feeds (connection settings' names), feed_watermarks,
-# correction registers (they hold the masked original values), unit_state_log (letters), testing.
-CORE_TABLES = ("courses", "attendance", "history", "uploads", "findings", "units")
+LOG = logging.getLogger("inservice.warehouse")
 # The registers as they stand and through time, the spec's code lists, and the course × code bridges
 # (views in the warehouse, tables in the copy and the lake). Not school_changes (letters, who imported).
+BRIDGES = {t.name: t for t in ddl.BRIDGE_VIEWS}
 REFERENCE_TABLES = (ddl.UNIT_VERSIONS.name, ddl.SCHOOL_REGISTER.name, *(t.name for t in ddl.REFERENCE_TABLES),
-                    *(t.name for t in ddl.BRIDGE_VIEWS))
+                    *BRIDGES)
 ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
 COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published copy was made from
@@ -65,27 +75,99 @@ PARTITION = pa.schema([("year", pa.int32()), ("month", pa.int32())])
 
 
 def analyst_tables(wh: Warehouse) -> list[str]:
-    """The analyst tables present in this warehouse (the stat_* and yearbook tables once published)."""
-    rows = wh.con.execute("""SELECT table_name FROM information_schema.tables
-        WHERE table_schema = 'main' AND (table_name LIKE 'stat\\_%' ESCAPE '\\' OR table_name = 'yearbook_snapshots')
-        ORDER BY 1""").fetchall()
-    return [*CORE_TABLES, *REFERENCE_TABLES, *(r[0] for r in rows)]
+    """The analyst tables present in this warehouse (ddl: `Table.analysts`; the publication tables
+    once the first publication has created them), and the bridge views. Not: feeds (connection
+    settings' names), feed_watermarks, correction registers (they hold the masked original values),
+    unit_state_log and school_changes (letters), upload_receipts, warehouse_meta, the testing area."""
+    present = {r[0] for r in wh.con.execute("""SELECT table_name FROM information_schema.tables
+        WHERE table_schema = 'main' AND table_catalog = current_database()""").fetchall()}
+    return [t.name for t in ddl.analyst_tables() if t.name in present] + [v for v in BRIDGES if v in present]
 
 
-def refresh_analyst_access(wh: Warehouse, settings: Settings) -> None:
-    """After a committed write: a new read-only copy (DuckDB), or the role's grants on any new analyst
-    table (PostgreSQL, when the role exists; `inservice warehouse grant-analyst` creates it)."""
-    if wh.backend == POSTGRESQL:
-        if wh.con.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [settings.analyst_role]).fetchall():
-            _grant_select(wh, settings.analyst_role)
-        return
-    if settings.analyst_copy:
-        publish_snapshot(wh, settings)
+# --- the step after a writer's commits ------------------------------------------------------------------
+@dataclass(frozen=True)
+class AccessRefresh:
+    """What the step after a writer's commits did for the analysts."""
+
+    action: str  # copy (DuckDB: a new read-only copy), grants (PostgreSQL: the role's SELECT), none, failed
+    at: datetime
+    tables: int = 0  # analyst tables copied or granted
+    rows: int = 0  # rows in the new copy (DuckDB)
+    seconds: float = 0.0
+    note: str = ""  # why nothing was done, or what failed
+
+    def metadata(self) -> dict[str, str | int | float]:
+        """As Dagster materialization metadata (plain values)."""
+        return {"analyst_access": self.action, "analyst_refreshed_at": self.at.isoformat(),
+                "analyst_tables": self.tables, "analyst_rows": self.rows,
+                "analyst_seconds": round(self.seconds, 3), **({"analyst_note": self.note} if self.note else {})}
+
+
+def refresh_after_commit(wh: Warehouse, settings: Settings) -> AccessRefresh:
+    """The explicit step after a writer's commits: a new read-only copy (DuckDB), or the role's grants
+    on the analyst tables (PostgreSQL, when the role exists; `inservice warehouse grant-analyst`
+    creates it). Also when this writer committed nothing but finds the copy behind the warehouse (an
+    earlier writer killed before its refresh). Never raises: the load is committed, a stale analyst
+    copy must not fail it (the failure is logged, and the next writer catches up)."""
+    started, at = time.monotonic(), datetime.now(UTC)
+
+    def outcome(action: str, tables: int = 0, rows: int = 0, note: str = "") -> AccessRefresh:
+        return AccessRefresh(action, at, tables, rows, time.monotonic() - started, note)
+
+    try:
+        # a connection the server ended (the failure is reported already) can refresh nothing
+        if not wh.alive:
+            return outcome("none", note="the connection is closed")
+        if not (wh.committed or analyst_copy_stale(wh, settings)):
+            return outcome("none", note="nothing committed, the analysts' access is current")
+        if wh.backend.server:
+            if not wh.con.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [settings.analyst_role]).fetchall():
+                return outcome("none", note=f"no role {settings.analyst_role} (grant-analyst creates it)")
+            return outcome("grants", len(_grant_select(wh, settings.analyst_role)))
+        if not settings.analyst_copy:
+            return outcome("none", note="the analysts' copy is turned off (INSERVICE_ANALYST_COPY)")
+        _, tables, rows = _publish_copy(wh, settings)
+        return outcome("copy", tables, rows)
+    except Exception as exc:  # the load is committed: a stale analyst copy must not fail it
+        LOG.warning("analyst access not refreshed (the warehouse itself is up to date): %s: %s",
+                    type(exc).__name__, exc)
+        return outcome("failed", note=f"{type(exc).__name__}: {exc}")
+
+
+class WriteSession:
+    """The warehouse opened by a writer (a CLI command, a Dagster step), and the step after its
+    commits made explicit: leaving the `with` block runs `refresh_after_commit` (also when the block
+    failed after a commit), keeps its outcome in `.refresh`, then closes the warehouse.
+
+        session = WriteSession(settings)
+        with session as wh:
+            ...  # wh.transaction(): commits
+        session.refresh.metadata()  # what the analysts' refresh did
+    """
+
+    def __init__(self, settings: Settings, wait: float | None = None) -> None:
+        self.settings = settings
+        self.wait = wait
+        self.refresh: AccessRefresh | None = None
+        self._wh: Warehouse | None = None
+
+    def __enter__(self) -> Warehouse:
+        self._wh = Warehouse(self.settings, wait=self.wait)
+        return self._wh
+
+    def __exit__(self, *exc: object) -> None:
+        wh, self._wh = self._wh, None
+        if wh is None:
+            return
+        try:
+            self.refresh = refresh_after_commit(wh, self.settings)
+        finally:
+            wh.close()
 
 
 def analyst_copy_stale(wh: Warehouse, settings: Settings) -> bool:
     """DuckDB: is the analysts' copy missing or older than the warehouse's last commit?"""
-    if wh.backend == POSTGRESQL or not settings.analyst_copy or wh.read_only:
+    if wh.backend.server or not settings.analyst_copy or wh.read_only:
         return False
     if not snapshot_path(settings).exists():
         return wh.meta(COMMIT_SEQ) is not None  # something was ever committed
@@ -98,12 +180,17 @@ def snapshot_path(settings: Settings) -> Path:
 
 
 def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
-    """Publish the analysts' read-only copy (DuckDB only): a new DuckDB file, attached to the
-    warehouse's connection, receives the analyst tables (CREATE TABLE AS, with their comments) and
-    nothing else, inside a private folder (0700); it is then renamed over the published one. A refresh
-    killed midway leaves a partial copy in that folder, removed by the next refresh."""
-    if wh.backend == POSTGRESQL:
+    """Publish the analysts' read-only copy now (DuckDB only; `inservice warehouse snapshot`)."""
+    if wh.backend.server:
         return None
+    return _publish_copy(wh, settings)[0]
+
+
+def _publish_copy(wh: Warehouse, settings: Settings) -> tuple[Path, int, int]:
+    """A new DuckDB file, attached to the warehouse's connection, receives the analyst tables (CREATE
+    TABLE AS, with their comments) and nothing else, inside a private folder (0700); it is then
+    renamed over the published one. A refresh killed midway leaves a partial copy in that folder,
+    removed by the next refresh. Returns the copy, its tables and rows."""
     target = snapshot_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_copies(target.parent)
@@ -111,7 +198,7 @@ def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
     work = Path(tempfile.mkdtemp(prefix=f"{_WORK}{os.getpid()}-", dir=target.parent))
     tmp = work / SNAPSHOT_NAME
     try:
-        _build_copy(wh, tmp, seq)
+        tables, rows = _build_copy(wh, tmp, seq)
         failpoint("analyst.before_rename")
         os.replace(tmp, target)  # atomic: a reader sees the old copy or the new one, never a partial file
     finally:
@@ -119,15 +206,17 @@ def publish_snapshot(wh: Warehouse, settings: Settings) -> Path | None:
     # not a commit of its own (no new commit number): the copy now stands for `seq`
     if seq is not None:
         wh.put_meta(COPY_SEQ, seq)
-    return target
+    return target, tables, rows
 
 
-def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> None:
+def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> tuple[int, int]:
     """Empty tables first, their comments (cheap while empty), then the rows, in one transaction
     (~0.45 s for 400,000 attendance rows here, against 0.06 s for the old copy of the whole file:
-    the rows are compressed again, the price of a file that holds nothing else)."""
+    the rows are compressed again, the price of a file that holds nothing else). Returns the
+    tables and rows copied."""
     con, alias = wh.con, "analyst_copy"
     keep = analyst_tables(wh)
+    rows = 0
     comments = con.execute("""SELECT table_name, NULL, comment FROM duckdb_tables()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
         UNION ALL SELECT view_name, NULL, comment FROM duckdb_views()
@@ -145,7 +234,7 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> None:
                     f'COLUMN {alias}.main."{table}"."{column}"'
                 con.execute(f"COMMENT ON {what} IS {_literal(comment)}")
         for table in keep:
-            con.execute(f'INSERT INTO {alias}.main."{table}" SELECT * FROM main."{table}"')
+            rows += con.execute(f'INSERT INTO {alias}.main."{table}" SELECT * FROM main."{table}"').fetchone()[0]
             failpoint("analyst.copying")
         con.execute(f"""CREATE TABLE {alias}.main.snapshot_info AS
             SELECT CAST(? AS BIGINT) AS commit_seq, now() AS refreshed_at""", [seq])
@@ -157,6 +246,7 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None) -> None:
         raise
     finally:
         con.execute(f"DETACH {alias}")  # checkpoints the copy: one file, no WAL beside it
+    return len(keep), rows
 
 
 def sweep_stale_copies(folder: Path) -> list[Path]:
@@ -197,8 +287,8 @@ def grant_analyst_role(wh: Warehouse, role: str = ANALYST_ROLE, password: str | 
     """Create (if needed) a role that can read the analyst tables and nothing else; returns the tables.
 
     One transaction: an analyst already connected never sees the role half-configured. The grants
-    of stat_* tables created later are added after each committed write (refresh_analyst_access)."""
-    if wh.backend != POSTGRESQL:
+    of publication tables created later are added after each committed write (refresh_after_commit)."""
+    if not wh.backend.server:
         raise ValueError("the analyst role is for a PostgreSQL warehouse (DuckDB publishes a read-only copy)")
     con, db = wh.con, _current_db(wh)
     with wh.transaction():
@@ -215,7 +305,7 @@ def grant_analyst_role(wh: Warehouse, role: str = ANALYST_ROLE, password: str | 
         con.execute(f'REVOKE TEMPORARY ON DATABASE {db} FROM "{role}"')
         con.execute(f"GRANT TEMPORARY ON DATABASE {db} TO CURRENT_USER")
         # no lock a load waits for (pg_advisory_lock…); a forgotten open transaction ends by itself
-        revoke_blocking_functions(con, role)
+        revoke_blocking_functions(con, role)  # type: ignore[arg-type]  # PostgreSQL: a PgConnection
         con.execute(f'ALTER ROLE "{role}" SET idle_in_transaction_session_timeout = \'10min\'')
         con.execute(f'GRANT USAGE ON SCHEMA main TO "{role}"')
         return _grant_select(wh, role)
@@ -233,10 +323,10 @@ def _current_db(wh: Warehouse) -> str:
 
 # --- the lake ------------------------------------------------------------------------------------------
 def batches(wh: Warehouse, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
-    if wh.backend == POSTGRESQL:
-        yield from wh.con.stream(sql, rows=rows)  # type: ignore[union-attr]
+    if wh.backend.server:
+        yield from wh.con.stream(sql, rows=rows)  # type: ignore[attr-defined]
         return
-    yield from wh.con.execute(sql).to_arrow_reader(rows)
+    yield from wh.con.execute(sql).to_arrow_reader(rows)  # type: ignore[attr-defined]
 
 
 def _with_year_month(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -298,10 +388,8 @@ SPARK_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP_NTZ", "TIMESTAMPTZ":
 # timestamps in hive.parquet.time-zone (set it to UTC, or Asia/Taipei for local wall time).
 TRINO_TYPES = {"VARCHAR": "varchar", "TIMESTAMP": "timestamp(6)", "TIMESTAMPTZ": "timestamp(6)",
                "INTEGER": "integer", "BIGINT": "bigint", "BOOLEAN": "boolean", "DATE": "date"}
-LAKE_DECLARED = {"courses": ddl.COURSES, "attendance": ddl.ATTENDANCE, "uploads": ddl.UPLOADS,
-                 "findings": ddl.FINDINGS, "units": ddl.UNITS,
-                 **{t.name: t for t in (ddl.UNIT_VERSIONS, ddl.SCHOOL_REGISTER, *ddl.REFERENCE_TABLES,
-                                        *ddl.BRIDGE_VIEWS)}}
+LAKE_DECLARED = {name: BRIDGES.get(name) or ddl.table(name) for name in LAKE_QUERIES}
+assert all(t.analysts for n, t in LAKE_DECLARED.items() if n not in BRIDGES), "the lake holds analyst tables only"
 
 
 def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:

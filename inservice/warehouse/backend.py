@@ -4,9 +4,11 @@
 - `postgresql://user@host:5432/db` (`postgres://` and `postgresql+psycopg2://` too): a server.
 - anything else that looks like a URL (a scheme, `user:…@`) is refused; the message hides the password.
 
-Everything above this module is written once against a connection offering the DuckDB subset the
-warehouse uses; `postgres.PgConnection` provides it on PostgreSQL. The handful of SQL fragments
-that cannot be written portably are the functions below, one branch per backend.
+Everything above this module is written once against a `Connection`: the DuckDB subset the
+warehouse uses, which `postgres.PgConnection` provides on PostgreSQL. The handful of SQL fragments
+that cannot be written portably are the functions below, one branch per backend. Code outside
+`inservice/warehouse/` never compares backend names: it asks the `Backend` (`wh.backend.embedded`…).
+The errors worth another attempt (`TRANSIENT_ERRORS`) are declared here, for every caller.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol
 
 import duckdb
 import psycopg2
@@ -25,8 +28,57 @@ from inservice.dburl import dialect_of, redact_url
 from inservice.errors import OperatorError, RetryLater
 from inservice.warehouse.postgres import PgConnection
 
-Connection = Union[duckdb.DuckDBPyConnection, PgConnection]  # noqa: UP007 (a runtime alias)
-DUCKDB, POSTGRESQL = "duckdb", "postgresql"
+
+class Result(Protocol):
+    """What `Connection.execute` returns (the DuckDB connection itself, or postgres.PgResult)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The connection both backends offer the warehouse code: DuckDB's own (`duckdb.DuckDBPyConnection`)
+    and `postgres.PgConnection`, which gives PostgreSQL the same subset. `?` parameters (or `$n`)."""
+
+    def execute(self, sql: str, params: Any = None, /) -> Result: ...
+
+    def sql(self, sql: str, /, *, params: Any = None) -> Any: ...  # `.to_arrow_table()` of the query
+
+    def register(self, name: str, table: Any, /) -> Any: ...  # an Arrow table readable as `name`
+
+    def unregister(self, name: str, /) -> Any: ...
+
+    def begin(self) -> Any: ...
+
+    def commit(self) -> Any: ...
+
+    def rollback(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(StrEnum):
+    """Which backend holds the warehouse. Ask its properties; never compare its name outside warehouse/."""
+
+    DUCKDB = "duckdb"
+    POSTGRESQL = "postgresql"
+
+    @property
+    def embedded(self) -> bool:
+        """DuckDB: one file that one process holds at a time; analysts read a published copy of it."""
+        return self is Backend.DUCKDB
+
+    @property
+    def server(self) -> bool:
+        """PostgreSQL: readers and the loader share the server (MVCC); analysts log in with a read-only role."""
+        return self is Backend.POSTGRESQL
+
+
+DUCKDB, POSTGRESQL = Backend.DUCKDB, Backend.POSTGRESQL
 LOCK_TIMEOUT_ENV = "INSERVICE_LOCK_TIMEOUT"  # seconds to wait for another process's hold on the file
 DEFAULT_LOCK_TIMEOUT = 60.0
 
@@ -56,7 +108,7 @@ _FORMS = "duckdb:///path/warehouse.duckdb or postgresql://user@host:5432/db"
 
 @dataclass(frozen=True)
 class WarehouseUrl:
-    backend: str
+    backend: Backend
     target: str  # DuckDB: a file path; PostgreSQL: a libpq URI
 
     @classmethod
@@ -83,7 +135,7 @@ class WarehouseUrl:
 
     def redacted(self) -> str:
         """For logs and messages: the password (if any) never printed."""
-        if self.backend == DUCKDB:
+        if self.backend.embedded:
             return f"duckdb://{self.target}"
         return redact_url(self.target)
 
@@ -91,7 +143,7 @@ class WarehouseUrl:
 def connect(url: WarehouseUrl, read_only: bool = False, wait: float | None = None) -> Connection:
     """`wait`: seconds to wait for a DuckDB file another process holds (default the lock timeout;
     0 for a sensor's tick, which looks again next time rather than wait)."""
-    if url.backend == POSTGRESQL:
+    if url.backend.server:
         return PgConnection(url.target, read_only=read_only)
     path = Path(url.target)
     if not read_only:
@@ -120,42 +172,47 @@ def _duckdb_when_free(path: Path, read_only: bool, wait: float) -> duckdb.DuckDB
         pause = min(pause * 2, 1.0)
 
 
-def backend_of(con: Any) -> str:
-    return getattr(con, "backend", DUCKDB)
+def backend_of(con: Any) -> Backend:
+    return Backend(getattr(con, "backend", DUCKDB))
 
 
 # --- the SQL that differs ------------------------------------------------------------------------------
 def regex_matches(con: Any, column: str, pattern: str) -> str:
-    if backend_of(con) == POSTGRESQL:
+    if backend_of(con).server:
         return f"({column} ~ '{pattern}')"
     return f"regexp_matches({column}, '{pattern}')"
 
 
 def text_type_names(con: Any) -> tuple[str, ...]:
     """information_schema.columns.data_type of the text columns."""
-    return ("character varying", "text") if backend_of(con) == POSTGRESQL else ("VARCHAR",)
+    return ("character varying", "text") if backend_of(con).server else ("VARCHAR",)
 
 
 def json_text(con: Any, expr: str, key: str) -> str:
     """The text of one top-level key of a JSON text value."""
-    if backend_of(con) == POSTGRESQL:
+    if backend_of(con).server:
         return f"(CAST({expr} AS json) ->> '{key}')"
     return f"json_extract_string({expr}, '$.{key}')"
 
 
 def insertion_order(con: Any) -> str:
     """A column that orders an append-only table's rows as they were inserted (history ties)."""
-    return "ctid" if backend_of(con) == POSTGRESQL else "rowid"
+    return "ctid" if backend_of(con).server else "rowid"
 
 
 def month_text(con: Any, expr: str) -> str:
     """YYYY-MM of a timestamp (in the session's time zone)."""
-    if backend_of(con) == POSTGRESQL:
+    if backend_of(con).server:
         return f"to_char({expr}, 'YYYY-MM')"
     return f"strftime({expr}, '%Y-%m')"
 
 
-# Worth another attempt: a lock held by a process outside Dagster's pool, a lost connection, a busy disk.
+# A read that found the warehouse busy or failing (a sensor's tick skips and looks again next time):
+# the file held by a writer, or any error of either backend's driver.
+UNREADABLE_NOW: tuple[type[BaseException], ...] = (WarehouseBusy, duckdb.Error, psycopg2.Error)
+
+# Worth another attempt (Dagster's retry policy, the sensors, the CLI's exit 75): a lock held by a
+# process outside Dagster's pool, a lost connection, a busy disk.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RetryLater, duckdb.IOException, psycopg2.OperationalError, TimeoutError, BlockingIOError, InterruptedError,
     ConnectionError)

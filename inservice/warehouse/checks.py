@@ -20,8 +20,8 @@ from inservice.warehouse.backend import Connection, regex_matches, text_type_nam
 NATIONAL_ID = national_id.TOKEN  # the spec's national ID / resident certificate shape, as the rules use it
 EXAMPLES = 10  # keys listed in details; counts are always complete
 
-COURSE_KEY = ("unit_code", "course_code")
-ATTENDANCE_KEY = ("unit_code", "course_code", "teacher_key")
+COURSE_KEY = ddl.COURSES.key  # declared with the tables (PostgreSQL enforces them with unique indexes)
+ATTENDANCE_KEY = ddl.ATTENDANCE.key
 
 Outcome = tuple[bool, dict]
 

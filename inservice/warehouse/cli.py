@@ -9,7 +9,6 @@ from pathlib import Path
 from inservice.config import Settings
 from inservice.warehouse import analyst
 from inservice.warehouse.backend import WarehouseUrl
-from inservice.warehouse.store import Warehouse
 
 
 def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
@@ -19,11 +18,11 @@ def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
     if args.warehouse_cmd == "info":
         url = WarehouseUrl.parse(settings.warehouse_url)
         info = {"backend": url.backend, "url": url.redacted(),
-                "analyst_copy": str(analyst.snapshot_path(settings)) if url.backend == "duckdb" else None,
-                "analyst_role": settings.analyst_role if url.backend == "postgresql" else None}
+                "analyst_copy": str(analyst.snapshot_path(settings)) if url.backend.embedded else None,
+                "analyst_role": settings.analyst_role if url.backend.server else None}
         print(json.dumps(info, ensure_ascii=False))
         return 0
-    with Warehouse(settings) as wh:
+    with analyst.WriteSession(settings) as wh:
         if args.warehouse_cmd == "snapshot":
             path = analyst.publish_snapshot(wh, settings)
             print(json.dumps({"analyst_copy": str(path) if path else None}))

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from inservice.warehouse.backend import POSTGRESQL, Connection
+from inservice.warehouse.backend import Connection
 from inservice.warehouse.postgres import copy_in
 from inservice.warehouse.store import Warehouse
 
@@ -25,7 +25,7 @@ from inservice.warehouse.store import Warehouse
 class Compute:
     def __init__(self, wh: Warehouse) -> None:
         self.wh = wh
-        self.mirrored = wh.backend == POSTGRESQL
+        self.mirrored = wh.backend.server
         self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:") if self.mirrored else wh.con  # type: ignore[assignment]
         self._pushes: list[tuple[str, str, list[Any]]] = []
 
@@ -45,10 +45,10 @@ class Compute:
         gives the same answers as on the warehouse."""
         if not self.mirrored:
             return
-        batches = self.wh.con.stream(f"SELECT * FROM {table} WHERE {where}", params)  # type: ignore[union-attr]
+        batches = self.wh.con.stream(f"SELECT * FROM {table} WHERE {where}", params)  # type: ignore[attr-defined]
         first = next(batches, None)
         if first is None:  # no rows: the columns and types from an empty result
-            first = self.wh.con.execute(f"SELECT * FROM {table} WHERE false").to_arrow_table()
+            first = self.wh.con.sql(f"SELECT * FROM {table} WHERE false").to_arrow_table()
         self._from_arrow(f"CREATE OR REPLACE TABLE {table} AS", first)
         for batch in batches:
             self._from_arrow(f"INSERT INTO {table}", batch)
@@ -79,7 +79,7 @@ class Compute:
             for table, where, params in self._pushes:
                 self.wh.con.execute(f"DELETE FROM {table} WHERE {where}", params)
                 rows = self.con.sql(f"SELECT * FROM {table} WHERE {where}", params=params).to_arrow_table()
-                with self.wh.con.cursor() as cur:  # type: ignore[union-attr]
+                with self.wh.con.cursor() as cur:  # type: ignore[attr-defined]
                     copy_in(cur, table, rows)
 
     def run(self, step: Callable[[Connection], None]) -> None:

@@ -1,14 +1,43 @@
-"""Warehouse tables. Analysts read `courses`, `attendance`, `uploads`, `findings`, `units`.
+"""The warehouse's tables, declared once: the registry `TABLES` at the end of this module.
+
+Each table is one `Table(...)` declaration: its columns (name, SQL type, Chinese comment), its key,
+whether analysts read it, its PostgreSQL look-up indexes, and whether the first publication creates
+it (the stat_* and yearbook tables) rather than the warehouse's first open. Everything else is
+derived from the registry, never typed again:
+
+- the DDL of both backends (`statements`; the types used are valid in DuckDB and PostgreSQL) and
+  the additive migration of an older warehouse (`missing_columns`: declared columns it lacks);
+- PostgreSQL's indexes (`index_statements`): a unique index on every key, plus the declared ones;
+- the key checks (warehouse/checks.py) and the merge's join keys (`Table.key`);
+- the analysts' access (warehouse/analyst.py): the DuckDB copy, the PostgreSQL role's grants, the
+  Parquet lake and its Spark/Trino definitions (`Table.analysts`);
+- Dagster's column schemas (assets/shared.py `table_schema`).
+
+The course and attendance columns that hold a record's fields take their type from the field's kind
+(`KIND_TYPES`, over schemas/fields.py); personal fields never become columns.
+
+To add a table: declare `NAME = Table("name", "中文說明", (Column(...), ...))` (with `per_area=True`
+if testing units get their own copy, `key=`, `analysts=True` only if analysts may read every row of
+it, `publication=True` if a publication fills it), then add it to `TABLES`. A warehouse opened
+afterwards creates it (or its new columns); nothing else needs editing. (The Parquet lake names its
+tables with their year/month partitioning in analyst.LAKE_QUERIES; a blocking check of a new key is
+declared in checks.BLOCKING, which reads the key from here.)
 
 Teachers appear only as `teacher_key` (keyed pseudonym); no national ID or name is stored.
-Keys are not enforced as constraints (a PRIMARY KEY makes DuckDB loads 4–8× slower, see
-shared/notes/measured.md): the merge keeps them unique and an asset check proves it.
-`testing` units load into the same tables under the schema `testing`.
+Keys are not enforced as constraints on DuckDB (a PRIMARY KEY makes DuckDB loads 4–8× slower, see
+shared/notes/measured.md): the merge keeps them unique and an asset check proves it; PostgreSQL
+enforces them with unique indexes. `testing` units load into the same tables under the schema `testing`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from inservice.schemas.fields import ATTENDANCE as ATTENDANCE_RECORD
+from inservice.schemas.fields import COURSE as COURSE_RECORD
+from inservice.schemas.fields import Kind, RecordType
 
 
 @dataclass(frozen=True)
@@ -24,47 +53,70 @@ class Table:
     comment: str
     columns: tuple[Column, ...]
     per_area: bool = False  # one copy per area (production = main, testing = testing)
+    key: tuple[str, ...] = ()  # the columns no two rows share (unique index on PostgreSQL, a check on DuckDB)
+    analysts: bool = False  # analysts read it (production area): the DuckDB copy, the role's grants
+    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # PostgreSQL look-ups: (name suffix, columns)
+    publication: bool = False  # created by the first publication that fills it, not when the warehouse opens
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        """The schemas holding a copy of the table."""
+        return tuple(AREAS.values()) if self.per_area else ("main",)
+
+
+# A field kind's column type (schemas/fields.py Kind): every record field stored is typed from it.
+KIND_TYPES: dict[Kind, str] = {
+    Kind.TEXT: "VARCHAR", Kind.CODE: "VARCHAR", Kind.CODES: "VARCHAR", Kind.DATE: "DATE",
+    Kind.DATETIME: "TIMESTAMP", Kind.NUMBER: "DECIMAL(5,1)", Kind.YESNO: "BOOLEAN",
+}
+
+
+def record_columns(record: RecordType, comments: Mapping[str, str], pseudonym: Column | None = None
+                   ) -> tuple[Column, ...]:
+    """A record type's fields as columns, in the record's order: the type from the field's kind, the
+    comment given (else the field's label). Personal fields are never stored: `pseudonym` (if any)
+    stands where the first of them is."""
+    out: list[Column] = []
+    for f in record.fields:
+        if f.personal:
+            if pseudonym is not None and pseudonym not in out:
+                out.append(pseudonym)
+            continue
+        out.append(Column(f.code, KIND_TYPES[f.kind], comments.get(f.code, f.label)))
+    return tuple(out)
 
 
 C = Column
 
-COURSES = Table("courses", "研習課程（已通過檢核）", (
-    C("unit_code", "VARCHAR", "單位代碼"),
-    C("course_code", "VARCHAR", "研習代碼"),
-    C("title", "VARCHAR", "研習名稱"),
-    C("organizer", "VARCHAR", "開課單位"),
-    C("organizer_type", "VARCHAR", "開課單位類別（代碼表 3.5）"),
-    C("county_code", "VARCHAR", "縣市代碼（代碼表 3.1，舊代碼已轉換）"),
-    C("start_date", "DATE", "研習起日"),
-    C("end_date", "DATE", "研習迄日"),
-    C("hours", "DECIMAL(5,1)", "研習時數"),
-    C("class_type", "VARCHAR", "班別性質（1 非學分班、2 學分班-學士、3 學分班-碩士）"),
-    C("category", "VARCHAR", "課程類別（代碼表 3.4）"),
-    C("delivery", "VARCHAR", "實施方式（代碼表 3.6）"),
-    C("time_slot", "VARCHAR", "研習時段（代碼表 3.7）"),
-    C("audience", "VARCHAR", "研習對象（代碼以 ; 分隔，依代碼表順序）"),
-    C("tags", "VARCHAR", "屬性標籤（代碼以 ; 分隔）"),
-    C("closed_date", "DATE", "結案日期"),
-    C("modified_at", "TIMESTAMP", "異動時間（臺北時間）"),
-    C("is_deleted", "BOOLEAN", "已撤回"),
+_LOADED = (
     C("upload_id", "VARCHAR", "最後寫入此列的傳報編號"),
     C("loaded_at", "TIMESTAMPTZ", "最後寫入時間"),
     C("first_loaded_at", "TIMESTAMPTZ", "首次載入時間"),
-), per_area=True)
+)
+_CHANGED = {"modified_at": "異動時間（臺北時間）", "is_deleted": "已撤回"}
+
+COURSES = Table("courses", "研習課程（已通過檢核）", (
+    *record_columns(COURSE_RECORD, {
+        "organizer_type": "開課單位類別（代碼表 3.5）",
+        "county_code": "縣市代碼（代碼表 3.1，舊代碼已轉換）",
+        "class_type": "班別性質（1 非學分班、2 學分班-學士、3 學分班-碩士）",
+        "category": "課程類別（代碼表 3.4）",
+        "delivery": "實施方式（代碼表 3.6）",
+        "time_slot": "研習時段（代碼表 3.7）",
+        "audience": "研習對象（代碼以 ; 分隔，依代碼表順序）",
+        "tags": "屬性標籤（代碼以 ; 分隔）",
+        "closed_date": "結案日期",
+        **_CHANGED,
+    }),
+    *_LOADED,
+), per_area=True, key=("unit_code", "course_code"), analysts=True,
+    indexes=(("session", ("organizer", "title")),))  # the rules' sessions (W05) look-up
 
 ATTENDANCE = Table("attendance", "研習名單（教師以假名鍵表示）", (
-    C("unit_code", "VARCHAR", "單位代碼"),
-    C("course_code", "VARCHAR", "研習代碼"),
-    C("teacher_key", "VARCHAR", "教師假名鍵（身分證字號之 HMAC-SHA256）"),
-    C("school_code", "VARCHAR", "服務學校代碼"),
-    C("hours_granted", "DECIMAL(5,1)", "核發時數"),
-    C("completed", "BOOLEAN", "完成"),
-    C("modified_at", "TIMESTAMP", "異動時間（臺北時間）"),
-    C("is_deleted", "BOOLEAN", "已撤回"),
-    C("upload_id", "VARCHAR", "最後寫入此列的傳報編號"),
-    C("loaded_at", "TIMESTAMPTZ", "最後寫入時間"),
-    C("first_loaded_at", "TIMESTAMPTZ", "首次載入時間"),
-), per_area=True)
+    *record_columns(ATTENDANCE_RECORD, _CHANGED,
+                    pseudonym=C("teacher_key", "VARCHAR", "教師假名鍵（身分證字號之 HMAC-SHA256）")),
+    *_LOADED,
+), per_area=True, key=("unit_code", "course_code", "teacher_key"), analysts=True)
 
 HISTORY = Table("history", "異動歷程：課程與名單首次載入後的每一次變更（更新、撤回、更正）", (
     C("record", "VARCHAR", "資料類別（course、attendance）"),
@@ -78,7 +130,7 @@ HISTORY = Table("history", "異動歷程：課程與名單首次載入後的每�
     C("source_id", "VARCHAR", "來源編號（傳報編號、互傳日、更正列）"),
     C("letter_no", "VARCHAR", "核定文號（更正）"),
     C("changed_at", "TIMESTAMPTZ", "異動時間"),
-), per_area=True)
+), per_area=True, analysts=True, indexes=(("course", ("unit_code", "course_code")),))
 
 UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳一筆）", (
     C("upload_id", "VARCHAR", "傳報編號"),
@@ -107,7 +159,7 @@ UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳�
     C("receipt_json", "VARCHAR", "回執 JSON 路徑"),
     C("receipt_xlsx", "VARCHAR", "回執 Excel 路徑"),
     C("processed_at", "TIMESTAMPTZ", "處理時間"),
-))
+), analysts=True, indexes=(("id", ("upload_id",)), ("hash", ("unit_code", "content_hash"))))
 
 FINDINGS = Table("findings", "檢核結果（退件與警告，逐列）", (
     C("upload_id", "VARCHAR", "傳報編號"),
@@ -119,7 +171,7 @@ FINDINGS = Table("findings", "檢核結果（退件與警告，逐列）", (
     C("course_code", "VARCHAR", "研習代碼"),
     C("message_zh", "VARCHAR", "說明"),
     C("message_en", "VARCHAR", "Message"),
-))
+), analysts=True, indexes=(("upload", ("upload_id",)),))
 
 UNITS = Table("units", "傳報單位名冊", (
     C("unit_code", "VARCHAR", "單位代碼"),
@@ -130,7 +182,7 @@ UNITS = Table("units", "傳報單位名冊", (
     C("updated_at", "TIMESTAMPTZ", "最後異動時間"),
     C("county_code", "VARCHAR", "所屬縣市代碼（代碼表 3.1；縣市匯出依此）"),
     C("operator", "VARCHAR", "經營（承辦）機關"),
-))
+), analysts=True)
 
 ARCHIVE_EXCEPTIONS = Table("archive_exceptions", "封存年度例外核准（公文）", (
     C("exception_id", "INTEGER", "編號"),
@@ -228,7 +280,7 @@ UNIT_VERSIONS = Table("unit_versions", "單位名冊歷程：名稱、經營機�
     C("county_code", "VARCHAR", "所屬縣市代碼"),
     C("valid_from", "DATE", "生效日（空值：登錄起）"),
     C("valid_to", "DATE", "失效日（不含；空值：現行）"),
-))
+), analysts=True)
 
 SCHOOL_REGISTER = Table("school_register", "學校名冊（教育部公布，含歷程）：教師學校之縣市及教育階段依研習起日判斷", (
     C("school_code", "VARCHAR", "學校代碼"),
@@ -238,7 +290,7 @@ SCHOOL_REGISTER = Table("school_register", "學校名冊（教育部公布，含
     C("ownership", "VARCHAR", "公私立別"),
     C("valid_from", "DATE", "生效日（空值：名冊起始即有）"),
     C("valid_to", "DATE", "失效日（不含；空值：現行）"),
-))
+), analysts=True)
 
 SCHOOL_CHANGES = Table("school_changes", "學校名冊異動紀錄（設立、裁撤、更名、改制、縣市變更；含文號及匯入人員）", (
     C("school_code", "VARCHAR", "學校代碼"),
@@ -262,7 +314,7 @@ def _code_table(name: str, comment: str) -> Table:
         C("code", "VARCHAR", "代碼"),
         C("label", "VARCHAR", "中文名稱"),
         C("ord", "INTEGER", "排序（規格書順序）"),
-    ))
+    ), analysts=True)
 
 
 REF_COUNTIES = Table("ref_counties", "代碼表 3.1 縣市（含英文名稱；舊代碼見 ref_county_legacy）", (
@@ -271,19 +323,19 @@ REF_COUNTIES = Table("ref_counties", "代碼表 3.1 縣市（含英文名稱；�
     C("label_en", "VARCHAR", "英文名稱"),
     C("full_name", "VARCHAR", "全銜"),
     C("ord", "INTEGER", "排序（規格書順序）"),
-))
+), analysts=True)
 REF_COUNTY_LEGACY = Table("ref_county_legacy", "代碼表 3.1 舊縣市代碼及其承繼縣市（縣市合併、升格）", (
     C("legacy_code", "VARCHAR", "舊縣市代碼"),
     C("legacy_label", "VARCHAR", "舊縣市名稱"),
     C("code", "VARCHAR", "承繼縣市代碼"),
-))
+), analysts=True)
 REF_LEVELS = _code_table("ref_levels", "代碼表 3.2 研習對象／學校教育階段")
 REF_CLASS_TYPES = Table("ref_class_types", "代碼表 3.3 班別性質", (
     C("code", "VARCHAR", "代碼"),
     C("label", "VARCHAR", "中文名稱"),
     C("ord", "INTEGER", "排序（規格書順序）"),
     C("degree", "BOOLEAN", "學位學分班（不列入未結案燈號）"),
-))
+), analysts=True)
 REF_CATEGORIES = _code_table("ref_categories", "代碼表 3.4 課程類別（2015 年分類）")
 REF_ORGANIZER_TYPES = _code_table("ref_organizer_types", "代碼表 3.5 開課單位類別")
 REF_DELIVERIES = _code_table("ref_deliveries", "代碼表 3.6 實施方式")
@@ -293,13 +345,13 @@ REF_RULES = Table("ref_rules", "規則代號（規格書第 5 節）及其中英
     C("severity", "VARCHAR", "嚴重度（error 退件、warning 警告）"),
     C("message_zh", "VARCHAR", "中文說明"),
     C("message_en", "VARCHAR", "English"),
-))
+), analysts=True)
 REF_TRAINING_INSTITUTIONS = Table("ref_training_institutions", "師資培育之大學及學科中心（未結案統計逐校列出）", (
     C("institution_id", "VARCHAR", "編號"),
     C("name", "VARCHAR", "名稱（與課程之開課單位比對）"),
     C("kind", "VARCHAR", "類別（university 師資培育之大學、subject_centre 學科中心）"),
     C("county_code", "VARCHAR", "所在縣市代碼"),
-))
+), analysts=True)
 REFERENCE_TABLES: tuple[Table, ...] = (REF_COUNTIES, REF_COUNTY_LEGACY, REF_LEVELS, REF_CLASS_TYPES, REF_CATEGORIES,
                                        REF_ORGANIZER_TYPES, REF_DELIVERIES, REF_TIME_SLOTS, REF_RULES,
                                        REF_TRAINING_INSTITUTIONS)
@@ -330,7 +382,7 @@ UPLOAD_RECEIPTS = Table("upload_receipts", "回執原文（JSON；回執檔遺�
     C("upload_id", "VARCHAR", "傳報編號"),
     C("receipt", "VARCHAR", "回執 JSON 全文（身分證字號已遮蔽）"),
     C("written_at", "TIMESTAMPTZ", "寫入時間"),
-))
+), indexes=(("id", ("upload_id",)),))
 
 
 # Not for analysts (never in their copy, never granted): what the loader keeps about the warehouse itself.
@@ -340,51 +392,233 @@ WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指�
     C("updated_at", "TIMESTAMPTZ", "最後寫入時間"),
 ))
 
-TABLES = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS, *FEED_TABLES,
-          *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META, *REGISTER_TABLES, *REFERENCE_TABLES)
+# Publication tables (stat_* of the monthly statistics, the yearbook's snapshot register): analysts
+# read them; the first publication creates them (inservice.publish.common.ensure_tables).
+_MONTH_COLS = (C("month", "VARCHAR", "統計月份 YYYY-MM"), C("as_of", "TIMESTAMPTZ", "發布時點（資料截至）"))
+
+
+def _published(name: str, comment: str, columns: tuple[Column, ...]) -> Table:
+    return Table(name, comment, columns, analysts=True, publication=True)
+
+
+PUBLICATION_TABLES: tuple[Table, ...] = (
+    _published("stat_publications", "統計月報發布紀錄（每次發布一筆；同月份最新者為現行版）", (
+        *_MONTH_COLS,
+        C("revision", "INTEGER", "版次（同月份第幾次發布）"),
+        C("report_date", "DATE", "報表日期（未結案課程計算基準日）"),
+        C("courses", "BIGINT", "課程數"),
+        C("course_hours", "DECIMAL(18,1)", "課程時數"),
+        C("person_times", "BIGINT", "研習人次（已完成）"),
+        C("teachers", "BIGINT", "研習教師數（不重複）"),
+        C("granted_hours", "DECIMAL(18,1)", "核發時數"),
+        C("files", "VARCHAR", "輸出檔案（JSON 陣列）"),
+    )),
+    _published("stat_monthly_course_county_level", "表1 課程數及時數：課程縣市 × 研習對象（* 為合計）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "課程縣市代碼（* 全國）"),
+        C("level", "VARCHAR", "研習對象代碼（* 全部對象，每門課計一次）"),
+        C("courses", "BIGINT", "課程數"),
+        C("course_hours", "DECIMAL(18,1)", "課程時數"),
+    )),
+    _published("stat_monthly_teacher_county_level", "表2 研習人次、教師數、核發時數：教師服務學校縣市 × 教育階段", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "學校縣市代碼（未知：學校不在名冊；* 全國）"),
+        C("level", "VARCHAR", "學校教育階段（未知；* 全部）"),
+        C("person_times", "BIGINT", "研習人次（已完成）"),
+        C("teachers", "BIGINT", "教師數（不重複 teacher_key）"),
+        C("granted_hours", "DECIMAL(18,1)", "核發時數"),
+        C("not_completed", "BIGINT", "未完成人次"),
+    )),
+    _published("stat_monthly_organizer", "表3 開課單位類別（師資培育之大學逐校列出）", (
+        *_MONTH_COLS,
+        C("organizer_type", "VARCHAR", "開課單位類別代碼（* 合計）"),
+        C("organizer", "VARCHAR", "開課單位名稱（僅類別 3 逐校；* 該類別合計）"),
+        C("courses", "BIGINT", "課程數"),
+        C("course_hours", "DECIMAL(18,1)", "課程時數"),
+        C("person_times", "BIGINT", "研習人次"),
+        C("granted_hours", "DECIMAL(18,1)", "核發時數"),
+    )),
+    _published("stat_monthly_not_closed", "表4 逾期未結案課程（非學分班，研習迄日後逾 7 日未結案）各單位燈號", (
+        *_MONTH_COLS,
+        C("report_date", "DATE", "報表日期"),
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("unit_name", "VARCHAR", "單位名稱"),
+        C("not_closed", "BIGINT", "逾期未結案課程數"),
+        C("light", "VARCHAR", "燈號（綠燈 0、黃燈 1–4、紅燈 5 以上）"),
+        C("blocked", "BOOLEAN", "停止開課（紅燈，且報表日期在 2017-11-01 以後）"),
+    )),
+    _published("stat_monthly_not_closed_courses", "表4 明細：逾期未結案課程", (
+        *_MONTH_COLS,
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("course_code", "VARCHAR", "研習代碼"),
+        C("title", "VARCHAR", "研習名稱"),
+        C("end_date", "DATE", "研習迄日"),
+        C("days_since_end", "INTEGER", "迄日後日數（至報表日期）"),
+    )),
+    _published("stat_monthly_tags", "表5 屬性標籤課程數（* 為有任一標籤之課程，不重複）", (
+        *_MONTH_COLS,
+        C("tag", "VARCHAR", "屬性標籤代碼"),
+        C("courses", "BIGINT", "課程數"),
+        C("course_hours", "DECIMAL(18,1)", "課程時數"),
+        C("person_times", "BIGINT", "研習人次"),
+        C("granted_hours", "DECIMAL(18,1)", "核發時數"),
+    )),
+    _published("stat_monthly_meeting_flags", "表5 會議名稱課程（W01 含會議名稱、W02 僅為會議名稱）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "課程縣市代碼"),
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("course_code", "VARCHAR", "研習代碼"),
+        C("title", "VARCHAR", "研習名稱"),
+        C("w01", "BOOLEAN", "W01 名稱含校務會議、學年會議或行政會議"),
+        C("w02", "BOOLEAN", "W02 名稱僅為會議名稱"),
+    )),
+    _published("stat_monthly_transmission", "表6 各單位傳報狀況與查核", (
+        *_MONTH_COLS,
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("unit_name", "VARCHAR", "單位名稱"),
+        C("channel", "VARCHAR", "管道（file、db）"),
+        C("files", "BIGINT", "收件檔案數（本資料月份）"),
+        C("feed_days", "BIGINT", "資料庫互傳收件日數"),
+        C("expected_days", "BIGINT", "應傳日數（資料庫互傳）"),
+        C("on_time_files", "BIGINT", "準時檔案數"),
+        C("late_files", "BIGINT", "逾期檔案數"),
+        C("refused_uploads", "BIGINT", "整批退件數"),
+        C("status", "VARCHAR", "狀態（準時、逾期、未傳；完整、缺漏）"),
+        C("courses_accepted", "BIGINT", "課程通過筆數"),
+        C("courses_rejected", "BIGINT", "課程退件筆數"),
+        C("attendance_accepted", "BIGINT", "名單通過筆數"),
+        C("attendance_rejected", "BIGINT", "名單退件筆數"),
+        C("refusals", "VARCHAR", "退件規則及筆數"),
+        C("audit_due", "BOOLEAN", "本月應查核"),
+        C("audit_scope", "VARCHAR", "查核範圍"),
+    )),
+    _published("stat_monthly_refusals", "表6 明細：各單位退件規則筆數", (
+        *_MONTH_COLS,
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("rule", "VARCHAR", "規則代號"),
+        C("rows", "BIGINT", "筆數"),
+    )),
+    _published("stat_monthly_series", "表7 近 36 個月課程數與研習人次", (
+        *_MONTH_COLS,
+        C("series_month", "VARCHAR", "月份 YYYY-MM"),
+        C("courses", "BIGINT", "課程數"),
+        C("person_times", "BIGINT", "研習人次"),
+    )),
+    _published("stat_monthly_not_closed_county_level", "表4 逾期未結案課程：課程縣市 × 研習對象（* 為合計）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "課程縣市代碼（* 全國）"),
+        C("level", "VARCHAR", "研習對象代碼（* 全部對象，每門課計一次）"),
+        C("not_closed", "BIGINT", "逾期未結案課程數"),
+    )),
+    _published("stat_monthly_not_closed_institution", "表4 逾期未結案：師資培育之大學及學科中心（逐一列出）", (
+        *_MONTH_COLS,
+        C("institution_id", "VARCHAR", "編號（ref_training_institutions）"),
+        C("name", "VARCHAR", "名稱"),
+        C("kind", "VARCHAR", "類別（university 師資培育之大學、subject_centre 學科中心）"),
+        C("not_closed", "BIGINT", "逾期未結案課程數（開課單位為該校或中心）"),
+    )),
+    _published("yearbook_snapshots", "年報凍結快照（Parquet 檔，內容不再變動）", (
+        C("snapshot_id", "VARCHAR", "快照編號"),
+        C("year", "INTEGER", "年度"),
+        C("taken_at", "TIMESTAMPTZ", "快照時間"),
+        C("courses", "BIGINT", "課程筆數"),
+        C("attendance", "BIGINT", "名單筆數"),
+        C("path", "VARCHAR", "快照資料夾"),
+        C("courses_sha256", "VARCHAR", "courses.parquet 雜湊"),
+        C("attendance_sha256", "VARCHAR", "attendance.parquet 雜湊"),
+    )),
+)
+
+
+# --- the registry: every warehouse table, once ----------------------------------------------------------
+TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
+                             *FEED_TABLES, *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META,
+                             *REGISTER_TABLES, *REFERENCE_TABLES, *PUBLICATION_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
+
+
+def table(name: str) -> Table:
+    """The declared table named `name`."""
+    for t in TABLES:
+        if t.name == name:
+            return t
+    raise KeyError(name)
+
+
+def analyst_tables() -> tuple[Table, ...]:
+    """What analysts may read (production area), in the registry's order."""
+    return tuple(t for t in TABLES if t.analysts)
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def missing_columns(existing: set[tuple[str, str, str]]) -> list[str]:
+def missing_columns(existing: set[tuple[str, str, str]], tables: Iterable[Table] = TABLES) -> list[str]:
     """Additive migration: ALTER statements for declared columns an older warehouse lacks.
 
-    `existing` holds (schema, table, column) of the open warehouse."""
-    tables = {(s, t) for s, t, _ in existing}
+    `existing` holds (schema, table, column) of the open warehouse. Tables it lacks are left to
+    `statements` (created whole)."""
+    present = {(s, t) for s, t, _ in existing}
     out = []
-    for table in TABLES:
-        for schema in (AREAS.values() if table.per_area else ("main",)):
-            if (schema, table.name) not in tables:
+    for t in tables:
+        for schema in t.schemas:
+            if (schema, t.name) not in present:
                 continue  # created whole by CREATE TABLE
-            out += [f'ALTER TABLE {schema}.{table.name} ADD COLUMN "{c.name}" {c.type}'
-                    for c in table.columns if (schema, table.name, c.name) not in existing]
+            out += [f'ALTER TABLE {schema}.{t.name} ADD COLUMN "{c.name}" {c.type}'
+                    for c in t.columns if (schema, t.name, c.name) not in existing]
     return out
 
 
-def statements(existing: set[tuple[str, str]] | None = None) -> list[str]:
+def statements(existing: set[tuple[str, str]] | None = None, tables: Iterable[Table] | None = None) -> list[str]:
     """CREATE SCHEMA / TABLE (with comments) for the declared tables that are not in `existing`
-    ((schema, table) pairs); nothing when all exist."""
+    ((schema, table) pairs); nothing when all exist. `tables`: default every table the warehouse's
+    first open creates (all but the publication tables)."""
     existing = existing or set()
+    chosen = [t for t in TABLES if not t.publication] if tables is None else list(tables)
     out: list[str] = []
     schemas_used: set[str] = set()
-    for table in TABLES:
-        schemas = AREAS.values() if table.per_area else ("main",)
-        for schema in schemas:
-            if (schema, table.name) in existing:
+    for t in chosen:
+        for schema in t.schemas:
+            if (schema, t.name) in existing:
                 continue
             schemas_used.add(schema)
-            cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in table.columns)
-            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {cols}\n)")
-            out.append(f"COMMENT ON TABLE {schema}.{table.name} IS {_quote(table.comment)}")
-            out += [f'COMMENT ON COLUMN {schema}.{table.name}."{c.name}" IS {_quote(c.comment)}'
-                    for c in table.columns]
-    for table, select in BRIDGE_VIEWS.items():
-        if ("main", table.name) in existing:
+            cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in t.columns)
+            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} (\n  {cols}\n)")
+            out.append(f"COMMENT ON TABLE {schema}.{t.name} IS {_quote(t.comment)}")
+            out += [f'COMMENT ON COLUMN {schema}.{t.name}."{c.name}" IS {_quote(c.comment)}'
+                    for c in t.columns]
+    for view, select in BRIDGE_VIEWS.items() if tables is None else ():  # with the warehouse's own tables
+        if ("main", view.name) in existing:
             continue
-        out.append(f"CREATE OR REPLACE VIEW main.{table.name} AS {select}")
-        out.append(f"COMMENT ON VIEW main.{table.name} IS {_quote(table.comment)}")
-        out += [f'COMMENT ON COLUMN main.{table.name}."{c.name}" IS {_quote(c.comment)}' for c in table.columns]
+        out.append(f"CREATE OR REPLACE VIEW main.{view.name} AS {select}")
+        out.append(f"COMMENT ON VIEW main.{view.name} IS {_quote(view.comment)}")
+        out += [f'COMMENT ON COLUMN main.{view.name}."{c.name}" IS {_quote(c.comment)}' for c in view.columns]
     return [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in sorted(schemas_used)] + out
+
+
+def index_statements(tables: Iterable[Table] | None = None) -> list[str]:
+    """PostgreSQL's indexes (DuckDB scans with zone maps, and a PRIMARY KEY there makes loads 4–8×
+    slower): a unique index on each key, so PostgreSQL enforces it, and the declared look-ups the
+    rules and the merge use instead of scanning tens of millions of rows per upload. Named
+    `<schema>_<table>_<suffix>` for tables in both areas, `<table>_<suffix>` otherwise."""
+    out = []
+    for t in TABLES if tables is None else tables:
+        for schema in t.schemas:
+            prefix = f"{schema}_{t.name}" if t.per_area else t.name
+            if t.key:
+                out.append(f"CREATE UNIQUE INDEX IF NOT EXISTS {prefix}_key ON {schema}.{t.name} "
+                           f"({', '.join(t.key)})")
+            out += [f"CREATE INDEX IF NOT EXISTS {prefix}_{suffix} ON {schema}.{t.name} ({', '.join(cols)})"
+                    for suffix, cols in t.indexes]
+    return out
+
+
+def ensure(con: Any, tables: Iterable[Table]) -> None:
+    """Create `tables` where missing and add the declared columns an older copy lacks, on any
+    connection (the warehouse, or the statistics' in-memory DuckDB): one catalog query when all is there."""
+    chosen = list(tables)
+    existing = set(con.execute("""SELECT table_schema, table_name, column_name FROM information_schema.columns
+        WHERE table_schema IN ('main', 'testing')""").fetchall())
+    for stmt in missing_columns(existing, chosen) + statements({(s, t) for s, t, _ in existing}, chosen):
+        con.execute(stmt)

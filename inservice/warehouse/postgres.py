@@ -40,27 +40,6 @@ _CREATE_OR_REPLACE_TEMP = re.compile(r"^\s*CREATE\s+OR\s+REPLACE\s+TEMP(?:ORARY)
                                      re.IGNORECASE)
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|\$\d+|%", re.DOTALL)
 
-# Indexes PostgreSQL needs and DuckDB does not (DuckDB scans with zone maps; a PRIMARY KEY there
-# makes loads 4–8× slower). Here the keys are enforced, and the rules' per-unit look-ups and the
-# merge's joins use them instead of scanning tens of millions of rows per upload.
-INDEXES = (
-    "CREATE UNIQUE INDEX IF NOT EXISTS {s}_courses_key ON {s}.courses (unit_code, course_code)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS {s}_attendance_key ON {s}.attendance (unit_code, course_code, teacher_key)",
-    "CREATE INDEX IF NOT EXISTS {s}_courses_session ON {s}.courses (organizer, title)",
-    "CREATE INDEX IF NOT EXISTS {s}_history_course ON {s}.history (unit_code, course_code)",
-)
-SHARED_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS uploads_id ON main.uploads (upload_id)",
-    "CREATE INDEX IF NOT EXISTS findings_upload ON main.findings (upload_id)",
-    "CREATE INDEX IF NOT EXISTS upload_receipts_id ON main.upload_receipts (upload_id)",
-    "CREATE INDEX IF NOT EXISTS uploads_hash ON main.uploads (unit_code, content_hash)",
-)
-
-
-def index_statements(schemas: Sequence[str]) -> list[str]:
-    return [i.format(s=s) for s in schemas for i in INDEXES] + list(SHARED_INDEXES)
-
-
 # PostgreSQL type OIDs → Arrow types, for results read back as Arrow.
 _OID_TYPES: dict[int, pa.DataType] = {
     16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 25: pa.string(), 1043: pa.string(),
@@ -205,8 +184,8 @@ def revoke_blocking_functions(con: PgConnection, role: str) -> None:
     con.execute(f"REVOKE EXECUTE ON FUNCTION {funcs} FROM PUBLIC")
     con.execute(f'REVOKE EXECUTE ON FUNCTION {funcs} FROM "{role}"')
     con.execute(f"GRANT EXECUTE ON FUNCTION {funcs} TO {', '.join(sorted(loaders))}")
-    if con.execute("SELECT has_function_privilege(?, 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE')",
-                   [role]).fetchone()[0]:
+    if (con.execute("SELECT has_function_privilege(?, 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE')",
+                    [role]).fetchone() or (False,))[0]:
         raise OperatorError(f"grant-analyst must be run by a superuser: only one can stop role {role} from "
                             f"taking advisory locks (pg_advisory_lock…) that would stall every load; nothing was "
                             f"changed")

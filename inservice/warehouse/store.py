@@ -9,7 +9,6 @@ accepted rows or none.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -30,16 +29,13 @@ from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exc
 from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl, reference
 from inservice.warehouse.backend import (  # noqa: F401 (WarehouseBusy: callers catch it from here)
-    POSTGRESQL,
     Connection,
     WarehouseBusy,
     WarehouseUrl,
     backend_of,
     connect,
 )
-from inservice.warehouse.postgres import index_statements
 
-LOG = logging.getLogger("inservice.warehouse")
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
@@ -110,7 +106,7 @@ class Warehouse:
         self.con: Connection = connect(self.url, read_only=read_only, wait=wait)
         self.backend = backend_of(self.con)
         self.read_only = read_only
-        self.committed = False  # a write was committed: analysts' access is refreshed on close
+        self.committed = False  # a write was committed: the writer's session refreshes analysts' access
         if not read_only:
             self.ensure_tables()
 
@@ -118,7 +114,7 @@ class Warehouse:
     def exists(settings: Settings) -> bool:
         """Is there a warehouse to read (its tables created: the file, or the schema on the server)?"""
         url = WarehouseUrl.parse(settings.warehouse_url)
-        if url.backend != POSTGRESQL:
+        if url.backend.embedded:
             return Path(url.target).exists()
         con = connect(url, read_only=True)
         try:
@@ -143,8 +139,8 @@ class Warehouse:
         fingerprint = reference.fingerprint()
         if not todo and self.meta(reference.FINGERPRINT) == fingerprint:
             return
-        if todo and self.backend == POSTGRESQL:  # with the tables they index (IF NOT EXISTS: after a migration too)
-            todo += index_statements(list(ddl.AREAS.values()))
+        if todo and self.backend.server:  # with the tables they index (IF NOT EXISTS: after a migration too)
+            todo += ddl.index_statements()
         with self.transaction():  # one transaction: a new warehouse's ~200 statements commit once
             for stmt in todo:
                 self.con.execute(stmt)
@@ -157,20 +153,15 @@ class Warehouse:
             self.put_meta(reference.FINGERPRINT, fingerprint)
         self.committed = False  # creating tables is not a load: no analyst copy for it
 
+    @property
+    def alive(self) -> bool:
+        """False once the server ended the connection (PostgreSQL): nothing more can be done on it."""
+        return not getattr(getattr(self.con, "raw", None), "closed", 0)
+
     def close(self) -> None:
-        try:
-            # a connection the server ended (the failure is reported already) can refresh nothing
-            alive = not getattr(getattr(self.con, "raw", None), "closed", 0)
-            if self.settings is not None and alive:
-                from inservice.warehouse.analyst import analyst_copy_stale, refresh_analyst_access
-                # also when an earlier writer committed and was killed before its refresh
-                if self.committed or analyst_copy_stale(self, self.settings):
-                    refresh_analyst_access(self, self.settings)
-        except Exception as exc:  # the load is committed: a stale analyst copy must not fail it
-            LOG.warning("analyst access not refreshed (the warehouse itself is up to date): %s: %s",
-                        type(exc).__name__, exc)
-        finally:
-            self.con.close()
+        """Close the connection. Analysts' access is not refreshed here: a writer opens the warehouse
+        with `analyst.WriteSession`, whose end is the explicit step after its commits."""
+        self.con.close()
 
     def __enter__(self) -> Warehouse:
         return self
@@ -301,7 +292,7 @@ class Warehouse:
         self.con.begin()
         try:
             yield
-            if self.backend != POSTGRESQL:  # numbered with the rows it commits (no copy on PostgreSQL)
+            if self.backend.embedded:  # numbered with the rows it commits (no copy on PostgreSQL)
                 self._count_commit()
         except BaseException:
             self.con.rollback()
@@ -333,6 +324,7 @@ class Warehouse:
         findings are written)."""
         counts = MergeCounts()
         if validated is not None and upload["status"] == "loaded":
+            assert area is not None, "a loaded upload is a registered unit's: it has an area"
             kind = "feed" if upload.get("channel") == "db" else "upload"
             counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
         row = {**upload, **counts.__dict__}
@@ -370,19 +362,17 @@ class Warehouse:
                     SELECT unit_code, course_code, teacher_key FROM stage_a WHERE is_deleted
                     UNION ALL SELECT a.unit_code, a.course_code, a.teacher_key FROM {schema}.attendance a
                     JOIN gone_c USING (unit_code, course_code)""")
-                withdrawn_att = self._withdraw(f"{schema}.attendance", "gone_a",
-                                               ["unit_code", "course_code", "teacher_key"], source, now)
-                withdrawn_c = self._withdraw(f"{schema}.courses", "gone_c", ["unit_code", "course_code"], source,
-                                             now)
+                withdrawn_att = self._withdraw(f"{schema}.attendance", "gone_a", list(ddl.ATTENDANCE.key), source,
+                                               now)
+                withdrawn_c = self._withdraw(f"{schema}.courses", "gone_c", list(ddl.COURSES.key), source, now)
                 con.execute("""CREATE OR REPLACE TEMP TABLE live_c AS SELECT * FROM stage_c WHERE NOT is_deleted""")
                 con.execute("""CREATE OR REPLACE TEMP TABLE live_a AS SELECT * FROM stage_a a WHERE NOT is_deleted
                     AND NOT EXISTS (SELECT 1 FROM gone_c g WHERE g.unit_code = a.unit_code
                                     AND g.course_code = a.course_code)""")
-            c_ins, c_upd = self._upsert(f"{schema}.courses", live_c, ["unit_code", "course_code"],
+            c_ins, c_upd = self._upsert(f"{schema}.courses", live_c, list(ddl.COURSES.key),
                                         [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, source, now)
             failpoint("merge.after_courses")
-            a_ins, a_upd = self._upsert(f"{schema}.attendance", live_a,
-                                        ["unit_code", "course_code", "teacher_key"],
+            a_ins, a_upd = self._upsert(f"{schema}.attendance", live_a, list(ddl.ATTENDANCE.key),
                                         [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, source, now)
         finally:
             con.unregister("stage_c")
