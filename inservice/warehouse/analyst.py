@@ -81,7 +81,9 @@ def analyst_tables(wh: Warehouse) -> list[str]:
     unit_state_log and school_changes (letters), upload_receipts, warehouse_meta, the testing area."""
     present = {r[0] for r in wh.con.execute("""SELECT table_name FROM information_schema.tables
         WHERE table_schema = 'main' AND table_catalog = current_database()""").fetchall()}
-    return [t.name for t in ddl.analyst_tables() if t.name in present] + [v for v in BRIDGES if v in present]
+    tables = [t for t in ddl.analyst_tables() if t.name in present]
+    return ([t.name for t in tables if not t.publication] + [v for v in BRIDGES if v in present]
+            + [t.name for t in tables if t.publication])
 
 
 # --- the step after a writer's commits ------------------------------------------------------------------
