@@ -2,7 +2,7 @@
 
     python bench/ingest_access.py [FILE.accdb|.mdb] [--runs N]
 
-The issue asks for 200,000 rows; Access files cannot be written on Linux, so the default input is
+The target is set at 200,000 rows; Access files cannot be written on Linux, so the default input is
 the largest real one we have, tests/fixtures/access/edge/big20k_V2010.accdb (20,000 attendance
 rows), and the output says the scale. The edge files lack 開課單位類別, so as uploads they are F07: for
 them the bench reads the tables exactly as read_access does and supplies that one column (code "1")
@@ -88,7 +88,7 @@ def main() -> None:
     print(f"file: {path.name} ({path.stat().st_size / 2**20:.1f} MiB), attendance rows: {rows:,}, "
           f"courses: {upload.courses.num_rows:,}; median of {args.runs} runs")
     if rows < 200_000:
-        print(f"scale: {rows:,} rows, not the 200,000 the issue names (no larger Access file can be made "
+        print(f"scale: {rows:,} rows, not the 200,000 of the target (no larger Access file can be made "
               "on Linux); fixed costs (7 child processes) weigh more here than they would at 200,000")
     if supplied:
         print("note: the file lacks 開課單位類別 (F07 as an upload); the bench supplied it after reading")

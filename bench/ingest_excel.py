@@ -3,7 +3,7 @@
 Builds the workbook (openpyxl, write-only), creates a DuckDB warehouse with the unit registered (the
 state every upload after the first meets), then in the same run times, `--repeat` times each:
   raw   — fastexcel reading both sheets into Arrow (the reader the loader uses, its default call);
-  floor — what no implementation of the issue can skip, in sequence: the same fastexcel read as
+  floor — what no implementation can skip, in sequence: the same fastexcel read as
           text, the HMAC of every national ID (teacher_key), and a plain CREATE TABLE AS of the rows
           into a new DuckDB file, committed. No rule, finding, history, receipt, analysts' copy, nor the
           reader's child process (loaders/isolated.py);

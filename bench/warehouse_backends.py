@@ -1,5 +1,5 @@
 """The merge of one month (default 5,000,000 attendance rows, 50,000 courses) into each warehouse
-backend, against that backend's raw bulk load of the same rows, in the same run (issue #8).
+backend, against that backend's raw bulk load of the same rows, in the same run.
 
 The month is generated deterministically as a `Validated` built directly from Arrow, with the types
 the rule engine hands the merge (hours double, modified_at timestamp[s], teacher_key 64-hex keys):

@@ -1,4 +1,11 @@
-"""`inservice` command line: ingest, check, units, exceptions, demo."""
+"""`inservice` command line: ingest, check, units, exceptions, demo here; the other commands beside
+their code (publish/cli.py, corrections/cli.py, feeds/cli.py, warehouse/cli.py).
+
+Start-up stays light: `COMMANDS` names every command with its help and the module that declares
+its arguments, and only the module of the command being run is imported. `inservice --help` loads
+no library outside the standard one; no command loads Dagster, and duckdb, pyarrow or openpyxl
+come only with the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +15,42 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
 from inservice import failures
 from inservice.config import Settings
 from inservice.errors import EX_TEMPFAIL, OperatorError
-from inservice.warehouse.analyst import WriteSession
-from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
+
+# command: (help, the modules whose `arguments(command, parser)` declare its arguments and set
+# `func(args, settings)`, in order)
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ingest": ("process upload files as received in the inbox named by their folder", ("inservice.cli",)),
+    "check": ("a unit's self-check: the same receipt, nothing loaded", ("inservice.cli",)),
+    "units": ("the unit register", ("inservice.cli", "inservice.corrections.cli", "inservice.registers.cli")),
+    "schools": ("the MOE school list as a dated register", ("inservice.registers.cli",)),
+    "exceptions": ("archive-cutoff exceptions (approval letters)", ("inservice.cli",)),
+    "demo": ("register the sample units and ingest the sample inbox", ("inservice.cli",)),
+    "stats": ("monthly statistics (統計月報): stat_* tables, workbook and HTML page", ("inservice.publish.cli",)),
+    "yearbook": ("yearbook extract (師資培育統計年報 — 教師進修篇) from a frozen snapshot", ("inservice.publish.cli",)),
+    "export": ("all courses and attendance of a county's units (pseudonymised)", ("inservice.publish.cli",)),
+    "audit": ("the audit worklist (查核): units due this month and what each sent", ("inservice.publish.cli",)),
+    "corrections": ("correction workbooks (修改已結案課程內容申請表)", ("inservice.corrections.cli",)),
+    "history": ("a course (and its attendance) as it stood on a date, with its changes",
+                ("inservice.corrections.cli",)),
+    "feeds": ("daily database feeds (資料庫互傳): register and pull", ("inservice.feeds.cli",)),
+    "warehouse": ("the warehouse: backend, analyst access, Parquet lake", ("inservice.warehouse.cli",)),
+    "backfill": ("migrate the legacy archive (a database URL, or a folder holding inservice_courses/ and "
+                 "inservice_attendance/ as Parquet or CSV); resumable", ("inservice.backfill.cli",)),
+}
 
 
 def _print_receipts(receipts: list[dict], as_json: bool) -> None:
+    from inservice.receipts import summary_lines
+
     for r in receipts:
-        if as_json:
-            print(json.dumps(r, ensure_ascii=False, default=str))
-            continue
-        c, a = r["courses"], r["attendance"]
-        print(f"{r['file']}: {r['status']}{' ' + r['refusal'] if r['refusal'] else ''} — courses "
-              f"{c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} accepted, "
-              f"{len(r['findings'])} finding(s)")
-        for path in r.get("receipt_files", []):
-            print(f"  receipt: {path}")
+        print(json.dumps(r, ensure_ascii=False, default=str) if as_json else "\n".join(summary_lines(r)))
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -51,6 +73,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.warehouse.analyst import WriteSession
+
     with WriteSession(settings) as wh:
         if args.units_cmd == "add":
             wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined),
@@ -63,6 +87,8 @@ def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.warehouse.analyst import WriteSession
+
     with WriteSession(settings) as wh:
         if args.exc_cmd == "add":
             course = None if args.course in (None, "all", "ALL", "*") else args.course
@@ -82,10 +108,6 @@ def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# Feature modules that add subcommands: each has `register(subparsers)` setting `func(args, settings)`.
-EXTENSIONS: list[str] = ["inservice.publish.cli", "inservice.corrections.cli", "inservice.feeds.cli",
-                         "inservice.warehouse.cli", "inservice.registers.cli"]
-
 SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單位二 Sample unit 2"),
                 ("T003", "範例單位三 Sample unit 3")]
 
@@ -93,6 +115,7 @@ SAMPLE_UNITS = [("T001", "範例單位一 Sample unit 1"), ("T002", "範例單�
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The newcomer's main job: register the sample units, ingest the sample inbox shipped in the repo."""
     from inservice.ingest import ingest_paths
+    from inservice.warehouse.analyst import WriteSession
 
     sample = Path(__file__).resolve().parent / "sample_inbox"
     with WriteSession(settings) as wh:
@@ -127,61 +150,79 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of this module's commands (see COMMANDS)."""
+    if command in ("ingest", "check"):
+        if command == "ingest":
+            p.add_argument("paths", nargs="+")
+        else:
+            p.add_argument("file")
+        p.add_argument("--received-at", help="ISO-8601 receipt time (default now; no offset = Asia/Taipei)")
+        p.add_argument("--json", action="store_true", help="one JSON receipt per file, one per line")
+        p.set_defaults(func=cmd_ingest if command == "ingest" else cmd_check)
+    elif command == "units":
+        from inservice.warehouse.store import CHANNELS, UNIT_STATES
+
+        usub = p.add_subparsers(dest="units_cmd", required=True)
+        add = usub.add_parser("add")
+        add.add_argument("code")
+        add.add_argument("--name", required=True)
+        add.add_argument("--channel", choices=CHANNELS, required=True)
+        add.add_argument("--state", choices=UNIT_STATES, required=True)
+        add.add_argument("--joined", required=True, help="YYYY-MM-DD")
+        add.add_argument("--county", help="the unit's county (spec §3.1 code, e.g. 10016), for its county's export")
+        add.add_argument("--operator", help="the operating body (經營機關), when not the unit itself")
+        usub.add_parser("list")
+        p.set_defaults(func=cmd_units)
+    elif command == "exceptions":
+        esub = p.add_subparsers(dest="exc_cmd", required=True)
+        eadd = esub.add_parser("add")
+        eadd.add_argument("unit")
+        eadd.add_argument("--course", help="a course code, or 'all' (default)")
+        eadd.add_argument("--letter", required=True, help="letter number (文號)")
+        eadd.add_argument("--letter-date", required=True, help="YYYY-MM-DD")
+        eadd.add_argument("--valid-until", required=True, help="YYYY-MM-DD")
+        erm = esub.add_parser("remove")
+        erm.add_argument("id", type=int)
+        esub.add_parser("list")
+        p.set_defaults(func=cmd_exceptions)
+    elif command == "demo":
+        p.add_argument("--received-at", default="2017-06-03T10:00:00+08:00")
+        p.set_defaults(func=cmd_demo)
+
+
+def build_parser(commands: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser, with the arguments of `commands` only (the others are listed with their help)."""
     p = argparse.ArgumentParser(prog="inservice", description="全國教師在職進修資訊網 data pipeline")
     p.add_argument("--home", help="data folder (default $INSERVICE_HOME or ./data)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="on a failure, print the full detail (traceback) too; also INSERVICE_DEBUG=1")
     sub = p.add_subparsers(dest="cmd", required=True)
-
-    ing = sub.add_parser("ingest", help="process upload files as received in the inbox named by their folder")
-    ing.add_argument("paths", nargs="+")
-    ing.add_argument("--received-at", help="ISO-8601 receipt time (default now; no offset = Asia/Taipei)")
-    ing.add_argument("--json", action="store_true", help="one JSON receipt per file, one per line")
-    ing.set_defaults(func=cmd_ingest)
-
-    chk = sub.add_parser("check", help="a unit's self-check: the same receipt, nothing loaded")
-    chk.add_argument("file")
-    chk.add_argument("--received-at")
-    chk.add_argument("--json", action="store_true")
-    chk.set_defaults(func=cmd_check)
-
-    units = sub.add_parser("units", help="the unit register")
-    usub = units.add_subparsers(dest="units_cmd", required=True)
-    add = usub.add_parser("add")
-    add.add_argument("code")
-    add.add_argument("--name", required=True)
-    add.add_argument("--channel", choices=CHANNELS, required=True)
-    add.add_argument("--state", choices=UNIT_STATES, required=True)
-    add.add_argument("--joined", required=True, help="YYYY-MM-DD")
-    add.add_argument("--county", help="the unit's county (spec §3.1 code, e.g. 10016): its county's export takes it")
-    add.add_argument("--operator", help="the operating body (經營機關), when not the unit itself")
-    usub.add_parser("list")
-    units.set_defaults(func=cmd_units)
-
-    exc = sub.add_parser("exceptions", help="archive-cutoff exceptions (approval letters)")
-    esub = exc.add_subparsers(dest="exc_cmd", required=True)
-    eadd = esub.add_parser("add")
-    eadd.add_argument("unit")
-    eadd.add_argument("--course", help="a course code, or 'all' (default)")
-    eadd.add_argument("--letter", required=True, help="letter number (文號)")
-    eadd.add_argument("--letter-date", required=True, help="YYYY-MM-DD")
-    eadd.add_argument("--valid-until", required=True, help="YYYY-MM-DD")
-    erm = esub.add_parser("remove")
-    erm.add_argument("id", type=int)
-    esub.add_parser("list")
-    exc.set_defaults(func=cmd_exceptions)
-
-    demo = sub.add_parser("demo", help="register the sample units and ingest the sample inbox")
-    demo.add_argument("--received-at", default="2017-06-03T10:00:00+08:00")
-    demo.set_defaults(func=cmd_demo)
-    for module in EXTENSIONS:
-        importlib.import_module(module).register(sub)
+    wanted = set(commands)
+    for name, (help_text, modules) in COMMANDS.items():
+        parser = sub.add_parser(name, help=help_text)
+        if name in wanted:
+            for module in modules:
+                # this file run as `python -m inservice.cli` is __main__: use it, not a second copy
+                here = module == "inservice.cli" and __name__ == "__main__"
+                (sys.modules[__name__] if here else importlib.import_module(module)).arguments(name, parser)
     return p
 
 
+def _command_in(argv: list[str]) -> list[str]:
+    """The command `argv` names: its first word that is neither an option nor the value of --home."""
+    words = iter(argv)
+    for word in words:
+        if word == "--home":
+            next(words, None)
+        elif not word.startswith("-"):
+            return [word]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -192,13 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(args.home)
         try:
             return args.func(args, settings)
-        except (WarehouseError, ValueError) as exc:  # usage: a wrong code, date or state
-            if isinstance(exc, OperatorError):
-                raise
-            raise OperatorError(str(exc)) from exc
+        except OperatorError:
+            raise
+        except Exception as exc:
+            from inservice.warehouse.store import WarehouseError  # here, not on top: start-up stays light
+
+            if isinstance(exc, (WarehouseError, ValueError)):  # usage: a wrong code, date or state
+                raise OperatorError(str(exc)) from exc
+            raise
 
     # one line on stderr for any failure, the traceback in the run log (inservice.failures)
-    return failures.run(command, home, args.verbose, sys.argv[1:] if argv is None else argv)
+    return failures.run(command, home, args.verbose, argv)
 
 
 if __name__ == "__main__":

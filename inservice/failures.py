@@ -21,15 +21,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from inservice.dburl import mask_text
 from inservice.errors import OperatorError, RetryLater
-from inservice.validations.national_id import IN_TEXT
 
 LOG = logging.getLogger("inservice")
 RUN_LOG = logging.getLogger("inservice.run")  # the failure records (with their traceback)
 EX_SIGPIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
-# an ID-shaped token: never into a log or onto the terminal (the one pattern, validations.national_id)
-_ID_IN_TEXT = re.compile(IN_TEXT)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # libpq/psycopg2 saying the link to the server broke (the server restarted, a DBA ended the session)
 _LINK_LOST = re.compile(r"(?i)terminating connection|server closed the connection|connection already closed|"
@@ -39,9 +35,14 @@ _LINK_LOST = re.compile(r"(?i)terminating connection|server closed the connectio
 
 def private(text: str) -> str:
     """Text that may reach a terminal or a log: no password of a configured URL, no national ID."""
+    # imported here, not at the top: every command starts through `run`, and these bring sqlalchemy,
+    # numpy and pyarrow, which only a failure or a warning needs
+    from inservice.dburl import mask_text
+    from inservice.validations.national_id import IN_TEXT  # an ID-shaped token, the one pattern
+
     urls = [os.environ.get("INSERVICE_WAREHOUSE_URL")]
     urls += [v for k, v in os.environ.items() if k.startswith("FEED_") and "://" in v]  # feed URL variables
-    return _ID_IN_TEXT.sub(r"\1*****\2", mask_text(text, urls))
+    return re.sub(IN_TEXT, r"\1*****\2", mask_text(text, urls))
 
 
 def _first_line(exc: BaseException) -> str:

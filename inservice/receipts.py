@@ -57,6 +57,15 @@ def sweep_stale(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
     return removed
 
 
+def summary_lines(receipt: dict) -> list[str]:
+    """The receipt in short, as the `inservice` command prints it: status, counts, where its files are."""
+    c, a = receipt["courses"], receipt["attendance"]
+    refusal = f" {receipt['refusal']}" if receipt["refusal"] else ""
+    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — courses {c['accepted']}/{c['received']} accepted, "
+             f"attendance {a['accepted']}/{a['received']} accepted, {len(receipt['findings'])} finding(s)"]
+    return lines + [f"  receipt: {path}" for path in receipt.get("receipt_files", [])]
+
+
 def json_text(receipt: dict) -> str:
     """The JSON receipt's text (what `write_json` writes without spilled findings)."""
     return json.dumps(receipt, ensure_ascii=False, indent=1, default=str)

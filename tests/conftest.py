@@ -22,11 +22,6 @@ from inservice.warehouse.store import Warehouse
 FIXTURES = Path(__file__).parent / "fixtures"
 RECEIVED = "2017-06-03T10:00:00+08:00"  # the fixtures' receipt day (on time)
 
-# The suites of ingest, feeds and statistics run on both warehouse backends; the rest on DuckDB.
-BOTH_BACKENDS = {"test_fixtures", "test_rules", "test_file_rules", "test_values", "test_merge_history",
-                 "test_atomic_and_privacy", "test_cli_and_receipts", "test_access", "test_feeds", "test_publish",
-                 "test_corrections", "test_publish_gate",
-                 "test_backends", "test_registers"}
 PG_SERVER = os.environ.get("INSERVICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -36,9 +31,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "warehouse_backend" in metafunc.fixturenames and metafunc.module.__name__.split(".")[-1] in BOTH_BACKENDS:
+    """Tests marked `both_backends` (a module's `pytestmark`) that reach a warehouse run once per backend of
+    --backends; the others on DuckDB. The runs on PostgreSQL are `slow`: the fast tier keeps the DuckDB ones."""
+    if "warehouse_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
         backends = metafunc.config.getoption("--backends").split(",")
-        metafunc.parametrize("warehouse_backend", backends, indirect=True)
+        metafunc.parametrize("warehouse_backend", [b if b == "duckdb" else pytest.param(b, marks=pytest.mark.slow)
+                                                   for b in backends], indirect=True)
 
 
 @pytest.fixture

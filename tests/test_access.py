@@ -38,7 +38,8 @@ from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.engine import Context, validate
 from inservice.validations.pseudonym import Pseudonymiser
 
-pytestmark = pytest.mark.skipif(shutil.which("mdb-export") is None, reason="mdbtools is not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("mdb-export") is None, reason="mdbtools is not installed"),
+              pytest.mark.both_backends]  # tests reaching a warehouse run on each of --backends
 
 ACCESS = Path(__file__).parent / "fixtures" / "access"
 EDGE = ACCESS / "edge"

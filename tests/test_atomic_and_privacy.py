@@ -16,6 +16,8 @@ from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop, fixture_cases, load_expected, table_snapshot
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 ID_SHAPE = re.compile(r"[A-Z][12890A-D][0-9]{8}")
 
 
@@ -27,6 +29,7 @@ def run_cli(settings, *args: str, failpoint: str | None = None) -> subprocess.Co
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failpoint", ["merge.after_courses", "merge.before_commit"])
 def test_killed_mid_load_leaves_nothing_and_rerun_loads_whole(settings, failpoint: str) -> None:
     exp, src = load_expected(FIXTURES / "defects-xlsx")
@@ -59,6 +62,7 @@ def _source_ids_and_names(settings) -> tuple[set[str], set[str]]:
     return ids, names
 
 
+@pytest.mark.slow
 def test_no_raw_id_or_name_in_any_table_receipt_or_output(settings) -> None:
     paths = [drop(settings, load_expected(c)[1]) for c in fixture_cases() if "access" not in str(c)]
     out = run_cli(settings, "ingest", *map(str, paths), "--received-at", RECEIVED, "--json")
@@ -104,6 +108,7 @@ def test_pseudonym_key_is_generated_once_with_mode_0600(settings) -> None:
     assert load_key(settings.home).decode() == first
 
 
+@pytest.mark.slow
 def test_json_cli_contract(settings) -> None:
     path = drop(settings, FIXTURES / "defects-xml" / "T001" / "T001_201705.xml")
     out = run_cli(settings, "ingest", str(path), "--received-at", "2017-06-06T00:00:00+08:00", "--json")
@@ -259,6 +264,7 @@ def test_key_path_that_is_a_folder_is_refused(settings) -> None:
     _refused_by_key(settings, run_cli(settings, "ingest", str(path)), path, before, "cannot be read")
 
 
+@pytest.mark.slow
 def test_lost_key_is_refused_not_regenerated(settings) -> None:
     """The warehouse keeps the key's fingerprint from its first use: a deleted key is not silently
     replaced (the same teachers would get new keys), and a different key is refused."""

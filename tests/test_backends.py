@@ -30,6 +30,8 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED, drop, fixture_cases, load_expected, pg_database
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 SAMPLE = Path(__file__).resolve().parent.parent / "inservice" / "sample_inbox"
 AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)
 VOLATILE = {"loaded_at", "first_loaded_at", "processed_at", "received_at", "updated_at", "receipt_json",
@@ -74,6 +76,7 @@ def _analyst_view(settings: Settings) -> dict[str, list[tuple]]:
         return out
 
 
+@pytest.mark.slow
 def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", "same-key-for-both-backends-" + "0" * 16)
@@ -94,6 +97,7 @@ def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path
         assert duck[table] == pg[table], table
 
 
+@pytest.mark.slow
 def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str) -> None:
     _load_everything(settings)
     lake = settings.home / "lake"
@@ -155,6 +159,7 @@ def _analyst_query(settings: Settings, backend: str, url: str | None) -> int:
                               FROM attendance a JOIN courses c USING (unit_code, course_code)""").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_analysts_query_while_three_uploads_load(settings: Settings, warehouse_backend: str,
                                                  warehouse_url: str | None) -> None:
     """An analyst loop runs while three uploads load in another process: no query fails, the loads

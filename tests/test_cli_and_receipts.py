@@ -20,12 +20,36 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import course, write_xlsx
 from tests.conftest import FIXTURES, RECEIVED, drop, load_expected
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "inservice.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "INSERVICE_HOME": str(home)}, timeout=300)
 
 
+def test_help_loads_no_library_and_a_command_only_its_own_module(tmp_path: Path) -> None:
+    """`inservice --help` starts without the heavy libraries; a command imports the module declaring it, not
+    the others' (feeds' SQLAlchemy dialects are not loaded to list the units)."""
+    probe = ("import sys; from inservice.cli import main\n"
+             "code = main(sys.argv[1:])\n"
+             "heavy = ('dagster', 'duckdb', 'pyarrow', 'openpyxl', 'sqlalchemy', 'pandas', 'numpy', 'lxml')\n"
+             "print(code, sorted(m for m in heavy if m in sys.modules), 'inservice.feeds.core' in sys.modules,\n"
+             "      'inservice.publish.cli' in sys.modules, file=sys.stderr)\n")
+    env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+        return done.stderr.strip().splitlines()[-1]
+
+    assert run("--help") == "0 [] False False"
+    assert run("stats", "--help") == "0 [] False True"  # its module; its work imports the rest when it runs
+    code, *_, feeds, publish = run("units", "list").split()
+    assert (code, feeds, publish) == ("0", "False", "False")
+
+
+@pytest.mark.slow
 def test_units_and_exceptions_commands(home: Path) -> None:
     assert cli(home, "units", "add", "T001", "--name", "國立臺灣師範大學", "--channel", "file", "--state",
                "production", "--joined", "2017-01-01").returncode == 0
@@ -112,7 +136,7 @@ def test_demo_leaves_nothing_already_handled_in_the_inbox(home: Path, capsys: py
     assert "duplicate F08" in capsys.readouterr().out
 
 
-# --- receipts that survive a crash, an unwritable outbox and a concurrent sender (issue 14) --------
+# --- receipts that survive a crash, an unwritable outbox and a concurrent sender -------------------
 def run(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
     """`inservice …` as its own process, on this test's home and warehouse (environment inherited)."""
     return subprocess.run([sys.executable, "-m", "inservice.cli", *args], capture_output=True, text=True,
@@ -130,6 +154,7 @@ def uploads(settings) -> list[tuple]:
                                  ORDER BY processed_at""").fetchall()
 
 
+@pytest.mark.slow
 def test_killed_between_commit_and_receipt_a_resend_restores_the_receipt(settings) -> None:
     """SIGKILL after the commit, before the receipt is renamed into place: the rows are in, no
     receipt. The re-send is F08 and writes the original receipt again, byte for byte what was meant."""
@@ -183,6 +208,7 @@ def test_an_unwritable_outbox_commits_reports_and_a_resend_restores(settings) ->
     assert not list(settings.outbox.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_the_same_file_sent_twice_at_the_same_moment_loads_once(settings, tmp_path: Path) -> None:
     """Two real processes released together by a barrier file: one loads, the other is F08 with a
     receipt of its own; one `loaded` row; no finding doubled. (DuckDB: the second waits for the file.)"""
@@ -235,6 +261,7 @@ def test_stale_staged_receipts_are_swept(settings) -> None:
     assert fresh.exists() and other.exists()
 
 
+@pytest.mark.slow
 def test_a_busy_duckdb_warehouse_is_waited_for_then_exit_75(settings, warehouse_backend: str) -> None:
     """A second process on the DuckDB file (an ingest, `stats`, …) waits up to INSERVICE_LOCK_TIMEOUT,
     then one line and exit 75; the file stays in the inbox, no receipt. Released, it proceeds."""
@@ -260,6 +287,7 @@ def test_a_busy_duckdb_warehouse_is_waited_for_then_exit_75(settings, warehouse_
     assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "loaded"
 
 
+@pytest.mark.slow
 def test_a_writer_released_within_the_timeout_is_waited_for(settings, warehouse_backend: str) -> None:
     if warehouse_backend != "duckdb":
         pytest.skip("DuckDB's file lock")

@@ -86,6 +86,7 @@ def test_feed_from_mariadb_with_the_plain_url(mysql: tuple[URL, URL], fhome: Set
     assert "素養導向教學設計工作坊G1" in titles  # Chinese text intact without charset=utf8mb4 in the URL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_warehouse_with_the_plain_url(tmp_path: Path, scheme: str) -> None:
     with pg_database() as url:
@@ -105,6 +106,7 @@ def test_sql_server_driver_stack_is_installed() -> None:
     assert "FreeTDS" in pyodbc.drivers()  # unixODBC knows the driver scripts/setup installs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["mssql://sa:Pw-12345678@127.0.0.1:{port}/legacy",
                                   "mssql+pyodbc://sa:Pw-12345678@127.0.0.1:{port}/legacy?driver=FreeTDS"])
 def test_sql_server_unreachable_is_retryable(pg: URL, fhome: Settings, monkeypatch: pytest.MonkeyPatch,

@@ -35,6 +35,8 @@ from inservice.warehouse.store import Source, Warehouse, WarehouseError
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.conftest import RECEIVED
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 
 _RNG = random.Random(77)
@@ -271,6 +273,7 @@ def test_the_same_workbook_twice_applies_nothing_twice(loaded: Settings) -> None
     assert "once.xlsx" in listing.stdout and "twice.xlsx" in listing.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failpoint", ["corrections.after_first_row", "corrections.before_commit"])
 def test_a_crash_mid_workbook_leaves_it_unprocessed_and_a_rerun_applies_it(loaded: Settings, failpoint: str) -> None:
     path = book(loaded.inbox / "_corrections" / "crash.xlsx", [
@@ -352,6 +355,7 @@ def test_attendance_add_remove_hours_with_masked_ids_and_no_raw_id_anywhere(load
 
 
 # --- history ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_history_reconstructs_a_course_before_and_after_corrections_and_withdrawals(loaded: Settings) -> None:
     key = Pseudonymiser(load_key(loaded.home)).one
     apply(loaded, book(loaded.inbox / "_corrections" / "h.xlsx", [
@@ -429,6 +433,7 @@ def test_promotion_copies_nothing_and_the_resend_is_not_a_duplicate(settings: Se
         ("testing", "production", "promote", "臺教師(三)字第1060090001號")]
 
 
+@pytest.mark.slow
 def test_sealing_lists_then_seals_only_when_confirmed_and_a_sealed_unit_reapplies(settings: Settings) -> None:
     assert upload(settings, "T001")["status"] == "loaded"  # received 2017-06-03: in the default window
     listed = run_cli(settings, "units", "seal-dormant", "--json")

@@ -88,6 +88,7 @@ def key(unit: str, month: str = "2017-05") -> dg.MultiPartitionKey:
 
 
 # --- definitions ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a `dagster` process
 def test_workspace_validates_with_the_dagster_cli(tmp_path: Path) -> None:
     env = {**os.environ, "INSERVICE_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path),
            "DAGSTER_DISABLE_TELEMETRY": "1"}
@@ -104,7 +105,7 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
-        "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
+        "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
         "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
     for name in ("partner_upload", "unsorted_upload", "courses", "attendance", "upload_log"):
         node = graph.get(dg.AssetKey(name))
@@ -185,6 +186,7 @@ def test_sensor_one_run_request_per_new_file(settings: Settings, instance: dg.Da
     assert tick(instance, after.cursor).run_requests == []
 
 
+@pytest.mark.slow
 def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Settings,
                                                                    instance: dg.DagsterInstance) -> None:
     drop_samples(settings)
@@ -235,6 +237,7 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
     assert tick(instance, cursor).run_requests == []  # answered once
 
 
+@pytest.mark.slow
 def test_rerun_from_archive_and_from_quarantine(settings: Settings, instance: dg.DagsterInstance) -> None:
     with Warehouse(settings) as wh:
         set_state(wh, "T003", "sealed", "府教字第1號")
@@ -324,6 +327,7 @@ def test_check_functions_catch_each_violation(settings: Settings, instance: dg.D
         assert checks.cutoff_respected(con, settings.archive_cutoff)[0]
 
 
+@pytest.mark.slow
 def test_a_failed_check_blocks_downstream_publishing(settings: Settings, instance: dg.DagsterInstance,
                                                      tmp_path: Path) -> None:
     loaded_sample(settings, instance)
@@ -391,6 +395,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@pytest.mark.slow
 def test_a_locked_warehouse_is_retried_with_backoff(settings: Settings, instance: dg.DagsterInstance,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSERVICE_LOCK_TIMEOUT", "0.5")  # the core waits that long for the file, then WarehouseBusy
@@ -415,6 +420,7 @@ def launched_at(instance: dg.DagsterInstance, run_id: str) -> float:
     return record.event_log_entry.timestamp
 
 
+@pytest.mark.slow
 def test_queued_warehouse_runs_never_overlap(settings: Settings, tmp_path: Path) -> None:
     """The real daemon (sensor + run queue) with deploy/dagster.yaml: two uploads, two runs, one at a time."""
     dagster_home = tmp_path / "dagster_home"
@@ -473,6 +479,7 @@ def run_tags(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) ->
     return dict(instance.get_run_by_id(result.run_id).tags)
 
 
+@pytest.mark.slow
 def test_a_refused_upload_is_marked_on_its_run_and_partition(settings: Settings,
                                                              instance: dg.DagsterInstance) -> None:
     (settings.inbox / "T001").mkdir(parents=True)
@@ -536,6 +543,7 @@ def test_an_unregistered_unit_is_refused_f05_and_never_a_partition(settings: Set
     assert sorted(instance.get_dynamic_partitions("unit")) == ["T001", "T002", "T003"]
 
 
+@pytest.mark.slow
 def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Settings,
                                                                     instance: dg.DagsterInstance) -> None:
     with Warehouse(settings) as wh:
@@ -570,6 +578,7 @@ def test_launchpad_config_fields_are_described() -> None:
             assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)
 
 
+@pytest.mark.slow
 def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settings: Settings,
                                                                           instance: dg.DagsterInstance) -> None:
     def run(job: str, op: str, config: dict, ok: bool = True) -> dg.ExecuteInProcessResult:
@@ -602,6 +611,7 @@ def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settin
         assert log[0][1] == log[2][1] == "dagster" and log[2][2] == "臺教師(三)字第1060000004號"
 
 
+@pytest.mark.slow
 def test_a_unit_refused_f05_then_registered_reruns_on_time(settings: Settings, instance: dg.DagsterInstance) -> None:
     """Refused F05 on 2017-06-03 (not yet registered), registered later, re-run from quarantine without a
     receipt time: judged as received then — on time — not as late on the day of the re-run."""

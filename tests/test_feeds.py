@@ -39,6 +39,8 @@ from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.warehouse.store import Warehouse
 from tests.builders import make_id
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 PG_ADMIN = os.environ.get("INSERVICE_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 MY_ADMIN = os.environ.get("INSERVICE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/")
 UNIT = "T009"
@@ -453,6 +455,7 @@ def rejected_rows(settings: Settings) -> set[tuple]:
     return {(rec, code, msg.rsplit("(ID ", 1)[-1] if rec == "attendance" else "") for rec, code, msg in found}
 
 
+@pytest.mark.slow
 def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           new_settings: Callable[[Path], Settings]) -> None:
     big_partner(pg)
@@ -493,6 +496,7 @@ def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Pat
         assert rejected_rows(s) == rejected_rows(homes["whole"])
 
 
+@pytest.mark.slow
 def test_link_dropped_mid_read_keeps_whole_batches_and_resumes(pg: URL, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 new_settings: Callable[[Path], Settings]) -> None:
@@ -658,6 +662,7 @@ def test_wrong_password_is_refused_not_retried(mysql: tuple[URL, URL], fhome: Se
     assert mark(fhome).updated_at is None and wh_rows(fhome, "SELECT count(*) FROM courses") == [(0,)]
 
 
+@pytest.mark.slow
 def test_structure_faults_name_table_and_column(pg: URL, fhome: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     db = partner(pg)
     setup_unit(fhome, pg, monkeypatch)

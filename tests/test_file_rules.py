@@ -20,6 +20,8 @@ from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xls, write_xlsx, write_xml
 from tests.conftest import FIXTURES, drop, table_snapshot
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 RNG = random.Random(11)
 IDS = [make_id(RNG) for _ in range(5)]
 GOOD_C, GOOD_A = [course("C1")], [attendee("C1", IDS[0])]
@@ -160,6 +162,7 @@ def test_f09_limits_before_parsing(settings, tmp_path: Path) -> None:
 ENTITY = '<!DOCTYPE Transmission [<!ENTITY t "X">]>\n'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hide", ["a 1 MiB comment first", "a comment holding markup", "a processing instruction"])
 def test_f09_a_dtd_never_reaches_the_parser(settings, hide: str) -> None:
     """However the DOCTYPE is preceded, it is found: an internal entity under XSD validation crashes
@@ -184,6 +187,7 @@ def ingest_in_child(settings, path: Path) -> list:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_xml_other_encodings_pis_and_root_attributes(settings) -> None:
     """§2.4: UTF-8 or Big5. UTF-16 is F01 before the parser decodes it (a DOCTYPE in it would pass a
     byte scan); a processing instruction inside a field does not cut its text; a root with thousands
@@ -218,6 +222,7 @@ def _with_cell(path: Path, ref: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_f09_a_workbook_the_reader_cannot_hold_or_finish(settings) -> None:
     """One cell at XFD1048576 makes calamine ask for 512 GB and abort the process; one far to the
     right makes it spin for minutes. The read runs in a child under limits: F09, with its receipt,
@@ -395,6 +400,7 @@ def test_refused_upload_is_recorded_with_findings(settings) -> None:
         assert wh.con.execute("SELECT rule FROM findings").fetchall() == [("F04",)]
 
 
+@pytest.mark.slow
 def test_xml_cut_anywhere_is_refused_never_half_loaded(settings) -> None:
     full = write_xml(settings.home / "full.xml", [course(f"C{i}") for i in range(30)],
                      [attendee(f"C{i}", IDS[i % 5]) for i in range(30)]).read_bytes()
@@ -424,6 +430,7 @@ def test_f03_a_file_named_for_a_month_after_the_month_received(settings) -> None
     assert r["status"] == "loaded" and r["month"] == "2017-07"
 
 
+@pytest.mark.slow
 def test_every_refusal_is_recorded_under_the_sender(settings) -> None:
     """F01, F02, F03, F05 and a duplicate reach `uploads` (and `findings`), under the inbox's unit and
     the file's name; data_month is NULL when the name gives none, area NULL for an unregistered unit."""

@@ -10,6 +10,8 @@ from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
 from tests.conftest import RECEIVED, drop, finding_keys, fixture_cases, load_expected, table_snapshot
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 CASES = [c for c in fixture_cases() if "access" not in str(c)]
 
 

@@ -84,6 +84,7 @@ def test_a_child_that_dies_is_refused(sig: int, rule: str, text: str) -> None:
     assert got.value.rule == rule and text in got.value.detail_en
 
 
+@pytest.mark.slow
 def test_a_child_that_spins_is_stopped() -> None:
     def spin():
         while True:
@@ -123,6 +124,7 @@ def _holding(root: str, marker: bytes) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["after_the_child_sent_its_table", "while_the_child_reads"])
 def test_a_killed_read_leaves_no_personal_data(tmp_path, when: str) -> None:
     """kill -9 of the process reading a workbook: no file anywhere in /dev/shm holds a row of it (the

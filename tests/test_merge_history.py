@@ -7,6 +7,7 @@ import random
 from datetime import date, datetime, timedelta
 
 import pyarrow as pa
+import pytest
 
 from inservice.config import TAIPEI
 from inservice.loaders.base import RawUpload, canonical_table
@@ -15,6 +16,8 @@ from inservice.validations.engine import Context, validate
 from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse.store import Source, Warehouse
 from tests.builders import attendee, course, make_id
+
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 
 _RNG = random.Random(5)
 IDS = [make_id(_RNG) for _ in range(3)]

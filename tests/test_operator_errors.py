@@ -74,6 +74,7 @@ def count(home: Path, sql: str, url: str | None = None) -> int:
 
 
 # --- DuckDB ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_warehouse_locked_by_another_process_is_busy_retry(tmp_path: Path) -> None:
     home = tmp_path / "home"
     registered(home, "T002")
@@ -106,6 +107,7 @@ def test_corrupt_warehouse_file(tmp_path: Path) -> None:
     assert "Traceback" in inservice(home, "units", "list", INSERVICE_DEBUG="1").stderr
 
 
+@pytest.mark.slow
 def test_key_path_that_is_a_folder(tmp_path: Path) -> None:
     home = tmp_path / "home"
     registered(home, "T002")
@@ -114,6 +116,7 @@ def test_key_path_that_is_a_folder(tmp_path: Path) -> None:
     assert count(home, "SELECT count(*) FROM courses") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["home is a file", "home under a file"])
 def test_home_that_cannot_be_a_folder(tmp_path: Path, shape: str) -> None:
     afile = tmp_path / "afile"
@@ -142,12 +145,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
 
 
+@pytest.mark.slow
 def test_home_on_a_read_only_disk(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "size=1m,ro") as mnt:
         one_line(inservice(mnt, "units", "list"), 1, "Read-only file system", "INSERVICE_HOME")
         one_line(inservice(mnt / "home", "units", "list"), 1, "Read-only file system", "INSERVICE_HOME")
 
 
+@pytest.mark.slow
 def test_disk_full_is_retry_later_and_loads_once_space_is_freed(tmp_path: Path, small_disk: Path) -> None:
     home = small_disk
     registered(home, "T002")
@@ -168,6 +173,7 @@ def test_disk_full_is_retry_later_and_loads_once_space_is_freed(tmp_path: Path, 
     assert again.returncode == 0 and '"status": "loaded"' in again.stdout, again.stderr
 
 
+@pytest.mark.slow
 def test_output_reader_gone_is_quiet(tmp_path: Path) -> None:
     """`inservice history … | head`: the reader closes the pipe; no traceback, no message, exit 141
     (what a shell reports for `seq 1 100000 | head -1`)."""
@@ -201,6 +207,7 @@ def _backend_waiting(admin: psycopg2.extensions.connection, db: str, timeout: fl
     raise AssertionError("the ingest never waited on the lock")
 
 
+@pytest.mark.slow
 def test_postgres_connection_terminated_mid_merge(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with pg_database() as url:
@@ -250,6 +257,7 @@ URL_SHAPES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", URL_SHAPES)
 def test_warehouse_url_password_never_printed(tmp_path: Path, url: str) -> None:
     home = tmp_path / "home"

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import PG_SERVER, RECEIVED, pg_database
 from tests.test_operator_errors import count, inservice, one_line, registered, upload
 
+pytestmark = pytest.mark.slow  # whole `inservice` processes waiting out lock timeouts
+
 
 def as_user(url: str, user: str) -> str:
     scheme, rest = url.split("://", 1)

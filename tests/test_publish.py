@@ -26,6 +26,8 @@ from inservice.publish.yearbook import publish_year
 from inservice.registers.units import set_county
 from inservice.warehouse.store import Warehouse
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)  # report date 2017-06-06
 M = "2017-05"
@@ -330,6 +332,7 @@ def test_workbook_and_html(wh_settings: Settings) -> None:
     assert "臺北市" in page and "紅燈" in page
 
 
+@pytest.mark.slow
 def test_html_screenshot(wh_settings: Settings, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -408,6 +411,7 @@ def test_yearbook_extract(wh_settings: Settings) -> None:
     assert notes[0][1] == ext.snapshot.snapshot_id == "2017-20180120T090000"
 
 
+@pytest.mark.slow
 def test_yearbook_snapshot_reproducible(wh_settings: Settings) -> None:
     s = wh_settings
     first = publish_year(s, 2017, taken_at=datetime(2018, 1, 20, 9, 0, tzinfo=TAIPEI))
@@ -429,6 +433,7 @@ def test_yearbook_snapshot_reproducible(wh_settings: Settings) -> None:
         ("2017-20180120T090000", 19, 15), ("2017-20180201T090000", 20, 16)]
 
 
+@pytest.mark.slow
 def test_yearbook_teacher_ids_exact_path(wh_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Teachers are counted by hash(teacher_key) unless two keys collide; the exact fallback (dense
     ids) must give the same bytes."""
@@ -478,6 +483,7 @@ def run_json(capsys: pytest.CaptureFixture, argv: list[str]) -> dict:
     return json.loads(out[0])
 
 
+@pytest.mark.slow
 def test_cli_json(wh_settings: Settings, capsys: pytest.CaptureFixture) -> None:
     home = ["--home", str(wh_settings.home)]
     st = run_json(capsys, [*home, "stats", "--month", M, "--as-of", "2017-06-06T06:00:00", "--json"])

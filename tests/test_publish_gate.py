@@ -29,6 +29,8 @@ from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 REPO = Path(__file__).resolve().parents[1]
 MONTH, YEAR = "2017-05", "2017"
@@ -96,8 +98,16 @@ PUBLICATIONS: dict[str, Callable[[str], list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("publication", sorted(PUBLICATIONS))
-@pytest.mark.parametrize(("check", "statements", "duckdb_only"), VIOLATIONS, ids=IDS)
+def every_check_with_every_publication() -> list:
+    """Every (check, publication) pair; the fast tier keeps one publication per check, in turn, so that each
+    check and each publication is in it."""
+    names = sorted(PUBLICATIONS)
+    return [pytest.param(publication, check, statements, duckdb_only, id=f"{check}-{publication}",
+                         marks=() if names.index(publication) == i % len(names) else pytest.mark.slow)
+            for i, (check, statements, duckdb_only) in enumerate(VIOLATIONS) for publication in names]
+
+
+@pytest.mark.parametrize(("publication", "check", "statements", "duckdb_only"), every_check_with_every_publication())
 def test_cli_publishes_nothing_while_a_check_fails(settings: Settings, warehouse_backend: str, publication: str,
                                                    check: str, statements: list[str], duckdb_only: bool,
                                                    capsys: pytest.CaptureFixture) -> None:
@@ -111,6 +121,7 @@ def test_cli_publishes_nothing_while_a_check_fails(settings: Settings, warehouse
     published_nothing(settings)
 
 
+@pytest.mark.slow
 def test_cli_process_names_the_check_and_exits_non_zero(settings: Settings, warehouse_backend: str) -> None:
     loaded(settings)
     violate(settings, VIOLATIONS[2][1], warehouse_backend, False)
@@ -122,6 +133,7 @@ def test_cli_process_names_the_check_and_exits_non_zero(settings: Settings, ware
     published_nothing(settings)
 
 
+@pytest.mark.slow
 def test_cli_publishes_once_the_warehouse_is_fixed(settings: Settings, warehouse_backend: str) -> None:
     county = loaded(settings)
     violate(settings, VIOLATIONS[2][1], warehouse_backend, False)
@@ -153,6 +165,7 @@ def no_materialization(instance: dg.DagsterInstance, asset: str) -> None:
     assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("check", "statements", "duckdb_only"), VIOLATIONS, ids=IDS)
 def test_asset_page_materialize_publishes_nothing(settings: Settings, warehouse_backend: str,
                                                   instance: dg.DagsterInstance, check: str,
@@ -170,6 +183,7 @@ def test_asset_page_materialize_publishes_nothing(settings: Settings, warehouse_
     published_nothing(settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["publish_monthly", "publish_yearbook"])
 @pytest.mark.usefixtures("on_duckdb")
 def test_publication_jobs_stop_at_the_failed_check(settings: Settings, instance: dg.DagsterInstance,
@@ -191,6 +205,7 @@ def test_publication_jobs_stop_at_the_failed_check(settings: Settings, instance:
 RANGE = {"dagster/asset_partition_range_start": "2017-04", "dagster/asset_partition_range_end": "2017-05"}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_duckdb")
 def test_a_backfill_of_many_months_is_one_run_and_publishes_nothing_while_blocked(
         settings: Settings, instance: dg.DagsterInstance) -> None:
@@ -213,6 +228,7 @@ def test_a_backfill_of_many_months_is_one_run_and_publishes_nothing_while_blocke
         assert (settings.home / "publish" / "monthly" / month / f"stats-{month}.xlsx").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_duckdb")
 def test_county_export_job_refuses_then_exports(settings: Settings, instance: dg.DagsterInstance) -> None:
     county = loaded(settings)

@@ -33,6 +33,7 @@ from inservice.warehouse.store import Warehouse, WarehouseError
 from tests.builders import attendee, course, make_id, write_xlsx
 from tests.test_publish import add_attendance, add_courses, add_findings, add_upload, c
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
 LETTER = "臺教師(三)字第1060000123號"
 SJ63, SJ63_NAME = "313301", "市立西松高中附設國中"  # 國中, 63000, in the shipped list
 

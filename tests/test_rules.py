@@ -18,6 +18,8 @@ from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id, write_xls, write_xlsx
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 RNG = random.Random(7)
 IDS = [make_id(RNG) for _ in range(20)]
 RECEIVED = "2017-06-03T10:00:00+08:00"

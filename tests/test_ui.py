@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = shutil.which("chromium")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"),
-                                reason="chromium is not installed (scripts/setup installs it; in CI this test runs)")
+pytestmark = [pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"),
+                                 reason="chromium is not installed (scripts/setup installs it; in CI this test runs)"),
+              pytest.mark.slow]  # a Dagster webserver and a browser
 
 
 def free_port() -> int:

@@ -17,6 +17,8 @@ from inservice.validations.engine import Context, validate
 from inservice.validations.pseudonym import Pseudonymiser
 from tests.builders import attendee, course, id_check_digit, make_id
 
+pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
+
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("2017-05-31", date(2017, 5, 31)), ("106/05/31", date(2017, 5, 31)), ("106-05-31", date(2017, 5, 31)),

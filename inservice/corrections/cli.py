@@ -1,5 +1,5 @@
 """`inservice corrections …`, `inservice history …`, `inservice units set-state|seal-dormant|log`
-(registered through cli.EXTENSIONS)."""
+(listed in cli.COMMANDS)."""
 
 from __future__ import annotations
 
@@ -125,43 +125,39 @@ def cmd_unit_log(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _units_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    units = sub.choices["units"]
-    return next(a for a in units._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    corr = sub.add_parser("corrections", help="correction workbooks (修改已結案課程內容申請表)")
-    csub = corr.add_subparsers(dest="corr_cmd", required=True)
-    ap = csub.add_parser("apply", help="process correction workbooks; receipts in outbox/_corrections/")
-    ap.add_argument("paths", nargs="+")
-    ap.add_argument("--received-at", help="ISO-8601 receipt time (default now; no offset = Asia/Taipei)")
-    ap.add_argument("--json", action="store_true", help="one JSON receipt per workbook, one per line")
-    ls = csub.add_parser("list", help="the register of processed workbooks")
-    ls.add_argument("--json", action="store_true")
-    corr.set_defaults(func=cmd_corrections)
-
-    hist = sub.add_parser("history", help="a course (and its attendance) as it stood on a date, with its changes")
-    hist.add_argument("course")
-    hist.add_argument("--unit", help="the unit (needed when several units use the course code)")
-    hist.add_argument("--at", help="YYYY-MM-DD: the state at the end of that day (default: now)")
-    hist.add_argument("--area", choices=("production", "testing"), default="production")
-    hist.add_argument("--json", action="store_true")
-    hist.set_defaults(func=cmd_history)
-
-    usub = _units_subparsers(sub)
-    st = usub.add_parser("set-state", help="testing → production (promote), → sealed, sealed → testing (re-apply)")
-    st.add_argument("code")
-    st.add_argument("state", choices=UNIT_STATES)
-    st.add_argument("--letter", required=True, help="approval letter number (文號)")
-    st.set_defaults(func=cmd_set_state)
-    sd = usub.add_parser("seal-dormant", help="list units with no data exchange in a window; --yes seals them")
-    sd.add_argument("--from", dest="from_date", help="YYYY-MM-DD (default 2013-01-01)")
-    sd.add_argument("--to", dest="to_date", help="YYYY-MM-DD (default 2017-06-08)")
-    sd.add_argument("--yes", action="store_true", help="staff confirm: seal the listed units")
-    sd.add_argument("--letter", help="letter number of the sealing decision (required with --yes)")
-    sd.add_argument("--json", action="store_true")
-    sd.set_defaults(func=cmd_seal_dormant)
-    lg = usub.add_parser("log", help="the unit state log")
-    lg.add_argument("code", nargs="?")
-    lg.set_defaults(func=cmd_unit_log)
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `command` (the CLI's hook, cli.COMMANDS); `units` gets its lifecycle subcommands."""
+    if command == "corrections":
+        csub = p.add_subparsers(dest="corr_cmd", required=True)
+        ap = csub.add_parser("apply", help="process correction workbooks; receipts in outbox/_corrections/")
+        ap.add_argument("paths", nargs="+")
+        ap.add_argument("--received-at", help="ISO-8601 receipt time (default now; no offset = Asia/Taipei)")
+        ap.add_argument("--json", action="store_true", help="one JSON receipt per workbook, one per line")
+        ls = csub.add_parser("list", help="the register of processed workbooks")
+        ls.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_corrections)
+    elif command == "history":
+        p.add_argument("course")
+        p.add_argument("--unit", help="the unit (needed when several units use the course code)")
+        p.add_argument("--at", help="YYYY-MM-DD: the state at the end of that day (default: now)")
+        p.add_argument("--area", choices=("production", "testing"), default="production")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_history)
+    elif command == "units":  # the register's own subcommands (add, list) are inservice.cli's
+        usub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        st = usub.add_parser("set-state", help="testing → production (promote), → sealed, sealed → testing "
+                             "(re-apply)")
+        st.add_argument("code")
+        st.add_argument("state", choices=UNIT_STATES)
+        st.add_argument("--letter", required=True, help="approval letter number (文號)")
+        st.set_defaults(func=cmd_set_state)
+        sd = usub.add_parser("seal-dormant", help="list units with no data exchange in a window; --yes seals them")
+        sd.add_argument("--from", dest="from_date", help="YYYY-MM-DD (default 2013-01-01)")
+        sd.add_argument("--to", dest="to_date", help="YYYY-MM-DD (default 2017-06-08)")
+        sd.add_argument("--yes", action="store_true", help="staff confirm: seal the listed units")
+        sd.add_argument("--letter", help="letter number of the sealing decision (required with --yes)")
+        sd.add_argument("--json", action="store_true")
+        sd.set_defaults(func=cmd_seal_dormant)
+        lg = usub.add_parser("log", help="the unit state log")
+        lg.add_argument("code", nargs="?")
+        lg.set_defaults(func=cmd_unit_log)

@@ -44,9 +44,9 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from inservice.cli import _print_receipts
     from inservice.feeds.core import FeedNotRegistered, FeedUnavailable, run_feed
     from inservice.ingest import public_receipt
+    from inservice.receipts import summary_lines
 
     day = date.fromisoformat(args.day) if args.day else None
     try:
@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(receipt)
     else:
-        _print_receipts([receipt], False)
+        print("\n".join(summary_lines(receipt)))
         if receipt["findings_total"] > len(receipt["findings"]):
             print(f"  {receipt['findings_total']} finding(s) in all, listed in the receipt")
     return code
@@ -82,9 +82,8 @@ def _print_json(receipt: dict) -> None:
     out.write("]" + tail + "\n")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """The CLI's extension hook (inservice.cli.EXTENSIONS)."""
-    feeds = sub.add_parser("feeds", help="daily database feeds (資料庫互傳): register and pull")
+def arguments(command: str, feeds: argparse.ArgumentParser) -> None:
+    """The arguments of `inservice feeds` (the CLI's hook, cli.COMMANDS)."""
     fsub = feeds.add_subparsers(dest="feeds_cmd", required=True)
     add = fsub.add_parser("add", help="register (or replace) a unit's feed")
     add.add_argument("unit")

@@ -335,6 +335,25 @@ def pull_query(m: Mapped, dialect_name: str, since: datetime | None) -> sa.Selec
     return stmt.order_by(mod.nulls_first() if dialect_name == "postgresql" else mod.asc())
 
 
+# byte-order collations: the order Arrow compares strings in (a legacy read is cut where keys change)
+_BINARY_COLLATION = {"postgresql": "C", "mysql": "utf8mb4_bin", "mariadb": "utf8mb4_bin",
+                     "mssql": "Latin1_General_BIN2"}
+
+
+def key_order_query(m: Mapped, dialect_name: str) -> sa.Select:
+    """All rows ordered by the record's key columns first, then every other column: a total order, so
+    rows with equal keys come in the same order on every read."""
+    stmt = sa.select(*(sa.type_coerce(col, sa.types.NullType()).label(code) for code, col in m.columns.items()))
+    first = [c for c in ("unit_code", "course_code") if c in m.columns]
+    order = []
+    for code in [*first, *(c for c in m.columns if c not in first)]:
+        col = m.columns[code]
+        collation = _BINARY_COLLATION.get(dialect_name)
+        expr = sa.collate(col, collation) if collation and isinstance(col.type, sa.String) else col
+        order.append(expr.asc().nulls_first() if dialect_name == "postgresql" else expr.asc())
+    return stmt.order_by(*order)
+
+
 # --- the pull ---------------------------------------------------------------------------------------
 @dataclass
 class Chunk:
@@ -375,7 +394,14 @@ class PartnerReader:
         return [*self.courses.notes, *self.attendance.notes]
 
     def stream(self, m: Mapped, since: datetime | None) -> Iterator[Chunk]:
-        stmt = pull_query(m, self.conn.dialect.name, since)
+        return self._stream(m, pull_query(m, self.conn.dialect.name, since))
+
+    def stream_by_key(self, m: Mapped) -> Iterator[Chunk]:
+        """Every row, ordered by unit_code, course_code and then every other column, each in byte order
+        with nulls first: the same order, and so the same chunks, on every read (the legacy backfill)."""
+        return self._stream(m, key_order_query(m, self.conn.dialect.name))
+
+    def _stream(self, m: Mapped, stmt: sa.Select) -> Iterator[Chunk]:
         codes = list(m.columns)
         # PostgreSQL timestamptz as text ends in the session's offset (+08): the wall time is before it
         with_offset = {c for c, col in m.columns.items() if self.conn.dialect.name == "postgresql"
@@ -400,10 +426,11 @@ class PartnerReader:
 
 
 class PartnerSource:
-    def __init__(self, spec: FeedSpec, chunk_rows: int = 20_000) -> None:
+    def __init__(self, spec: FeedSpec, chunk_rows: int = 20_000, url: URL | None = None) -> None:
+        """`url`: given directly (the legacy backfill's source), instead of from the feed's variable."""
         self.spec = spec
         self.chunk_rows = chunk_rows
-        self.url = feed_url(spec.url_env)
+        self.url = driver_url(url) if url is not None else feed_url(spec.url_env)
         self.masked = masked_url(self.url)
 
     def _engine(self) -> sa.Engine:

@@ -20,10 +20,8 @@ def reader_for(ext: str) -> Callable[[Path], RawUpload]:
 
         return read_xml
     if ext in (".mdb", ".accdb"):
-        try:
-            from inservice.loaders.access import read_access
-        except ImportError as exc:  # the Access reader lands with its own issue
-            raise UploadRefused("F02", "本系統尚未支援 Access 檔", "Access files are not supported yet") from exc
+        from inservice.loaders.access import read_access
+
         return read_access
     raise UploadRefused("F02", f"不支援的副檔名 {ext}", f"unsupported extension {ext}")
 

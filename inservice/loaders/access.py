@@ -3,7 +3,7 @@
 Every mdbtools call is a child process (under util-linux `prlimit`) with a time limit (`TIMEOUT_S`),
 an address-space limit (`MEMORY_LIMIT_BYTES`), a cap on what it may write (`OUTPUT_LIMIT_BYTES`; its
 output goes to a temporary file), no core dumps and a minimal environment: a damaged file can make
-mdbtools loop, crash or print part of a table and exit 0 (shared/fixtures/access/edge/README.md), so
+mdbtools loop, crash or print part of a table and exit 0 (tests/fixtures/access/edge/README.md), so
 a read counts only when
 
 - the file starts with an Access header and its size is a whole number of pages (2 KiB Jet 3,

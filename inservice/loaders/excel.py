@@ -1,6 +1,6 @@
 """Excel (.xlsx, .xls) through fastexcel (Rust calamine → Arrow).
 
-Chosen by measurement (shared/notes/measured.md, 200,000 rows): fastexcel → Arrow 3.2 s,
+Chosen by measurement (200,000 rows, whole process): fastexcel → Arrow 3.2 s,
 python-calamine 5.5 s, openpyxl read-only 51 s; `bench/ingest_excel.py` re-measures it here.
 openpyxl stays for writing receipts and workbooks.
 """

@@ -13,6 +13,7 @@ import warnings
 import dagster as dg
 
 from inservice.assets.audit import AUDIT_ASSETS
+from inservice.assets.backfill import BACKFILL_ASSETS
 from inservice.assets.corrections import CORRECTION_ASSETS
 from inservice.assets.feeds import FEED_ASSETS
 from inservice.assets.publish import PUBLISH_ASSETS
@@ -20,6 +21,7 @@ from inservice.assets.shared import InserviceResource
 from inservice.assets.uploads import UPLOAD_ASSETS
 from inservice.assets.warehouse import WAREHOUSE_ASSETS, WAREHOUSE_CHECKS
 from inservice.pipelines.audit import AUDIT_JOBS, AUDIT_SCHEDULES
+from inservice.pipelines.backfill import BACKFILL_JOBS
 from inservice.pipelines.corrections import CORRECTION_JOBS, CORRECTION_SENSORS
 from inservice.pipelines.feeds import FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
 from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
@@ -37,9 +39,9 @@ RESOURCES = {"inservice": InserviceResource()}
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*UPLOAD_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS,
-                *AUDIT_ASSETS],
+                *AUDIT_ASSETS, *BACKFILL_ASSETS],
         asset_checks=WAREHOUSE_CHECKS,  # the uploads' own check is declared on their assets
-        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *AUDIT_JOBS],
+        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *AUDIT_JOBS, *BACKFILL_JOBS],
         schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES, *AUDIT_SCHEDULES],
         sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS],
         resources=RESOURCES,

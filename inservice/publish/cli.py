@@ -1,4 +1,4 @@
-"""`inservice stats`, `inservice yearbook`, `inservice export` (registered through cli.EXTENSIONS)."""
+"""`inservice stats`, `inservice yearbook`, `inservice export` (listed in cli.COMMANDS)."""
 
 from __future__ import annotations
 
@@ -63,30 +63,28 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    st = sub.add_parser("stats", help="monthly statistics (統計月報): stat_* tables, workbook and HTML page")
-    st.add_argument("--month", required=True, help="YYYY-MM")
-    st.add_argument("--as-of", help="publication time, ISO-8601 (default now; no offset = Asia/Taipei)")
-    st.add_argument("--json", action="store_true", help="print one JSON object")
-    st.set_defaults(func=cmd_stats)
-
-    yb = sub.add_parser("yearbook", help="yearbook extract (師資培育統計年報 — 教師進修篇) from a frozen snapshot")
-    yb.add_argument("--year", required=True, help="YYYY (Gregorian)")
-    yb.add_argument("--snapshot", help="reuse a snapshot: its id, or 'latest' (default: take a new one)")
-    yb.add_argument("--as-of", help="time recorded for a new snapshot (default now)")
-    yb.add_argument("--json", action="store_true", help="print one JSON object")
-    yb.set_defaults(func=cmd_yearbook)
-
-    ex = sub.add_parser("export", help="all courses and attendance of a county's units (pseudonymised)")
-    ex.add_argument("--county", required=True, help="county code, e.g. 63000")
-    ex.add_argument("--from", dest="from_month", required=True, help="YYYY-MM (course start month)")
-    ex.add_argument("--to", dest="to_month", required=True, help="YYYY-MM")
-    ex.add_argument("--format", choices=("xlsx", "csv", "parquet"), default="xlsx")
-    ex.add_argument("--json", action="store_true", help="print one JSON object")
-    ex.set_defaults(func=cmd_export)
-
-    au = sub.add_parser("audit", help="the audit worklist (查核): units due this month and what each sent")
-    au.add_argument("--month", required=True, help="YYYY-MM (the data month audited)")
-    au.add_argument("--as-of", help="time of the worklist, ISO-8601 (default now)")
-    au.add_argument("--json", action="store_true", help="print one JSON object")
-    au.set_defaults(func=cmd_audit)
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `command` (the CLI's hook, cli.COMMANDS)."""
+    if command == "stats":
+        p.add_argument("--month", required=True, help="YYYY-MM")
+        p.add_argument("--as-of", help="publication time, ISO-8601 (default now; no offset = Asia/Taipei)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=cmd_stats)
+    elif command == "yearbook":
+        p.add_argument("--year", required=True, help="YYYY (Gregorian)")
+        p.add_argument("--snapshot", help="reuse a snapshot: its id, or 'latest' (default: take a new one)")
+        p.add_argument("--as-of", help="time recorded for a new snapshot (default now)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=cmd_yearbook)
+    elif command == "export":
+        p.add_argument("--county", required=True, help="county code, e.g. 63000")
+        p.add_argument("--from", dest="from_month", required=True, help="YYYY-MM (course start month)")
+        p.add_argument("--to", dest="to_month", required=True, help="YYYY-MM")
+        p.add_argument("--format", choices=("xlsx", "csv", "parquet"), default="xlsx")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=cmd_export)
+    elif command == "audit":
+        p.add_argument("--month", required=True, help="YYYY-MM (the data month audited)")
+        p.add_argument("--as-of", help="time of the worklist, ISO-8601 (default now)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=cmd_audit)

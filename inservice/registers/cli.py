@@ -71,9 +71,15 @@ def cmd_schools(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    units = sub.choices["units"]
-    usub = next(a for a in units._actions if isinstance(a, argparse._SubParsersAction))
+def arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of `command` (the CLI's hook, cli.COMMANDS): `units` gets the register's changes."""
+    if command == "units":
+        _units(next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)))
+    elif command == "schools":
+        _schools(p)
+
+
+def _units(usub: argparse._SubParsersAction) -> None:
 
     def letter_and_date(p: argparse.ArgumentParser) -> None:
         p.add_argument("--letter", required=True, help="approval letter number (文號)")
@@ -101,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_unit_versions)
 
-    sch = sub.add_parser("schools", help="the MOE school list as a dated register")
+
+def _schools(sch: argparse.ArgumentParser) -> None:
     ssub = sch.add_subparsers(dest="schools_cmd", required=True)
     imp = ssub.add_parser("import", help="MOE lists (CSV/xlsx: code, name, county, level) in force from --date")
     imp.add_argument("files", nargs="+")

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from inservice.config import Settings
-from inservice.warehouse import analyst
-from inservice.warehouse.backend import WarehouseUrl
 
 
 def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.warehouse import analyst
+    from inservice.warehouse.backend import WarehouseUrl
+
     if args.warehouse_cmd == "lake-ddl":
         print(analyst.lake_ddl(args.engine, args.location or str(settings.home / "lake")))
         return 0
@@ -36,9 +37,8 @@ def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """The CLI's extension hook (inservice.cli.EXTENSIONS)."""
-    wh = sub.add_parser("warehouse", help="the warehouse: backend, analyst access, Parquet lake")
+def arguments(command: str, wh: argparse.ArgumentParser) -> None:
+    """The arguments of `inservice warehouse` (the CLI's hook, cli.COMMANDS)."""
     wsub = wh.add_subparsers(dest="warehouse_cmd", required=True)
     wsub.add_parser("info", help="which backend INSERVICE_WAREHOUSE_URL selects (password never shown)")
     wsub.add_parser("snapshot", help="DuckDB: publish the analysts' read-only copy now (also after every load)")

@@ -24,9 +24,10 @@ tables with their year/month partitioning in analyst.LAKE_QUERIES; a blocking ch
 declared in checks.BLOCKING, which reads the key from here.)
 
 Teachers appear only as `teacher_key` (keyed pseudonym); no national ID or name is stored.
-Keys are not enforced as constraints on DuckDB (a PRIMARY KEY makes DuckDB loads 4–8× slower, see
-shared/notes/measured.md): the merge keeps them unique and an asset check proves it; PostgreSQL
-enforces them with unique indexes. `testing` units load into the same tables under the schema `testing`.
+Keys are not enforced as constraints on DuckDB (measured: a PRIMARY KEY makes DuckDB loads 4–8× slower
+than a plain copy, and the file ~4× larger): the merge keeps them unique and an asset check proves it;
+PostgreSQL enforces them with unique indexes. `testing` units load into the same tables under the schema
+`testing`.
 """
 
 from __future__ import annotations
@@ -375,6 +376,59 @@ BRIDGE_VIEWS: dict[Table, str] = {
                  "FROM main.courses WHERE NOT coalesce(is_deleted, false) AND coalesce(tags, '') <> ''",
 }
 
+# The legacy archive's migration (inservice backfill): one run per source, resumable chunk by chunk.
+# Each chunk's checkpoint, counts and samples are written in the transaction of its rows. Not analyst tables.
+BACKFILL_RUNS = Table("backfill_runs", "舊系統資料移轉執行紀錄（每個來源一筆；中斷後接續）", (
+    C("run_id", "VARCHAR", "移轉編號（來源與封存基準日之雜湊）"),
+    C("source", "VARCHAR", "來源（資料夾或連線字串，不含密碼）"),
+    C("cutoff", "DATE", "封存基準日（其前開始之課程送冷封存）"),
+    C("batch_rows", "INTEGER", "每段名單列數（決定分段，接續時沿用）"),
+    C("started_at", "TIMESTAMPTZ", "開始時間（所載入資料列之載入時間）"),
+    C("finished_at", "TIMESTAMPTZ", "完成時間（空值表示尚未完成）"),
+))
+
+BACKFILL_CHUNKS = Table("backfill_chunks", "舊系統資料移轉分段檢查點（與該段資料同一交易寫入）", (
+    C("run_id", "VARCHAR", "移轉編號"),
+    C("chunk", "INTEGER", "分段序號"),
+    C("last_unit", "VARCHAR", "本段最後之單位代碼（原值）"),
+    C("last_course", "VARCHAR", "本段最後之研習代碼（原值）"),
+    C("rows_read", "BIGINT", "本段讀取列數（課程＋名單）"),
+    C("committed_at", "TIMESTAMPTZ", "寫入時間"),
+))
+
+BACKFILL_COUNTS = Table("backfill_counts", "舊系統資料移轉對帳：各單位、年度之讀取、載入、冷封存、退件列數", (
+    C("run_id", "VARCHAR", "移轉編號"),
+    C("chunk", "INTEGER", "分段序號"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("year", "INTEGER", "研習起日年度（無法判定時為空）"),
+    C("record", "VARCHAR", "資料類別（course、attendance）"),
+    C("outcome", "VARCHAR", "結果（loaded 載入、archived 冷封存、refused 退件）"),
+    C("rule", "VARCHAR", "退件規則（該列之第一個錯誤規則）"),
+    C("rows", "BIGINT", "列數"),
+))
+
+BACKFILL_SAMPLES = Table("backfill_samples", "舊系統資料移轉退件樣本（每段每規則數筆；身分證字號已遮蔽）", (
+    C("run_id", "VARCHAR", "移轉編號"),
+    C("chunk", "INTEGER", "分段序號"),
+    C("record", "VARCHAR", "資料類別"),
+    C("row", "BIGINT", "來源列序（依單位、研習代碼排序後之位置）"),
+    C("rule", "VARCHAR", "規則代號"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("id_masked", "VARCHAR", "遮蔽之身分證字號（名單）"),
+    C("message_zh", "VARCHAR", "說明"),
+    C("message_en", "VARCHAR", "Message"),
+))
+
+BACKFILL_UNITS = Table("backfill_units", "舊系統資料移轉時登錄之單位（名冊原無者）", (
+    C("run_id", "VARCHAR", "移轉編號"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("joined", "DATE", "加入日期（其最早之研習起日）"),
+))
+
+BACKFILL_TABLES: tuple[Table, ...] = (BACKFILL_RUNS, BACKFILL_CHUNKS, BACKFILL_COUNTS, BACKFILL_SAMPLES,
+                                      BACKFILL_UNITS)
+
 # The receipt as sent, written in the upload's own transaction: a receipt lost after the commit (a
 # kill, a full or read-only outbox) is rewritten from it when the unit sends the file again. The
 # partner's document (masked IDs, its own values quoted): not an analyst table.
@@ -532,8 +586,8 @@ PUBLICATION_TABLES: tuple[Table, ...] = (
 
 # --- the registry: every warehouse table, once ----------------------------------------------------------
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
-                             *FEED_TABLES, *CORRECTION_TABLES, UPLOAD_RECEIPTS, WAREHOUSE_META,
-                             *REGISTER_TABLES, *REFERENCE_TABLES, *PUBLICATION_TABLES)
+                             *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, UPLOAD_RECEIPTS,
+                             WAREHOUSE_META, *REGISTER_TABLES, *REFERENCE_TABLES, *PUBLICATION_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
 

@@ -88,7 +88,7 @@ class MergeCounts:
 class Source:
     """Where a change came from, as the history records it."""
 
-    kind: str  # "upload" | "feed" | "correction"
+    kind: str  # "upload" | "feed" | "correction" | "backfill"
     id: str  # upload id, feed-day id, or correction row id
     letter_no: str | None = None  # approval letter (corrections)
 
@@ -174,6 +174,12 @@ class Warehouse:
                  operator: str | None = None, by: str | None = None) -> None:
         """Register a unit: its row, its first version (unit_versions) and a `register` line in the
         state log, in one transaction. `county` (spec §3.1 code) decides which county exports it."""
+        with self.transaction():
+            self.insert_unit(code, name, channel, state, joined, county, operator, by)
+
+    def insert_unit(self, code: str, name: str, channel: str, state: str, joined: date, county: str | None = None,
+                    operator: str | None = None, by: str | None = None) -> None:
+        """`add_unit` inside the caller's transaction (the backfill registers units with its rows)."""
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
         if not re.fullmatch(UNIT_CODE, code):  # it names an inbox folder too
@@ -182,16 +188,14 @@ class Warehouse:
             raise WarehouseError(f"unknown county code {county!r} (spec §3.1, e.g. 63000 臺北市, 10016 澎湖縣)")
         if self.unit(code) is not None:  # a state change needs a letter and goes to the log
             raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
-        with self.transaction():
-            self.con.execute("""INSERT INTO units (unit_code, name, channel, state, joined, updated_at, county_code,
-                operator) VALUES (?, ?, ?, ?, ?, now(), ?, ?)""",
-                             [code, name, channel, state, joined, county, operator])
-            self.con.execute("""INSERT INTO unit_versions (unit_code, name, operator, channel, county_code, valid_from,
-                valid_to) VALUES (?, ?, ?, ?, ?, NULL, NULL)""", [code, name, operator, channel, county])
-            self.con.execute("""INSERT INTO unit_state_log (unit_code, from_state, to_state, letter_no, reason,
-                changed_at, field, old_value, new_value, effective_date, changed_by)
-                VALUES (?, NULL, ?, NULL, 'register', now(), NULL, NULL, ?, ?, ?)""",
-                             [code, state, name, joined, by or actor()])
+        self.con.execute("""INSERT INTO units (unit_code, name, channel, state, joined, updated_at, county_code,
+            operator) VALUES (?, ?, ?, ?, ?, now(), ?, ?)""", [code, name, channel, state, joined, county, operator])
+        self.con.execute("""INSERT INTO unit_versions (unit_code, name, operator, channel, county_code, valid_from,
+            valid_to) VALUES (?, ?, ?, ?, ?, NULL, NULL)""", [code, name, operator, channel, county])
+        self.con.execute("""INSERT INTO unit_state_log (unit_code, from_state, to_state, letter_no, reason,
+            changed_at, field, old_value, new_value, effective_date, changed_by)
+            VALUES (?, NULL, ?, NULL, 'register', now(), NULL, NULL, ?, ?, ?)""",
+                         [code, state, name, joined, by or actor()])
 
     def _unit_columns(self) -> str:
         """UNIT_COLUMNS; on a warehouse from before a column, opened read-only (not migrated), NULL for it."""
@@ -398,21 +402,62 @@ class Warehouse:
 
     def _upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
                 source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
-        """Set-based upsert: history and update for rows whose content differs, then insert the new
-        keys (anti-join). No enforced key: the anti-join keeps keys unique, an asset check proves it."""
+        """Set-based upsert bounded by the stage: history and update for rows whose content differs,
+        then insert the new keys (anti-join). No enforced key: the anti-join keeps keys unique, an
+        asset check proves it.
+
+        The warehouse is read once, for the rows of the stage's (unit_code, course_code) pairs
+        (`_near`); history, update and anti-join then work on that small set, never on the whole
+        table, so an upload costs what it carries, not what the warehouse holds."""
+        if not self.con.execute(f"SELECT count(*) FROM {stage}").fetchall()[0][0]:
+            return 0, 0
+        cols = self._near(target, stage)
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
-        self._history(target, f"FROM {target} t JOIN {stage} s ON {on} WHERE {differs}", action,
+        old = f"(SELECT {cols} FROM merge_near) t"  # the target's columns only: history's JSON as before
+        self._history(target, f"FROM {old} JOIN {stage} s ON {on} WHERE {differs}", action,
                       ROW_JSON.format("t"), ROW_JSON.format("s"), source, now)
-        sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
-        updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
-            FROM {stage} s WHERE {on} AND ({differs})""", [source.id, now]).fetchone()[0]
+        updated = 0
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_changed AS SELECT t._rid, s.*
+            FROM merge_near t JOIN {stage} s ON {on} WHERE {differs}""")
+        if self.con.execute("SELECT count(*) FROM merge_changed").fetchall()[0][0]:
+            sets = ", ".join(f'"{c}" = s."{c}"' for c in columns)
+            # DuckDB: by row id, which prunes the scan to the changed rows' row groups; PostgreSQL: by
+            # the key, through its unique index
+            match = on if self.backend.server else "t.rowid = s._rid"
+            updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
+                FROM merge_changed s WHERE {match}""", [source.id, now]).fetchone()[0]
         all_cols = [*keys, *columns]
         names = ", ".join(f'"{c}"' for c in all_cols)
         inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at, first_loaded_at)
             SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ?, ? FROM {stage} s
-            WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})""", [source.id, now, now]).fetchone()[0]
+            WHERE NOT EXISTS (SELECT 1 FROM merge_near t WHERE {on})""", [source.id, now, now]).fetchone()[0]
+        for temp in ("merge_near", "merge_changed"):
+            self.con.execute(f"DROP TABLE IF EXISTS {temp}").fetchall()
         return int(inserted), int(updated)
+
+    def _near(self, target: str, stage: str) -> str:
+        """`merge_near`: the target's rows of the (unit_code, course_code) pairs the stage carries, with
+        `_rid`, their row id; returns the target's column list. Every key of both tables starts with
+        that pair, so these are all the rows the stage can match. DuckDB reads the two key columns
+        first (a narrow scan, pruned by zone maps where the table is sorted by key, as a backfill
+        leaves it) and then fetches whole rows by row id; PostgreSQL walks its key index."""
+        con = self.con
+        result = con.execute(f"SELECT * FROM {target} LIMIT 0")
+        names = [d[0] for d in result.description]
+        result.fetchall()  # DuckDB refuses other work beside an unfinished result
+        cols = ", ".join(f'"{c}"' for c in names)
+        pairs = f"SELECT DISTINCT unit_code, course_code FROM {stage}"
+        if self.backend.server:
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_near AS SELECT t.ctid AS _rid, {cols} FROM {target} t
+                WHERE (t.unit_code, t.course_code) IN ({pairs})""")
+            return cols
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_rids AS SELECT t.rowid AS _rid FROM {target} t
+            SEMI JOIN ({pairs}) k USING (unit_code, course_code)""")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_near AS SELECT t.rowid AS _rid, {cols} FROM {target} t
+            WHERE t.rowid IN (SELECT _rid FROM merge_rids)""")
+        con.execute("DROP TABLE merge_rids").fetchall()
+        return cols
 
     def table(self, sql: str, params: list | None = None) -> pa.Table:
         return self.con.sql(sql, params=params).to_arrow_table()
@@ -425,24 +470,32 @@ class AreaState:
         self.con = con
         self.schema = schema
 
-    def _with_codes(self, sql: str, unit: str, codes: pa.Array) -> pa.Table:
+    def _with_codes(self, table: str, select: str, unit: str, codes: pa.Array) -> pa.Table:
+        """`select` of the unit's rows of `table` with these course codes. DuckDB: their row ids by the two
+        key columns first, then those rows alone (reading every column of the unit's rows costs more)."""
         self.con.register("wanted_codes", pa.table({"course_code": codes}))
         try:
-            return self.con.sql(sql, params=[unit]).to_arrow_table()
+            if backend_of(self.con).server:
+                return self.con.sql(f"""SELECT {select} FROM {self.schema}.{table} WHERE unit_code = ?
+                    AND course_code IN (SELECT course_code FROM wanted_codes)""", params=[unit]).to_arrow_table()
+            rids = self.con.sql(f"""SELECT rowid AS rid FROM {self.schema}.{table} WHERE unit_code = ?
+                AND course_code IN (SELECT course_code FROM wanted_codes)""", params=[unit]).to_arrow_table()
         finally:
             self.con.unregister("wanted_codes")
+        self.con.register("wanted_rids", rids)
+        try:
+            return self.con.sql(f"""SELECT {select} FROM {self.schema}.{table}
+                WHERE rowid IN (SELECT rid FROM wanted_rids)""").to_arrow_table()
+        finally:
+            self.con.unregister("wanted_rids")
 
     def existing_courses(self, unit: str, codes: pa.Array) -> pa.Table:
         cols = ", ".join(f'"{c}"' for c in COURSE_CONTENT if c != "hours")
-        return self._with_codes(f"""SELECT course_code, {cols}, CAST(hours AS FLOAT8) AS hours
-            FROM {self.schema}.courses WHERE unit_code = ?
-            AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
+        return self._with_codes("courses", f"course_code, {cols}, CAST(hours AS FLOAT8) AS hours", unit, codes)
 
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
-        return self._with_codes(f"""SELECT course_code, teacher_key, school_code,
-            CAST(hours_granted AS FLOAT8) AS hours_granted, completed, is_deleted
-            FROM {self.schema}.attendance WHERE unit_code = ?
-            AND course_code IN (SELECT course_code FROM wanted_codes)""", unit, codes)
+        return self._with_codes("attendance", """course_code, teacher_key, school_code,
+            CAST(hours_granted AS FLOAT8) AS hours_granted, completed, is_deleted""", unit, codes)
 
     def schools(self) -> pa.Table:
         """The school register (one for both areas), every version. A warehouse from before the register,
@@ -455,12 +508,39 @@ class AreaState:
         return self.con.sql("SELECT school_code, valid_from, valid_to FROM main.school_register").to_arrow_table()
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
-        self.con.register("wanted_pairs", organizer_titles)
+        """Sessions of these (organizer, title) pairs with their attendees. PostgreSQL joins through
+        its indexes; DuckDB finds the courses first, then their attendance rows' ids by the two key
+        columns alone, then reads those rows (the attendance table is never joined whole)."""
+        if backend_of(self.con).server:
+            self.con.register("wanted_pairs", organizer_titles)
+            try:
+                return self.con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title,
+                    c.start_date, c.end_date, a.teacher_key
+                    FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
+                    JOIN {self.schema}.attendance a USING (unit_code, course_code)
+                    WHERE NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
+            finally:
+                self.con.unregister("wanted_pairs")
+        con = self.con
+        con.register("wanted_pairs", organizer_titles)
         try:
-            return self.con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title,
-                c.start_date, c.end_date, a.teacher_key
+            found = con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title, c.start_date, c.end_date
                 FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
-                JOIN {self.schema}.attendance a USING (unit_code, course_code)
-                WHERE NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
+                WHERE NOT coalesce(c.is_deleted, false)""").to_arrow_table()
         finally:
-            self.con.unregister("wanted_pairs")
+            con.unregister("wanted_pairs")
+        con.register("session_courses", found)
+        try:
+            rids = con.sql(f"""SELECT a.rowid AS rid FROM {self.schema}.attendance a
+                SEMI JOIN session_courses USING (unit_code, course_code)""").to_arrow_table()
+            con.register("session_rids", rids)
+            try:  # by row id alone: joined here, DuckDB would scan the whole table again
+                att = con.sql(f"""SELECT unit_code, course_code, teacher_key FROM {self.schema}.attendance
+                    WHERE rowid IN (SELECT rid FROM session_rids)
+                    AND NOT coalesce(is_deleted, false)""").to_arrow_table()
+            finally:
+                con.unregister("session_rids")
+        finally:
+            con.unregister("session_courses")
+        return att.join(found, ["unit_code", "course_code"]).select(
+            ["unit_code", "course_code", "organizer", "title", "start_date", "end_date", "teacher_key"])
