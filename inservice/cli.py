@@ -43,6 +43,12 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "warehouse": ("the warehouse: backend, analyst access, Parquet lake", ("inservice.warehouse.cli",)),
     "backfill": ("migrate the legacy archive (a database URL, or a folder holding inservice_courses/ and "
                  "inservice_attendance/ as Parquet or CSV); resumable", ("inservice.backfill.cli",)),
+    "tags": ("the attribute-tag register (屬性標籤, spec §3.8): list, add, retire, log", ("inservice.registers.tags",)),
+    "lights": ("organizers' lights (業務帳號燈號) on a day: courses ended > 7 days, not closed",
+               ("inservice.rules_cli",)),
+    "replay": ("re-evaluate archived uploads under the rules in force (preview; --apply loads)",
+               ("inservice.rules_cli",)),
+    "plans": ("the planning survey (學校本位暨教師自我專業進修規劃): its publications", ("inservice.plans.cli",)),
 }
 
 
@@ -53,10 +59,23 @@ def _print_receipts(receipts: list[dict], as_json: bool) -> None:
         print(json.dumps(r, ensure_ascii=False, default=str) if as_json else "\n".join(summary_lines(r)))
 
 
-def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+def _ingest_any(paths: list[Path], settings: Settings, received_at: str | None, load: bool) -> list[dict]:
+    """Uploads through the upload core, planning survey exports (the PLAN inbox, `PLAN_…` names)
+    through the plans channel; receipts in the order of the paths."""
     from inservice.ingest import ingest_paths
+    from inservice.plans.intake import ingest_plan_paths
+    from inservice.schemas.plans import PLAN_UNIT, is_plan_file
 
-    receipts = ingest_paths([Path(p) for p in args.paths], settings, args.received_at, load=True)
+    is_plan = [p.absolute().parent.name == PLAN_UNIT or is_plan_file(p.name) for p in paths]
+    plans = iter(ingest_plan_paths([p for p, k in zip(paths, is_plan, strict=True) if k], settings, received_at,
+                                   load) if any(is_plan) else [])
+    uploads = iter(ingest_paths([p for p, k in zip(paths, is_plan, strict=True) if not k], settings, received_at,
+                                load) if not all(is_plan) else [])
+    return [next(plans) if k else next(uploads) for k in is_plan]
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    receipts = _ingest_any([Path(p) for p in args.paths], settings, args.received_at, load=True)
     _print_receipts(receipts, args.json)
     lost = [r for r in receipts if r.get("receipt_error")]
     for r in lost:  # processed and committed, but the unit has no receipt yet: a re-send restores it
@@ -65,9 +84,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from inservice.ingest import ingest_paths
-
-    receipts = ingest_paths([Path(args.file)], settings, args.received_at, load=False)
+    receipts = _ingest_any([Path(args.file)], settings, args.received_at, load=False)
     _print_receipts(receipts, args.json)
     return 0
 

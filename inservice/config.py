@@ -8,6 +8,8 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from inservice.schemas.rules import C11_FROM
+
 TAIPEI = ZoneInfo("Asia/Taipei")
 MiB = 1024 * 1024
 
@@ -33,12 +35,15 @@ class Settings:
     warehouse: str | None = None  # INSERVICE_WAREHOUSE_URL; None: DuckDB under the home
     analyst_role: str = "inservice_analyst"  # INSERVICE_ANALYST_ROLE (PostgreSQL read-only role)
     analyst_copy: bool = True  # INSERVICE_ANALYST_COPY=0: no read-only copy after each write (DuckDB)
+    c11_from: date = C11_FROM  # INSERVICE_C11_FROM: from it a red organizer registers no new course (C11)
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
         home_path = Path(home or os.environ.get("INSERVICE_HOME", "./data")).resolve()
         cutoff = os.environ.get("INSERVICE_ARCHIVE_CUTOFF")
+        c11 = os.environ.get("INSERVICE_C11_FROM")
         return cls(home=home_path, archive_cutoff=date.fromisoformat(cutoff) if cutoff else date(2012, 12, 31),
+                   c11_from=date.fromisoformat(c11) if c11 else cls.c11_from,
                    warehouse=os.environ.get("INSERVICE_WAREHOUSE_URL") or None,
                    analyst_role=os.environ.get("INSERVICE_ANALYST_ROLE", cls.analyst_role),
                    analyst_copy=os.environ.get("INSERVICE_ANALYST_COPY", "1") != "0")

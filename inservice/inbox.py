@@ -7,7 +7,8 @@ Layout under $INSERVICE_HOME:
     inbox/<UNIT>/<file>                      a partner drops files here
     archive/<UNIT>/<YYYYMM>/<file>           processed (loaded or duplicate), by data month
     quarantine/<UNIT>/<file>                 refused as a whole
-Folders starting with `_` (e.g. `inbox/_corrections`) belong to other features and are skipped.
+Folders starting with `_` (e.g. `inbox/_corrections`) belong to other features and are skipped, and so
+is `inbox/PLAN/` (the planning survey's exports, archived under archive/PLAN/<school year>/).
 Originals are never deleted or overwritten: a name already taken in archive/quarantine puts the
 newcomer in a sub-folder named after its receipt time, under its own name (a re-run parses it).
 """
@@ -23,10 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from inservice.channel import sha256_file
 from inservice.config import TAIPEI, Settings
-from inservice.ingest import parse_file_name, sha256_file
-from inservice.loaders import UploadRefused
+from inservice.errors import RetryLater
+from inservice.receipts import stamp
 from inservice.schemas.fields import UNIT_CODE
+from inservice.schemas.filenames import parse_file_name
+from inservice.schemas.plans import PLAN_UNIT
 
 # A unit inbox folder: the spec's unit code. Anything else is not an inbox (and would not make a
 # valid partition key), so it is reported, not processed.
@@ -125,6 +129,8 @@ def scan(inbox: Path, ignored: list[str] | None = None) -> Iterator[InboxFile]:
     for unit_entry in units:
         if unit_entry.name.startswith(("_", ".")) or not unit_entry.is_dir(follow_symlinks=False):
             continue
+        if unit_entry.name == PLAN_UNIT:  # the planning survey's exports: plans_sensor's
+            continue
         if not UNIT_FOLDER.match(unit_entry.name):
             if ignored is not None:
                 ignored.append(unit_entry.name)
@@ -161,17 +167,17 @@ def plan_tick(inbox: Path, cursor: InboxCursor, max_uploads: int = 20, max_hash_
     """
     ignored: list[str] = []
     seen = {f.rel: f for f in (scan(inbox, ignored) if files is None else files)}
-    files: dict[str, list] = {}
+    entries: dict[str, list] = {}
     candidates: list[InboxFile] = []
     waiting = 0
     for rel, f in seen.items():
         before = cursor.files.get(rel)
         if before is not None and before[0] == f.size and before[1] == f.mtime_ns:
-            files[rel] = before
+            entries[rel] = before
             if not before[2]:
                 candidates.append(f)
         else:  # new, or changed since the last tick: wait until it holds still
-            files[rel] = [f.size, f.mtime_ns, ""]
+            entries[rel] = [f.size, f.mtime_ns, ""]
             waiting += 1
     candidates.sort(key=lambda f: (f.mtime_ns, f.rel))
     uploads: list[NewUpload] = []
@@ -184,29 +190,30 @@ def plan_tick(inbox: Path, cursor: InboxCursor, max_uploads: int = 20, max_hash_
         try:
             digest = hasher(f.path)
         except FileNotFoundError:  # taken away meanwhile
-            files.pop(f.rel, None)
+            entries.pop(f.rel, None)
             continue
         hashed_bytes += f.size
-        files[f.rel][2] = digest
+        entries[f.rel][2] = digest
         upload = NewUpload(f, digest)
         if already_done is not None and already_done(upload):
             continue
         uploads.append(upload)
-    new_cursor = InboxCursor(files=files)
+    new_cursor = InboxCursor(files=entries)
     return TickPlan(uploads, new_cursor, waiting=waiting, deferred=deferred, ignored_folders=sorted(ignored))
 
 
 def registered_units(settings: Settings) -> set[str] | None:
     """The unit register's codes, or None when the warehouse cannot be read right now (DuckDB: a writer
-    holds the file; the caller looks again on its next tick rather than wait)."""
+    holds the file; PostgreSQL: the server unreachable): the caller looks again on its next tick rather
+    than wait. Any other failure (a damaged file, a wrong URL) is raised: it needs a person."""
     from inservice.warehouse.store import Warehouse
 
-    if not Warehouse.exists(settings):
-        return set()
     try:
+        if not Warehouse.exists(settings):
+            return set()
         with Warehouse(settings, read_only=True, wait=0) as wh:
             return {u.unit_code for u in wh.units()}
-    except Exception:  # noqa: BLE001 - busy, or unreadable: either way, not now
+    except RetryLater:  # WarehouseBusy, WarehouseUnreachable: the warehouse's own word for "not now"
         return None
 
 
@@ -228,11 +235,9 @@ def original_received_at(settings: Settings, unit: str, path: Path) -> str | Non
 
 
 def data_month(name: str) -> str | None:
-    """The data month ("YYYY-MM") a file name claims, by the core's own rule; None if it names none."""
-    try:
-        return parse_file_name(name).month
-    except UploadRefused:
-        return None
+    """The data month ("YYYY-MM") a file name claims, by the spec's grammar; None if it names none."""
+    parsed = parse_file_name(name)
+    return parsed.month if parsed else None
 
 
 # --- after processing -------------------------------------------------------------------------
@@ -245,9 +250,11 @@ def quarantine_dir(settings: Settings, unit: str) -> Path:
 
 
 def destination(settings: Settings, unit: str, receipt: dict) -> Path | None:
-    """Where the original belongs after its receipt: archive when processed, quarantine when refused."""
-    if receipt["status"] in ("loaded", "duplicate") and receipt.get("month"):
-        return archive_dir(settings, unit, receipt["month"])
+    """Where the original belongs after its receipt: archive when processed (by data month; a planning
+    survey export by school year), quarantine when refused."""
+    folder = receipt.get("month") or receipt.get("school_year")
+    if receipt["status"] in ("loaded", "duplicate") and folder:
+        return archive_dir(settings, unit, folder)
     if receipt["status"] == "refused":
         return quarantine_dir(settings, unit)
     return None  # "checked" (self-check) moves nothing
@@ -273,11 +280,11 @@ def settle(settings: Settings, unit: str, path: Path, receipt: dict) -> Path:
         return path
     dest = target / path.name
     if dest.exists():  # name taken (a corrected re-send, or a re-copy): keep both, name unchanged
-        stamp = datetime.fromisoformat(receipt["received_at"]).astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
-        n, sub = 1, stamp
+        when = stamp(datetime.fromisoformat(receipt["received_at"]))
+        n, sub = 1, when
         while (target / sub / path.name).exists():
             n += 1
-            sub = f"{stamp}-{n}"
+            sub = f"{when}-{n}"
         dest = target / sub / path.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(path), str(dest))

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from inservice.ingest import deadline
+from inservice.schemas.filenames import deadline
+from inservice.schemas.plans import PLAN_UNIT
 from inservice.warehouse.backend import Connection
 
-OVERVIEW_SQL = """
+OVERVIEW_SQL = f"""
 WITH m AS (
     SELECT unit_code,
         count(*) FILTER (WHERE channel = 'file' AND status = 'loaded') AS loaded,
@@ -22,12 +23,13 @@ WITH m AS (
         count(DISTINCT CAST(timezone('Asia/Taipei', received_at) AS DATE))
             FILTER (WHERE channel = 'db' AND status = 'loaded') AS feed_days,
         string_agg(DISTINCT refusal, ',') FILTER (WHERE status = 'refused') AS rules
-    FROM main.uploads WHERE data_month = ? GROUP BY unit_code)
+    FROM main.uploads WHERE data_month = ? AND unit_code <> '{PLAN_UNIT}'
+        AND replay_of IS NULL GROUP BY unit_code)  -- a replay is no new file
 SELECT u.unit_code, u.name, u.state, u.channel,
        coalesce(m.loaded, 0), coalesce(m.refused, 0), coalesce(m.rules, ''), coalesce(m.duplicate, 0),
        coalesce(m.late, 0), coalesce(m.feed_days, 0)
 FROM main.units u LEFT JOIN m ON m.unit_code = u.unit_code
-WHERE u.joined < ?
+WHERE u.joined < ? AND u.unit_code <> '{PLAN_UNIT}'  -- the planning survey's exports are yearly, never due monthly
 UNION ALL  -- uploads of codes not (or no longer) in the register, e.g. refused F05
 SELECT m.unit_code, NULL, NULL, 'file', m.loaded, m.refused, coalesce(m.rules, ''), m.duplicate, m.late, m.feed_days
 FROM m WHERE m.unit_code NOT IN (SELECT unit_code FROM main.units)
@@ -46,7 +48,8 @@ class UnitMonth:
     duplicate: int
     late: int
     feed_days: int
-    status: str  # in Chinese, for staff: 已載入／逾期載入／僅退件／未傳（逾期）／尚未到期／未登錄 …
+    # in Chinese, for staff: 已載入／逾期載入／僅退件／未傳（逾期）／尚未到期／未登錄 …
+    status: str = ""  # set once every count is known
 
 
 def _status(r: UnitMonth, overdue: bool) -> str:
@@ -70,5 +73,5 @@ def month_overview(con: Connection, month: str, now: datetime) -> list[UnitMonth
     due = deadline(month)  # the spec's: the 5th of the next month, 23:59:59 Asia/Taipei
     next_month = due.date().replace(day=1)
     rows = con.execute(OVERVIEW_SQL, [month, next_month]).fetchall()
-    drafts = [UnitMonth(*row, status="") for row in rows]
+    drafts = [UnitMonth(*row) for row in rows]
     return [replace(r, status=_status(r, now > due)) for r in drafts]

@@ -5,6 +5,7 @@ Teachers appear only masked (`A12*****89`); names never appear.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -12,19 +13,160 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 from xml.sax.saxutils import escape
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 
+from inservice.config import TAIPEI
 from inservice.validations.normalize import printable_text
 
+
+@dataclass
+class Counts:
+    """Rows of one record type as the receipt counts them."""
+
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+    @classmethod
+    def of(cls, table: pa.Table | None) -> Counts:
+        """A validated table's counts (its `_ok` column says which rows were accepted)."""
+        if table is None:
+            return cls()
+        accepted = int(pc.sum(table["_ok"]).as_py() or 0) if table.num_rows else 0
+        return cls(table.num_rows, accepted, table.num_rows - accepted)
+
+    @classmethod
+    def refused(cls, received: int) -> Counts:
+        """Rows of an upload refused whole: nothing accepted."""
+        return cls(received, 0, received)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.received + other.received, self.accepted + other.accepted,
+                      self.rejected + other.rejected)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"received": self.received, "accepted": self.accepted, "rejected": self.rejected}
+
+
+@dataclass
+class Receipt:
+    """The receipt (回執) of one upload or feed run, as the program handles it; `document()` is the JSON
+    the unit receives (and the warehouse keeps), `public()` what the CLI and Dagster report."""
+
+    file: str
+    unit: str
+    received_at: str  # ISO-8601 with offset
+    month: str | None = None
+    status: str = "refused"  # loaded | refused | duplicate | checked
+    refusal: str | None = None
+    on_time: bool | None = None
+    courses: Counts = field(default_factory=Counts)
+    attendance: Counts = field(default_factory=Counts)
+    findings: list[dict] = field(default_factory=list)
+    findings_total: int | None = None  # feeds: every finding, of which `findings` holds a sample
+    upload_id: str | None = None
+    area: str | None = None
+    content_hash: str | None = None
+    rerun: bool = False  # staff re-ran the upload (F08 not applied)
+    re_evaluation: dict[str, str] | None = None  # a replay under the rules in force: {"of", "zh", "en"}
+    restored_receipt: list[str] | None = None  # a duplicate wrote the lost receipt of the upload it repeats
+    channel: str | None = None  # feeds: "db"
+    feed: dict[str, Any] | None = None  # feeds: the pull (source, tables, watermarks, batches)
+    # the planning survey: its export's school year and kind, and its plan rows instead of courses
+    school_year: str | None = None
+    kind: str | None = None
+    plans: Counts | None = None
+    # where it is stored on the server and what the merge did: not in the unit's document
+    receipt_files: list[str] | None = None
+    merge: dict[str, int] | None = None
+    receipt_error: str | None = None
+
+    @property
+    def received(self) -> datetime:
+        return datetime.fromisoformat(self.received_at)
+
+    def document(self, with_files: bool = False) -> dict:
+        """The JSON receipt, keys in their documented order (optional ones only when set)."""
+        out: dict[str, Any] = {
+            "file": self.file, "unit": self.unit, "month": self.month, "status": self.status,
+            "refusal": self.refusal, "received_at": self.received_at, "on_time": self.on_time,
+            "courses": self.courses.as_dict(), "attendance": self.attendance.as_dict(), "findings": self.findings}
+        if self.findings_total is not None:
+            out["findings_total"] = self.findings_total
+        out.update(upload_id=self.upload_id, area=self.area, content_hash=self.content_hash)
+        if self.rerun:
+            out["rerun"] = True
+        if self.re_evaluation:
+            out["re_evaluation"] = self.re_evaluation
+        if self.plans is not None:
+            out.update(school_year=self.school_year, kind=self.kind, plans=self.plans.as_dict())
+        if self.restored_receipt is not None:
+            out["restored_receipt"] = self.restored_receipt
+        if self.channel is not None:
+            out.update(channel=self.channel, feed=self.feed)
+        if with_files and self.receipt_files is not None:
+            out["receipt_files"] = self.receipt_files
+        return out
+
+    def public(self) -> dict:
+        """The CLI contract's object (extra keys after the contract's ones)."""
+        out = self.document(with_files=True)
+        if self.merge is not None:
+            out["merge"] = self.merge
+        if self.receipt_error is not None:
+            out["receipt_error"] = self.receipt_error
+        return out
+
+
+def stamp(received: datetime) -> str:
+    """A receipt time in names and ids: YYYYmmddTHHMMSS, Asia/Taipei."""
+    return received.astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
+
+
+NAME_BYTES = 160  # of a receipt's name taken from the file's: with stamp, counter and temp suffix < 255
+
+
+def receipt_stem(file_name: str) -> str:
+    """The file's name, or for a very long one its start and a hash of the whole: a receipt's name
+    must fit the file system's 255 bytes, else its receipt could not be written after the load."""
+    raw = file_name.encode("utf-8", "surrogateescape")
+    if len(raw) <= NAME_BYTES:
+        return file_name
+    head = raw[:NAME_BYTES - 17].decode("utf-8", "ignore")
+    return f"{head}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def receipt_paths(folder: Path, name: str, received: datetime, n: int = 1) -> tuple[Path, Path]:
+    """`<folder>/<name>.<received YYYYmmddTHHMMSS>[-n].receipt.{json,xlsx}` (a very long name shortened):
+    the one naming of every channel's receipts."""
+    base = f"{receipt_stem(name)}.{stamp(received)}{'' if n == 1 else f'-{n}'}.receipt"
+    return folder / f"{base}.json", folder / f"{base}.xlsx"
+
+
+def free_receipt_paths(folder: Path, name: str, received: datetime,
+                       taken: Callable[[Path], bool] = Path.exists) -> tuple[Path, Path]:
+    """The first receipt paths not `taken` (by default: not an existing file): one pair per
+    processing, never overwriting an earlier receipt."""
+    n = 1
+    while taken((paths := receipt_paths(folder, name, received, n))[0]):
+        n += 1
+    return paths
+
+
 STATUS_ZH = {"loaded": "已載入", "refused": "整批退件", "duplicate": "重複傳報（未再載入）", "checked": "自我檢核"}
-RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單"}
+RECORD_ZH = {"file": "檔案", "course": "課程", "attendance": "研習名單", "school_plan": "學校規劃",
+             "teacher_plan": "教師規劃"}
 SEVERITY_ZH = {"error": "退件", "warning": "警告"}
 FINDING_HEADERS = [("列", "Row"), ("資料", "Record"), ("欄位", "Field"), ("規則", "Rule"),
                    ("嚴重度", "Severity"), ("研習代碼", "Course code"), ("說明", "說明"),
@@ -61,8 +203,10 @@ def summary_lines(receipt: dict) -> list[str]:
     """The receipt in short, as the `inservice` command prints it: status, counts, where its files are."""
     c, a = receipt["courses"], receipt["attendance"]
     refusal = f" {receipt['refusal']}" if receipt["refusal"] else ""
-    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — courses {c['accepted']}/{c['received']} accepted, "
-             f"attendance {a['accepted']}/{a['received']} accepted, {len(receipt['findings'])} finding(s)"]
+    counts = (f"plans {receipt['plans']['accepted']}/{receipt['plans']['received']} accepted" if "plans" in receipt
+              else f"courses {c['accepted']}/{c['received']} accepted, attendance {a['accepted']}/{a['received']} "
+                   "accepted")  # a planning survey export: its plan rows
+    lines = [f"{receipt['file']}: {receipt['status']}{refusal} — {counts}, {len(receipt['findings'])} finding(s)"]
     return lines + [f"  receipt: {path}" for path in receipt.get("receipt_files", [])]
 
 
@@ -160,7 +304,8 @@ def _save_upload_workbook(receipt: dict, path: Path) -> None:
     width = len(FINDING_HEADERS)
     for i, start in enumerate(range(0, len(cells), width), start=2):
         xml.append(f'<row r="{i}">')
-        xml += [c.format(f"{col}{i}") for col, c in zip(_COLUMNS, cells[start:start + width], strict=True) if c]
+        xml += [c.format(f"{col}{i}") for col, c in zip(_COLUMNS, cells[start:start + width], strict=True)
+                if isinstance(c, str)]  # None: no cell (False was ruled out above)
         xml.append("</row>")
     with zipfile.ZipFile(path) as zf:
         parts = [(info, zf.read(info)) for info in zf.infolist()]
@@ -214,9 +359,18 @@ def _workbook(receipt: dict) -> Workbook:
         ("資料區 Area", receipt.get("area") or "—"),
         ("傳報編號 Upload", receipt.get("upload_id") or "—"),
     ]
-    for part, zh in (("courses", "課程"), ("attendance", "研習名單")):
+    parts: tuple[tuple[str, str], ...] = (("courses", "課程"), ("attendance", "研習名單"))
+    if "plans" in receipt:  # a planning survey export: its school year, kind and rows instead
+        rows[2] = ("學年度 School year", receipt.get("school_year") or "—")
+        rows.insert(3, ("類別 Kind", {"school": "學校規劃 school", "teacher": "教師規劃 teacher"}.get(
+            receipt.get("kind") or "", "—")))
+        parts = (("plans", "規劃"),)
+    for part, zh in parts:
         c = receipt[part]
         rows.append((f"{zh} 收件/通過/退件 {part}", f"{c['received']} / {c['accepted']} / {c['rejected']}"))
+    if receipt.get("re_evaluation"):  # a replay under the rules in force (replay.py)
+        ev = receipt["re_evaluation"]
+        rows.append(("重新檢核 Re-evaluation", f"{ev['zh']} / {ev['en']}"))
     if receipt.get("area") == "testing":
         rows.append(("說明 Note", "測試單位：資料僅載入測試版資料庫 testing unit: loaded into the test area only"))
     for label, value in rows:

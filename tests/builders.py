@@ -124,3 +124,55 @@ def write_xml(path: Path, courses: list[dict], attendance: list[dict], unit: str
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode("big5" if encoding.lower() == "big5" else "utf-8"))
     return path
+
+
+# --- planning survey exports (planning-survey.md §2), from plain rows -----------------------------------
+def school_plan(school: str, domain: str, **over: object) -> dict:
+    row = {"school_year": "106", "school_code": school, "school_level": "E", "students": "300", "teachers": "30",
+           "domain": domain, "planned_hours": "10", "modes": "1", "times": "1", "places": "P1", "tiers": "1",
+           "deliveries": "1", "submitted_at": "2017-08-20 10:00:00"}
+    row.update(over)
+    return row
+
+
+def teacher_plan(national_id: str, school: str, domain: str, **over: object) -> dict:
+    row = {"school_year": "106", "national_id": national_id, "school_code": school, "domain": domain,
+           "planned_hours": "10", "modes": "1", "times": "1", "places": "P1", "tiers": "1", "deliveries": "1",
+           "submitted_at": "2017-09-10 10:00:00"}
+    row.update(over)
+    return row
+
+
+def _plan_type(rows: list[dict]):
+    from inservice.schemas.plans import SCHOOL_PLAN, TEACHER_PLAN
+
+    return TEACHER_PLAN if any("national_id" in r for r in rows) else SCHOOL_PLAN
+
+
+def write_plan_csv(path: Path, rows: list[dict], by: str = "code", bom: bool = False) -> Path:
+    """A plan export as CSV (UTF-8, optionally with BOM); a None value is an empty cell."""
+    import csv
+
+    rt = _plan_type(rows)
+    headers, codes = _headers(rt, rows, by)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8-sig" if bom else "utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(headers)
+        w.writerows([["" if r.get(c) is None else r[c] for c in codes] for r in rows])
+    return path
+
+
+def write_plan_xlsx(path: Path, rows: list[dict], by: str = "label") -> Path:
+    rt = _plan_type(rows)
+    wb = Workbook()
+    wb.properties.title = path.name
+    ws = wb.active
+    ws.title = rt.label
+    headers, codes = _headers(rt, rows, by)
+    ws.append(headers)
+    for r in rows:
+        ws.append([r.get(c) for c in codes])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+    return path

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from openpyxl import load_workbook
 
 from inservice.ingest import ingest_paths
 from inservice.warehouse.store import Warehouse
+from tests.builders import teacher_plan, write_plan_csv
 from tests.conftest import FIXTURES, RECEIVED, drop, fixture_cases, load_expected, table_snapshot
 
 pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
@@ -69,6 +71,19 @@ def test_no_raw_id_or_name_in_any_table_receipt_or_output(settings) -> None:
     assert out.returncode == 0, out.stderr
     ids, names = _source_ids_and_names(settings)
     assert len(ids) > 1000 and len(names) > 100
+    # the planning survey: the same teachers' plans (and an invalid ID), loaded and published
+    with Warehouse(settings) as wh:
+        wh.add_unit("PLAN", "plans", "file", "production", date(2016, 1, 1))
+    some = sorted(i for i in ids if ID_SHAPE.fullmatch(i))[:200]
+    plans = [teacher_plan(i, "423605", d, school_year="105") for i in some for d in "AB"]
+    plans.append(teacher_plan(some[0][:-1] + str((int(some[0][-1]) + 1) % 10), "423605", "C", school_year="105"))
+    plan_file = write_plan_csv(settings.inbox / "PLAN" / "PLAN_105_teacher.csv", plans)
+    plan_out = run_cli(settings, "ingest", str(plan_file), "--received-at", RECEIVED, "--json")
+    stats = run_cli(settings, "plans", "stats", "--school-year", "105", "--json")
+    assert plan_out.returncode == 0 and stats.returncode == 0, plan_out.stderr + stats.stderr
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT count(*) FROM teacher_plans").fetchone()[0] > 300
+        assert wh.con.execute("SELECT count(*) FROM stat_plan_fulfilment").fetchone()[0] > 0
     with Warehouse(settings, read_only=True) as wh:
         text_cols = wh.con.execute("""SELECT table_schema, table_name, column_name FROM information_schema.columns
                                       WHERE data_type = 'VARCHAR'""").fetchall()
@@ -80,8 +95,15 @@ def test_no_raw_id_or_name_in_any_table_receipt_or_output(settings) -> None:
     assert not ID_SHAPE.search(stored), ID_SHAPE.search(stored)
     assert not any(n in values for n in names)
     assert not any(i in stored for i in ids)
-    # receipts (JSON and Excel) and the command's own output
-    texts = [out.stdout, out.stderr]
+    # receipts (JSON and Excel), the commands' own output, the publications and the log
+    texts = [out.stdout, out.stderr, plan_out.stdout, plan_out.stderr, stats.stdout, stats.stderr]
+    texts += [f.read_text(encoding="utf-8") for f in (settings.home / "publish").rglob("*.html")]
+    for book in (settings.home / "publish").rglob("*.xlsx"):
+        wb = load_workbook(book, read_only=True)
+        texts += [" ".join(str(c) for row in ws.iter_rows(values_only=True) for c in row if c is not None)
+                  for ws in wb.worksheets]
+    log = settings.home / "logs" / "inservice.log"
+    texts.append(log.read_text(encoding="utf-8") if log.exists() else "")
     for receipt in (settings.outbox).rglob("*.receipt.json"):
         texts.append(receipt.read_text(encoding="utf-8"))
     for book in (settings.outbox).rglob("*.receipt.xlsx"):
@@ -370,8 +392,9 @@ def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_bac
 
     with duckdb.connect(str(copy), read_only=True) as con, Warehouse(settings, read_only=True) as wh:
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "snapshot_info",
-                          *REFERENCE_TABLES}
+        assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "school_plans",
+                          "teacher_plans", "school_plans_history", "teacher_plans_history", "plan_revisions",
+                          "snapshot_info", *REFERENCE_TABLES}
         assert con.execute("SELECT count(*) FROM attendance").fetchone() == \
             wh.con.execute("SELECT count(*) FROM attendance").fetchone()
         assert con.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'courses'").fetchone()[0] == \

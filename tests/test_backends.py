@@ -23,11 +23,21 @@ import pytest
 
 from inservice.config import TAIPEI, Settings
 from inservice.ingest import ingest_paths
+from inservice.plans.intake import ingest_plan_paths
+from inservice.plans.publish import publish_plans
 from inservice.publish.monthly import publish_month
 from inservice.warehouse import analyst, ddl
 from inservice.warehouse.backend import POSTGRESQL, WarehouseUrl
 from inservice.warehouse.store import Warehouse
-from tests.builders import attendee, course, make_id, write_xlsx
+from tests.builders import (
+    attendee,
+    course,
+    make_id,
+    school_plan,
+    teacher_plan,
+    write_plan_csv,
+    write_xlsx,
+)
 from tests.conftest import RECEIVED, drop, fixture_cases, load_expected, pg_database
 
 pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
@@ -36,7 +46,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "inservice" / "sample_inbox"
 AS_OF = datetime(2017, 6, 6, 6, 0, tzinfo=TAIPEI)
 VOLATILE = {"loaded_at", "first_loaded_at", "processed_at", "received_at", "updated_at", "receipt_json",
             "receipt_xlsx", "upload_id", "changed_at", "source_id", "before_json", "after_json", "as_of",
-            "files"}
+            "files", "replaced_at"}
 
 
 def test_url_picks_backend_and_hides_password() -> None:
@@ -49,11 +59,30 @@ def test_url_picks_backend_and_hides_password() -> None:
 
 
 def _load_everything(settings: Settings) -> None:
-    """The fixtures and the sample inbox, then the month's statistics."""
+    """The fixtures and the sample inbox, then the month's statistics; and a school year's plans."""
     for case in fixture_cases():  # one at a time: later files of a unit re-send its month
         _, src = load_expected(case)
         ingest_paths([drop(settings, src)], settings, RECEIVED)
     publish_month(settings, "2017-05", as_of=AS_OF, report_date=date(2017, 6, 6))
+    _load_plans(settings)
+
+
+def _load_plans(settings: Settings) -> None:
+    """School year 105 (2016-08 .. 2017-07, the fixtures' courses): school and teacher plans, then the
+    planning survey's publications."""
+    with Warehouse(settings) as wh:
+        if wh.unit("PLAN") is None:
+            wh.add_unit("PLAN", "plans", "file", "production", date(2016, 1, 1))
+    rng = random.Random(105)
+    schools = ["423605", "313601", "124601"]
+    school_rows = [school_plan(s, d, school_year="105") for s in schools for d in "ABC"]
+    teacher_rows = [teacher_plan(make_id(rng), rng.choice(schools), d, school_year="105")
+                    for _ in range(20) for d in rng.sample("ABCDEF", 2)]
+    for revision in (0, 1):  # a second revision of each: the replaced one goes to the history
+        plans = [write_plan_csv(settings.inbox / "PLAN" / "PLAN_105_school.csv", school_rows[revision:]),
+                 write_plan_csv(settings.inbox / "PLAN" / "PLAN_105_teacher.csv", teacher_rows[revision:])]
+        assert [r["status"] for r in ingest_plan_paths(plans, settings, RECEIVED)] == ["loaded", "loaded"]
+    publish_plans(settings, "105")
 
 
 def _normal(value: object) -> object:
@@ -93,6 +122,7 @@ def test_same_inputs_give_identical_analyst_tables_and_statistics(tmp_path: Path
     duck, pg = views["duckdb"], views["postgresql"]
     assert sorted(duck) == sorted(pg)
     assert len(duck["attendance"]) > 10 and len(duck["findings"]) > 10 and duck["stat_monthly_series"]
+    assert duck["teacher_plans"] and duck["stat_plan_fulfilment"] and duck["stat_plan_supply"]
     for table in duck:
         assert duck[table] == pg[table], table
 
@@ -120,7 +150,8 @@ def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str)
             files = sorted((lake / table).rglob("*.parquet"))
             assert files, table
             stored_cols = pq.read_schema(files[0]).names
-            declared = [c.name for c in analyst.LAKE_DECLARED[table].columns]
+            keys = ("school_year",) if table in analyst.PLAN_LAKE else ()  # a partition, not in the files
+            declared = [c.name for c in analyst.LAKE_DECLARED[table].columns if c.name not in keys]
             assert stored_cols == declared, table
             for text, quote in ((spark, "`"), (trino, '"')):
                 block = text.split(f".{table} (\n", 1)[1].split("\n)", 1)[0]
@@ -290,7 +321,11 @@ def test_publication_tables_join_the_registry_and_gain_added_columns(settings: S
     declared = [c.name for c in ddl.table("stat_monthly_series").columns]
     with Warehouse(settings) as wh:
         assert analyst.analyst_tables(wh) == ["units", "uploads", "findings", "courses", "attendance", "history",
-                                              *analyst.REFERENCE_TABLES]
+                                              "tags", *(t for t in analyst.REFERENCE_TABLES
+                                                        if t not in analyst.BRIDGES),
+                                              "school_plans", "teacher_plans", "school_plans_history",
+                                              "teacher_plans_history", "plan_revisions", "organizer_light_courses",
+                                              *analyst.BRIDGES]
         wh.con.execute("CREATE TABLE main.stat_monthly_series (month VARCHAR, as_of TIMESTAMPTZ)")
     with Warehouse(settings) as wh:
         cur = wh.con.execute("SELECT * FROM main.stat_monthly_series WHERE false")
@@ -299,7 +334,7 @@ def test_publication_tables_join_the_registry_and_gain_added_columns(settings: S
         assert not {"feeds", "corrections", "warehouse_meta", "upload_receipts"} & set(analyst.analyst_tables(wh))
 
 
-CORE = 6 + len(analyst.REFERENCE_TABLES)  # courses, attendance, history, uploads, findings, units; the registers
+CORE = 13 + len(analyst.REFERENCE_TABLES)  # the core six, tags, five plan tables, the lights view; the registers
 
 
 def test_the_analysts_refresh_is_the_explicit_step_after_a_writers_commits(settings: Settings,

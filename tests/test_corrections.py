@@ -166,6 +166,21 @@ def test_a_correction_is_applied_through_the_history(loaded: Settings) -> None:
     assert cells[0][0] == "列 Row" and cells[1][8] == "已更正 applied"
 
 
+def test_a_very_long_workbook_name_gets_receipts_that_fit_the_file_system(loaded: Settings) -> None:
+    """A name near the file system's 255 bytes: the receipts' names are shortened as uploads' are
+    (its start and a hash), so they can be written; the receipt still names the file in full."""
+    name = "更正申請" * 19 + "x.xlsx"  # 234 bytes: a receipt named after it in full would be 263
+    assert len(name.encode()) == 234
+    path = book(loaded.inbox / "_corrections" / name, [row("C1", "研習名稱", "素養導向教學設計工作坊C1", "長名工作坊")])
+    first, again = apply(loaded, path), apply(loaded, path)
+    assert (first["status"], first["rows"]["applied"], again["status"]) == ("processed", 1, "duplicate")
+    for r in (first, again):
+        files = [Path(f) for f in r["receipt_files"]]
+        assert all(f.is_file() and len(f.name.encode()) <= 255 for f in files), [len(f.name.encode()) for f in files]
+        assert json.loads(files[0].read_text(encoding="utf-8"))["file"] == name
+    assert len({f for r in (first, again) for f in r["receipt_files"]}) == 4  # the duplicate's own pair
+
+
 def test_each_refusal_reason_and_only_the_good_rows_are_applied(loaded: Settings) -> None:
     rows = [
         row("C404", "研習名稱", "x", "y"),  # 2 unknown course
@@ -485,7 +500,8 @@ def test_archive_exceptions_expire(settings: Settings) -> None:
 
 def test_a_rerun_after_an_exception_loads_the_rows_refused_as_archived(settings: Settings) -> None:
     path = write_xlsx(settings.inbox / "T001" / "T001_201705.xlsx", [
-        course("C1"), course("A0", start_date="2012-12-01", end_date="2012-12-01", closed_date="2017-05-12")],
+        course("C1"), course("A0", start_date="2012-12-01", end_date="2012-12-01", closed_date="2017-05-12",
+                                 tags=None)],
         [attendee("C1", IDS[0]), attendee("A0", IDS[1])])
     first = ingest_paths([path], settings, RECEIVED)[0]
     assert first["status"] == "loaded" and first["courses"]["rejected"] == 1

@@ -106,7 +106,10 @@ def test_definitions_groups_owners_pools_checks_sensor() -> None:
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
         "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
-        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
+        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
+        "archive_replay": "corrections",
+        "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
+        "plan_supply": "plans", "plan_fulfilment": "plans"}
     for name in ("partner_upload", "unsorted_upload", "courses", "attendance", "upload_log"):
         node = graph.get(dg.AssetKey(name))
         assert node.description and node.owners == ["team:data-engineering"]
@@ -205,7 +208,8 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         assert Path(meta["receipt_xlsx"]).is_file()
         # the step after the commit, shown: the analysts' copy now holds this load
         assert meta["analyst_access"] == "copy" and meta["analyst_rows"] > 0
-        assert meta["analyst_tables"] == 6 + len(analyst.REFERENCE_TABLES)  # core tables, registers, bridges
+        # the core six, tags, five plan tables, the lights view; the registers, reference tables, bridges
+        assert meta["analyst_tables"] == 13 + len(analyst.REFERENCE_TABLES)
         assert "| rule | severity | rows |" in meta["top_rules"] or meta["top_rules"] == "No findings."
         assert Path(meta["original"]) == settings.home / "archive" / unit / "201705" / rr.tags["inservice/file"]
         assert Path(meta["original"]).is_file()
@@ -563,6 +567,7 @@ def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Se
 
 
 def test_launchpad_config_fields_are_described() -> None:
+    from inservice.assets.plans import PlanExportConfig
     from inservice.assets.uploads import UnsortedUploadConfig, UploadConfig
     from inservice.pipelines.units import (
         ArchiveExceptionConfig,
@@ -572,7 +577,7 @@ def test_launchpad_config_fields_are_described() -> None:
     )
 
     for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, UnitRegisterConfig,
-                   ArchiveExceptionConfig):
+                   ArchiveExceptionConfig, PlanExportConfig):
         for name, field in config.model_fields.items():
             text = field.description or ""
             assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)

@@ -58,6 +58,9 @@ def test_publications_depend_on_the_checked_tables_and_every_blocking_check_is_t
     snap = describe(defs)
     for name in ("monthly_statistics", "yearbook_extract"):
         assert {"courses", "attendance", "upload_log"} <= set(snap["assets"][name]["deps"])
-    from inservice.warehouse.checks import BLOCKING
+    from inservice.warehouse.checks import BLOCKING, PLAN_BLOCKING
 
-    assert {f"{c.table}:{c.name}" for c in BLOCKING} == {k for k, blocking in snap["checks"].items() if blocking}
+    assert {f"{c.table}:{c.name}" for c in (*BLOCKING, *PLAN_BLOCKING)} == {
+        k for k, blocking in snap["checks"].items() if blocking}
+    for name in ("plan_participation", "plan_demand", "plan_supply", "plan_fulfilment"):
+        assert {"courses", "attendance", "upload_log", "plan_tables"} <= set(snap["assets"][name]["deps"])

@@ -477,6 +477,12 @@ def test_batches_equal_one_pull_and_a_killed_pull_resumes(pg: URL, tmp_path: Pat
     assert mark(homes["whole"]).watermark == mark(homes["batched"]).watermark
     assert wh_rows(homes["batched"], "SELECT count(*), count(DISTINCT upload_id) FROM uploads") == [
         (batched["feed"]["batches"],) * 2]
+    # each batch's copy of the receipt (upload_receipts) holds that batch's findings: together, the file's
+    with Warehouse(homes["batched"], read_only=True) as wh:
+        ids = [u for (u,) in wh.con.execute("SELECT upload_id FROM uploads ORDER BY processed_at").fetchall()]
+        copies = [json.loads(wh.receipt_document(u) or "null") for u in ids]
+    listed = json.loads(Path(batched["receipt_files"][0]).read_text(encoding="utf-8"))["findings"]
+    assert [f for c in copies for f in c["findings"]] == listed and len(listed) == batched["findings_total"]
 
     # a process killed after batch 2, and one killed inside batch 3's transaction: the re-run completes
     env = {"INSERVICE_FEED_BATCH_ROWS": "400", "INSERVICE_FEED_CHUNK_ROWS": "150"}
@@ -706,11 +712,24 @@ def test_unit_register_states(pg: URL, fhome: Settings, monkeypatch: pytest.Monk
     assert (r["status"], r["refusal"]) == ("refused", "F05")
     with Warehouse(fhome) as wh:
         wh.add_unit(UNIT, "feed unit", "db", "sealed", date(2017, 1, 1))
-    assert run_json()["refusal"] == "F06"
+    sealed = run_json()
+    assert sealed["refusal"] == "F06"
+    # both recorded as a file upload's are: the pull's row (F05: in no area), its finding, its receipt's copy
+    assert wh_rows(fhome, "SELECT upload_id, channel, refusal, status, area FROM uploads ORDER BY processed_at") == [
+        (r["upload_id"], "db", "F05", "refused", None), (sealed["upload_id"], "db", "F06", "refused", "production")]
+    assert wh_rows(fhome, "SELECT upload_id, rule, severity FROM findings ORDER BY upload_id") == sorted([
+        (r["upload_id"], "F05", "error"), (sealed["upload_id"], "F06", "error")])
+    with Warehouse(fhome, read_only=True) as wh:
+        for receipt in (r, sealed):
+            kept = json.loads(wh.receipt_document(receipt["upload_id"]) or "null")
+            assert kept == json.loads(Path(receipt["receipt_files"][0]).read_text(encoding="utf-8"))
     with Warehouse(fhome) as wh:  # the state as the lifecycle commands leave it
         wh.con.execute("UPDATE units SET state = 'testing' WHERE unit_code = ?", [UNIT])
     r = run_json()
     assert (r["status"], r["area"]) == ("loaded", "testing")
+    with Warehouse(fhome, read_only=True) as wh:  # one batch: its copy is the receipt file
+        assert json.loads(wh.receipt_document(r["upload_id"]) or "null") == json.loads(
+            Path(r["receipt_files"][0]).read_text(encoding="utf-8"))
     assert wh_rows(fhome, "SELECT count(*) FROM testing.courses") == [(1,)]
     assert wh_rows(fhome, "SELECT count(*) FROM main.courses") == [(0,)]
     assert mark(fhome, "testing").watermark == DAY1 and mark(fhome, "production").watermark is None
@@ -831,3 +850,44 @@ def test_control_characters_from_a_partner_database_are_findings(mysql: tuple[UR
     assert Path(r["receipt_files"][1]).stat().st_size > 0
     assert wh_rows(fhome, "SELECT course_code FROM courses") == [("K2",)]
     assert "\x00" not in all_text(fhome, r["receipt_files"])
+
+
+def test_c11_red_organizers_closing_and_registering_in_one_feed_run(pg: URL, fhome: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec 1.1 C11 through a real feed: two red organizers of the unit (5 courses each ended more than
+    7 days ago, not closed). In one run the first closes one course and registers a new one — the closing
+    counts first, so its registration is accepted — while the second only registers: refused C11, its
+    attendance A05. The next day the first organizer (now yellow) registers again: accepted."""
+    engine = partner(pg)
+    create_tables(engine)
+    o1, o2 = "國立臺灣師範大學", "臺北市教師研習中心"
+    day1 = datetime(2017, 11, 1, 9, 0)
+    old = {"start_date": date(2017, 10, 2), "end_date": date(2017, 10, 2), "closed_date": None}
+    insert(engine, "inservice_courses", [course(f"A{i}", day1, True, organizer=o1, **old) for i in range(1, 6)]
+           + [course(f"B{i}", day1, True, organizer=o2, **old) for i in range(1, 6)])
+    setup_unit(fhome, pg, monkeypatch)
+    with Warehouse(fhome) as wh:
+        first = FeedRunner(fhome, wh).run(UNIT, received_at="2017-11-14T02:00:00+08:00")
+    assert first["courses"]["accepted"] == 10 and rules(first) == set()
+
+    day2 = datetime(2017, 11, 14, 10, 0)
+    execute(engine, "UPDATE inservice_courses SET closed_date = '2017-11-14', modified_at = :at "
+                    "WHERE course_code = 'A1'", at=day2.replace(tzinfo=TAIPEI))
+    new = {"start_date": date(2017, 12, 1), "end_date": date(2017, 12, 1), "closed_date": None}
+    insert(engine, "inservice_courses", [course("N1", day2, True, organizer=o1, **new),
+                                         course("N2", day2, True, organizer=o2, **new)])
+    insert(engine, "inservice_attendance", [attendee("N2", make_id(random.Random(11)), day2, True,
+                                                     hours_granted="0", completed="N")])
+    with Warehouse(fhome) as wh:
+        second = FeedRunner(fhome, wh).run(UNIT, received_at="2017-11-15T02:00:00+08:00")
+    assert rules(second) == {("C11", "N2"), ("A05", "N2"), ("W03", "A1")}  # (A1 closed late: a warning)
+    [c11] = [f for f in second["findings"] if f["rule"] == "C11"]
+    assert c11["field"] == "organizer" and o2 in c11["message_zh"] and "5" in c11["message_zh"]
+    assert wh_rows(fhome, "SELECT course_code, closed_date FROM courses WHERE course_code IN ('A1', 'N1', 'N2') "
+                          "ORDER BY 1") == [("A1", date(2017, 11, 14)), ("N1", None)]
+
+    day3 = datetime(2017, 11, 15, 10, 0)
+    insert(engine, "inservice_courses", [course("N3", day3, True, organizer=o1, **new)])
+    with Warehouse(fhome) as wh:
+        third = FeedRunner(fhome, wh).run(UNIT, received_at="2017-11-16T02:00:00+08:00")
+    assert ("C11", "N3") not in rules(third) and ("C11", "N2") in rules(third)  # N2 is still new, still red

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from inservice.channel import sha256_file
 from inservice.config import Settings
 from inservice.inbox import (
     InboxCursor,
@@ -13,11 +19,12 @@ from inservice.inbox import (
     data_month,
     find_upload,
     plan_tick,
+    registered_units,
     scan,
     settle,
     waiting_or_refused,
 )
-from inservice.ingest import sha256_file
+from inservice.warehouse.backend import WarehouseUrlError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "inservice" / "sample_inbox"
 
@@ -224,3 +231,25 @@ def test_an_identical_resend_gets_its_f08_receipt_and_goes_to_the_archive(settin
     assert moved.read_bytes() == data and archived.read_bytes() == data
     assert not any((settings.inbox / "T001").iterdir())
     assert rows == [("loaded",), ("duplicate",)]
+
+
+def test_the_register_is_none_only_while_the_warehouse_is_busy_or_out_of_reach(settings: Settings) -> None:
+    """A sensor looks again next tick when the warehouse cannot be read *now*; a damaged warehouse or
+    a wrong URL is not "now": it surfaces, for a person to fix."""
+    assert registered_units(settings) == {"T001", "T002", "T003"}
+    holder = subprocess.Popen(  # another process writing: DuckDB admits one
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(settings.warehouse_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert registered_units(settings) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert registered_units(replace(settings, warehouse="postgresql://postgres@127.0.0.1:1/none")) is None
+    damaged = settings.home / "damaged.duckdb"
+    damaged.write_bytes(b"not a database" * 100)
+    with pytest.raises(Exception, match="not a valid DuckDB database"):
+        registered_units(replace(settings, warehouse=f"duckdb://{damaged}"))
+    with pytest.raises(WarehouseUrlError):
+        registered_units(replace(settings, warehouse="mysql://somewhere/db"))

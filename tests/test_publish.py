@@ -206,9 +206,13 @@ def test_monthly_tables(wh_settings: Settings) -> None:
     }
 
     # 5. tags: T1 = C1; T2 = C1 C3 C5; T3 = C5; any = C1 C3 C5
-    t5 = keyed(s, "stat_monthly_tags", 1, "tag, courses, course_hours, person_times, granted_hours")
-    assert t5 == {"T1": (1, 3.0, 3, 9.0), "T2": (3, 13.0, 8, 32.5), "T3": (1, 4.0, 3, 12.0),
-                  "*": (3, 13.0, 8, 32.5)}
+    #    per course county: 臺北市 C1 (T1;T2) and C5 (T2;T3); 高雄市 C3 (T2)
+    t5 = keyed(s, "stat_monthly_tags", 2, "county_code, tag, courses, course_hours, person_times, granted_hours")
+    assert t5 == {("*", "T1"): (1, 3.0, 3, 9.0), ("*", "T2"): (3, 13.0, 8, 32.5), ("*", "T3"): (1, 4.0, 3, 12.0),
+                  ("*", "*"): (3, 13.0, 8, 32.5),
+                  ("63000", "T1"): (1, 3.0, 3, 9.0), ("63000", "T2"): (2, 7.0, 6, 21.0),
+                  ("63000", "T3"): (1, 4.0, 3, 12.0), ("63000", "*"): (2, 7.0, 6, 21.0),
+                  ("64000", "T2"): (1, 6.0, 2, 11.5), ("64000", "*"): (1, 6.0, 2, 11.5)}
     # meeting titles: C2 W01+W02 (臺北市), C4 W01 (高雄市); C5's W01 belongs to an upload since replaced
     flags = keyed(s, "stat_monthly_meeting_flags", 2, "county_code, course_code, w01, w02")
     assert flags == {("63000", "C2"): (True, True), ("64000", "C4"): (True, False)}
@@ -222,27 +226,45 @@ def test_monthly_tables(wh_settings: Settings) -> None:
 
 
 def test_not_closed_lights(wh_settings: Settings) -> None:
+    """Lights per organizer within its unit (spec 1.1 §7), summed per county."""
     s = wh_settings
     publish_month(s, M, as_of=AS_OF)
-    # report date 2017-06-06. T001: N1-N4 (ended 2017-04-10) = 4 → yellow; N5 ended 2017-05-30, day 7: not yet.
-    # T002: M1-M4 + M5 (ended 2017-05-29, day 8) = 5 → red; C3 is a degree programme (class 2), not counted.
-    # T003: D2, D3 degree programmes; X1 closed 2017-06-01; P1 is 2016's; C6 withdrawn → 0, green.
-    lights = keyed(s, "stat_monthly_not_closed", 1, "unit_code, not_closed, light, blocked")
-    assert lights == {"T001": (4, "黃燈", False), "T002": (5, "紅燈", False), "T003": (0, "綠燈", False),
-                      "J005": (0, "綠燈", False), "J020": (0, "綠燈", False)}
-    detail = q(s, "SELECT unit_code, course_code, days_since_end FROM stat_monthly_not_closed_courses "
-                  "WHERE month = ? AND as_of = ? ORDER BY 1, 2", [M, AS_OF])
-    assert detail == [("T001", f"N{i}", 57) for i in range(1, 5)] + \
-        [("T002", f"M{i}", 57) for i in range(1, 5)] + [("T002", "M5", 8)]
+    # report date 2017-06-06. T001/某單位: N1-N4 (ended 2017-04-10) = 4 → yellow; T001/松山國小: N5 ended
+    # 2017-05-30, day 7: not yet → green (its C2 is closed). T002/某單位: M1-M4 + M5 (ended 2017-05-29, day 8)
+    # = 5 → red; T002/NKNU: C3 is a degree programme (class 2), not counted. T003/某單位: D2, D3 degree
+    # programmes, X1 closed 2017-06-01, C6 withdrawn, P1 is 2016's → green. Every organizer with a course
+    # started in 2017 up to the month's end is listed; units without one (J005, J020) are not.
+    sch = "臺北市立松山國小"
+    lights = keyed(s, "stat_monthly_not_closed", 2, "unit_code, organizer, not_closed, light, blocked")
+    assert lights == {("T001", "某單位"): (4, "黃燈", False), ("T001", sch): (0, "綠燈", False),
+                      ("T001", NTNU): (0, "綠燈", False), ("T002", "某單位"): (5, "紅燈", False),
+                      ("T002", NKNU): (0, "綠燈", False), ("T003", "某單位"): (0, "綠燈", False),
+                      ("T003", NTNU): (0, "綠燈", False)}
+    detail = q(s, "SELECT unit_code, organizer, course_code, days_since_end FROM stat_monthly_not_closed_courses "
+                  "WHERE month = ? AND as_of = ? ORDER BY 1, 3", [M, AS_OF])
+    assert detail == [("T001", "某單位", f"N{i}", 57) for i in range(1, 5)] + \
+        [("T002", "某單位", f"M{i}", 57) for i in range(1, 5)] + [("T002", "某單位", "M5", 8)]
+    # per county (an organizer's county: most of its 2017 courses): 臺北市 T001×3 (1 yellow), T003×2;
+    # 高雄市 T002/某單位 (M1-M5, C4: 64000) red and T002/NKNU (C3: 64000) green
+    county = keyed(s, "stat_monthly_lights_county", 1, "county_code, organizers, green, yellow, red, not_closed")
+    assert county == {"63000": (5, 4, 1, 0, 4), "64000": (2, 1, 0, 1, 5), "*": (7, 5, 1, 1, 9)}
 
     # from 2017-11-01 a red light blocks new courses: month 2017-11, report date 2017-12-06.
-    # T001 now also has N5 (day 190) → 5, red; T002 still 5, red.
+    # T001/松山國小 now has N5 (day 190) → 1, yellow: two organizers of one unit, each its own light.
     late = datetime(2017, 12, 6, 6, 0, tzinfo=TAIPEI)
     publish_month(s, "2017-11", as_of=late)
-    lights = keyed(s, "stat_monthly_not_closed", 1, "unit_code, not_closed, light, blocked", as_of=late,
-                   month="2017-11")
-    assert lights["T001"] == (5, "紅燈", True) and lights["T002"] == (5, "紅燈", True)
-    assert lights["T003"] == (0, "綠燈", False)
+    lights = keyed(s, "stat_monthly_not_closed", 2, "unit_code, organizer, not_closed, light, blocked",
+                   as_of=late, month="2017-11")
+    assert lights[("T001", "某單位")] == (4, "黃燈", False) and lights[("T001", sch)] == (1, "黃燈", False)
+    assert lights[("T002", "某單位")] == (5, "紅燈", True)
+    assert lights[("T003", "某單位")] == (0, "綠燈", False)
+    # December's report judges the year's end (31 December), not the report date in the next year
+    dec = datetime(2018, 1, 6, 6, 0, tzinfo=TAIPEI)
+    publish_month(s, "2017-12", as_of=dec)
+    days = q(s, "SELECT DISTINCT report_date FROM stat_monthly_not_closed WHERE month = '2017-12'")
+    assert days == [(date(2017, 12, 31),)]
+    assert keyed(s, "stat_monthly_not_closed", 2, "unit_code, organizer, not_closed", as_of=dec,
+                 month="2017-12")[("T002", "某單位")] == (5,)
 
 
 def test_transmission_status(wh_settings: Settings) -> None:
@@ -325,8 +347,10 @@ def test_workbook_and_html(wh_settings: Settings) -> None:
     series = wb["7 近36個月趨勢"]
     assert len(series._charts) == 1
     lights = wb["4 未結案燈號"]
-    red = [r for r in lights.iter_rows(min_row=4) if r[3].value == "紅燈"][0]
-    assert red[0].value == "T002" and red[3].fill.fgColor.rgb.endswith("FFC7CE")
+    red = [r for r in lights.iter_rows(min_row=4) if r[4].value == "紅燈"][0]
+    assert red[0].value == "T002" and red[2].value == "某單位" and red[4].fill.fgColor.rgb.endswith("FFC7CE")
+    county = [r for r in wb["4c 燈號縣市別"].iter_rows(min_row=3, values_only=True) if r[0] == "高雄市"]
+    assert county == [("高雄市", 2, 1, 0, 1, 5)]
     page = Path(pub.files[1]).read_text(encoding="utf-8")
     assert "表1 106年5月各縣市研習課程數及時數" in page and "<svg" in page and "研習人次" in page
     assert "臺北市" in page and "紅燈" in page
@@ -375,6 +399,13 @@ def test_yearbook_extract(wh_settings: Settings) -> None:
         ["*", "合計", "19", "31.5", "5", "13", "41.0", "8.20"],
     ]
     # tags: T1 = C1 (t1 t2 t3); T2 = C1 C3 C5 (t1 t2 t3 t5 t6); T3 = C5 (t3 t6 t1)
+    # tags per course county: 臺北市 C1 (T1;T2), C5 (T2;T3); 高雄市 C3 (T2); labels from the register
+    by_county = [r[:6] for r in read_csv(out / "y7b_tag_county.csv")[1:]]
+    assert by_county == [
+        ["63000", "臺北市", "T1", "教專評鑑", "1", "3.0"], ["63000", "臺北市", "T2", "性平教育", "2", "7.0"],
+        ["63000", "臺北市", "T3", "環境教育", "1", "4.0"], ["64000", "高雄市", "T2", "性平教育", "1", "6.0"],
+        ["*", "全國", "T1", "教專評鑑", "1", "3.0"], ["*", "全國", "T2", "性平教育", "3", "13.0"],
+        ["*", "全國", "T3", "環境教育", "1", "4.0"]]
     tags = read_csv(out / "y7_tag.csv")
     assert tags[1:4] == [["T1", "教專評鑑", "1", "3.0", "3", "3", "9.0", "3.00"],
                          ["T2", "性平教育", "3", "13.0", "5", "8", "32.5", "6.50"],
@@ -416,7 +447,7 @@ def test_yearbook_snapshot_reproducible(wh_settings: Settings) -> None:
     s = wh_settings
     first = publish_year(s, 2017, taken_at=datetime(2018, 1, 20, 9, 0, tzinfo=TAIPEI))
     csvs = sorted(p for p in Path(first.files[0]).parent.glob("*.csv"))
-    assert len(csvs) == 7
+    assert len(csvs) == 8
     before = {p.name: p.read_bytes() for p in csvs}
     with Warehouse(s) as wh:  # the warehouse moves on after the snapshot
         add_courses(wh.con, [c("T003", "L1", "2017-09-15", hours=2, closed_date="2017-09-16")])

@@ -294,7 +294,7 @@ def test_granted_hours_by_level_and_not_closed_by_level_and_institution(settings
     wb = load_workbook(pub.files[0], read_only=True)
     header = [c for row in wb["2 教師縣市別"].iter_rows(min_row=1, max_row=6, values_only=True) for c in row]
     assert header.count("核發時數") == (len(codelists.LEVELS) - 1) + 2  # six levels (A is none), 未知, 合計
-    assert "4c 未結案縣市對象" in wb.sheetnames and "4d 未結案師培大學" in wb.sheetnames
+    assert "4d 未結案縣市對象" in wb.sheetnames and "4e 未結案師培大學" in wb.sheetnames
 
 
 # --- reference tables and bridges -----------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_c02_unparseable_or_too_long(settings, field: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("county_code", "99999"), ("tags", "T2;T9"), ("audience", "E;Z"), ("class_type", "4"),
+    ("county_code", "99999"), ("audience", "E;Z"), ("class_type", "4"),
     ("category", "G"), ("organizer_type", "8"), ("delivery", "7"), ("time_slot", "0"),
 ])
 def test_c03_code_not_in_list(settings, field: str, value: str) -> None:
@@ -115,7 +115,8 @@ def test_c07_archive_cutoff_and_exceptions(settings) -> None:
     with Warehouse(settings) as wh:
         wh.add_exception("T001", None, "府教字第3號", date(2017, 1, 1), date(2017, 12, 31))
     r = send(settings, rows, att, name="T001_201705_4.xlsx")
-    assert rules_of(r, "course", 2) == set() and r["courses"]["accepted"] == 2
+    # admitted; its tag T2 is valid from 2013-01-01 only (spec 1.1 §3.8): dropped with W06, the row loads
+    assert rules_of(r, "course", 2) == {("W06", "tags")} and r["courses"]["accepted"] == 2
 
 
 def test_c07_cutoff_is_configurable(settings, monkeypatch) -> None:
@@ -238,8 +239,9 @@ def test_value_formats(settings) -> None:
         "106.05.10": "2017-05-10", "1060510": "2017-05-10", "１０６／０５／１０": "2017-05-10",
         "990105": "2010-01-05",
     }
-    rows = [course(f"D{i}", start_date=v, end_date=v, closed_date="2017-05-12" if v != "990105" else "2010-01-06")
-            for i, v in enumerate(forms)]
+    # the 2010 course carries no tag: the tags are valid from 2013-01-01 (spec 1.1 §3.8), T2 would be W06
+    rows = [course(f"D{i}", start_date=v, end_date=v, closed_date="2017-05-12" if v != "990105" else "2010-01-06",
+                   tags="T2" if v != "990105" else None) for i, v in enumerate(forms)]
     rows.append(course("N1", start_date=date(2017, 5, 10), end_date=date(2017, 5, 10),
                        closed_date=date(2017, 5, 12), hours=6.5, county_code="台北市", audience="國小；國中",
                        tags="[教專評鑑];性別平等教育", class_type="非學分班", category="ａ"))

@@ -142,8 +142,10 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     groups = {k: n["groupName"] for k, n in nodes.items()}
     assert {k: g for k, g in groups.items() if g != "publish"} == {
         "partner_upload": "ingest", "unsorted_upload": "ingest", "partner_feed": "ingest", "upload_overview": "ingest",
-        "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
-        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections"}
+        "legacy_archive": "ingest", "courses": "warehouse", "attendance": "warehouse", "upload_log": "warehouse",
+        "correction_workbook": "corrections", "correction_log": "corrections", "archive_exceptions": "corrections",
+        "plan_export": "plans", "plan_tables": "plans", "plan_participation": "plans", "plan_demand": "plans",
+        "plan_supply": "plans", "plan_fulfilment": "plans"}
     assert {"monthly_statistics", "yearbook_extract"} <= {k for k, g in groups.items() if g == "publish"}
     for name in ("partner_upload", "courses", "attendance", "upload_log"):
         assert nodes[name]["description"] and nodes[name]["owners"] == [{"team": "data-engineering"}]
@@ -158,6 +160,7 @@ def test_ui_shows_assets_checks_sensor_partitions(server: tuple[Dagit, Settings]
     sensors = {s["name"]: s["sensorState"]["status"] for s in ui.gql(SENSORS)["sensorsOrError"]["results"]}
     assert sensors["inbox_sensor"] == "RUNNING"  # on by default: staff need not switch it on
     assert sensors["corrections_sensor"] == "RUNNING"
+    assert sensors["plans_sensor"] == "RUNNING"
 
     def unit_partitions() -> list[str]:
         dims = ui.gql(UNIT_PARTITIONS)["assetNodeOrError"]["partitionKeysByDimension"]

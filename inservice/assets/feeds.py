@@ -14,11 +14,11 @@ import dagster as dg
 
 from inservice.assets.shared import OWNERS, WAREHOUSE_POOL, InserviceResource, access_metadata, permanent
 from inservice.feeds import FeedNotRegistered, FeedRunner, FeedUnavailable
-from inservice.ingest import public_receipt
 from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
-FEED_UNITS = dg.DynamicPartitionsDefinition(name="feed_unit")
+FEED_UNIT_KEYS = "feed_unit"  # the dynamic partitions of feed units, by name
+FEED_UNITS = dg.DynamicPartitionsDefinition(name=FEED_UNIT_KEYS)
 FIRST_DAY = "2017-01-01"
 FEED_DAYS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="Asia/Taipei")
 FEED_PARTITIONS = dg.MultiPartitionsDefinition({"unit": FEED_UNITS, "day": FEED_DAYS})
@@ -73,7 +73,7 @@ def partner_feed(context: dg.AssetExecutionContext, config: FeedConfig,
     session = WriteSession(settings)  # as run_feed, holding the session: its refresh is shown below
     try:
         with session as wh:
-            receipt = public_receipt(FeedRunner(settings, wh).run(unit, day, full=config.full))
+            receipt = FeedRunner(settings, wh).run(unit, day, full=config.full)
     except FeedUnavailable as exc:
         context.log.warning(f"{unit} {day}: partner unavailable ({exc}); receipt "
                             f"{(exc.receipt.get('receipt_files') or [''])[0]}")

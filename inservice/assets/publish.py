@@ -39,7 +39,7 @@ def blocked(exc: ChecksFailed) -> dg.Failure:
         "failed_checks": dg.MetadataValue.json({c.key: details for c, details in exc.failed})})
 
 
-def gated(context: dg.AssetExecutionContext, publish: Callable[[str], dg.MaterializeResult | dict]) -> list[dict]:
+def gated(context: dg.AssetExecutionContext, publish: Callable[[str], dict]) -> list[dict]:
     """Publishes each partition of the run (one, or a backfill's range in one run) through the core."""
     out = []
     for key in context.partition_keys:

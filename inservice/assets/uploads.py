@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -37,7 +38,8 @@ from inservice.schemas.rules import RULES
 from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.backend import TRANSIENT_ERRORS
 
-UNITS = dg.DynamicPartitionsDefinition(name="unit")
+UNIT_KEYS = "unit"  # the dynamic partitions of registered units, by name (the instance keeps them)
+UNITS = dg.DynamicPartitionsDefinition(name=UNIT_KEYS)
 FIRST_MONTH = "2013-01"  # the month after the archive cutoff (2012-12-31)
 # Keys look like the core's data months ("2017-05"); end_offset=1: this month's early senders too.
 MONTHS = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, fmt="%Y-%m", end_offset=1, timezone="Asia/Taipei")
@@ -91,14 +93,13 @@ def process(context: dg.AssetExecutionContext, settings: Settings, unit: str, pa
     """Each file through the core, then its original to archive/ or quarantine/ (after the receipt);
     the session ends with the analysts' refresh, whose outcome is returned with the receipts."""
     done: list[Processed] = []
-    explicit = {"rerun": True} if rerun else {}  # the core's explicit re-run, only when staff ask for it
     session = WriteSession(settings)
     try:
         arrivals = [_received_at(settings, unit, p, received_at) for p in paths]
         with session as wh:
             ingestor = Ingestor(settings, wh, load=True)
             for path, arrival in zip(paths, arrivals, strict=True):
-                receipt = ingestor.ingest(path, arrival, unit=unit, **explicit)
+                receipt = ingestor.ingest(path, arrival, unit=unit, rerun=rerun)  # rerun: only when staff ask
                 moved = settle(settings, unit, path, receipt)
                 context.log.info(f"{path.name}: {receipt['status']}"
                                  f"{' ' + receipt['refusal'] if receipt['refusal'] else ''}; original now {moved}")
@@ -133,7 +134,7 @@ ACCEPTED_WHAT = ("the upload was not refused as a whole (a WARN, never blocking:
 
 def accepted_check(receipts: list[dict]) -> dg.AssetCheckResult:
     refused = [r for r in receipts if r["status"] == "refused"]
-    meta = {"refused": len(refused), "files": ", ".join(r["file"] for r in receipts)}
+    meta: dict[str, Any] = {"refused": len(refused), "files": ", ".join(r["file"] for r in receipts)}
     if refused:
         meta["rules"] = ", ".join(sorted({r["refusal"] for r in refused}))
         meta["reason"] = refused[0]["findings"][0]["message_zh"] if refused[0]["findings"] else ""
@@ -153,7 +154,7 @@ def top_rules_markdown(findings: list[dict], limit: int = 5) -> str:
     if not findings:
         return "No findings."
     counts = Counter((f["rule"], f["severity"]) for f in findings)
-    example = {}
+    example: dict[tuple[str, str], str] = {}
     for f in findings:
         example.setdefault((f["rule"], f["severity"]), f["message_en"])
     lines = ["| rule | severity | rows | example |", "|---|---|---:|---|"]
@@ -232,7 +233,7 @@ def _locate(settings: Settings, unit: str, file_name: str, content_hash: str) ->
 
 
 # what both upload assets are: one group, the warehouse pool, retried when the warehouse is busy
-UPLOAD_ASSET = {"group_name": "ingest", "pool": WAREHOUSE_POOL, "retry_policy": RETRY, "owners": OWNERS,
+UPLOAD_ASSET: dict[str, Any] = {"group_name": "ingest", "pool": WAREHOUSE_POOL, "retry_policy": RETRY, "owners": OWNERS,
                 "kinds": {"python", "duckdb"}}
 
 

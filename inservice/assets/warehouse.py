@@ -67,7 +67,7 @@ def _result(outcome: tuple[bool, dict], what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=passed, metadata=meta, description=what if passed else f"FAILED: {what}")
 
 
-def _check(asset: dg.AssetsDefinition, check: checks.BlockingCheck) -> dg.AssetChecksDefinition:
+def blocking_check(asset: dg.AssetsDefinition, check: checks.BlockingCheck) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name=check.name, description=check.description, blocking=True,
                     pool=WAREHOUSE_POOL, retry_policy=RETRY)
     def _asset_check(inservice: InserviceResource) -> dg.AssetCheckResult:
@@ -80,4 +80,4 @@ def _check(asset: dg.AssetsDefinition, check: checks.BlockingCheck) -> dg.AssetC
 
 WAREHOUSE_ASSETS = [courses, attendance, upload_log]
 # the same list the publishing gate runs (inservice.warehouse.checks.BLOCKING): declared once
-WAREHOUSE_CHECKS = [_check({a.key.path[-1]: a for a in WAREHOUSE_ASSETS}[c.table], c) for c in checks.BLOCKING]
+WAREHOUSE_CHECKS = [blocking_check({a.key.path[-1]: a for a in WAREHOUSE_ASSETS}[c.table], c) for c in checks.BLOCKING]

@@ -121,7 +121,7 @@ class _Keyed:
 
 
 def chunks(courses: Iterator[pa.Table], attendance: Iterator[pa.Table], size: int
-           ) -> Iterator[tuple[pa.Table | None, pa.Table | None, tuple[str, str] | None]]:
+           ) -> Iterator[tuple[pa.Table | None, pa.Table | None, tuple[str, str]]]:
     """(courses, attendance, last key) of each chunk: cut after about `size` rows of either table, where
     the key changes. Deterministic for a given order of the source's rows."""
     c, a = _Keyed(courses), _Keyed(attendance)
@@ -386,7 +386,7 @@ class Backfill:
         keep = sorted(i for lst in firsts["n_list"].to_pylist() for i in lst[:SAMPLES_PER_RULE])
         picked = picked.take(pa.array(keep, pa.int64()))
         f = for_analysts(findings.filter(pc.equal(findings["record"], record)))
-        by_key = {}
+        by_key: dict[tuple[int, str], dict] = {}
         for r in f.select(["row", "rule", "course_code", "message_zh", "message_en"]).to_pylist():
             by_key.setdefault((r["row"], r["rule"]), r)
         at = pc.index_in(picked["row"], table[ROW])  # positions of the picked rows in the table

@@ -203,7 +203,7 @@ class DatabaseReader:
 
 def key_of(table: pa.Table, i: int) -> tuple[str, str]:
     """Row i's (unit_code, course_code) as the order compares them (null as the empty text)."""
-    return tuple(table[c][i].as_py() or "" for c in ("unit_code", "course_code"))
+    return (table["unit_code"][i].as_py() or "", table["course_code"][i].as_py() or "")
 
 
 __all__ = ["ROW", "Counts", "LegacySource", "SourceError", "key_of", "legacy_source"]

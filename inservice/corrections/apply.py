@@ -16,26 +16,29 @@ Attendance rows (修改欄位 `attendance:<op>`; national IDs only ever leave ma
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import overload
 
 import pyarrow as pa
 
+from inservice.channel import as_received_at, registered_unit, sha256_file
 from inservice.config import TAIPEI, Settings
 from inservice.corrections.reasons import REASONS
+from inservice.corrections.receipt import WorkbookReceipt, stage
 from inservice.corrections.workbook import LABELS, CorrectionRow, WorkbookRefused, read_workbook
-from inservice.ingest import as_received_at, sha256_file
-from inservice.loaders.base import RawUpload, canonical_table, fold_header
-from inservice.receipts import discard, publish
+from inservice.loaders.base import RawUpload, UploadRefused, canonical_table, fold_header
+from inservice.receipts import discard, free_receipt_paths, publish
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field
-from inservice.validations import national_id
-from inservice.validations.engine import ATTENDANCE_CONTENT, Context, _parse, validate
+from inservice.validations import national_id, normalize
+from inservice.validations.engine import ATTENDANCE_CONTENT, Context, parse_field, validate
 from inservice.validations.normalize import holds_control, printable_text
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
@@ -49,6 +52,7 @@ FOLDER = "_corrections"  # inbox/_corrections, outbox/_corrections, archive/_cor
 FORBIDDEN = ("unit_code", "course_code", "modified_at", "is_deleted")
 ATTENDANCE_FIELDS = ("hours_granted", "school_code")
 PLACEHOLDER_NAME = "（更正）"  # names are never stored; the engine requires one (A01)
+UNIT_REFUSALS = {"F05": "unknown_unit", "F06": "sealed_unit"}  # a correction row's reason for the register's rule
 
 
 @dataclass
@@ -71,9 +75,9 @@ class Decision:
     correction_id: str = ""
     teacher_key: str | None = None
     row_key: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # `field` is a column here
 
-    def refuse(self, reason: str, zh: str = "", en: str = "") -> Decision:
+    def refuse(self, reason: str, zh: str | None = "", en: str | None = "") -> Decision:
         head_zh, head_en = REASONS[reason]
         self.status, self.reason = "refused", reason
         self.message_zh = f"{head_zh}：{zh}" if zh else head_zh
@@ -93,7 +97,9 @@ SHOWN = ("unit_code", "course_code", "field", "original", "new", "authority", "l
 
 
 class Refused(Exception):
-    def __init__(self, reason: str, zh: str = "", en: str = "") -> None:
+    """A correction row refused for `reason` (a key of REASONS); zh/en: what it was about, if anything."""
+
+    def __init__(self, reason: str, zh: str | None = "", en: str | None = "") -> None:
         super().__init__(reason)
         self.reason, self.zh, self.en = reason, zh, en
 
@@ -107,16 +113,21 @@ def fold(text: str | None) -> str | None:
     return out or None
 
 
-def parse_one(f: Field, text: str | None) -> tuple[object, bool]:
-    """The engine's parser for one value: (typed value, present but unparseable)."""
-    values, bad, _ = _parse(f, pa.array([text], pa.string()))
+def parse_one(f: Field, text: str | None, tags: pa.Table | None = None) -> tuple[object, bool]:
+    """The engine's parser for one value: (typed value, present but unparseable). Tags are read against
+    the register `tags` (any tag it holds; validity on the start date is the engine's W06)."""
+    if f.codelist == "tag" and tags is not None:
+        values, dropped, _ = normalize.parse_tags(pa.array([text], pa.string()), pa.nulls(1, pa.date32()), tags)
+        return values[0].as_py(), bool(dropped[0].as_py())
+    values, bad, _ = parse_field(f, pa.array([text], pa.string()))
     return values[0].as_py(), bool(bad[0].as_py())
 
 
 def same(a: object, b: object) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    if isinstance(a, float | Decimal) or isinstance(b, float | Decimal):
+    if isinstance(a, float | Decimal | int) and isinstance(b, float | Decimal | int) \
+            and (isinstance(a, float | Decimal) or isinstance(b, float | Decimal)):
         return round(float(a), 1) == round(float(b), 1)
     return a == b
 
@@ -230,8 +241,8 @@ class CorrectionRun:
         if missing:
             raise Refused("missing", "、".join(missing), ", ".join(missing))
         letter_date, _ = parse_one(COURSE.field("closed_date"), r.letter_date)  # a date, as uploads read them
-        d.letter_date = letter_date
-        if letter_date is None or letter_date > self.received_on:
+        d.letter_date = letter_date if isinstance(letter_date, date) else None
+        if d.letter_date is None or d.letter_date > self.received_on:
             raise Refused("letter_date", f"「{r.letter_date}」", f"'{r.letter_date}'")
         if resolved is None:
             raise Refused("unknown_field", f"「{r.field}」", f"'{r.field}'")
@@ -241,15 +252,14 @@ class CorrectionRun:
         if record == "attendance":
             d.field = f"attendance:{d.field}"
         d.field_label = (what.label if isinstance(what, Field) else {"add": "名單新增", "remove": "名單刪除"}[what])
-        if record == "course" and what.code in FORBIDDEN:
+        if record == "course" and isinstance(what, Field) and what.code in FORBIDDEN:
             raise Refused("forbidden_field", f"{what.label}（{what.code}）", what.code)
         if record == "attendance" and isinstance(what, Field) and what.code not in ATTENDANCE_FIELDS:
             raise Refused("forbidden_field", f"名單的{what.label}（{what.code}）", f"attendance {what.code}")
-        unit = self.wh.unit(d.unit_code)
-        if unit is None:
-            raise Refused("unknown_unit", d.unit_code, d.unit_code)
-        if unit.state == "sealed":
-            raise Refused("sealed_unit", d.unit_code, d.unit_code)
+        try:  # the register's answer, as for uploads and feeds
+            unit = registered_unit(self.wh, d.unit_code or "")
+        except UploadRefused as refusal:
+            raise Refused(UNIT_REFUSALS[refusal.rule], d.unit_code, d.unit_code) from None
         if unit.state == "testing":
             raise Refused("testing_unit", d.unit_code, d.unit_code)
         course = self._one(f"SELECT * FROM {SCHEMA}.courses WHERE unit_code = ? AND course_code = ?",
@@ -258,10 +268,19 @@ class CorrectionRun:
             raise Refused("unknown_course", f"{d.unit_code} {d.course_code}", f"{d.unit_code} {d.course_code}")
         if course["closed_date"] is None:
             raise Refused("open_course", d.course_code, d.course_code)
-        if record == "course":
+        if isinstance(what, Field) and record == "course":
             self._course(r, d, what, course)
         else:
             self._attendance(r, d, what, course)
+
+    @overload
+    def _masked(self, text: str) -> str: ...
+
+    @overload
+    def _masked(self, text: None) -> None: ...
+
+    @overload
+    def _masked(self, text: str | None) -> str | None: ...
 
     def _masked(self, text: str | None) -> str | None:
         """Every ID-shaped token masked (a raw ID never reaches a receipt, the audit table or a log)."""
@@ -284,16 +303,17 @@ class CorrectionRun:
                 attendance_text: dict[str, str | None] | None) -> pa.Table:
         """The corrected course (and attendance row) through the rule engine, as a file upload;
         returns the typed row, or refuses with the engine's own messages."""
-        n = d.row
+        n, unit = d.row, d.unit_code or ""  # a registered unit's code by now
         courses = canonical_table(COURSE, pa.array([n], pa.int64()),
                                   {k: pa.array([v], pa.string()) for k, v in course_text.items()})
         att_rows = [attendance_text] if attendance_text else []
         attendance = canonical_table(ATTENDANCE, pa.array([n] * len(att_rows), pa.int64()),
                                      {f.code: pa.array([a.get(f.code) for a in att_rows], pa.string())
                                       for f in ATTENDANCE.fields})
-        ctx = Context(unit=d.unit_code, channel="file", received_on=self.received_on,
+        ctx = Context(unit=unit, channel="file", received_on=self.received_on,
                       pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff,
-                      exceptions=self.wh.exceptions_for(d.unit_code, self.received_on))
+                      exceptions=self.wh.exceptions_for(unit, self.received_on),
+                      tags=self.wh.tag_register())
         v = validate(RawUpload(courses, attendance), ctx)
         errors = [f for f in v.findings.to_pylist() if f["severity"] == "error"]
         # warnings about what this row changes (W01/W02 on a title, W04 on a school), not older ones
@@ -307,8 +327,9 @@ class CorrectionRun:
 
     # --- course fields ---------------------------------------------------------------------------
     def _course(self, r: CorrectionRow, d: Decision, f: Field, course: dict) -> None:
-        old, old_bad = parse_one(f, r.original)
-        new_parsed, new_bad = parse_one(f, r.new)
+        tags = self.wh.tag_register() if f.codelist == "tag" else None
+        old, old_bad = parse_one(f, r.original, tags)
+        new_parsed, new_bad = parse_one(f, r.new, tags)
         d.row_key = self._row_key(d.unit_code, d.course_code, f.code, r.original if old_bad else old,
                                   r.new if new_bad else new_parsed, d.letter_no)
         if self._already(d):
@@ -331,7 +352,7 @@ class CorrectionRun:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE corr_stage AS
             SELECT {cols} FROM {SCHEMA}.courses
             WHERE unit_code = ? AND course_code = ?""", [new, d.unit_code, d.course_code])
-        _, updated = self.wh._upsert(f"{SCHEMA}.courses", "corr_stage", ["unit_code", "course_code"], [f.code],
+        _, updated = self.wh.upsert(f"{SCHEMA}.courses", "corr_stage", ["unit_code", "course_code"], [f.code],
                                      [f.code], self._source(d), self._now(), action="correction")
         assert updated == 1, updated
         self._applied(d, f"{f.label}「{render(current) or ''}」→「{render(new) or ''}」",
@@ -373,8 +394,8 @@ class CorrectionRun:
                 return
             if self._listed(d, key) is not None:
                 raise Refused("already_listed", mask(nid), mask(nid))
-            hours = parts[2]
-            completed = parts[3] if len(parts) == 4 else self._completed(hours)
+            hours: str | None = parts[2]
+            completed: str | None = parts[3] if len(parts) == 4 else self._completed(hours)
             row = self._checked_attendance(d, course_text, nid, parts[1], hours, completed)
             self._write_attendance(d, key, row, None)
             self._applied(d, f"新增 {mask(nid)}（{row['school_code']}，{render(row['hours_granted'])} 小時）",
@@ -397,6 +418,7 @@ class CorrectionRun:
             self._applied(d, f"刪除 {mask(nid)}", f"removed {mask(nid)}")
             return
         f = op
+        assert isinstance(f, Field)  # "add" and "remove" are the other operations, answered above
         old_parts, new_parts = _split(r.original, ":："), _split(r.new, ":：")
         if len(old_parts) != 2 or len(new_parts) != 2:
             raise Refused("bad_format", f"原內容「身分證字號:{f.label}」，修改後內容「身分證字號:{f.label}」",
@@ -416,7 +438,7 @@ class CorrectionRun:
             shown = render(current[f.code]) or "（空白）"
             raise Refused("original_mismatch", f"{mask(nid)} 現有{f.label}「{shown}」",
                           f"{mask(nid)} current {f.code} '{shown}'")
-        school = new_parts[1] if f.code == "school_code" else current["school_code"]
+        school: str | None = new_parts[1] if f.code == "school_code" else current["school_code"]
         hours = new_parts[1] if f.code == "hours_granted" else render(current["hours_granted"])
         completed = self._completed(hours) if f.code == "hours_granted" else render(current["completed"])
         row = self._checked_attendance(d, course_text, nid, school, hours, completed)
@@ -451,7 +473,7 @@ class CorrectionRun:
                 SELECT ?::VARCHAR AS unit_code, ?::VARCHAR AS course_code, ?::VARCHAR AS teacher_key""",
                         [d.unit_code, d.course_code, key])
             join = f"FROM {target} t JOIN corr_stage s USING ({', '.join(keys)})"
-            self.wh._history(target, join, "remove", ROW_JSON.format("t"), "NULL", source, now)
+            self.wh.record_history(target, join, "remove", ROW_JSON.format("t"), "NULL", source, now)
             con.execute(f"""DELETE FROM {target} t USING corr_stage s WHERE t.unit_code = s.unit_code
                 AND t.course_code = s.course_code AND t.teacher_key = s.teacher_key""")
             return
@@ -461,11 +483,11 @@ class CorrectionRun:
             ?::DECIMAL(5,1) AS hours_granted, ?::BOOLEAN AS completed, ?::TIMESTAMP AS modified_at,
             false AS is_deleted""", [d.unit_code, d.course_code, key, row["school_code"], row["hours_granted"],
                                       row["completed"], modified])
-        inserted, updated = self.wh._upsert(target, "corr_stage", keys, [*ATTENDANCE_CONTENT, "modified_at"],
+        inserted, updated = self.wh.upsert(target, "corr_stage", keys, [*ATTENDANCE_CONTENT, "modified_at"],
                                             ATTENDANCE_CONTENT, source, now, action="correction")
         assert (inserted, updated) == ((0, 1) if current else (1, 0)), (inserted, updated)
         if current is None:  # an insert leaves no history by itself: record the addition
-            self.wh._history(target, f"FROM {target} t JOIN corr_stage s USING ({', '.join(keys)})", "add",
+            self.wh.record_history(target, f"FROM {target} t JOIN corr_stage s USING ({', '.join(keys)})", "add",
                              "NULL", ROW_JSON.format("t"), source, now)
 
     # --- the audit trail -----------------------------------------------------------------------
@@ -484,53 +506,35 @@ def processed_before(wh: Warehouse, content_hash: str) -> dict | None:
     return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else None
 
 
-def receipt_paths(settings: Settings, file_name: str, received: datetime) -> tuple[Path, Path]:
-    """`outbox/_corrections/<file>.<received>[-n].receipt.{json,xlsx}`: never overwriting."""
-    folder = settings.outbox / FOLDER
-    stamp = received.astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
-    n, suffix = 1, ""
-    while (folder / f"{file_name}.{stamp}{suffix}.receipt.json").exists():
-        n += 1
-        suffix = f"-{n}"
-    base = f"{file_name}.{stamp}{suffix}.receipt"
-    return folder / f"{base}.json", folder / f"{base}.xlsx"
-
-
 def process_workbook(path: Path, settings: Settings, wh: Warehouse,
                      received_at: datetime | str | None = None) -> dict:
-    """Process one correction workbook; returns its receipt (also written as JSON + Excel)."""
-    from inservice.corrections.receipt import stage
-
+    """Process one correction workbook; returns its receipt's JSON object (also written as JSON + Excel)."""
     path = Path(path)
     warehouse_key(settings.home, wh)  # the warehouse's own key, or nothing is decided (PseudonymKeyError)
     received = as_received_at(received_at)
     content_hash = sha256_file(path)
-    receipt: dict = {
-        "file": path.name, "kind": "correction", "status": "processed", "refusal": None,
-        "received_at": received.isoformat(), "content_hash": content_hash, "sheet": None,
-        "rows": {"received": 0, "applied": 0, "refused": 0, "already_applied": 0}, "changes": [], "notes": [],
-    }
-    json_path, xlsx_path = receipt_paths(settings, path.name, received)
-    receipt["receipt_files"] = [str(json_path), str(xlsx_path)]
+    # outbox/_corrections/<file>.<received>[-n].receipt.{json,xlsx}, never overwriting
+    json_path, xlsx_path = free_receipt_paths(settings.outbox / FOLDER, path.name, received)
+    receipt = WorkbookReceipt(path.name, received.isoformat(), content_hash, [str(json_path), str(xlsx_path)])
     earlier = processed_before(wh, content_hash)
     if earlier is not None:  # the same bytes again: nothing is applied twice, nothing written
-        receipt["status"] = "duplicate"
+        receipt.status = "duplicate"
         name, when = earlier["file_name"], earlier["processed_at"]
-        receipt["notes"].append(f"與 {name}（{when}）內容相同，未再處理 / same content as {name} processed {when}; "
-                                "nothing applied again")
+        receipt.notes.append(f"與 {name}（{when}）內容相同，未再處理 / same content as {name} processed {when}; "
+                             "nothing applied again")
         publish(stage(receipt, json_path, xlsx_path))
-        return receipt
+        return receipt.document()
     try:
         book = read_workbook(path, settings.limits)
     except WorkbookRefused as exc:
-        receipt.update(status="refused", refusal=exc.code)
-        receipt["notes"].append(f"{exc.zh} / {exc.en}")
+        receipt.status, receipt.refusal = "refused", exc.code
+        receipt.notes.append(f"{exc.zh} / {exc.en}")
         book = None
     if book is not None:
-        receipt["sheet"] = book.sheet
+        receipt.sheet = book.sheet
         if book.ignored_columns:
             names = "、".join(book.ignored_columns)
-            receipt["notes"].append(f"未定義欄位，已略過：{names} / unknown column(s) ignored: {names}")
+            receipt.notes.append(f"未定義欄位，已略過：{names} / unknown column(s) ignored: {names}")
     staged = None
     try:
         with wh.transaction():
@@ -539,16 +543,14 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
                 for i, r in enumerate(book.rows):
                     d = run.decide(r)
                     run.record(d, datetime.now(TAIPEI))
-                    receipt["changes"].append(d.public())
+                    receipt.changes.append(d.public())
                     if d.status == "applied" and i == 0:
                         failpoint("corrections.after_first_row")
-            counts = receipt["rows"]
-            counts["received"] = len(receipt["changes"])
-            for status in ("applied", "refused", "already_applied"):
-                counts[status] = sum(1 for c in receipt["changes"] if c["status"] == status)
+            receipt.count()
+            counts = receipt.rows
             wh.con.execute("INSERT INTO correction_workbooks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                content_hash, path.name, received, receipt["status"], receipt["refusal"], counts["received"],
-                counts["applied"], counts["refused"], counts["already_applied"], str(json_path), str(xlsx_path),
+                content_hash, path.name, received, receipt.status, receipt.refusal, counts.received,
+                counts.applied, counts.refused, counts.already_applied, str(json_path), str(xlsx_path),
                 datetime.now(TAIPEI)])
             wh.con.execute("DROP TABLE IF EXISTS corr_stage")
             staged = stage(receipt, json_path, xlsx_path)  # published only once the rows are committed
@@ -558,7 +560,7 @@ def process_workbook(path: Path, settings: Settings, wh: Warehouse,
             discard(staged)
         raise
     publish(staged)
-    return receipt
+    return receipt.document()
 
 
 def process_paths(paths: list[Path], settings: Settings, received_at: str | None = None) -> list[dict]:

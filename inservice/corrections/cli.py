@@ -88,6 +88,7 @@ def cmd_set_state(args: argparse.Namespace, settings: Settings) -> int:
     with WriteSession(settings) as wh:
         old = wh.unit(args.code)
         reason = set_state(wh, args.code, args.state, args.letter)
+    assert old is not None  # set_state refuses a unit not registered
     print(f"unit {args.code}: {old.state} → {args.state} ({reason}, letter {args.letter})")
     return 0
 

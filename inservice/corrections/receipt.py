@@ -3,6 +3,8 @@ receipts (inservice/receipts.py). National IDs appear masked only; names never a
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from openpyxl import Workbook
@@ -18,8 +20,44 @@ CHANGE_HEADERS = [("列", "Row"), ("單位代碼", "Unit"), ("研習代碼", "Co
 WIDTHS = [6, 10, 14, 18, 24, 24, 16, 26, 14, 20, 60, 60]
 
 
-def stage(receipt: dict, json_path: Path, xlsx_path: Path) -> Staged:
-    return stage_receipt(receipt, json_path, xlsx_path, workbook=_workbook)
+@dataclass
+class RowCounts:
+    received: int = 0
+    applied: int = 0
+    refused: int = 0
+    already_applied: int = 0
+
+
+@dataclass
+class WorkbookReceipt:
+    """The receipt of one correction workbook; `document()` is its JSON (and what the CLI prints)."""
+
+    file: str
+    received_at: str  # ISO-8601 with offset
+    content_hash: str
+    receipt_files: list[str]
+    status: str = "processed"  # processed | duplicate | refused (whole)
+    refusal: str | None = None
+    sheet: str | None = None
+    rows: RowCounts = dataclasses.field(default_factory=RowCounts)
+    changes: list[dict] = dataclasses.field(default_factory=list)  # one Decision.public() per row
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def count(self) -> None:
+        """The rows' counts, from their decisions."""
+        statuses = [c["status"] for c in self.changes]
+        self.rows = RowCounts(len(statuses), statuses.count("applied"), statuses.count("refused"),
+                              statuses.count("already_applied"))
+
+    def document(self) -> dict:
+        return {"file": self.file, "kind": "correction", "status": self.status, "refusal": self.refusal,
+                "received_at": self.received_at, "content_hash": self.content_hash, "sheet": self.sheet,
+                "rows": dataclasses.asdict(self.rows), "changes": self.changes, "notes": self.notes,
+                "receipt_files": self.receipt_files}
+
+
+def stage(receipt: WorkbookReceipt, json_path: Path, xlsx_path: Path) -> Staged:
+    return stage_receipt(receipt.document(), json_path, xlsx_path, workbook=_workbook)
 
 
 def _workbook(receipt: dict) -> Workbook:

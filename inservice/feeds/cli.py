@@ -45,7 +45,6 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.feeds.core import FeedNotRegistered, FeedUnavailable, run_feed
-    from inservice.ingest import public_receipt
     from inservice.receipts import summary_lines
 
     day = date.fromisoformat(args.day) if args.day else None
@@ -56,7 +55,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"inservice: {exc}", file=sys.stderr)
         return 1
     except FeedUnavailable as exc:
-        receipt, code = public_receipt(exc.receipt), EX_TEMPFAIL
+        receipt, code = exc.receipt, EX_TEMPFAIL
     if args.json:
         _print_json(receipt)
     else:

@@ -29,24 +29,36 @@ rather than A05 — refused either way.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from inservice.channel import as_received_at, unit_refusal, unit_rows_refusal
 from inservice.config import TAIPEI, Settings
 from inservice.feeds import register
 from inservice.feeds.source import Chunk, PartnerReader, PartnerSource, PartnerUnreachable, concat
 from inservice.feeds.spill import FindingsSpill
-from inservice.ingest import _counts, _unit_rows_refusal, as_received_at, public_receipt, registered_unit
 from inservice.loaders.base import RawUpload, UploadRefused
-from inservice.receipts import discard, publish, stage_receipt, write_json
+from inservice.receipts import (
+    Counts,
+    Receipt,
+    SpilledFindings,
+    discard,
+    free_receipt_paths,
+    publish,
+    stage_receipt,
+    stamp,
+    write_json,
+)
 from inservice.schemas.fields import ATTENDANCE
 from inservice.validations import normalize
 from inservice.validations.engine import Context, Validated, WarehouseState, validate
@@ -54,6 +66,7 @@ from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
 from inservice.warehouse.analyst import WriteSession
+from inservice.warehouse.backend import Connection
 from inservice.warehouse.store import Unit, Warehouse, failpoint
 
 BATCH_ROWS = int(os.environ.get("INSERVICE_FEED_BATCH_ROWS", "200000"))  # attendance rows per batch
@@ -70,7 +83,8 @@ class FeedNotRegistered(ValueError):
 
 class FeedUnavailable(ConnectionError):
     """The partner's server could not be reached or dropped the link: retry later (with back-off).
-    The refusal is already recorded and its receipt written; `receipt` is that receipt."""
+    The refusal is already recorded and its receipt written; `receipt` is that receipt (the CLI
+    contract's object)."""
 
     def __init__(self, receipt: dict) -> None:
         messages = [f["message_en"] for f in receipt["findings"] if f["rule"] == "F01"]
@@ -101,6 +115,9 @@ class _PullState:
 
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
         return self.inner.existing_attendance(unit, codes)
+
+    def unclosed_courses(self, unit: str, on: date) -> pa.Table:
+        return self.inner.unclosed_courses(unit, on)
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         return self.inner.sessions(organizer_titles)
@@ -150,6 +167,13 @@ def _cut(modified: pa.Array, size: int) -> int | None:
     return None if idx < 0 else size + idx
 
 
+def _json_text(document: dict, findings: SpilledFindings) -> str:
+    """The JSON receipt's text with these findings (as the file writes them)."""
+    buffer = io.BytesIO()
+    write_json(document, buffer, findings)
+    return buffer.getvalue().decode()
+
+
 def _stage_json(receipt: dict, findings: FindingsSpill, json_path: Path) -> list[tuple[Path, Path]]:
     """The JSON receipt alone, under a temporary name (receipts.publish renames it)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +187,7 @@ def _stage_json(receipt: dict, findings: FindingsSpill, json_path: Path) -> list
     return [(Path(tmp), json_path)]
 
 
-def _libc_trim() -> ctypes._CFuncPtr | None:
+def _libc_trim() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL(None).malloc_trim  # glibc only
     except (AttributeError, OSError):
@@ -210,18 +234,26 @@ class _Run:
     unit: str
     day: date
     received: datetime
-    receipt: dict
+    receipt: Receipt
     json_path: Path
     xlsx_path: Path
     spec: register.FeedSpec
-    findings: FindingsSpill  # every finding; receipt["findings"] is its in-memory sample
-    unit_row: Unit | None = None
+    findings: FindingsSpill  # every finding; receipt.findings is its in-memory sample
+    feed: dict[str, Any]  # receipt.feed: the pull as the receipt describes it
+    unit_row: Unit | None = None  # the sender's registration (None: not registered, F05)
     base_id: str = ""
     committed: int = 0  # batches merged
     rows_read: int = 0
     watermark: datetime | None = None
     series_start: datetime | None = None  # when the pull (or the one it continues) began
-    failing_counts: dict = field(default_factory=dict)  # the batch in flight, for a refusal's record
+    failing: tuple[Counts, Counts] | None = None  # the batch in flight's courses and attendance, for a refusal
+
+    @property
+    def area(self) -> str:
+        """The sender's area (asked only once the register admitted it)."""
+        if self.unit_row is None:
+            raise RuntimeError(f"unit {self.unit} is not registered")
+        return self.unit_row.area
 
 
 # DuckDB's memory for a feed run: peak RSS 639 MiB at 1M rows (256MB) and 669 MiB at 5M (64MB), same speed
@@ -244,6 +276,11 @@ class FeedRunner:
 
     def run(self, unit: str, day: date | None = None, *, full: bool = False,
             received_at: datetime | str | None = None) -> dict:
+        """`receipt`, answered as the CLI contract's object (`Receipt.public`)."""
+        return self.receipt(unit, day, full=full, received_at=received_at).public()
+
+    def receipt(self, unit: str, day: date | None = None, *, full: bool = False,
+                received_at: datetime | str | None = None) -> Receipt:
         """Pull once now. Returns the receipt; raises FeedUnavailable (after recording the refusal and
         writing its receipt) when a retry may succeed. `full` ignores the watermark (re-reads all).
         The receipt's `findings` are the file-level ones and the first `findings_kept` row findings;
@@ -253,39 +290,38 @@ class FeedRunner:
             raise FeedNotRegistered(f"no feed registered for {unit} (inservice feeds add {unit} --url-env VAR)")
         received = as_received_at(received_at)
         day = day or received.astimezone(TAIPEI).date()
-        receipt = {
-            "file": feed_file_name(unit, day), "unit": unit, "month": f"{day:%Y-%m}", "status": "refused",
-            "refusal": None, "received_at": received.isoformat(), "on_time": True,  # a feed day is on time
-            "courses": _counts(None), "attendance": _counts(None), "findings": [], "findings_total": 0,
-            "upload_id": None, "area": None, "content_hash": None, "channel": "db",
-            "feed": {"url_env": spec.url_env, "source": None, "courses_table": spec.courses_table,
-                     "attendance_table": spec.attendance_table, "full": full, "since": None,
-                     "watermark_before": None, "watermark_after": None, "batches": 0, "complete": False},
-            "merge": dict.fromkeys(MERGE_KEYS, 0),
-        }
-        json_path, xlsx_path = self._receipt_paths(receipt, unit, day, received)
+        feed: dict[str, Any] = {
+            "url_env": spec.url_env, "source": None, "courses_table": spec.courses_table,
+            "attendance_table": spec.attendance_table, "full": full, "since": None, "watermark_before": None,
+            "watermark_after": None, "batches": 0, "complete": False}
+        receipt = Receipt(feed_file_name(unit, day), unit, received.isoformat(), month=f"{day:%Y-%m}",
+                          on_time=True,  # a feed day is on time
+                          findings_total=0, channel="db", feed=feed, merge=dict.fromkeys(MERGE_KEYS, 0))
+        # outbox/<unit>/feed-<day>.<received>[-n].receipt.{json,xlsx}, never overwriting another run's
+        json_path, xlsx_path = free_receipt_paths(self.settings.outbox / unit, f"feed-{day.isoformat()}", received)
+        receipt.receipt_files = [str(json_path), str(xlsx_path)]
         with FindingsSpill(json_path.parent, self.findings_kept) as spill:
-            receipt["findings"] = spill.kept
-            run = _Run(unit, day, received, receipt, json_path, xlsx_path, spec, spill)
+            receipt.findings = spill.kept
+            run = _Run(unit, day, received, receipt, json_path, xlsx_path, spec, spill, feed)
             run.base_id = self._base_id(run)
-            receipt["upload_id"] = run.base_id
+            receipt.upload_id = run.base_id
             try:
-                run.unit_row = self._unit(unit)
-                receipt["area"] = run.unit_row.area
+                run.unit_row = self.warehouse.unit(unit)  # the sender's, recorded whatever the register says
+                receipt.area = run.unit_row.area if run.unit_row else None
+                refusal = unit_refusal(unit, run.unit_row)  # F05, F06: before the partner is touched
+                if refusal is not None:
+                    raise refusal
                 self._pull(run, full)
             except UploadRefused as refusal:
                 self._refuse(run, refusal)
                 if isinstance(refusal, PartnerUnreachable):
-                    raise FeedUnavailable(receipt) from refusal
+                    raise FeedUnavailable(receipt.public()) from refusal
         return receipt
 
     # --- steps ---------------------------------------------------------------------------------
-    def _unit(self, code: str) -> Unit:
-        return registered_unit(self.warehouse, code)
-
     def _pull(self, run: _Run, full: bool) -> None:
-        area = run.unit_row.area
-        feed = run.receipt["feed"]
+        area = run.area
+        feed = run.feed
         source = PartnerSource(run.spec, self.chunk_rows)  # F01: variable unset or not a URL
         feed["source"] = source.masked
         mark = register.watermark(self.warehouse.con, run.unit, area)
@@ -324,23 +360,19 @@ class FeedRunner:
     def _closed_by_this_pull(self, run: _Run) -> pa.Array:
         """Courses this pull (with the runs it continues) wrote and closed: loaded since it began.
         A course closed before keeps its old loaded_at (an identical re-send is a no-op)."""
-        schema = ddl.AREAS[run.unit_row.area]
+        schema = ddl.AREAS[run.area]
         return self.warehouse.table(f"""SELECT course_code FROM {schema}.courses WHERE unit_code = ?
             AND closed_date IS NOT NULL AND loaded_at >= ?""", [run.unit, run.series_start])["course_code"]
 
     def _batch(self, run: _Run, reader: PartnerReader, k: int, courses: pa.Table, attendance: pa.Table,
                newest: datetime | None, started: datetime, last: bool) -> None:
         """Validate and merge one batch, with the watermark it earns, in one transaction."""
-        unit, area, receipt = run.unit, run.unit_row.area, run.receipt
+        unit, area, receipt = run.unit, run.area, run.receipt
         raw = RawUpload(courses, attendance, notes=reader.notes if k == 1 else [])
-        run.failing_counts = {
-            "courses": _counts(None) if k > 1 else {"received": courses.num_rows, "accepted": 0,
-                                                    "rejected": courses.num_rows},
-            "attendance": {"received": attendance.num_rows, "accepted": 0, "rejected": attendance.num_rows}}
-        rows_refusal = _unit_rows_refusal(raw, unit)  # F04
-        if rows_refusal:
-            refusal, offending = rows_refusal
-            refusal.findings = [f for f in offending if k == 1 or f["record"] != "course"]
+        run.failing = (Counts.refused(courses.num_rows) if k == 1 else Counts(), Counts.refused(attendance.num_rows))
+        refusal = unit_rows_refusal(raw, unit)  # F04
+        if refusal is not None:
+            refusal.findings = [f for f in refusal.all_findings() if k == 1 or f["record"] != "course"]
             raise refusal
         received_on = run.received.astimezone(TAIPEI).date()
         state: WarehouseState = self.warehouse.state(area)
@@ -349,115 +381,107 @@ class FeedRunner:
             state = _PullState(state, reopened.combine_chunks())
         ctx = Context(unit=unit, channel="db", received_on=received_on, pseudonymiser=self.pseudonymiser,
                       cutoff=self.settings.archive_cutoff,
-                      exceptions=self.warehouse.exceptions_for(unit, received_on), state=state)
+                      exceptions=self.warehouse.exceptions_for(unit, received_on), state=state,
+                      tags=self.warehouse.tag_register(), c11_from=self.settings.c11_from)
         v = validate(raw, ctx)
         findings = v.findings
         if k > 1:  # the courses were judged (and counted) in batch 1
             findings = findings.filter(pc.not_equal(findings["record"], "course"))
         findings = _with_masked_ids(findings, v.attendance)
-        counts = {"courses": _counts(v.courses) if k == 1 else _counts(None), "attendance": _counts(v.attendance)}
+        counts = (Counts.of(v.courses) if k == 1 else Counts(), Counts.of(v.attendance))
         candidate = min(newest, started) if newest is not None else None
         new_mark = max((t for t in (run.watermark, candidate) if t is not None), default=None)
         upload_id = run.base_id if k == 1 else f"{run.base_id}-{k}"
         # the receipt as it will stand once this batch commits
-        for part in ("courses", "attendance"):
-            receipt[part] = {key: receipt[part][key] + counts[part][key] for key in counts[part]}
+        receipt.courses, receipt.attendance = receipt.courses + counts[0], receipt.attendance + counts[1]
+        since = run.findings.size  # this batch's findings start here
         run.findings.add_table(findings)
-        receipt["findings_total"] = run.findings.total
-        receipt["status"] = "loaded"
-        receipt["feed"].update(batches=k, complete=last,
-                               watermark_after=new_mark.isoformat(sep=" ") if new_mark else None)
+        receipt.findings_total = run.findings.total
+        receipt.status = "loaded"
+        run.feed.update(batches=k, complete=last, watermark_after=new_mark.isoformat(sep=" ") if new_mark else None)
         upload = self._upload_row(run, upload_id, "loaded", None, counts)
         rows_read, series_start = run.rows_read, run.series_start
+        assert series_start is not None  # set when the pull began
 
-        def in_transaction(con) -> None:
+        def in_transaction(con: Connection) -> None:
             register.save_watermark(con, unit, area, new_mark, rows_read, upload_id, last, series_start,
                                     datetime.now(TAIPEI))
             failpoint(f"feed.before_commit.{k}")
 
-        merged = self._commit(run, upload, findings.drop_columns(["id_masked"]), v, in_transaction, final=last)
+        merged = self._commit(run, upload, findings.drop_columns(["id_masked"]), since, v, in_transaction,
+                              final=last)
         run.committed, run.watermark = k, new_mark
+        assert receipt.merge is not None  # set when the run began
         for key in MERGE_KEYS:
-            receipt["merge"][key] += merged[key]
+            receipt.merge[key] += merged[key]
 
-    def _commit(self, run: _Run, upload: dict, findings: pa.Table, validated: Validated | None,
-                in_transaction=None, final: bool = True) -> dict:
-        """Record one batch (or a refusal) in one transaction; the receipt is staged meanwhile and
-        published only after the commit. Between batches only the JSON is rewritten (the workbook,
-        slow to write for many findings, once at the end)."""
-        receipt = {**run.receipt, "findings": [], "feed": dict(run.receipt["feed"]),
-                   "receipt_files": [str(run.json_path), str(run.xlsx_path)]}  # findings: from the spill
-        receipt.pop("merge", None)
+    def _commit(self, run: _Run, upload: dict, findings: pa.Table, since: int, validated: Validated | None,
+                in_transaction: Callable[[Connection], None] | None = None, final: bool = True) -> dict[str, int]:
+        """Record one batch (or a refusal) in one transaction, with the receipt as it now stands
+        (`upload_receipts`: its findings those of this record, from `since` in the spill); the
+        receipt is staged meanwhile and published only after the commit. Between batches only the
+        JSON is rewritten (the workbook, slow to write for many findings, once at the end)."""
+        document = run.receipt.document(with_files=True)
+        document.update(findings=[], feed=dict(run.feed))  # the findings: from the spill
         with ThreadPoolExecutor(max_workers=1) as pool:
             if final:
-                staged = pool.submit(stage_receipt, receipt, run.json_path, run.xlsx_path, findings=run.findings)
+                staged = pool.submit(stage_receipt, document, run.json_path, run.xlsx_path, findings=run.findings)
             else:
-                staged = pool.submit(_stage_json, receipt, run.findings, run.json_path)
+                staged = pool.submit(_stage_json, document, run.findings, run.json_path)
             try:
-                counts = {}
-                if run.unit_row is not None:
-                    counts = self.warehouse.record_upload(upload, findings, validated, run.unit_row.area,
-                                                          datetime.now(TAIPEI), in_transaction).__dict__
+                counts = self.warehouse.record_upload(upload, findings, validated, upload["area"],
+                                                      datetime.now(TAIPEI), in_transaction,
+                                                      receipt=_json_text(document, run.findings.since(since)))
             except BaseException:
                 discard(staged.result())
                 raise
             publish(staged.result())
-        return counts
+        return asdict(counts)
 
     def _refuse(self, run: _Run, refusal: UploadRefused) -> None:
+        """Record a refusal (F05 and F06 too: every pull is in `uploads`, with its findings and receipt)."""
         receipt = run.receipt
-        table = findings_from_dicts(getattr(refusal, "findings", None) or [refusal.finding()])
+        table = findings_from_dicts(refusal.all_findings())
+        since = run.findings.size
         run.findings.add([{**f, "id_masked": None} for f in table.to_pylist()])
-        receipt["findings_total"] = run.findings.total
-        receipt["refusal"] = refusal.rule
-        receipt["feed"]["complete"] = False
-        counts = run.failing_counts or {"courses": _counts(None), "attendance": _counts(None)}
+        receipt.findings_total = run.findings.total
+        receipt.refusal = refusal.rule
+        run.feed["complete"] = False
+        failing = run.failing or (Counts(), Counts())
         if run.committed == 0:
-            receipt["status"] = "refused"
-            receipt["courses"], receipt["attendance"] = counts["courses"], counts["attendance"]
+            receipt.status = "refused"
+            receipt.courses, receipt.attendance = failing
         else:  # earlier batches stay loaded (each was whole); the rest waits for the next run
-            for part in ("courses", "attendance"):
-                receipt[part] = {k: receipt[part][k] + counts[part][k] for k in counts[part]}
+            receipt.courses, receipt.attendance = receipt.courses + failing[0], receipt.attendance + failing[1]
         upload_id = run.base_id if run.committed == 0 else f"{run.base_id}-{run.committed + 1}"
-        upload = self._upload_row(run, upload_id, "refused", refusal.rule, counts) if run.unit_row else {}
-        self._commit(run, upload, table, None)
+        self._commit(run, self._upload_row(run, upload_id, "refused", refusal.rule, failing), table, since, None)
 
     # --- records and names ---------------------------------------------------------------------
-    def _upload_row(self, run: _Run, upload_id: str, status: str, refusal: str | None, counts: dict) -> dict:
+    def _upload_row(self, run: _Run, upload_id: str, status: str, refusal: str | None,
+                    counts: tuple[Counts, Counts]) -> dict:
+        """The pull's row in `uploads` (an unregistered unit's: area NULL, in no area's statistics)."""
         return {
-            "upload_id": upload_id, "unit_code": run.unit, "channel": "db", "file_name": run.receipt["file"],
-            "data_month": run.receipt["month"], "content_hash": None, "received_at": run.received,
-            "on_time": True, "area": run.unit_row.area, "status": status, "refusal": refusal,
-            "receipt_json": str(run.json_path), "receipt_xlsx": str(run.xlsx_path),
+            "upload_id": upload_id, "unit_code": run.unit, "channel": "db", "file_name": run.receipt.file,
+            "data_month": run.receipt.month, "content_hash": None, "received_at": run.received,
+            "on_time": True, "area": run.unit_row.area if run.unit_row else None, "status": status,
+            "refusal": refusal, "receipt_json": str(run.json_path), "receipt_xlsx": str(run.xlsx_path),
             "processed_at": datetime.now(TAIPEI),
-            **{f"{part}_{k}": v for part in ("courses", "attendance") for k, v in counts[part].items()},
+            **{f"{part}_{k}": v for part, c in zip(("courses", "attendance"), counts, strict=True)
+               for k, v in c.as_dict().items()},
         }
 
     def _base_id(self, run: _Run) -> str:
-        stamp = run.received.astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
-        n, base = 1, f"{run.unit}-{stamp}-feed"
+        when = stamp(run.received)
+        n, base = 1, f"{run.unit}-{when}-feed"
         while self.warehouse.con.execute("SELECT count(*) FROM uploads WHERE upload_id LIKE ? || '%'",
                                          [base]).fetchall()[0][0]:
             n += 1
-            base = f"{run.unit}-{stamp}-{n}-feed"
+            base = f"{run.unit}-{when}-{n}-feed"
         return base
-
-    def _receipt_paths(self, receipt: dict, unit: str, day: date, received: datetime) -> tuple[Path, Path]:
-        """`outbox/<unit>/feed-<day>.<received>[-n].receipt.{json,xlsx}`, never overwriting another run's."""
-        stamp = received.astimezone(TAIPEI).strftime("%Y%m%dT%H%M%S")
-        folder = self.settings.outbox / unit
-        n, suffix = 1, ""
-        while (folder / f"feed-{day.isoformat()}.{stamp}{suffix}.receipt.json").exists():
-            n += 1
-            suffix = f"-{n}"
-        base = folder / f"feed-{day.isoformat()}.{stamp}{suffix}.receipt"
-        receipt["receipt_files"] = [f"{base}.json", f"{base}.xlsx"]
-        return Path(f"{base}.json"), Path(f"{base}.xlsx")
 
 
 def run_feed(settings: Settings, unit: str, day: date | None = None, *, full: bool = False,
              received_at: datetime | str | None = None, batch_rows: int | None = None) -> dict:
     """Open the warehouse, pull one unit's feed once, return the public receipt (CLI and Dagster)."""
     with WriteSession(settings) as wh:
-        return public_receipt(FeedRunner(settings, wh, batch_rows=batch_rows).run(
-            unit, day, full=full, received_at=received_at))
+        return FeedRunner(settings, wh, batch_rows=batch_rows).run(unit, day, full=full, received_at=received_at)

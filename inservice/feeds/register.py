@@ -11,10 +11,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
-
 from inservice.config import TAIPEI
 from inservice.schemas.fields import ATTENDANCE, COURSE
+from inservice.warehouse.backend import Connection
 from inservice.warehouse.store import Warehouse, WarehouseError
 
 DEFAULT_OVERLAP_MINUTES = int(os.environ.get("INSERVICE_FEED_OVERLAP_MINUTES", "10"))
@@ -72,13 +71,13 @@ def feeds(wh: Warehouse) -> list[FeedSpec]:
     return [FeedSpec(*r) for r in rows]
 
 
-def watermark(con: duckdb.DuckDBPyConnection, unit: str, area: str) -> Watermark:
+def watermark(con: Connection, unit: str, area: str) -> Watermark:
     rows = con.execute("""SELECT watermark, rows_taken, upload_id, complete, pull_started_at, updated_at
         FROM feed_watermarks WHERE unit_code = ? AND area = ?""", [unit, area]).fetchall()
     return Watermark(*rows[0]) if rows else Watermark(None, 0, None, None, None, None)
 
 
-def save_watermark(con: duckdb.DuckDBPyConnection, unit: str, area: str, value: datetime | None,
+def save_watermark(con: Connection, unit: str, area: str, value: datetime | None,
                    rows_taken: int, upload_id: str, complete: bool, pull_started_at: datetime,
                    now: datetime) -> None:
     """Called inside the batch's transaction (Warehouse.record_upload's `in_transaction`)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -393,15 +393,15 @@ class PartnerReader:
     def notes(self) -> list[dict]:
         return [*self.courses.notes, *self.attendance.notes]
 
-    def stream(self, m: Mapped, since: datetime | None) -> Iterator[Chunk]:
+    def stream(self, m: Mapped, since: datetime | None) -> Generator[Chunk, None, None]:
         return self._stream(m, pull_query(m, self.conn.dialect.name, since))
 
-    def stream_by_key(self, m: Mapped) -> Iterator[Chunk]:
+    def stream_by_key(self, m: Mapped) -> Generator[Chunk, None, None]:
         """Every row, ordered by unit_code, course_code and then every other column, each in byte order
         with nulls first: the same order, and so the same chunks, on every read (the legacy backfill)."""
         return self._stream(m, key_order_query(m, self.conn.dialect.name))
 
-    def _stream(self, m: Mapped, stmt: sa.Select) -> Iterator[Chunk]:
+    def _stream(self, m: Mapped, stmt: sa.Select) -> Generator[Chunk, None, None]:
         codes = list(m.columns)
         # PostgreSQL timestamptz as text ends in the session's offset (+08): the wall time is before it
         with_offset = {c for c, col in m.columns.items() if self.conn.dialect.name == "postgresql"

@@ -72,8 +72,12 @@ class FindingsSpill:
             view = view[n:]
 
     # --- reading -------------------------------------------------------------------------------------
-    def _chunks(self) -> Iterator[bytes]:
-        at, end = 0, self.size
+    def since(self, offset: int) -> SpillPart:
+        """The findings added after the spill held `offset` bytes (one commit's)."""
+        return SpillPart(self, offset)
+
+    def _chunks(self, start: int = 0) -> Iterator[bytes]:
+        at, end = start, self.size
         while at < end:
             chunk = os.pread(self._fd, min(READ_BYTES, end - at), at)
             if not chunk:
@@ -82,8 +86,12 @@ class FindingsSpill:
             yield chunk
 
     def __iter__(self) -> Iterator[dict]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int = 0) -> Iterator[dict]:
+        """The findings from byte `start` of the spill on (0: all of them)."""
         rest = b""
-        for chunk in self._chunks():
+        for chunk in self._chunks(start):
             *lines, rest = (rest + chunk).split(b"\n")
             for line in lines:
                 yield json.loads(line)
@@ -91,20 +99,34 @@ class FindingsSpill:
     def __len__(self) -> int:
         return self.total
 
-    def write_json_array(self, fh: BinaryIO) -> None:
+    def write_json_array(self, fh: BinaryIO, start: int = 0) -> None:
         """The findings as the receipt's JSON array (indent 1 at depth 1), one finding per line:
         the lines are copied, never parsed again (compact JSON has no raw newline inside)."""
-        if not self.size:
+        if self.size <= start:
             fh.write(b"[]")
             return
         fh.write(b"[\n  ")
         last = b""
-        for chunk in self._chunks():
+        for chunk in self._chunks(start):
             if last:
                 fh.write(last.replace(b"\n", b",\n  "))
             last = chunk
         fh.write(last[:-1].replace(b"\n", b",\n  "))  # the file ends with a newline: no comma after it
         fh.write(b"\n ]")
+
+
+class SpillPart:
+    """The findings a spill received after a point (implements receipts.SpilledFindings)."""
+
+    def __init__(self, spill: FindingsSpill, start: int) -> None:
+        self.spill = spill
+        self.start = start
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.spill.iter_from(self.start)
+
+    def write_json_array(self, fh: BinaryIO) -> None:
+        self.spill.write_json_array(fh, self.start)
 
 
 def receipt_findings(json_path: Path) -> Iterator[dict]:

@@ -6,8 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inservice.loaders.base import RawUpload, UploadRefused
-
-FILE_EXTENSIONS = (".xlsx", ".xls", ".xml", ".mdb", ".accdb")
+from inservice.schemas.filenames import FILE_EXTENSIONS
 
 
 def reader_for(ext: str) -> Callable[[Path], RawUpload]:

@@ -10,6 +10,7 @@ Parsing and every rule happen downstream, once, whatever the format.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import pyarrow as pa
@@ -20,12 +21,25 @@ from inservice.schemas.rules import RULES
 ROW = "_row"
 
 
-
 class UploadRefused(Exception):
-    """A whole-upload refusal (F-rule) with a bilingual reason."""
+    """A whole-upload refusal (F-rule) with a bilingual reason.
+
+    `findings`: the refusal's own findings when one is not enough (F04's offending rows, F08's
+    warning); else `finding()` is its one finding. `detail`: the reader library's own words, for
+    the staff log only (never a receipt)."""
+
+    rule: str
+    detail_zh: str
+    detail_en: str
+    record: str
+    row: int | None
+    field: str | None
+    findings: list[dict] | None
+    detail: str | None
 
     def __init__(self, rule: str, detail_zh: str, detail_en: str, *, record: str = "file",
-                 row: int | None = None, field: str | None = None) -> None:
+                 row: int | None = None, field: str | None = None, findings: list[dict] | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(f"{rule}: {detail_en}")
         self.rule = rule
         self.detail_zh = detail_zh
@@ -33,6 +47,8 @@ class UploadRefused(Exception):
         self.record = record
         self.row = row
         self.field = field
+        self.findings = findings
+        self.detail = detail
 
     def __reduce__(self) -> tuple:  # pickled whole (a refusal raised in a reader's child process)
         return (_refusal, (self.rule, self.detail_zh, self.detail_en, self.record, self.row, self.field,
@@ -45,6 +61,9 @@ class UploadRefused(Exception):
             "severity": "error", "course_code": None,
             "message_zh": f"{r.zh}：{self.detail_zh}", "message_en": f"{r.en}: {self.detail_en}",
         }
+
+    def all_findings(self) -> list[dict]:
+        return self.findings or [self.finding()]
 
 
 def _refusal(rule: str, zh: str, en: str, record: str, row: int | None, field: str | None,
@@ -69,10 +88,8 @@ NOT_ACCESS = ("檔案不是可讀取的 Access 資料庫（可能損毀或未完
 def unreadable(reason: tuple[str, str], detail: object, name: str = "") -> UploadRefused:
     """F01 with a plain `reason`. `detail` (the library's error) rides along as `.detail` for the
     log (the ingest logs it at WARNING; a reader's child process has no log of its own)."""
-    refusal = UploadRefused("F01", *reason)
     what = f"{type(detail).__name__}: {detail}" if isinstance(detail, BaseException) else str(detail)
-    refusal.detail = f"{name}: {what}" if name else what
-    return refusal
+    return UploadRefused("F01", *reason, detail=f"{name}: {what}" if name else what)
 
 
 class RawUpload:
@@ -111,7 +128,7 @@ def canonical_schema(rt: RecordType) -> pa.Schema:
     return pa.schema([(ROW, pa.int64()), *((f.code, pa.string()) for f in rt.fields)])
 
 
-def match_headers(rt: RecordType, headers: list[object], where: str) -> tuple[dict[int, str], list[str]]:
+def match_headers(rt: RecordType, headers: Sequence[object], where: str) -> tuple[dict[int, str], list[str]]:
     """Column index → field code, and the unknown headers. Missing required columns → F07."""
     by_key = {}
     for f in rt.fields:

@@ -27,7 +27,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +39,7 @@ _HEADER = struct.Struct("<Q")
 
 
 def isolated(produce: Callable[..., Iterator[Any]], *args: Any, limits: Limits,
-             what: tuple[str, str]) -> Iterator[Any]:
+             what: tuple[str, str]) -> Generator[Any, None, None]:
     """Iterate `produce(*args)` as run in a child. Exceptions it raises are raised here (pickled); a
     child that runs out of memory or time is F09, one that dies otherwise F01. `what` names the file
     in the messages (Chinese, English)."""

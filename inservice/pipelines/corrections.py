@@ -4,6 +4,7 @@
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
 from datetime import date
+from typing import Any
 
 import dagster as dg
 
@@ -96,5 +97,5 @@ def sealing_job() -> None:
     seal_dormant_units()
 
 
-CORRECTION_JOBS = [apply_corrections_job, exceptions_register_job, sealing_job]
+CORRECTION_JOBS: list[Any] = [apply_corrections_job, exceptions_register_job, sealing_job]
 CORRECTION_SENSORS = [corrections_sensor]

@@ -3,7 +3,8 @@
 Assembled explicitly, domain by domain: each domain has its assets (and their checks) in
 inservice/assets/<domain>.py and its jobs, sensors and schedules in inservice/pipelines/<domain>.py.
 Groups: ingest (uploads, feeds, the month's overview) → warehouse (tables + blocking checks) →
-publish (monthly statistics, yearbook, audit worklist); corrections beside them.
+publish (monthly statistics, yearbook, audit worklist); corrections (with the replay of archived uploads)
+beside them; plans (the planning survey: exports, plan tables, its four publications per school year).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from inservice.assets.audit import AUDIT_ASSETS
 from inservice.assets.backfill import BACKFILL_ASSETS
 from inservice.assets.corrections import CORRECTION_ASSETS
 from inservice.assets.feeds import FEED_ASSETS
+from inservice.assets.plans import PLAN_ASSETS, PLAN_CHECKS
 from inservice.assets.publish import PUBLISH_ASSETS
+from inservice.assets.replay import REPLAY_ASSETS
 from inservice.assets.shared import InserviceResource
 from inservice.assets.uploads import UPLOAD_ASSETS
 from inservice.assets.warehouse import WAREHOUSE_ASSETS, WAREHOUSE_CHECKS
@@ -24,7 +27,9 @@ from inservice.pipelines.audit import AUDIT_JOBS, AUDIT_SCHEDULES
 from inservice.pipelines.backfill import BACKFILL_JOBS
 from inservice.pipelines.corrections import CORRECTION_JOBS, CORRECTION_SENSORS
 from inservice.pipelines.feeds import FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
+from inservice.pipelines.plans import PLAN_JOBS, PLAN_SENSORS
 from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
+from inservice.pipelines.replay import REPLAY_JOBS
 from inservice.pipelines.units import UNIT_JOBS
 from inservice.pipelines.uploads import UPLOAD_JOBS, UPLOAD_SENSORS
 
@@ -39,11 +44,12 @@ RESOURCES = {"inservice": InserviceResource()}
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*UPLOAD_ASSETS, *WAREHOUSE_ASSETS, *FEED_ASSETS, *CORRECTION_ASSETS, *PUBLISH_ASSETS,
-                *AUDIT_ASSETS, *BACKFILL_ASSETS],
-        asset_checks=WAREHOUSE_CHECKS,  # the uploads' own check is declared on their assets
-        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *AUDIT_JOBS, *BACKFILL_JOBS],
+                *AUDIT_ASSETS, *BACKFILL_ASSETS, *REPLAY_ASSETS, *PLAN_ASSETS],
+        asset_checks=[*WAREHOUSE_CHECKS, *PLAN_CHECKS],  # the uploads' own checks are declared on their assets
+        jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *AUDIT_JOBS, *BACKFILL_JOBS,
+              *REPLAY_JOBS, *PLAN_JOBS],
         schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES, *AUDIT_SCHEDULES],
-        sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS],
+        sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS, *PLAN_SENSORS],
         resources=RESOURCES,
         # One process per run, steps in order: the steps share one file-based warehouse anyway.
         executor=dg.in_process_executor,

@@ -5,10 +5,11 @@ and the sensor that makes each unit of the feed register a `feed_unit` partition
 
 import os
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 
-from inservice.assets.feeds import FEED_UNITS, partner_feed
+from inservice.assets.feeds import FEED_UNIT_KEYS, FEED_UNITS, partner_feed
 from inservice.assets.shared import InserviceResource
 from inservice.config import TAIPEI
 from inservice.feeds import register as feed_register
@@ -34,7 +35,7 @@ def feed_run_requests(units: list[str], day: date) -> list[dg.RunRequest]:
                          "just ended.")
 def feed_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
     day = context.scheduled_execution_time.astimezone(TAIPEI).date() - timedelta(days=1)
-    units = list(context.instance.get_dynamic_partitions(FEED_UNITS.name))
+    units = list(context.instance.get_dynamic_partitions(FEED_UNIT_KEYS))
     if not units:
         return dg.SkipReason("no feed units yet (feed_register_sensor adds them from the feed register)")
     return feed_run_requests(units, day)
@@ -49,13 +50,13 @@ def feed_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
             registered = {f.unit_code for f in feed_register.feeds(wh)}
     except UNREADABLE_NOW as exc:  # busy with a writer: next tick
         return dg.SensorResult(skip_reason=f"warehouse not readable now ({type(exc).__name__}); next tick")
-    known = set(context.instance.get_dynamic_partitions(FEED_UNITS.name))
+    known = set(context.instance.get_dynamic_partitions(FEED_UNIT_KEYS))
     missing = sorted(registered - known)
     if not missing:
         return dg.SensorResult(skip_reason=f"{len(registered)} feed unit(s), all known")
     return dg.SensorResult(dynamic_partitions_requests=[FEED_UNITS.build_add_request(missing)])
 
 
-FEED_JOBS = [feed_job]
+FEED_JOBS: list[Any] = [feed_job]  # job definitions (dagster names no common type of asset and op jobs)
 FEED_SCHEDULES = [feed_daily_schedule]
 FEED_SENSORS = [feed_register_sensor]

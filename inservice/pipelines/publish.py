@@ -3,6 +3,8 @@ monthly schedule (on by default), and the county export job."""
 
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -33,10 +35,6 @@ def monthly_statistics_schedule(context: dg.ScheduleEvaluationContext) -> dg.Run
     t = context.scheduled_execution_time.astimezone(TAIPEI)
     year, month = (t.year, t.month - 1) if t.month > 1 else (t.year - 1, 12)
     return dg.RunRequest(partition_key=f"{year:04d}-{month:02d}")
-
-
-PUBLISH_JOBS = [monthly_statistics_job, yearbook_job]
-PUBLISH_SCHEDULES = [monthly_statistics_schedule]
 
 
 class CountyExportConfig(dg.Config):
@@ -71,5 +69,5 @@ def county_export_job() -> None:
     export_county_records()
 
 
-PUBLISH_JOBS = [monthly_statistics_job, yearbook_job, county_export_job]
+PUBLISH_JOBS: list[Any] = [monthly_statistics_job, yearbook_job, county_export_job]  # asset and op jobs
 PUBLISH_SCHEDULES = [monthly_statistics_schedule]

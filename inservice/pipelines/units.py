@@ -6,12 +6,13 @@ exception. Each op calls the same core function as the CLI.
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
 from datetime import date
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource, refused
-from inservice.assets.uploads import UNITS
+from inservice.assets.uploads import UNIT_KEYS
 from inservice.corrections.lifecycle import set_state
 from inservice.registers import units as unit_register
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
@@ -38,7 +39,7 @@ def register_unit(context: dg.OpExecutionContext, config: RegisterUnitConfig, in
                         by="dagster")
     except (WarehouseError, ValueError) as exc:
         raise refused(exc) from exc
-    context.instance.add_dynamic_partitions(UNITS.name, [config.code])  # its inbox is a partition now
+    context.instance.add_dynamic_partitions(UNIT_KEYS, [config.code])  # its inbox is a partition now
     context.log.info(f"unit {config.code} registered ({config.state}, {config.channel})")
 
 
@@ -136,4 +137,5 @@ def add_archive_exception_job() -> None:
     add_archive_exception()
 
 
-UNIT_JOBS = [register_unit_job, change_unit_state_job, change_unit_register_job, add_archive_exception_job]
+UNIT_JOBS: list[Any] = [register_unit_job, change_unit_state_job, change_unit_register_job,
+                        add_archive_exception_job]

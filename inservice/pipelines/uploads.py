@@ -12,6 +12,7 @@ with a receipt, and it stays in quarantine.
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -19,6 +20,7 @@ from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource
 from inservice.assets.uploads import (
     FIRST_MONTH,
     MONTHS,
+    UNIT_KEYS,
     UNITS,
     UnsortedUploadConfig,
     UploadConfig,
@@ -93,10 +95,10 @@ def run_request(upload: NewUpload, last_month: str, registered: bool = True, run
         return dg.RunRequest(run_key=run_key, job_name=ingest_upload_job.name,
                              partition_key=dg.MultiPartitionKey({"unit": f.unit, "month": month}),
                              run_config=dg.RunConfig(ops={"partner_upload": config}), tags=tags)
-    config = UnsortedUploadConfig(unit=f.unit, file_name=f.name, content_hash=upload.content_hash,
-                                  received_at=upload.received_at)
+    unsorted = UnsortedUploadConfig(unit=f.unit, file_name=f.name, content_hash=upload.content_hash,
+                                    received_at=upload.received_at)
     return dg.RunRequest(run_key=run_key, job_name=ingest_unsorted_job.name,
-                         run_config=dg.RunConfig(ops={"unsorted_upload": config}), tags=tags)
+                         run_config=dg.RunConfig(ops={"unsorted_upload": unsorted}), tags=tags)
 
 
 @dg.sensor(
@@ -123,7 +125,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, inservice: InserviceResour
     plan = plan_tick(settings.inbox, cursor, max_uploads=MAX_RUNS_PER_TICK, already_done=already_done)
     for folder in plan.ignored_folders:
         context.log.warning(f"inbox/{folder}/ is not a unit code folder: ignored")
-    known = set(context.instance.get_dynamic_partitions(UNITS.name))
+    known = set(context.instance.get_dynamic_partitions(UNIT_KEYS))
     uploads = plan.uploads
     register: set[str] | None = set()
     if any(u.file.unit not in known for u in uploads):
@@ -140,7 +142,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext, inservice: InserviceResour
     partition_requests = []
     if requests:
         _ensure_pool_limit(context.instance)
-        units = {r.partition_key.keys_by_dimension["unit"] for r in requests if r.partition_key}
+        units = {r.partition_key.keys_by_dimension["unit"] for r in requests
+                 if isinstance(r.partition_key, dg.MultiPartitionKey)}
         missing = sorted(units - known)
         if missing:
             partition_requests.append(UNITS.build_add_request(missing))
@@ -160,8 +163,8 @@ def unit_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
     register = registered_units(inservice.settings())
     if register is None:
         return dg.SensorResult(skip_reason="the warehouse is busy with a writer; next tick")
-    known = set(context.instance.get_dynamic_partitions(UNITS.name))
-    requests = []
+    known = set(context.instance.get_dynamic_partitions(UNIT_KEYS))
+    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if register - known:
         requests.append(UNITS.build_add_request(sorted(register - known)))
     if known - register:
@@ -171,5 +174,5 @@ def unit_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
-UPLOAD_JOBS = [ingest_upload_job, ingest_unsorted_job]
+UPLOAD_JOBS: list[Any] = [ingest_upload_job, ingest_unsorted_job]  # job definitions (asset jobs here)
 UPLOAD_SENSORS = [inbox_sensor, unit_register_sensor]

@@ -17,6 +17,7 @@ import pyarrow as pa
 from inservice.config import TAIPEI
 from inservice.schemas import codelists
 from inservice.schemas.reference import schools, training_institutions
+from inservice.schemas.rules import LIGHTS
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import Connection
 
@@ -24,8 +25,7 @@ ALL = "*"  # the "all values" marker of the long stat tables (a total or subtota
 UNKNOWN = "未知"  # a teacher whose school is not in the MOE school list
 
 COUNTY_ORDER = codelists.COUNTY_ORDER  # spec §3.1 order
-LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = "綠燈", "黃燈", "紅燈"
-BLOCK_FROM = date(2017, 11, 1)  # from this day a red light blocks registering new courses (spec §7)
+LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = LIGHTS["green"], LIGHTS["yellow"], LIGHTS["red"]
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -86,25 +86,34 @@ def as_of_now(value: datetime | str | None = None) -> datetime:
 
 
 # --- reference views ---------------------------------------------------------------------------------
-def _codes_table() -> pa.Table:
-    """(list, code, label, ord) for every code list the publications label, plus the markers."""
+def _codes_table(tags: pa.Table | None = None, period: tuple[date, date] | None = None) -> pa.Table:
+    """(list, code, label, ord) for every code list the publications label, plus the markers.
+
+    Tags come from the register (`tags`, validations.normalize.TAG_REGISTER): those valid at some day
+    of `period` [start, end), so a past period lists the tags of its time and a new tag needs no code."""
     names = codelists.county_names()
     rows: list[tuple[str, str, str, int]] = []
     for i, code in enumerate(COUNTY_ORDER):
         rows.append(("county", code, names.get(code, code), i))
     rows += [("county", UNKNOWN, UNKNOWN, 900), ("county", ALL, "合計", 999)]
-    for name in ("level", "class_type", "category", "organizer_type", "delivery", "time_slot", "tag"):
+    for name in ("level", "class_type", "category", "organizer_type", "delivery", "time_slot"):
         rows += [(name, c.code, c.label, i) for i, c in enumerate(codelists.codelist(name))]
         rows.append((name, ALL, "合計", 999))
+    for t in (tags.sort_by("position").to_pylist() if tags is not None else []):
+        if period is None or (t["valid_from"] < period[1] and (t["valid_to"] is None or t["valid_to"] >= period[0])):
+            rows.append(("tag", t["code"], t["short_label"], int(t["position"])))
+    rows.append(("tag", ALL, "合計", 999))
     rows.append(("level", UNKNOWN, UNKNOWN, 900))
     cols = list(zip(*rows, strict=True))
     return pa.table({"list": cols[0], "code": cols[1], "label": cols[2], "ord": pa.array(cols[3], pa.int32())})
 
 
-def register_refs(con: duckdb.DuckDBPyConnection) -> None:
-    """Zero-copy Arrow views on this connection (nothing written): school list and code labels."""
+def register_refs(con: duckdb.DuckDBPyConnection, tags: pa.Table | None = None,
+                  period: tuple[date, date] | None = None) -> None:
+    """Zero-copy Arrow views on this connection (nothing written): school list and code labels (the
+    tags of the register valid in `period`)."""
     con.register("pub_ref_schools", schools().select(["school_code", "county_code", "level"]))
-    con.register("pub_ref_codes", _codes_table())
+    con.register("pub_ref_codes", _codes_table(tags, period))
     con.register("pub_ref_institutions", training_institutions())
 
 
@@ -174,7 +183,7 @@ def fmt_value(value: object, kind: str) -> str:
     """Fixed text form of a cell (CSV and HTML): no float noise, so re-runs are byte-identical."""
     if value is None:
         return ""
-    if kind == "int":
+    if kind == "int" and isinstance(value, int | float | Decimal):
         return str(int(value))
     if kind in ("dec1", "dec2"):
         places = Decimal("0.1") if kind == "dec1" else Decimal("0.01")

@@ -44,8 +44,9 @@ def _table(rep: Report) -> str:
             j = i
             while j + 1 < len(rep.columns) and rep.columns[j + 1].group == rep.columns[i].group:
                 j += 1
-            if rep.columns[i].group:
-                cells.append(f'<th colspan="{j - i + 1}">{escape(rep.columns[i].group)}</th>')
+            group = rep.columns[i].group
+            if group:
+                cells.append(f'<th colspan="{j - i + 1}">{escape(group)}</th>')
             else:
                 cells += [f'<th rowspan="2">{escape(c.label)}</th>' for c in rep.columns[i:j + 1]]
             i = j + 1

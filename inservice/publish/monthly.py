@@ -9,9 +9,14 @@ Definitions (where the spec is silent, the choice is written here and in the not
 - A teacher's county and level are those of the school in the school register on the course's start
   date (registers/schools.py); a school not in it that day → 未知. Units appear with the name they had
   on the month's last day (registers/units.py).
-- Not-closed courses (table 4) are counted as of the report date (the as-of day): class type 1,
-  started in the report month's year, end_date more than 7 days before the report date, and not
-  closed on or before the report date.
+- Lights (table 4) are per organizer (開課單位 within its unit), as of the report date (the as-of
+  day; 31 December for a December report, since a light counts its calendar year's courses): the
+  courses counting toward it that day, by the one definition of validations/lights.py (C11 and the
+  warehouse view organizer_light_courses use it too). Every organizer with a course started in the
+  year up to that day is listed (green when none counts); an organizer's county is the county of
+  most of its courses that year. Summed per county (and nationally) in stat_monthly_lights_county.
+- Tags (table 5) national and per course county, labelled from the tag register: the tags valid at
+  some day of the month, so a past month lists the tags of its time.
 - Every run is a publication keyed by (month, as_of); earlier ones are kept, the latest is current.
 """
 
@@ -28,7 +33,6 @@ import duckdb
 from inservice.config import Settings
 from inservice.publish.common import (
     ALL,
-    BLOCK_FROM,
     LIGHT_GREEN,
     LIGHT_RED,
     LIGHT_YELLOW,
@@ -47,6 +51,9 @@ from inservice.publish.common import (
 from inservice.registers import units as units_register
 from inservice.registers.schools import VALID_ON
 from inservice.schemas import codelists
+from inservice.schemas.plans import PLAN_UNIT
+from inservice.schemas.rules import C11_FROM, LIGHT_RED_AT
+from inservice.validations import lights
 from inservice.warehouse import checks
 from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import Compute, compute_session
@@ -54,7 +61,8 @@ from inservice.warehouse.compute import Compute, compute_session
 SERIES_MONTHS = 36
 ONE_DAY = timedelta(days=1)
 STAT_MONTHLY = ("stat_monthly_course_county_level", "stat_monthly_teacher_county_level", "stat_monthly_organizer",
-                "stat_monthly_not_closed", "stat_monthly_not_closed_courses", "stat_monthly_tags",
+                "stat_monthly_not_closed", "stat_monthly_lights_county", "stat_monthly_not_closed_courses",
+                "stat_monthly_tags",
                 "stat_monthly_meeting_flags", "stat_monthly_transmission", "stat_monthly_refusals",
                 "stat_monthly_series", "stat_monthly_not_closed_county_level",
                 "stat_monthly_not_closed_institution")
@@ -118,7 +126,14 @@ def _stage(con: duckdb.DuckDBPyConnection, m: Month) -> None:
         FROM pm_att GROUP BY ALL""")
 
 
-def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_date: date) -> None:
+def light_day(m: Month, report_date: date) -> date:
+    """The day table 4's lights are judged on: the report date, but at most 31 December of the month's
+    year (a light counts the courses of its calendar year: December's report shows the year's end)."""
+    return min(report_date, date(m.year, 12, 31))
+
+
+def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_date: date,
+            block_from: date = C11_FROM) -> None:
     _stage(con, m)
     key = [m.key, as_of]
     for t in STAT_MONTHLY:
@@ -151,40 +166,57 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
         SELECT ?, ?, organizer_type, organizer, count(*), sum(hours), sum(pt), sum(gh)
         FROM c WHERE organizer_type = '3' GROUP BY organizer_type, organizer""", key + key)
 
-    # 4. not-closed courses per unit as of the report date (degree programmes 2, 3 excluded)
+    # 4. lights per organizer within its unit, on the light day (validations/lights.py), and per county
+    day = light_day(m, report_date)
+    light_label = f"""CASE WHEN not_closed = 0 THEN '{LIGHT_GREEN}' WHEN not_closed < {LIGHT_RED_AT}
+                           THEN '{LIGHT_YELLOW}' ELSE '{LIGHT_RED}' END"""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_not_closed AS
-        SELECT unit_code, course_code, title, end_date, CAST(?::DATE - end_date AS INTEGER) AS days_since_end
-        FROM main.courses c
-        WHERE class_type = '1' AND {NOT_DELETED.format('c')}
-          AND start_date >= ? AND start_date < ?
-          AND ?::DATE - end_date > 7
-          AND (closed_date IS NULL OR closed_date > ?::DATE)""",
-                [report_date, date(m.year, 1, 1), date(m.year + 1, 1, 1), report_date, report_date])
-    con.execute("""INSERT INTO stat_monthly_not_closed_courses
-        SELECT ?, ?, unit_code, course_code, title, end_date, days_since_end FROM pm_not_closed""", key)
-    con.execute(f"""INSERT INTO stat_monthly_not_closed
-        WITH n AS (SELECT unit_code, count(*) AS n FROM pm_not_closed GROUP BY ALL),
-        u AS (SELECT unit_code, name FROM pm_units WHERE state = 'production'
-              UNION ALL SELECT unit_code, NULL FROM n WHERE unit_code NOT IN
-                  (SELECT unit_code FROM pm_units WHERE state = 'production'))
-        SELECT ?, ?, ?::DATE, u.unit_code, u.name, coalesce(n.n, 0) AS cnt,
-               CASE WHEN cnt = 0 THEN '{LIGHT_GREEN}' WHEN cnt < 5 THEN '{LIGHT_YELLOW}' ELSE '{LIGHT_RED}' END,
-               cnt >= 5 AND ?::DATE >= ?::DATE
-        FROM u LEFT JOIN n USING (unit_code)""", [*key, report_date, report_date, BLOCK_FROM])
+        SELECT s.unit_code, s.organizer, s.course_code, c.title, c.county_code, s.end_date,
+               CAST(?::DATE - s.end_date AS INTEGER) AS days_since_end
+        FROM ({lights.spans_sql("main.courses")}) s JOIN main.courses c USING (unit_code, course_code)
+        WHERE ?::DATE BETWEEN s.counts_from AND s.counts_until""", [day, day])
+    con.execute("""INSERT INTO stat_monthly_not_closed_courses (month, as_of, unit_code, organizer, county_code,
+            course_code, title, end_date, days_since_end)
+        SELECT ?, ?, unit_code, organizer, county_code, course_code, title, end_date, days_since_end
+        FROM pm_not_closed""", key)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_organizers AS
+        WITH o AS (SELECT unit_code, organizer, county_code FROM main.courses c
+                   WHERE {NOT_DELETED.format('c')} AND start_date >= ? AND start_date < ?
+                   UNION ALL SELECT unit_code, organizer, county_code FROM pm_not_closed),
+        k AS (SELECT unit_code, organizer, county_code, count(*) AS n FROM o GROUP BY ALL)
+        SELECT unit_code, organizer, first(county_code ORDER BY n DESC, county_code) AS county_code
+        FROM k GROUP BY unit_code, organizer""", [date(day.year, 1, 1), min(day + timedelta(days=1), m.end)])
+    con.execute(f"""INSERT INTO stat_monthly_not_closed (month, as_of, report_date, unit_code, unit_name, organizer,
+            county_code, not_closed, light, blocked)
+        WITH n AS (SELECT unit_code, organizer, count(*) AS not_closed FROM pm_not_closed GROUP BY ALL),
+        r AS (SELECT o.unit_code, u.name, o.organizer, o.county_code, coalesce(n.not_closed, 0) AS not_closed
+              FROM pm_organizers o LEFT JOIN n USING (unit_code, organizer)
+              LEFT JOIN pm_units u ON u.unit_code = o.unit_code)
+        SELECT ?, ?, ?::DATE, unit_code, name, organizer, county_code, not_closed, {light_label},
+               not_closed >= {LIGHT_RED_AT} AND ?::DATE >= ?::DATE
+        FROM r""", [*key, day, day, block_from])
+    con.execute(f"""INSERT INTO stat_monthly_lights_county (month, as_of, county_code, organizers, green, yellow, red,
+            not_closed)
+        SELECT ?, ?, coalesce(county_code, '{ALL}'), count(*), count(*) FILTER (WHERE not_closed = 0),
+               count(*) FILTER (WHERE not_closed BETWEEN 1 AND {LIGHT_RED_AT - 1}),
+               count(*) FILTER (WHERE not_closed >= {LIGHT_RED_AT}), coalesce(sum(not_closed), 0)
+        FROM stat_monthly_not_closed WHERE month = ? AND as_of = ?
+        GROUP BY GROUPING SETS ((county_code), ())""", [*key, *key])
 
     _not_closed_by_level(con, key)
 
-    # 5. attribute tags (a course counts under each of its tags; '*' = courses with any tag, once)
-    con.execute(f"""INSERT INTO stat_monthly_tags
-        WITH c AS (SELECT c.unit_code, c.course_code, c.hours, c.tags, coalesce(a.person_times, 0) AS pt,
-                          coalesce(a.granted_hours, 0) AS gh
+    # 5. attribute tags, national and per course county (a course counts under each of its tags;
+    #    '*' = courses with any tag, once)
+    con.execute(f"""INSERT INTO stat_monthly_tags (month, as_of, county_code, tag, courses, course_hours,
+            person_times, granted_hours)
+        WITH c AS (SELECT c.unit_code, c.course_code, c.county_code, c.hours, c.tags,
+                          coalesce(a.person_times, 0) AS pt, coalesce(a.granted_hours, 0) AS gh
                    FROM pm_courses c LEFT JOIN pm_course_att a USING (unit_code, course_code)
-                   WHERE coalesce(c.tags, '') <> '')
-        SELECT ?, ?, tag, count(*), sum(hours), sum(pt), sum(gh)
-        FROM (SELECT unnest(string_split(tags, ';')) AS tag, hours, pt, gh FROM c) GROUP BY tag
-        UNION ALL
-        SELECT ?, ?, '{ALL}', count(*), coalesce(sum(hours), 0), coalesce(sum(pt), 0), coalesce(sum(gh), 0)
-        FROM c""", key + key)
+                   WHERE coalesce(c.tags, '') <> ''),
+        t AS (SELECT county_code, unnest(string_split(tags, ';')) AS tag, hours, pt, gh FROM c
+              UNION ALL SELECT county_code, '{ALL}', hours, pt, gh FROM c)
+        SELECT ?, ?, coalesce(county_code, '{ALL}'), tag, count(*), sum(hours), sum(pt), sum(gh)
+        FROM t GROUP BY GROUPING SETS ((county_code, tag), (tag))""", key)
     #    meeting-title flags: the findings of the upload that last wrote the course (its current content)
     con.execute("""INSERT INTO stat_monthly_meeting_flags
         SELECT ?, ?, c.county_code, c.unit_code, c.course_code, c.title,
@@ -227,14 +259,16 @@ def _not_closed_by_level(con: duckdb.DuckDBPyConnection, key: list) -> None:
 def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_date: date) -> None:
     # daily feeds are expected for each day of M that has passed by the report date
     expected_days = max(0, (min(m.end, report_date) - m.start).days)
-    con.execute("""CREATE OR REPLACE TEMP TABLE pm_uploads AS
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_uploads AS
         SELECT * FROM uploads
-        WHERE area = 'production' AND status <> 'duplicate' AND (data_month = ? OR (data_month IS NULL
+        WHERE area = 'production' AND status <> 'duplicate' AND unit_code <> '{PLAN_UNIT}'
+          AND replay_of IS NULL  -- a replay is no new file
+          AND (data_month = ? OR (data_month IS NULL
               AND strftime(timezone('Asia/Taipei', received_at), '%Y-%m') = ?))""", [m.key, m.key])
     con.execute("""INSERT INTO stat_monthly_refusals
         SELECT ?, ?, u.unit_code, f.rule, count(*) FROM findings f JOIN pm_uploads u USING (upload_id)
         WHERE f.severity = 'error' GROUP BY ALL""", key)
-    con.execute("""INSERT INTO stat_monthly_transmission
+    con.execute(f"""INSERT INTO stat_monthly_transmission
         WITH p AS (
             SELECT unit_code,
                 count(*) FILTER (WHERE channel = 'file') AS files,
@@ -249,6 +283,7 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
         r AS (SELECT unit_code, string_agg(rule || '×' || "rows", '、' ORDER BY rule) AS refusals
               FROM stat_monthly_refusals WHERE month = ? AND as_of = ? GROUP BY unit_code),
         u AS (SELECT unit_code, name, channel, joined FROM pm_units WHERE state = 'production' AND joined < ?
+              AND unit_code <> '{PLAN_UNIT}'
               UNION ALL SELECT DISTINCT unit_code, NULL, NULL, NULL FROM pm_uploads
               WHERE unit_code NOT IN (SELECT unit_code FROM pm_units WHERE state = 'production' AND joined < ?)),
         a AS (SELECT *, (? * 12 + ?) - (year(joined) * 12 + month(joined)) AS since FROM u)
@@ -348,28 +383,40 @@ def render(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime) -> list[Re
                            Col("核發時數", "dec1")], rows, total_rows=1,
                           notes=["師資培育之大學（類別 3）逐校列出（縮排列）。"]))
 
-    rows = fetch(con, """SELECT unit_code, coalesce(unit_name, ''), not_closed, light,
+    rows = fetch(con, """SELECT unit_code, coalesce(unit_name, ''), organizer, not_closed, light,
                                  CASE WHEN blocked THEN '是' ELSE '否' END
         FROM stat_monthly_not_closed WHERE month = ? AND as_of = ?
-        ORDER BY not_closed DESC, unit_code""", key)
-    report_date = fetch(con, "SELECT max(report_date) FROM stat_monthly_not_closed WHERE month = ? AND as_of = ?",
-                        key)[0][0]
-    total = sum(r[2] for r in rows)
-    rows.append(("合計", f"{len(rows)} 個單位", total, "", ""))
-    reports.append(Report("t4_not_closed", "4 未結案燈號", f"表4 {period}各單位逾期未結案課程（截至 {report_date}）",
-                          [Col("單位代碼", "text"), Col("單位名稱", "text"), Col("逾期未結案課程數"),
-                           Col("燈號", "light"), Col("停止開課", "text")], rows, total_rows=1,
-                          notes=[f"非學分班（班別性質 1）、研習起日在 {m.year} 年、研習迄日後逾 7 日"
-                                 f"（報表日期 {report_date}）仍未結案之課程；學分班（學士、碩士）不列入。",
-                                 "燈號：綠燈 0 門、黃燈 1–4 門、紅燈 5 門以上；2017-11-01 起紅燈單位停止登錄新課程。"]))
-    rows = fetch(con, """SELECT unit_code, course_code, title, end_date, days_since_end
+        ORDER BY not_closed DESC, unit_code, organizer""", key)
+    day = fetch(con, "SELECT max(report_date) FROM stat_monthly_not_closed WHERE month = ? AND as_of = ?", key)[0][0]
+    total = sum(r[3] for r in rows)
+    rows.append(("合計", f"{len({r[0] for r in rows})} 個單位", f"{len(rows)} 個開課單位", total, "", ""))
+    light_note = (f"非學分班（學分班－學士、碩士不列入）、研習起日在 {m.year} 年、研習迄日後逾 7 日"
+                  f"（判定日 {day or '—'}）仍未結案之課程，依開課單位（所屬傳報單位內）計；"
+                  "本年度有課程之開課單位均列出。")
+    reports.append(Report("t4_not_closed", "4 未結案燈號",
+                          f"表4 {period}各開課單位逾期未結案課程及燈號（截至 {day or '—'}）",
+                          [Col("單位代碼", "text"), Col("單位名稱", "text"), Col("開課單位", "text"),
+                           Col("逾期未結案課程數"), Col("燈號", "light"), Col("停止登錄新課程", "text")], rows,
+                          total_rows=1,
+                          notes=[light_note, "燈號：綠燈 0 門、黃燈 1–4 門、紅燈 5 門以上；"
+                                 "2017-11-01 起紅燈之開課單位不得登錄新課程（C11），結案不受限制。"]))
+    rows = fetch(con, """SELECT CASE WHEN s.county_code = '*' THEN '全國' ELSE coalesce(k.label, s.county_code) END,
+            s.organizers, s.green, s.yellow, s.red, s.not_closed
+        FROM stat_monthly_lights_county s LEFT JOIN pub_ref_codes k ON k.list = 'county' AND k.code = s.county_code
+        WHERE s.month = ? AND s.as_of = ? ORDER BY s.county_code = '*', coalesce(k.ord, 800), s.county_code""", key)
+    reports.append(Report("t4c_lights_county", "4c 燈號縣市別", f"表4 縣市別 {period}開課單位燈號（截至 {day or '—'}）",
+                          [Col("縣市", "text"), Col("開課單位數"), Col("綠燈", "int", "開課單位"),
+                           Col("黃燈", "int", "開課單位"), Col("紅燈", "int", "開課單位"), Col("逾期未結案課程數")],
+                          rows, total_rows=1 if rows else 0,
+                          notes=["開課單位之縣市為其本年度課程最多之縣市。"]))
+    rows = fetch(con, """SELECT unit_code, organizer, course_code, title, end_date, days_since_end
         FROM stat_monthly_not_closed_courses WHERE month = ? AND as_of = ?
-        ORDER BY unit_code, end_date, course_code""", key)
+        ORDER BY unit_code, organizer, end_date, course_code""", key)
     reports.append(Report("t4b_not_closed_courses", "4b 未結案明細", f"表4 明細 {period}逾期未結案課程", [
-        Col("單位代碼", "text"), Col("研習代碼", "text"), Col("研習名稱", "text"), Col("研習迄日", "date"),
-        Col("迄日後日數")], rows))
+        Col("單位代碼", "text"), Col("開課單位", "text"), Col("研習代碼", "text"), Col("研習名稱", "text"),
+        Col("研習迄日", "date"), Col("迄日後日數")], rows))
     values = [(lv, "not_closed") for lv in [*COURSE_LEVELS, ALL]]
-    reports.append(Report("t4c_not_closed_levels", "4c 未結案縣市對象",
+    reports.append(Report("t4d_not_closed_levels", "4d 未結案縣市對象",
                           f"表4 {period}逾期未結案課程（依課程縣市及研習對象）",
                           [Col("縣市", "text"), *(Col(_label("level", lv) if lv != ALL else "合計")
                                                   for lv in [*COURSE_LEVELS, ALL])],
@@ -379,21 +426,38 @@ def render(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime) -> list[Re
         FROM stat_monthly_not_closed_institution WHERE month = ? AND as_of = ? ORDER BY kind DESC, institution_id""",
                  key)
     rows.append(("合計", "", sum(r[2] for r in rows)))
-    reports.append(Report("t4d_not_closed_institutions", "4d 未結案師培大學",
+    reports.append(Report("t4e_not_closed_institutions", "4e 未結案師培大學",
                           f"表4 {period}逾期未結案課程（師資培育之大學及學科中心）",
                           [Col("類別", "text"), Col("名稱", "text"), Col("逾期未結案課程數")], rows, total_rows=1,
                           notes=["開課單位名稱與師資培育之大學及學科中心名冊相符之課程；名冊所列者均列出，無者為 0。"]))
 
+    tags_listed = """(SELECT code, label, ord FROM pub_ref_codes WHERE list = 'tag'
+        UNION ALL SELECT DISTINCT tag, tag, 800 FROM stat_monthly_tags WHERE month = ? AND as_of = ?
+            AND tag NOT IN (SELECT code FROM pub_ref_codes WHERE list = 'tag'))"""
     rows = fetch(con, f"""
         SELECT CASE WHEN k.code = '{ALL}' THEN '有屬性標籤之課程（不重複）' ELSE k.code || ' ' || k.label END,
                coalesce(s.courses, 0), coalesce(s.course_hours, 0), coalesce(s.person_times, 0),
                coalesce(s.granted_hours, 0)
-        FROM pub_ref_codes k LEFT JOIN stat_monthly_tags s ON s.tag = k.code AND s.month = ? AND s.as_of = ?
-        WHERE k.list = 'tag' ORDER BY k.ord""", key)
+        FROM {tags_listed} k LEFT JOIN stat_monthly_tags s ON s.tag = k.code AND s.county_code = '{ALL}'
+            AND s.month = ? AND s.as_of = ?
+        ORDER BY k.ord, k.code""", key + key)
     reports.append(Report("t5_tags", "5 屬性標籤", f"表5 {period}屬性標籤研習課程數",
                           [Col("屬性標籤", "text"), Col("課程數"), Col("課程時數", "dec1"), Col("研習人次"),
                            Col("核發時數", "dec1")], rows, total_rows=1,
-                          notes=["一門課程有多個標籤時於各標籤各計一次；末列為有任一標籤之課程（不重複）。"]))
+                          notes=["一門課程有多個標籤時於各標籤各計一次；末列為有任一標籤之課程（不重複）。",
+                                 "標籤依屬性標籤登錄（本月有效之標籤）。"]))
+    tag_cols = fetch(con, f"SELECT code, label FROM {tags_listed} t ORDER BY ord, code", key)
+    cells = ", ".join(f"coalesce(max(s.courses) FILTER (WHERE s.tag = '{code}'), 0)" for code, _ in tag_cols)
+    rows = fetch(con, f"""
+        SELECT CASE WHEN s.county_code = '{ALL}' THEN '全國' ELSE coalesce(k.label, s.county_code) END, {cells}
+        FROM stat_monthly_tags s LEFT JOIN pub_ref_codes k ON k.list = 'county' AND k.code = s.county_code
+        WHERE s.month = ? AND s.as_of = ?
+        GROUP BY s.county_code, k.label, k.ord ORDER BY s.county_code = '{ALL}', coalesce(k.ord, 800), s.county_code
+        """, key)
+    reports.append(Report("t5c_tags_county", "5c 標籤縣市別", f"表5 縣市別 {period}屬性標籤研習課程數（依課程縣市）",
+                          [Col("縣市", "text"), *(Col("有任一標籤" if code == ALL else f"{code} {label}", "int",
+                                                     "課程數") for code, label in tag_cols)],
+                          rows, total_rows=1 if rows else 0))
     rows = fetch(con, """
         WITH s AS (SELECT * FROM stat_monthly_meeting_flags WHERE month = ? AND as_of = ?)
         SELECT coalesce(k.label, s.county_code), count(*) FILTER (WHERE w01), count(*) FILTER (WHERE w02),
@@ -500,7 +564,7 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
         checks.require_passing(wh.con, settings.archive_cutoff, f"monthly statistics {m.key}")
         con = cx.con
         cx.run(ensure_tables)
-        register_refs(con)
+        register_refs(con, wh.tag_register(), (m.start, m.end))
         _pull_inputs(cx, m)
         with cx.transaction():
             earlier = fetch(con, "SELECT revision FROM stat_publications WHERE month = ? AND as_of = ?",
@@ -508,7 +572,7 @@ def publish_month(settings: Settings, month: str, as_of: datetime | str | None =
             con.execute("DELETE FROM stat_publications WHERE month = ? AND as_of = ?", [m.key, as_of_dt])
             revision = earlier[0][0] if earlier else fetch(
                 con, "SELECT coalesce(max(revision), 0) + 1 FROM stat_publications WHERE month = ?", [m.key])[0][0]
-            compute(con, m, as_of_dt, report_day)
+            compute(con, m, as_of_dt, report_day, settings.c11_from)
             totals = _totals(con, [m.key, as_of_dt])
             stem = f"stats-{m.key}"
             files = [str(out / f"{stem}.xlsx"), str(out / f"{stem}.html")]
@@ -542,9 +606,10 @@ def _notes(m: Month, as_of: datetime, revision: int) -> list[tuple[str, str]]:
         ("研習人次", "完成研習（核發時數）之名單筆數；未完成者另計「未完成人次」。"),
         ("教師數", "不重複之教師人數（教師以無法回推身分之代碼識別）；小計與合計為不重複人數。"),
         ("教師縣市及教育階段", "依教師服務學校代碼對照教育部學校名冊；查無者列為「未知」。"),
-        ("逾期未結案", "非學分班、研習起日在統計年度、研習迄日後逾 7 日（依報表日期）"
-                    "仍無結案日期或結案日期晚於報表日期；綠燈 0、黃燈 1–4、紅燈 5 以上；"
-                    "2017-11-01 起紅燈停止開課。學分班不列入。"),
+        ("逾期未結案", "依開課單位（所屬傳報單位內）計：非學分班、研習起日在統計年度、研習迄日後逾 7 日"
+                    "（依報表日期；12 月報表為 12 月 31 日）仍無結案日期或結案日期晚於該日；綠燈 0、黃燈 1–4、"
+                    "紅燈 5 以上；2017-11-01 起紅燈之開課單位不得登錄新課程。學分班不列入。"),
+        ("屬性標籤", "依屬性標籤登錄；全國及各縣市（課程縣市）；列出本月有效之標籤。"),
         ("會議名稱", "W01／W02 依最後一次傳報該課程時之檢核結果。"),
         ("傳報狀況", "各單位傳報之檔案依其資料月份計；檔案於次月 5 日 23:59:59（臺北時間）前收件為準時；"
                  "資料庫互傳計收件日數。"),

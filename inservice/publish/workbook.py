@@ -144,6 +144,8 @@ def _write_report(ws: Worksheet, rep: Report, doc_title: str, subtitle: str, st:
 
 def _add_chart(ws: Worksheet, rep: Report, header_row: int, first: int, last: int, anchor_row: int) -> None:
     spec = rep.chart
+    if spec is None:  # the caller asks only for a report with a chart
+        return
     cats = Reference(ws, min_col=spec.category + 1, min_row=first, max_row=last)
     bars = BarChart()
     bars.type = "col"

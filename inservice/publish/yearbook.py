@@ -17,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from inservice.channel import sha256_file
 from inservice.config import Settings
-from inservice.ingest import sha256_file
 from inservice.publish.common import (
     ALL,
     ROW_GROUP,
@@ -239,6 +239,26 @@ def _county_audience(con: duckdb.DuckDBPyConnection) -> list[tuple]:
         FROM r {_TWO_DIM_ORDER}""")
 
 
+def _county_tags(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Course county × tag (a course counts under each of its tags), and the national row of each tag."""
+    tag = "unnest(string_split(tags, ';'))"
+    return fetch(con, f"""
+        WITH cm AS (SELECT coalesce(county_code, '{ALL}') AS county, tag, count(*) AS courses, sum(hours) AS hours
+                    FROM (SELECT county_code, {tag} AS tag, hours FROM y_sc WHERE coalesce(tags, '') <> '')
+                    GROUP BY GROUPING SETS ((county_code, tag), (tag))),
+        am AS (SELECT coalesce(county_code, '{ALL}') AS county, tag, count(DISTINCT teacher) AS teachers,
+                      count(*) AS pt, sum(hours_granted) AS gh
+               FROM (SELECT county_code, {tag} AS tag, teacher, hours_granted FROM y_sa WHERE coalesce(tags, '') <> '')
+               GROUP BY GROUPING SETS ((county_code, tag), (tag)))
+        SELECT cm.county, {_county_label('cm.county')}, cm.tag, coalesce(kt.label, cm.tag), cm.courses, cm.hours,
+               coalesce(am.teachers, 0), coalesce(am.pt, 0), coalesce(am.gh, 0),
+               {_per_teacher('coalesce(am.gh, 0)', 'coalesce(am.teachers, 0)')}
+        FROM cm LEFT JOIN am USING (county, tag)
+        LEFT JOIN pub_ref_codes kc ON kc.list = 'county' AND kc.code = cm.county
+        LEFT JOIN pub_ref_codes kt ON kt.list = 'tag' AND kt.code = cm.tag
+        ORDER BY cm.county = '{ALL}', coalesce(kc.ord, 800), cm.county, coalesce(kt.ord, 800), cm.tag""")
+
+
 def _school_county_level(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """The teacher's school county × school level (every subtotal, distinct teachers at each). Grouped
     by (county, level, teacher) first, then counted: cheaper than count(DISTINCT) over every row."""
@@ -286,7 +306,12 @@ def build_reports(con: duckdb.DuckDBPyConnection, year: int) -> list[Report]:
                _one_dim(con, "organizer_type", "organizer_type", False)),
         Report("y7_tag", "7 屬性標籤", f"表7 {roc}研習課程（依屬性標籤）", [*code_name, *MEASURES],
                _one_dim(con, "tag", "tags", True),
-               notes=["一門課程有多個標籤時於各標籤各計一次；合計列為有任一標籤之課程（不重複）。"]),
+               notes=["一門課程有多個標籤時於各標籤各計一次；合計列為有任一標籤之課程（不重複）。",
+                      "標籤依屬性標籤登錄（本年度有效之標籤）。"]),
+        Report("y7b_tag_county", "7b 屬性標籤縣市別", f"表7 縣市別 {roc}研習課程（依課程縣市及屬性標籤）",
+               [Col("縣市代碼", "text"), Col("縣市", "text"), Col("標籤代碼", "text"), Col("標籤", "text"),
+                *MEASURES], _county_tags(con),
+               notes=["一門課程有多個標籤時於各標籤各計一次；「全國」列為各標籤之全國合計。"]),
     ]
     for rep in reports:
         rep.total_rows = 1
@@ -332,7 +357,7 @@ def publish_year(settings: Settings, year: int | str, snapshot: str | None = Non
         checks.require_passing(wh.con, settings.archive_cutoff, f"yearbook {y}")
         con = cx.con
         cx.run(ensure_tables)
-        register_refs(con)
+        register_refs(con, wh.tag_register(), (date(y, 1, 1), date(y + 1, 1, 1)))
         cx.pull("main.yearbook_snapshots", "year = ?", [y])
         if snapshot:
             snap = find_snapshot(con, y, snapshot)

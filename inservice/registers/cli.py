@@ -31,6 +31,7 @@ def cmd_unit_change(args: argparse.Namespace, settings: Settings) -> int:
                     "handover": ("operator", getattr(args, "operator", None)),
                     "set-channel": ("channel", getattr(args, "channel", None)),
                     "set-county": ("county_code", getattr(args, "county", None))}[args.units_cmd]
+    assert value is not None  # each subcommand's parser requires its value
     with WriteSession(settings) as wh:
         change = unit_register.change(wh, args.code, field, value, args.letter, _day(args.date))
     print(f"unit {change.unit_code}: {change.field} {change.old!r} → {change.new!r} from {change.effective} "

@@ -126,7 +126,9 @@ def read_list(path: Path, level: str | None = None) -> list[SchoolRow]:
     if missing:
         raise WarehouseError(f"{path.name}: column(s) missing: {', '.join(missing)} "
                              f"(headers found: {', '.join(rows[0])})")
-    out, seen, problems = [], {}, []
+    out: list = []
+    seen: dict = {}
+    problems: list = []
     for n, r in enumerate(rows[1:], start=2):
         def cell(name: str, r: list[str] = r) -> str:
             i = where.get(name)

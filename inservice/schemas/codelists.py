@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import unicodedata
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from importlib import resources
 
@@ -67,6 +68,21 @@ TAGS = (
 COUNTY_ORDER = ("63000", "64000", "65000", "66000", "67000", "68000", "10002", "10004", "10005", "10007",
                 "10008", "10009", "10010", "10013", "10014", "10015", "10016", "10017", "10018", "10020",
                 "09020", "09007", "00000")
+# §3.8: the tags are a register the network keeps (registers/tags.py); these eight seed it, each valid
+# from 2013-01-01 with no end. Uploads are judged against the register, not against this tuple.
+TAGS_FROM = date(2013, 1, 1)
+TAGS_BASIS = "資料傳報清單暨資料格式 1.1 §3.8"
+# Planning survey (planning-survey.md §3): places and tiers of a plan; a plan's school level is one of
+# the schools' levels of §3.2 (no 幼兒園, no 不限).
+PLACES = (
+    Code("P1", "服務學校"), Code("P2", "鄰近學校/社區學校"), Code("P3", "教師研習機構"), Code("P4", "師資培育之大學"),
+    Code("P5", "電腦網路學習/遠距教學"), Code("P6", "非師資培育之大學"), Code("P7", "社教機構或民間團體"),
+)
+TIERS = (
+    Code("1", "第一階基礎-瞭解熟悉"), Code("2", "第二階進階-應用分析"), Code("3", "第三階領導-整合評價"),
+    Code("4", "第四階研發-創新推廣"),
+)
+PLAN_LEVELS = tuple(c for c in LEVELS if c.code in ("E", "J", "S", "V", "X"))
 NATIONAL_AGENCY_COUNTY = Code("00000", "教育部國民及學前教育署")
 # Legacy county codes (§3.1): merged 2010-12-25, Taoyuan upgraded 2014-12-25.
 LEGACY_COUNTIES = {
@@ -99,6 +115,9 @@ def codelist(name: str) -> tuple[Code, ...]:
         "time_slot": TIME_SLOTS,
         "tag": TAGS,
         "county": counties(),
+        "place": PLACES,
+        "tier": TIERS,
+        "plan_level": PLAN_LEVELS,
     }[name]
 
 

@@ -1,7 +1,8 @@
 """The rule engine: canonical raw tables in, typed tables + findings out (spec §5).
 
 Field rules are pyarrow compute over whole columns; rules across rows or against the warehouse
-(C06, C08, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python.
+(C06, C08, C11, A04–A08, W05) are DuckDB SQL over the same Arrow tables. No per-row Python
+(tags, W06, are read against the register: a few Python steps per dropped tag, for its message).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pyarrow.compute as pc
 from inservice.loaders.base import ROW, RawUpload
 from inservice.schemas import reference
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field, Kind, RecordType
-from inservice.validations import national_id, normalize
+from inservice.schemas.rules import C11_FROM, LIGHT_RED_AT
+from inservice.validations import lights, national_id, normalize
 from inservice.validations.findings import Findings, error_rows
 from inservice.validations.pseudonym import Pseudonymiser
 
@@ -51,6 +53,10 @@ class WarehouseState(Protocol):
         """The school register (W04): school_code, valid_from, valid_to (dates; null = open-ended)."""
         ...
 
+    def unclosed_courses(self, unit: str, on: date) -> pa.Table:
+        """The unit's courses counting toward their organizer's light on `on` (course_code, organizer)."""
+        ...
+
 
 @dataclass
 class Exceptions:
@@ -69,6 +75,8 @@ class Context:
     cutoff: date = date(2012, 12, 31)
     exceptions: Exceptions = field(default_factory=Exceptions)
     state: WarehouseState | None = None
+    tags: pa.Table | None = None  # the tag register (normalize.TAG_REGISTER); None: the seed of §3.8
+    c11_from: date = C11_FROM  # INSERVICE_C11_FROM: from this day a red organizer registers nothing new
 
 
 @dataclass
@@ -95,12 +103,12 @@ def _none(n: int) -> pa.Array:
     return pa.repeat(pa.scalar(False, pa.bool_()), n)
 
 
-def _national_ids(values: pa.Array) -> pa.Array:
+def national_ids(values: pa.Array) -> pa.Array:
     """National IDs as the field rules normalise them (folded, upper case)."""
     return pc.utf8_upper(normalize.fold(values))
 
 
-def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
+def parse_field(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     """typed values, bad mask, and the rule suffix for bad values ("02" unparseable, "03" code)."""
     if values.null_count == len(values):  # an absent optional column: nothing to parse
         return (pa.nulls(len(values), _TYPES.get(f.kind, pa.string())), _none(len(values)),
@@ -113,12 +121,13 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
         return (*normalize.parse_number(values), "02")
     if f.kind is Kind.YESNO:
         return (*normalize.parse_yesno(values), "02")
-    if f.kind is Kind.CODE:
-        return (*normalize.parse_code(values, f.codelist), "03")
-    if f.kind is Kind.CODES:
-        return (*normalize.parse_codes(values, f.codelist), "03")
+    if f.kind in (Kind.CODE, Kind.CODES):
+        if f.codelist is None:  # a declaration error in schemas/fields.py
+            raise ValueError(f"field {f.code} holds codes but names no code list")
+        parse = normalize.parse_code if f.kind is Kind.CODE else normalize.parse_codes
+        return (*parse(values, f.codelist), "03")
     if f.kind is Kind.NATIONAL_ID:
-        v = _national_ids(values)
+        v = national_ids(values)
         return v, _none(len(v)), "02"  # validity is A03, checked separately
     v = normalize.fold(values) if f.fold_width else normalize.clean_text(values)
     bad = normalize.has_control(v)
@@ -131,8 +140,8 @@ def _parse(f: Field, values: pa.Array) -> tuple[pa.Array, pa.Array, str]:
     return v, bad, "02"
 
 
-def _parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
-    """`_parse`, plus the mask of present values. Most large columns repeat a few values (unit,
+def parse_column(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
+    """`parse_field`, plus the mask of present values. Most large columns repeat a few values (unit,
     course and school codes, hours, yes/no): those are parsed once per distinct value and spread
     back by index. IDs and personal fields are mostly distinct, so they are parsed as they are."""
     if len(src) >= _DISTINCT_MIN and f.kind is not Kind.NATIONAL_ID and not f.personal:
@@ -148,7 +157,7 @@ _DISTINCT_MIN = 10_000
 
 
 def _parse_values(f: Field, src: pa.Array) -> tuple[pa.Array, pa.Array, str, pa.Array]:
-    value, bad, suffix = _parse(f, src)
+    value, bad, suffix = parse_field(f, src)
     present = pc.is_valid(value) if f.kind in (Kind.TEXT, Kind.NATIONAL_ID) else pc.is_valid(normalize.clean_text(src))
     return value, bad, suffix, present
 
@@ -168,7 +177,7 @@ _CONTROL_NOTE = {"zh": ("（含控制字元）", "含控制字元"),
 _ID_NOTE = {"zh": "（含身分證字號）", "en": " (holds a national ID)"}
 
 
-def _value_detail(values: pa.Array, personal: bool, lang: str):
+def value_detail(values: pa.Array, personal: bool, lang: str):
     """A field rule's lazy detail: the value quoted (never a personal one, and its ID-shaped tokens
     masked by Findings), and a note when it holds a control character — shown as U+FFFD, which alone
     would not tell the unit what is wrong — or a national ID (shown masked)."""
@@ -184,31 +193,41 @@ def _value_detail(values: pa.Array, personal: bool, lang: str):
     return detail
 
 
-def _field_rules(rt: RecordType, raw: pa.Table, ctx: Context, out: Findings) -> dict[str, pa.Array]:
-    """C01/C02/C03, A01/A02/A03 for every field; returns the typed columns."""
+def field_rules(rt: RecordType, raw: pa.Table, channel: str, out: Findings, id_rule: str = "A03",
+                key_field: str | None = "course_code") -> dict[str, pa.Array]:
+    """<prefix>01 required, <prefix>02 unparseable, <prefix>03 code for every field of `rt`, and
+    `id_rule` for an invalid national ID; returns the typed columns. Findings name the row by
+    `key_field`'s value (the course code), or by nothing."""
     rows = raw[ROW].combine_chunks()
-    parsed = {"course_code": _parse_column(rt.field("course_code"), raw["course_code"].combine_chunks())}
-    codes = parsed["course_code"][0]  # course_code is a folded text field: its value is the folded code
+    parsed = {}
+    if key_field is not None:
+        parsed[key_field] = parse_column(rt.field(key_field), raw[key_field].combine_chunks())
+        codes = parsed[key_field][0]  # a folded text field: its value is the folded code
+    else:
+        codes = pa.nulls(len(rows), pa.string())
     typed: dict[str, pa.Array] = {ROW: rows}
     p = rt.error_prefix
     for f in rt.fields:
         src = raw[f.code].combine_chunks()
-        value, bad, suffix, present = parsed.get(f.code) or _parse_column(f, src)
+        if f.codelist == "tag":  # judged against the register on the start date (W06), in _course_rules
+            typed[f.code] = src
+            continue
+        value, bad, suffix, present = parsed.get(f.code) or parse_column(f, src)
         typed[f.code] = value
-        if f.required_in(ctx.channel):
+        if f.required_in(channel):
             out.add(rt.name, p + "01", pc.invert(present), rows, codes, f)
         if f.kind is Kind.NATIONAL_ID:
             valid, typed["_id_number"] = national_id.check(value)
             typed["_id_valid"] = pc.fill_null(valid, False)
             invalid = pc.and_(present, pc.invert(typed["_id_valid"]))
             masked = lambda idx, v=value: national_id.mask(pc.take(v, idx))  # noqa: E731
-            out.add(rt.name, "A03", invalid, rows, codes, f, masked, masked)
+            out.add(rt.name, id_rule, invalid, rows, codes, f, masked, masked)
             continue
         noted = out.noted_rows(rt.name, f.code)
         if len(noted):  # the reader already said why this cell is bad: say it once
             bad = pc.and_(bad, pc.invert(pc.is_in(rows, noted)))
-        out.add(rt.name, p + suffix, bad, rows, codes, f, _value_detail(src, f.personal, "zh"),
-                _value_detail(src, f.personal, "en"))
+        out.add(rt.name, p + suffix, bad, rows, codes, f, value_detail(src, f.personal, "zh"),
+                value_detail(src, f.personal, "en"))
     return typed
 
 
@@ -246,6 +265,11 @@ def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> No
     only = pc.and_(contains, pc.match_substring_regex(title, _MEETING_ONLY))
     out.add("course", "W02", only, rows, codes, f("title"))
     out.add("course", "W03", pc.greater(pc.days_between(end, closed), 7), rows, codes, f("closed_date"))
+    # W06 (spec 1.1): a tag not in the register on the start date is dropped; the row loads
+    register = ctx.tags if ctx.tags is not None else normalize.tag_seed()
+    typed["tags"], dropped, detail = normalize.parse_tags(typed["tags"], start, register)
+    out.add("course", "W06", dropped, rows, codes, f("tags"), lambda idx: pc.take(detail, idx),
+            lambda idx: pc.take(detail, idx))
 
 
 def _typed_table(rt: RecordType, typed: dict[str, pa.Array]) -> pa.Table:
@@ -278,7 +302,7 @@ def validate(raw: RawUpload, ctx: Context, both_read: Callable[[RawUpload], None
 
 
 def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.DuckDBPyConnection) -> pa.Table:
-    typed = _field_rules(COURSE, raw, ctx, out)
+    typed = field_rules(COURSE, raw, ctx.channel, out)
     typed["_closed_raw"] = raw["closed_date"].combine_chunks()
     typed["_hours_raw"] = raw["hours"].combine_chunks()
     _course_rules(typed, ctx, out)
@@ -303,8 +327,49 @@ def _validate_courses(raw: pa.Table, ctx: Context, out: Findings, con: duckdb.Du
     archived = pc.filter(findings["row"], pc.and_(pc.equal(findings["record"], "course"),
                                                   pc.equal(findings["rule"], "C07")))
     out.only("course", archived.combine_chunks(), "C07")
+    if ctx.state is not None and len(codes) and ctx.received_on >= ctx.c11_from:
+        _c11(table, existing, error_rows(out.table(), "course"), ctx, out, con)
     bad = error_rows(out.table(), "course")
     return table.append_column("_ok", pc.invert(pc.is_in(rows, bad)))
+
+
+def _c11(table: pa.Table, existing: pa.Table, bad: pa.Array, ctx: Context, out: Findings,
+         con: duckdb.DuckDBPyConnection) -> None:
+    """C11: a course new to the warehouse without closed_date (a registration) whose organizer is red.
+
+    The light is the warehouse's on the day received, after this delivery's accepted rows of courses
+    already there (closings, updates, withdrawals) replace theirs; new courses never count."""
+    rows, codes = table[ROW].combine_chunks(), table["course_code"].combine_chunks()
+    ok = pc.invert(pc.is_in(rows, bad))
+    known = pc.is_in(codes, existing["course_code"].combine_chunks())
+    fresh = pc.and_(pc.and_(ok, pc.invert(pc.fill_null(known, False))),
+                    pc.and_(pc.is_null(table["closed_date"]), pc.is_valid(codes)))
+    if not pc.any(fresh).as_py():
+        return
+    if ctx.state is None:  # a self-check without a warehouse: no lights to judge by
+        return
+    con.register("c11_wh", ctx.state.unclosed_courses(ctx.unit, ctx.received_on))
+    con.register("c11_up", table.filter(pc.and_(ok, pc.fill_null(known, False))))
+    on = ctx.received_on.isoformat()
+    red = con.sql(f"""WITH now_counting AS (
+            SELECT course_code, organizer FROM c11_wh WHERE course_code NOT IN (SELECT course_code FROM c11_up)
+            UNION ALL
+            SELECT course_code, organizer FROM ({lights.spans_sql("c11_up")}) s
+            WHERE DATE '{on}' BETWEEN counts_from AND counts_until)
+        SELECT organizer, count(*) AS n FROM now_counting GROUP BY organizer
+        HAVING count(*) >= {LIGHT_RED_AT}""").to_arrow_table()
+    con.unregister("c11_wh")
+    con.unregister("c11_up")
+    if red.num_rows == 0:
+        return
+    org = table["organizer"].combine_chunks()
+    at = pc.index_in(org, red["organizer"].combine_chunks())
+    n = pc.cast(pc.take(red["n"].combine_chunks(), at), pa.string())
+    blocked = pc.and_(fresh, pc.is_valid(at))
+    zh = pc.binary_join_element_wise("開課單位", _show(org), "逾期未結案 ", n, " 門（紅燈）", "")
+    en = pc.binary_join_element_wise("organizer ", _show(org), " has ", n, " courses not closed (red)", "")
+    out.add("course", "C11", blocked, rows, codes, COURSE.field("organizer"), zh, en)
+
 
 
 def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Findings,
@@ -312,8 +377,8 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
     # The HMAC runs in DuckDB, which releases the GIL: it hashes every present ID in a thread while
     # the field rules and the rules that need no key run here; invalid IDs' keys are dropped below.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashed = pool.submit(ctx.pseudonymiser.keys, _national_ids(raw["national_id"].combine_chunks()))
-        typed = _field_rules(ATTENDANCE, raw, ctx, out)
+        hashed = pool.submit(ctx.pseudonymiser.keys, national_ids(raw["national_id"].combine_chunks()))
+        typed = field_rules(ATTENDANCE, raw, ctx.channel, out)
         existing = _existing(ctx, courses, typed["course_code"])
         rejected = _course_links(raw, typed, courses, existing, out, con)
         _w04(typed, courses, existing, ctx, out, con)

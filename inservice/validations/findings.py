@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,7 +13,7 @@ from inservice.schemas.rules import RULES
 from inservice.validations import national_id
 from inservice.validations.normalize import printable
 
-Detail = str | pa.Array | Callable[[pa.Array], pa.Array] | None
+Detail: TypeAlias = str | pa.Array | Callable[[pa.Array], pa.Array] | None
 
 SCHEMA = pa.schema([
     ("record", pa.string()),

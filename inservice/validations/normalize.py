@@ -221,3 +221,66 @@ def parse_codes(values: pa.Array, listname: str) -> tuple[pa.Array, pa.Array]:
     text = pc.take(rendered, pa.array(np.searchsorted(distinct, mask)))
     bad = pc.and_(pc.is_valid(v), pa.array(unknown))
     return pc.if_else(bad, pa.scalar(None, pa.string()), text), bad
+
+
+# The tag register as the engine reads it (registers/tags.py keeps it in the warehouse; without a
+# warehouse, the seed of spec §3.8). `position` orders a course's tags in their canonical text.
+TAG_REGISTER = pa.schema([("code", pa.string()), ("short_label", pa.string()), ("full_name", pa.string()),
+                          ("valid_from", pa.date32()), ("valid_to", pa.date32()), ("position", pa.int32())])
+
+
+def tag_seed() -> pa.Table:
+    """The eight tags of §3.8, valid from 2013-01-01 with no end."""
+    tags = codelists.TAGS
+    return pa.table({"code": [t.code for t in tags], "short_label": [t.label for t in tags],
+                     "full_name": [t.aliases[0] for t in tags], "valid_from": [codelists.TAGS_FROM] * len(tags),
+                     "valid_to": pa.nulls(len(tags), pa.date32()), "position": list(range(1, len(tags) + 1))},
+                    schema=TAG_REGISTER)
+
+
+def parse_tags(values: pa.Array, start: pa.Array, register: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Tags against the register on each row's start date (W06, spec 1.1): canonical text of the
+    tags in force (distinct, in register order), the mask of rows that named a tag not in force (or
+    not in the register at all) and, for those rows, the dropped pieces quoted. A tag matches by code,
+    short label (with or without brackets) or full name. An unknown start date judges by the register
+    alone (the course is refused for its date anyway)."""
+    v = clean_text(values)
+    reg = register.sort_by("position")
+    key_to_row: dict[str, int] = {}
+    for i, (code, short, name) in enumerate(zip(reg["code"].to_pylist(), reg["short_label"].to_pylist(),
+                                                reg["full_name"].to_pylist(), strict=True)):
+        for k in (code, short, name):
+            if k:
+                key_to_row.setdefault(codelists.fold_key(k), i)
+    pieces = pc.split_pattern_regex(pc.fill_null(v, ""), pattern="[;；]")
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(pieces))
+    parent = pc.list_parent_indices(pieces)
+    nonempty = pc.not_equal(flat, "")
+    found = pc.index_in(fold_code_key(flat), value_set=pa.array(list(key_to_row), pa.string()))
+    row = pc.take(pa.array(list(key_to_row.values()), pa.int64()), found)
+    day = pc.take(start, parent)
+    vf, vt = pc.take(reg["valid_from"], row), pc.take(reg["valid_to"], row)
+    in_force = pc.and_kleene(pc.greater_equal(day, vf), pc.or_kleene(pc.is_null(vt), pc.less_equal(day, vt)))
+    valid = pc.and_(pc.is_valid(row), pc.fill_null(pc.or_kleene(in_force, pc.is_null(day)), True))
+    dropped = pc.and_(nonempty, pc.invert(valid)).to_numpy(zero_copy_only=False)
+    parents = parent.to_numpy(zero_copy_only=False)
+    bad = np.zeros(len(v), dtype=bool)
+    bad[parents[dropped]] = True
+    detail: list[str | None] = [None] * len(v)
+    for i, piece in zip(parents[dropped].tolist(), pc.filter(flat, pa.array(dropped)).to_pylist(), strict=True):
+        detail[i] = (detail[i] + "、" if detail[i] else "") + f"「{piece[:40]}」"
+    keep = valid.to_numpy(zero_copy_only=False)
+    bits = pc.fill_null(row, -1).to_numpy(zero_copy_only=False)
+    codes = reg["code"].to_pylist()
+    if len(codes) <= 64:  # each row's tags OR-ed into a bitmask, each distinct mask rendered once
+        mask = np.zeros(len(v), dtype=np.uint64)
+        np.bitwise_or.at(mask, parents[keep], np.left_shift(np.uint64(1), bits[keep].astype(np.uint64)))
+    else:  # a register grown past 64 tags over the years: Python integers
+        mask = np.zeros(len(v), dtype=object)
+        mask[:] = 0
+        for i, b in zip(parents[keep].tolist(), bits[keep].tolist(), strict=True):
+            mask[i] |= 1 << b
+    distinct, where = np.unique(mask, return_inverse=True)
+    rendered = pa.array([";".join(c for j, c in enumerate(codes) if int(m) >> j & 1) or None
+                         for m in distinct.tolist()], pa.string())
+    return pc.take(rendered, pa.array(where.ravel())), pa.array(bad), pa.array(detail, pa.string())

@@ -69,9 +69,12 @@ LAKE_QUERIES = {
                 "WHERE u.area = 'production'",
     "units": "SELECT * FROM main.units",
     **{t: f"SELECT * FROM main.{t}" for t in REFERENCE_TABLES},
+    **{t.name: f"SELECT * FROM main.{t.name}" for t in ddl.PLAN_TABLES},  # partitioned by school year
 }
 UNPARTITIONED = frozenset({"units", *REFERENCE_TABLES})  # one file each
 PARTITION = pa.schema([("year", pa.int32()), ("month", pa.int32())])
+PLAN_LAKE = {t.name for t in ddl.PLAN_TABLES}
+PLAN_PARTITION = pa.schema([("school_year", pa.int32())])
 
 
 def analyst_tables(wh: Warehouse) -> list[str]:
@@ -363,7 +366,8 @@ def export_lake(wh: Warehouse, dest: Path) -> dict[str, int]:
                 return b
 
             data = (counted(b) for b in _chain(first, stream))
-            partitioning = None if table in UNPARTITIONED else ds.partitioning(PARTITION, flavor="hive")
+            partitioning = (None if table in UNPARTITIONED else
+                            ds.partitioning(PLAN_PARTITION if table in PLAN_LAKE else PARTITION, flavor="hive"))
             ds.write_dataset(data, staging, schema=first.schema, format="parquet", partitioning=partitioning,
                              basename_template="part-{i}.parquet", max_rows_per_group=500_000)
         else:
@@ -400,21 +404,23 @@ def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
     out = []
     for name, table in LAKE_DECLARED.items():
         partitioned = name not in UNPARTITIONED
+        keys = [f.name for f in (PLAN_PARTITION if name in PLAN_LAKE else PARTITION)] if partitioned else []
+        columns = [c for c in table.columns if c.name not in keys]
         where = f"{location.rstrip('/')}/{name}"
         if engine == "spark":
-            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in table.columns]
-            cols += ["  `year` INT", "  `month` INT"] if partitioned else []
-            part = "\nPARTITIONED BY (year, month)" if partitioned else ""
+            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in columns]
+            cols += [f"  `{k}` INT" for k in keys]
+            part = f"\nPARTITIONED BY ({', '.join(keys)})" if partitioned else ""
             out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{name} (\n" + ",\n".join(cols)
                        + f"\n) USING PARQUET{part}\nLOCATION '{where}';\n"
                        + (f"MSCK REPAIR TABLE {schema}.{name};\n" if partitioned else ""))
         elif engine == "trino":
             def trino(t: str) -> str:
                 return TRINO_TYPES.get(t, t.lower())
-            cols = [f'  "{c.name}" {trino(c.type)}' for c in table.columns]
-            cols += ["  year integer", "  month integer"] if partitioned else []
+            cols = [f'  "{c.name}" {trino(c.type)}' for c in columns]
+            cols += [f"  {k} integer" for k in keys]
             props = [f"external_location = '{where}'", "format = 'PARQUET'"]
-            props += ["partitioned_by = ARRAY['year', 'month']"] if partitioned else []
+            props += [f"partitioned_by = ARRAY[{', '.join(repr(k) for k in keys)}]"] if partitioned else []
             out.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{name} (\n" + ",\n".join(cols)
                        + "\n) WITH (\n  " + ",\n  ".join(props) + "\n);\n"
                        + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'ADD');\n"

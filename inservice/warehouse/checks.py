@@ -44,7 +44,7 @@ def duplicate_keys(con: Connection, table: str, key: Iterable[str]) -> Outcome:
     examples: list[dict] = []
     for schema in _areas():
         grouped = f"SELECT {cols}, count(*) AS copies FROM {schema}.{table} GROUP BY {cols} HAVING count(*) > 1"
-        counts[schema] = con.execute(f"SELECT count(*) FROM ({grouped}) d").fetchone()[0]
+        counts[schema] = con.execute(f"SELECT count(*) FROM ({grouped}) d").fetchall()[0][0]
         if counts[schema]:
             examples += [{"area": schema, **e} for e in _examples(con, f"{grouped} ORDER BY {cols}")]
     total = sum(counts.values())
@@ -69,7 +69,7 @@ def attendance_has_course(con: Connection) -> Outcome:
             WHERE NOT EXISTS (SELECT 1 FROM {schema}.courses c
                               WHERE c.unit_code = a.unit_code AND c.course_code = a.course_code)
             GROUP BY a.unit_code, a.course_code"""
-        counts[schema] = con.execute(f"SELECT coalesce(sum(rows), 0) FROM ({orphans}) o").fetchone()[0]
+        counts[schema] = con.execute(f"SELECT coalesce(sum(rows), 0) FROM ({orphans}) o").fetchall()[0][0]
         if counts[schema]:
             examples += [{"area": schema, **e} for e in _examples(con, f"{orphans} ORDER BY 1, 2")]
     total = int(sum(counts.values()))
@@ -90,7 +90,7 @@ def cutoff_respected(con: Connection, cutoff: date) -> Outcome:
                 WHERE e.unit_code = c.unit_code AND (e.course_code IS NULL OR e.course_code = c.course_code)
                   AND CAST(coalesce(timezone('Asia/Taipei', u.received_at), timezone('Asia/Taipei', c.loaded_at))
                            AS DATE) BETWEEN e.letter_date AND e.valid_until)"""
-        counts[schema] = con.execute(f"SELECT count(*) FROM ({uncovered}) u", [cutoff]).fetchone()[0]
+        counts[schema] = con.execute(f"SELECT count(*) FROM ({uncovered}) u", [cutoff]).fetchall()[0][0]
         if counts[schema]:
             examples += [{"area": schema, **e} for e in _examples(con, f"{uncovered} ORDER BY 1, 2", [cutoff])]
     total = sum(counts.values())
@@ -125,7 +125,7 @@ def raw_national_ids(con: Connection, tables: Iterable[str] | None = None,
         cols = columns[name]
         matches = [regex_matches(con, '"' + c + '"', NATIONAL_ID) for c in cols]
         counts = ", ".join(f"count(*) FILTER (WHERE {m})" for m in matches)
-        row = con.execute(f"SELECT {counts} FROM {name}").fetchone()
+        row = con.execute(f"SELECT {counts} FROM {name}").fetchall()[0]
         hits.update({f"{name}.{c}": n for c, n in zip(cols, row, strict=True) if n})
     return not hits, {"pattern": NATIONAL_ID, "tables_scanned": sorted(wanted & set(columns)),
                       "rows_with_ids_by_column": hits}
@@ -168,6 +168,17 @@ BLOCKING = [
 ]
 
 
+# the planning survey's tables (Dagster: checks of the plan_tables asset); the gate runs them too
+PLAN_BLOCKING = [
+    BlockingCheck("plan_tables", "school_plans_unique_key",
+                  "no two school plans in force share school_year + school_code + domain",
+                  lambda con, _: duplicate_keys(con, "school_plans", ddl.SCHOOL_PLANS.key)),
+    BlockingCheck("plan_tables", "teacher_plans_unique_key",
+                  "no two teacher plans in force share school_year + teacher_key + domain",
+                  lambda con, _: duplicate_keys(con, "teacher_plans", ddl.TEACHER_PLANS.key)),
+]
+
+
 class ChecksFailed(OperatorError):
     """A publication was refused because the warehouse fails a blocking check: nothing was written.
     The CLI exits 3 (a person must fix the data first; retrying does not help)."""
@@ -186,7 +197,7 @@ class ChecksFailed(OperatorError):
 def failing(con: Connection, cutoff: date) -> list[tuple[BlockingCheck, dict]]:
     """The blocking checks that fail now, with their details (which never quote personal data)."""
     out = []
-    for check in BLOCKING:
+    for check in (*BLOCKING, *PLAN_BLOCKING):
         passed, details = check.run(con, cutoff)
         if not passed:
             out.append((check, details))

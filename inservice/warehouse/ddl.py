@@ -39,6 +39,7 @@ from typing import Any
 from inservice.schemas.fields import ATTENDANCE as ATTENDANCE_RECORD
 from inservice.schemas.fields import COURSE as COURSE_RECORD
 from inservice.schemas.fields import Kind, RecordType
+from inservice.validations import lights
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Table:
     analysts: bool = False  # analysts read it (production area): the DuckDB copy, the role's grants
     indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # PostgreSQL look-ups: (name suffix, columns)
     publication: bool = False  # created by the first publication that fills it, not when the warehouse opens
+    view: str | None = None  # a view over the tables (its SELECT); its columns are declared for the comments
 
     @property
     def schemas(self) -> tuple[str, ...]:
@@ -124,10 +126,11 @@ HISTORY = Table("history", "異動歷程：課程與名單首次載入後的每�
     C("unit_code", "VARCHAR", "單位代碼"),
     C("course_code", "VARCHAR", "研習代碼"),
     C("teacher_key", "VARCHAR", "教師假名鍵（名單列）"),
-    C("action", "VARCHAR", "異動（update 更新、withdraw 撤回、correction 更正、add 更正新增、remove 更正刪除）"),
+    C("action", "VARCHAR", "異動（update 更新、withdraw 撤回、correction 更正、add 更正新增、"
+                           "remove 更正刪除、replay 重新檢核後載入）"),
     C("before_json", "VARCHAR", "異動前內容（JSON；新增時為空）"),
     C("after_json", "VARCHAR", "異動後內容（JSON；撤回或刪除時為空）"),
-    C("source", "VARCHAR", "來源（upload 檔案傳報、feed 資料庫互傳、correction 更正申請）"),
+    C("source", "VARCHAR", "來源（upload 檔案傳報、feed 資料庫互傳、correction 更正申請、replay 依現行規則重新檢核）"),
     C("source_id", "VARCHAR", "來源編號（傳報編號、互傳日、更正列）"),
     C("letter_no", "VARCHAR", "核定文號（更正）"),
     C("changed_at", "TIMESTAMPTZ", "異動時間"),
@@ -160,6 +163,7 @@ UPLOADS = Table("uploads", "傳報紀錄（每個檔案或每日資料庫互傳�
     C("receipt_json", "VARCHAR", "回執 JSON 路徑"),
     C("receipt_xlsx", "VARCHAR", "回執 Excel 路徑"),
     C("processed_at", "TIMESTAMPTZ", "處理時間"),
+    C("replay_of", "VARCHAR", "依現行規則重新檢核（replay）之原傳報編號；一般傳報為空"),
 ), analysts=True, indexes=(("id", ("upload_id",)), ("hash", ("unit_code", "content_hash"))))
 
 FINDINGS = Table("findings", "檢核結果（退件與警告，逐列）", (
@@ -448,6 +452,53 @@ WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指�
 
 # Publication tables (stat_* of the monthly statistics, the yearbook's snapshot register): analysts
 # read them; the first publication creates them (inservice.publish.common.ensure_tables).
+# The attribute-tag register (spec 1.1 §3.8, registers/tags.py): the eight tags of the spec are
+# seeded when the table is created; every change is logged with who and when.
+TAGS = Table("tags", "屬性標籤登錄（規格 3.8；課程標籤依研習起日判斷是否有效，無效者 W06 刪除）", (
+    C("code", "VARCHAR", "標籤代碼"),
+    C("short_label", "VARCHAR", "簡稱"),
+    C("full_name", "VARCHAR", "全名"),
+    C("legal_basis", "VARCHAR", "法源依據"),
+    C("valid_from", "DATE", "生效日"),
+    C("valid_to", "DATE", "失效日（含當日；空值表示無期限）"),
+    C("position", "INTEGER", "排列順序（課程標籤依此順序記錄）"),
+    C("updated_at", "TIMESTAMPTZ", "最後異動時間"),
+), key=("code",), analysts=True)
+
+TAG_LOG = Table("tag_log", "屬性標籤登錄異動紀錄（seed 規格內建、add 新增、retire 停用；異動者及時間）", (
+    C("code", "VARCHAR", "標籤代碼"),
+    C("action", "VARCHAR", "異動（seed、add、retire）"),
+    C("short_label", "VARCHAR", "簡稱"),
+    C("full_name", "VARCHAR", "全名"),
+    C("legal_basis", "VARCHAR", "法源依據"),
+    C("valid_from", "DATE", "生效日"),
+    C("valid_to", "DATE", "失效日（含當日）"),
+    C("changed_by", "VARCHAR", "異動者"),
+    C("changed_at", "TIMESTAMPTZ", "異動時間"),
+))
+
+TAG_TABLES: tuple[Table, ...] = (TAGS, TAG_LOG)
+
+# Lights per organizer (spec §7) as of any day: each course's span of days in which it counts toward
+# its organizer's light; the light on day D counts the spans holding D (validations/lights.py).
+ORGANIZER_LIGHT_COURSES = Table(
+    "organizer_light_courses",
+    "燈號計入課程：逾期未結案課程計入其開課單位（所屬傳報單位內）燈號之期間；"
+    "某日之燈號 = 該日落在 counts_from 至 counts_until 之課程數（0 綠燈、1–4 黃燈、5 以上紅燈）", (
+        C("unit_code", "VARCHAR", "單位代碼"),
+        C("organizer", "VARCHAR", "開課單位"),
+        C("course_code", "VARCHAR", "研習代碼"),
+        C("class_type", "VARCHAR", "班別性質（學分班不計）"),
+        C("start_date", "DATE", "研習起日（所屬年度）"),
+        C("end_date", "DATE", "研習迄日"),
+        C("closed_date", "DATE", "結案日期"),
+        C("counts_from", "DATE", "開始計入日（研習迄日後第 8 日）"),
+        C("counts_until", "DATE", "最後計入日（結案前一日或研習起日年度之 12 月 31 日，取早者）"),
+    ), analysts=True, view=lights.spans_sql("main.courses"))  # in the DuckDB copy: a table as of the refresh
+
+VIEWS: tuple[Table, ...] = (ORGANIZER_LIGHT_COURSES,)
+
+
 _MONTH_COLS = (C("month", "VARCHAR", "統計月份 YYYY-MM"), C("as_of", "TIMESTAMPTZ", "發布時點（資料截至）"))
 
 
@@ -492,26 +543,42 @@ PUBLICATION_TABLES: tuple[Table, ...] = (
         C("person_times", "BIGINT", "研習人次"),
         C("granted_hours", "DECIMAL(18,1)", "核發時數"),
     )),
-    _published("stat_monthly_not_closed", "表4 逾期未結案課程（非學分班，研習迄日後逾 7 日未結案）各單位燈號", (
+    _published("stat_monthly_not_closed",
+               "表4 各開課單位（所屬傳報單位內）燈號：逾期未結案課程（非學分班，研習迄日後逾 7 日未結案）", (
         *_MONTH_COLS,
-        C("report_date", "DATE", "報表日期"),
+        C("report_date", "DATE", "燈號判定日（報表日期；12 月報表為 12 月 31 日）"),
         C("unit_code", "VARCHAR", "單位代碼"),
         C("unit_name", "VARCHAR", "單位名稱"),
+        C("organizer", "VARCHAR", "開課單位"),
+        C("county_code", "VARCHAR", "開課單位縣市（其本年度課程最多之縣市代碼）"),
         C("not_closed", "BIGINT", "逾期未結案課程數"),
         C("light", "VARCHAR", "燈號（綠燈 0、黃燈 1–4、紅燈 5 以上）"),
-        C("blocked", "BOOLEAN", "停止開課（紅燈，且報表日期在 2017-11-01 以後）"),
+        C("blocked", "BOOLEAN", "停止登錄新課程（紅燈，且判定日在 C11 施行日以後）"),
+    )),
+    _published("stat_monthly_lights_county",
+               "表4 燈號縣市別：各縣市開課單位數（依燈號）及逾期未結案課程數（* 全國）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("organizers", "BIGINT", "開課單位數"),
+        C("green", "BIGINT", "綠燈開課單位數"),
+        C("yellow", "BIGINT", "黃燈開課單位數"),
+        C("red", "BIGINT", "紅燈開課單位數"),
+        C("not_closed", "BIGINT", "逾期未結案課程數"),
     )),
     _published("stat_monthly_not_closed_courses", "表4 明細：逾期未結案課程", (
         *_MONTH_COLS,
         C("unit_code", "VARCHAR", "單位代碼"),
+        C("organizer", "VARCHAR", "開課單位"),
+        C("county_code", "VARCHAR", "課程縣市代碼"),
         C("course_code", "VARCHAR", "研習代碼"),
         C("title", "VARCHAR", "研習名稱"),
         C("end_date", "DATE", "研習迄日"),
         C("days_since_end", "INTEGER", "迄日後日數（至報表日期）"),
     )),
-    _published("stat_monthly_tags", "表5 屬性標籤課程數（* 為有任一標籤之課程，不重複）", (
+    _published("stat_monthly_tags", "表5 屬性標籤課程數，全國及各縣市（tag * 為有任一標籤之課程，不重複）", (
         *_MONTH_COLS,
-        C("tag", "VARCHAR", "屬性標籤代碼"),
+        C("county_code", "VARCHAR", "課程縣市代碼（* 全國）"),
+        C("tag", "VARCHAR", "屬性標籤代碼（依標籤登錄）"),
         C("courses", "BIGINT", "課程數"),
         C("course_hours", "DECIMAL(18,1)", "課程時數"),
         C("person_times", "BIGINT", "研習人次"),
@@ -584,10 +651,159 @@ PUBLICATION_TABLES: tuple[Table, ...] = (
 )
 
 
+# Planning survey (planning-survey.md): the plans in force (the latest revision of each school year and
+# kind), the rows of replaced revisions, and the register of revisions. An older as-of is reproduced from
+# loaded_at/replaced_at: rows loaded by then and not yet replaced (warehouse/plans.py).
+_PLAN_CHOICES = (
+    C("modes", "VARCHAR", "進修方式（代碼以 ; 分隔：1 非學分班、2 學分班-學士、3 學分班-碩士）"),
+    C("times", "VARCHAR", "進修時間（代碼以 ; 分隔，代碼表 3.7）"),
+    C("places", "VARCHAR", "進修地點（代碼以 ; 分隔：P1 服務學校 … P7 社教機構或民間團體）"),
+    C("tiers", "VARCHAR", "進修階層（代碼以 ; 分隔：1 基礎、2 進階、3 領導、4 研發）"),
+    C("deliveries", "VARCHAR", "實施方式（代碼以 ; 分隔，代碼表 3.6）"),
+    C("submitted_at", "TIMESTAMP", "填報時間（臺北時間）"),
+)
+_PLAN_LOAD = (
+    C("upload_id", "VARCHAR", "載入此版之傳報編號"),
+    C("loaded_at", "TIMESTAMPTZ", "載入時間（此版生效）"),
+)
+_SCHOOL_PLAN_COLUMNS = (
+    C("school_year", "INTEGER", "學年度（民國，例 106 = 2017-08-01 至 2018-07-31）"),
+    C("school_code", "VARCHAR", "學校代碼"),
+    C("school_level", "VARCHAR", "學校教育階段（E 國小、J 國中、S 高中、V 高職、X 特殊教育學校）"),
+    C("students", "INTEGER", "學生總數"),
+    C("teachers", "INTEGER", "教師人數"),
+    C("domain", "VARCHAR", "研習範疇（代碼表 3.4，A–F）"),
+    C("planned_hours", "DECIMAL(5,1)", "規劃時數"),
+    *_PLAN_CHOICES, *_PLAN_LOAD,
+)
+_TEACHER_PLAN_COLUMNS = (
+    C("school_year", "INTEGER", "學年度（民國）"),
+    C("teacher_key", "VARCHAR", "教師假名鍵（身分證字號之 HMAC-SHA256，與研習名單相同金鑰）"),
+    C("school_code", "VARCHAR", "服務學校代碼"),
+    C("domain", "VARCHAR", "研習範疇（代碼表 3.4，A–F）"),
+    C("planned_hours", "DECIMAL(5,1)", "規劃時數"),
+    *_PLAN_CHOICES, *_PLAN_LOAD,
+)
+_REPLACED = (
+    C("replaced_at", "TIMESTAMPTZ", "被取代時間（此版失效）"),
+    C("replaced_by", "VARCHAR", "取代此版之傳報編號"),
+)
+SCHOOL_PLANS = Table("school_plans", "學校本位教師進修研習規劃（現行版；每校每研習範疇一列）",
+                     _SCHOOL_PLAN_COLUMNS, per_area=True, key=("school_year", "school_code", "domain"),
+                     analysts=True)
+TEACHER_PLANS = Table("teacher_plans", "教師自我專業進修研習規劃（現行版；每位教師每研習範疇一列，教師以假名鍵表示）",
+                      _TEACHER_PLAN_COLUMNS, per_area=True, key=("school_year", "teacher_key", "domain"),
+                      analysts=True)
+SCHOOL_PLANS_HISTORY = Table("school_plans_history", "學校規劃被取代之舊版（重現較早資料截至時點之發布）",
+                             (*_SCHOOL_PLAN_COLUMNS, *_REPLACED), per_area=True, analysts=True)
+TEACHER_PLANS_HISTORY = Table("teacher_plans_history", "教師規劃被取代之舊版（重現較早資料截至時點之發布）",
+                              (*_TEACHER_PLAN_COLUMNS, *_REPLACED), per_area=True, analysts=True)
+PLAN_REVISIONS = Table("plan_revisions", "規劃匯出檔版次（同學年度同類別之新匯出整批取代前版）", (
+    C("school_year", "INTEGER", "學年度（民國）"),
+    C("kind", "VARCHAR", "類別（school 學校規劃、teacher 教師規劃）"),
+    C("revision", "INTEGER", "版次（同學年度同類別第幾版）"),
+    C("upload_id", "VARCHAR", "傳報編號"),
+    C("file_name", "VARCHAR", "檔名"),
+    C("content_hash", "VARCHAR", "內容雜湊（SHA-256）"),
+    C("rows_received", "INTEGER", "收件列數"),
+    C("rows_accepted", "INTEGER", "通過列數"),
+    C("rows_rejected", "INTEGER", "退件列數"),
+    C("loaded_at", "TIMESTAMPTZ", "載入時間（此版生效）"),
+    C("replaced_at", "TIMESTAMPTZ", "被取代時間（空值：現行版）"),
+), per_area=True, key=("school_year", "kind", "revision"), analysts=True)
+
+PLAN_TABLES: tuple[Table, ...] = (SCHOOL_PLANS, TEACHER_PLANS, SCHOOL_PLANS_HISTORY, TEACHER_PLANS_HISTORY,
+                                  PLAN_REVISIONS)  # the planning survey
+
+# The planning survey's publications (created by their first publication, like the monthly stat_*):
+# long tables keyed by (school_year, as_of); '*' marks a total.
+_PLAN_KEY = (C("school_year", "INTEGER", "發布學年度（民國）"), C("as_of", "TIMESTAMPTZ", "發布時點（資料截至）"))
+STAT_PLAN_TABLES: tuple[Table, ...] = (
+    _published("stat_plan_publications", "規劃統計發布紀錄（每次發布一筆；同學年度最新者為現行版）", (
+        *_PLAN_KEY,
+        C("revision", "INTEGER", "版次（同學年度第幾次發布）"),
+        C("school_upload_id", "VARCHAR", "所用學校規劃版之傳報編號"),
+        C("teacher_upload_id", "VARCHAR", "所用教師規劃版之傳報編號"),
+        C("schools", "BIGINT", "填報學校數"),
+        C("teachers", "BIGINT", "填報教師數（不重複）"),
+        C("planned_hours", "DECIMAL(18,1)", "教師規劃時數合計"),
+        C("granted_hours", "DECIMAL(18,1)", "該學年度核發時數合計（已完成）"),
+        C("coverage_ratio", "DOUBLE PRECISION", "涵蓋率（核發時數 ÷ 規劃時數）"),
+        C("files", "VARCHAR", "輸出檔案（JSON 陣列）"),
+    )),
+    _published("stat_plan_participation", "各學年度參與縣市資料：縣市 × 學年度之填報學校數與教師數（* 為合計）", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（學校所在縣市；未知：不在學校名冊；* 全國）"),
+        C("plan_year", "INTEGER", "填報學年度"),
+        C("schools", "BIGINT", "參與學校數（所）"),
+        C("teachers", "BIGINT", "參與教師數（人，不重複）"),
+    )),
+    _published("stat_plan_demand",
+               "填報需求報告：縣市 × 學校教育階段之填報學校數、教師數、每位教師規劃時數（* 為合計）", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
+        C("schools", "BIGINT", "填報學校數"),
+        C("teachers", "BIGINT", "填報教師數（不重複）"),
+        C("planned_hours", "DECIMAL(18,1)", "教師規劃時數合計"),
+        C("hours_per_teacher", "DOUBLE PRECISION", "每位教師規劃時數"),
+    )),
+    _published("stat_plan_demand_domains", "填報需求報告：各研習範疇之填報教師比率", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
+        C("domain", "VARCHAR", "研習範疇（A–F）"),
+        C("teachers", "BIGINT", "選填此範疇之教師數"),
+        C("share", "DOUBLE PRECISION", "占填報教師數之比率"),
+    )),
+    _published("stat_plan_demand_choices", "填報需求報告：進修方式、時間、地點、階層、實施方式之分布（學校與教師）", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("school_level", "VARCHAR", "學校教育階段（* 全部）"),
+        C("who", "VARCHAR", "填報者（school 學校、teacher 教師）"),
+        C("dimension", "VARCHAR", "項目（modes、times、places、tiers、deliveries）"),
+        C("code", "VARCHAR", "代碼"),
+        C("mentions", "BIGINT", "勾選次數（每列每代碼一次）"),
+        C("share", "DOUBLE PRECISION", "占該項目勾選總次數之比率"),
+    )),
+    _published("stat_plan_supply", "供需對照：縣市 × 研習範疇之需求（規劃）與供給（研習）；缺口大者在前", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（教師服務學校縣市；* 全國）"),
+        C("domain", "VARCHAR", "研習範疇（A–F；* 全部）"),
+        C("teachers", "BIGINT", "規劃此範疇之教師數"),
+        C("planned_hours", "DECIMAL(18,1)", "規劃時數（需求）"),
+        C("courses", "BIGINT", "該縣市教師完成之此範疇課程數（不重複）"),
+        C("course_hours", "DECIMAL(18,1)", "上述課程之時數合計"),
+        C("person_times", "BIGINT", "該縣市教師研習人次（已完成）"),
+        C("granted_hours", "DECIMAL(18,1)", "核發時數（供給）"),
+        C("coverage_ratio", "DOUBLE PRECISION", "涵蓋率（核發時數 ÷ 規劃時數；無規劃為空）"),
+        C("gap_hours", "DECIMAL(18,1)", "缺口時數（規劃時數 − 核發時數）"),
+    )),
+    _published("stat_plan_supply_mix", "供需對照：研習時段與實施方式之需求比率與供給比率", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（* 全國）"),
+        C("domain", "VARCHAR", "研習範疇（* 全部）"),
+        C("dimension", "VARCHAR", "項目（time_slot 研習時段、delivery 實施方式）"),
+        C("code", "VARCHAR", "代碼"),
+        C("demand_share", "DOUBLE PRECISION", "需求比率（教師規劃勾選次數占比）"),
+        C("supply_share", "DOUBLE PRECISION", "供給比率（研習人次占比）"),
+    )),
+    _published("stat_plan_fulfilment", "規劃落實：規劃某範疇之教師中，於該學年度完成至少一門該範疇課程之比率", (
+        *_PLAN_KEY,
+        C("county_code", "VARCHAR", "縣市代碼（教師規劃所填服務學校之縣市；* 全國）"),
+        C("domain", "VARCHAR", "研習範疇（* 任一範疇）"),
+        C("planned_teachers", "BIGINT", "規劃此範疇之教師數"),
+        C("attended_teachers", "BIGINT", "其中完成至少一門此範疇課程之教師數"),
+        C("share", "DOUBLE PRECISION", "落實比率"),
+    )),
+)
+
+
 # --- the registry: every warehouse table, once ----------------------------------------------------------
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
-                             *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, UPLOAD_RECEIPTS,
-                             WAREHOUSE_META, *REGISTER_TABLES, *REFERENCE_TABLES, *PUBLICATION_TABLES)
+                             *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS,
+                             WAREHOUSE_META, *REGISTER_TABLES, *REFERENCE_TABLES, *PLAN_TABLES, *VIEWS,
+                             *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
 
@@ -617,8 +833,8 @@ def missing_columns(existing: set[tuple[str, str, str]], tables: Iterable[Table]
     out = []
     for t in tables:
         for schema in t.schemas:
-            if (schema, t.name) not in present:
-                continue  # created whole by CREATE TABLE
+            if (schema, t.name) not in present or t.view:
+                continue  # created whole by CREATE TABLE (a view has no columns of its own)
             out += [f'ALTER TABLE {schema}.{t.name} ADD COLUMN "{c.name}" {c.type}'
                     for c in t.columns if (schema, t.name, c.name) not in existing]
     return out
@@ -638,8 +854,12 @@ def statements(existing: set[tuple[str, str]] | None = None, tables: Iterable[Ta
                 continue
             schemas_used.add(schema)
             cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in t.columns)
-            out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} (\n  {cols}\n)")
-            out.append(f"COMMENT ON TABLE {schema}.{t.name} IS {_quote(t.comment)}")
+            if t.view:
+                out.append(f"CREATE OR REPLACE VIEW {schema}.{t.name} AS {t.view}")
+                out.append(f"COMMENT ON VIEW {schema}.{t.name} IS {_quote(t.comment)}")
+            else:
+                out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} (\n  {cols}\n)")
+                out.append(f"COMMENT ON TABLE {schema}.{t.name} IS {_quote(t.comment)}")
             out += [f'COMMENT ON COLUMN {schema}.{t.name}."{c.name}" IS {_quote(c.comment)}'
                     for c in t.columns]
     for view, select in BRIDGE_VIEWS.items() if tables is None else ():  # with the warehouse's own tables

@@ -38,7 +38,7 @@ def reference_rows() -> dict[str, pa.Table]:
         english = {r["county_code"]: r["county_name_en"] for r in csv.DictReader(fh)}
     counties = codelists.counties()
     order = {c: i for i, c in enumerate(codelists.COUNTY_ORDER)}
-    counties = sorted(counties, key=lambda c: order.get(c.code, 999))
+    counties = tuple(sorted(counties, key=lambda c: order.get(c.code, 999)))
     classes = codelists.CLASS_TYPES
     all_rules = list(rules.RULES.values())
     inst = reference.training_institutions()

@@ -22,9 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from inservice.config import Settings
+from inservice.schemas import codelists
 from inservice.schemas.codelists import county_names
 from inservice.schemas.fields import UNIT_CODE
 from inservice.schemas.reference import school_codes
+from inservice.validations import lights, normalize
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.validations.findings import for_analysts
 from inservice.warehouse import ddl, reference
@@ -118,7 +120,7 @@ class Warehouse:
             return Path(url.target).exists()
         con = connect(url, read_only=True)
         try:
-            return con.execute("SELECT to_regclass('main.units') IS NOT NULL").fetchone()[0]
+            return con.execute("SELECT to_regclass('main.units') IS NOT NULL").fetchall()[0][0]
         finally:
             con.close()
 
@@ -151,6 +153,8 @@ class Warehouse:
                     NULL, NULL FROM units""")
             reference.write_reference(self.con, rows)
             self.put_meta(reference.FINGERPRINT, fingerprint)
+            if ("main", ddl.TAGS.name) not in tables:
+                self._seed_tags()
         self.committed = False  # creating tables is not a load: no analyst copy for it
 
     @property
@@ -213,10 +217,32 @@ class Warehouse:
         rows = self.con.execute(f"SELECT {self._unit_columns()} FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
 
+    # --- the tag register (registers/tags.py changes it) ----------------------------------------
+    def _seed_tags(self) -> None:
+        """The eight tags of spec §3.8 (valid from 2013-01-01, no end), logged as the seed."""
+        seed = normalize.tag_seed().to_pylist()
+        for t in seed:
+            self.con.execute("INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+                             [t["code"], t["short_label"], t["full_name"], codelists.TAGS_BASIS, t["valid_from"],
+                              None, t["position"]])
+            self.con.execute("INSERT INTO tag_log VALUES (?, 'seed', ?, ?, ?, ?, NULL, 'spec', now())",
+                             [t["code"], t["short_label"], t["full_name"], codelists.TAGS_BASIS, t["valid_from"]])
+
+    def tag_register(self) -> pa.Table:
+        """The register as the rule engine reads it (normalize.TAG_REGISTER); a warehouse from before the
+        register, opened read-only (a self-check), reads the seed."""
+        if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
+                WHERE table_schema = 'main' AND table_name = 'tags'""").fetchone()[0]:
+            return normalize.tag_seed()
+        names = ", ".join(normalize.TAG_REGISTER.names)
+        rows = self.con.execute(f"SELECT {names} FROM main.tags ORDER BY position").fetchall()  # a few dozen
+        return pa.Table.from_pylist([dict(zip(normalize.TAG_REGISTER.names, r, strict=True)) for r in rows],
+                                    schema=normalize.TAG_REGISTER)
+
     # --- the warehouse's own records (warehouse_meta: not an analyst table) ----------------------
     def meta(self, name: str) -> str | None:
         if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
-                WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchone()[0]:
+                WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchall()[0][0]:
             return None  # a warehouse from before the table, opened read-only (a self-check)
         rows = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchall()  # to the end:
         return rows[0][0] if rows else None  # DuckDB refuses other work beside an unfinished result
@@ -241,7 +267,7 @@ class Warehouse:
                       valid_until: date) -> int:
         with self.transaction():
             next_id = self.con.execute(
-                "SELECT coalesce(max(exception_id), 0) + 1 FROM archive_exceptions").fetchone()[0]
+                "SELECT coalesce(max(exception_id), 0) + 1 FROM archive_exceptions").fetchall()[0][0]
             self.con.execute("INSERT INTO archive_exceptions VALUES (?, ?, ?, ?, ?, ?, now())",
                              [next_id, unit, course_code, letter_no, letter_date, valid_until])
         return next_id
@@ -281,7 +307,8 @@ class Warehouse:
         return bool(self.con.execute("SELECT 1 FROM uploads WHERE receipt_json = ?", [json_path]).fetchall())
 
     def receipt_document(self, upload_id: str) -> str | None:
-        """The JSON receipt as it was sent (upload_receipts), or None (feeds, or uploads before it was kept)."""
+        """The JSON receipt as it was sent (upload_receipts; a feed batch's copy holds that batch's
+        findings), or None (uploads before it was kept)."""
         rows = self.con.execute("SELECT receipt FROM upload_receipts WHERE upload_id = ? ORDER BY written_at DESC "
                                 "LIMIT 1", [upload_id]).fetchall()
         return rows[0][0] if rows else None
@@ -309,13 +336,14 @@ class Warehouse:
 
     def record_upload(self, upload: dict, findings: pa.Table, validated: Validated | None, area: str | None,
                       now: datetime, in_transaction: Callable[[Connection], None] | None = None,
-                      ) -> MergeCounts:
-        """Write the upload row, its findings and (if loaded) its accepted rows, atomically.
+                      receipt: str | None = None) -> MergeCounts:
+        """Write the upload row, its findings, (if loaded) its accepted rows and (if given) its
+        receipt's JSON, atomically.
 
         `in_transaction` runs inside the same transaction (a feed's watermark: it moves with the
         rows it covers, or not at all)."""
         with self.transaction():
-            counts = self.write_upload(upload, findings, validated, area, now)
+            counts = self.write_upload(upload, findings, validated, area, now, receipt)
             if in_transaction is not None:
                 in_transaction(self.con)
             failpoint("merge.before_commit")
@@ -329,8 +357,13 @@ class Warehouse:
         counts = MergeCounts()
         if validated is not None and upload["status"] == "loaded":
             assert area is not None, "a loaded upload is a registered unit's: it has an area"
-            kind = "feed" if upload.get("channel") == "db" else "upload"
+            kind = "feed" if upload.get("channel") == "db" else "replay" if upload.get("replay_of") else "upload"
             counts = self.merge(validated, area, Source(kind, upload["upload_id"]), now)
+            if kind == "replay":  # what a re-evaluation brought in is in the courses' history too
+                schema = ddl.AREAS[area]
+                self.record_history(f"{schema}.courses", f"FROM {schema}.courses t WHERE t.upload_id = ? "
+                              "AND t.first_loaded_at = ?", "replay", "NULL", ROW_JSON.format("t"),
+                              Source(kind, upload["upload_id"]), now, [upload["upload_id"], now])
         row = {**upload, **counts.__dict__}
         cols = [c.name for c in ddl.UPLOADS.columns]
         self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -373,10 +406,10 @@ class Warehouse:
                 con.execute("""CREATE OR REPLACE TEMP TABLE live_a AS SELECT * FROM stage_a a WHERE NOT is_deleted
                     AND NOT EXISTS (SELECT 1 FROM gone_c g WHERE g.unit_code = a.unit_code
                                     AND g.course_code = a.course_code)""")
-            c_ins, c_upd = self._upsert(f"{schema}.courses", live_c, list(ddl.COURSES.key),
-                                        [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, source, now)
+            c_ins, c_upd = self.upsert(f"{schema}.courses", live_c, list(ddl.COURSES.key),
+                                       [*COURSE_CONTENT, "modified_at"], COURSE_CONTENT, source, now)
             failpoint("merge.after_courses")
-            a_ins, a_upd = self._upsert(f"{schema}.attendance", live_a, list(ddl.ATTENDANCE.key),
+            a_ins, a_upd = self.upsert(f"{schema}.attendance", live_a, list(ddl.ATTENDANCE.key),
                                         [*ATTENDANCE_CONTENT, "modified_at"], ATTENDANCE_CONTENT, source, now)
         finally:
             con.unregister("stage_c")
@@ -385,22 +418,22 @@ class Warehouse:
                 con.execute(f"DROP TABLE IF EXISTS {temp}")  # not kept until the next merge
         return MergeCounts(c_ins, c_upd, a_ins, a_upd, withdrawn_c, withdrawn_att)
 
-    def _history(self, target: str, select_from: str, action: str, before: str, after: str,
-                 source: Source, now: datetime) -> None:
+    def record_history(self, target: str, select_from: str, action: str, before: str, after: str,
+                       source: Source, now: datetime, params: list | None = None) -> None:
         schema, table = target.split(".")
         record = "course" if table == "courses" else "attendance"
         teacher = "t.teacher_key" if record == "attendance" else "NULL"
         self.con.execute(f"""INSERT INTO {schema}.history SELECT '{record}', t.unit_code, t.course_code,
             {teacher}, '{action}', {before}, {after}, ?, ?, ?, ? {select_from}""",
-                         [source.kind, source.id, source.letter_no, now])
+                         [source.kind, source.id, source.letter_no, now, *(params or [])])
 
     def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
         on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
-        self._history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
+        self.record_history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
                       source, now)
-        return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchone()[0])
+        return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchall()[0][0])
 
-    def _upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
+    def upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
                 source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
         """Set-based upsert bounded by the stage: history and update for rows whose content differs,
         then insert the new keys (anti-join). No enforced key: the anti-join keeps keys unique, an
@@ -415,7 +448,7 @@ class Warehouse:
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         differs = " OR ".join(f't."{c}" IS DISTINCT FROM s."{c}"' for c in compared)
         old = f"(SELECT {cols} FROM merge_near) t"  # the target's columns only: history's JSON as before
-        self._history(target, f"FROM {old} JOIN {stage} s ON {on} WHERE {differs}", action,
+        self.record_history(target, f"FROM {old} JOIN {stage} s ON {on} WHERE {differs}", action,
                       ROW_JSON.format("t"), ROW_JSON.format("s"), source, now)
         updated = 0
         self.con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_changed AS SELECT t._rid, s.*
@@ -426,12 +459,12 @@ class Warehouse:
             # the key, through its unique index
             match = on if self.backend.server else "t.rowid = s._rid"
             updated = self.con.execute(f"""UPDATE {target} t SET {sets}, upload_id = ?, loaded_at = ?
-                FROM merge_changed s WHERE {match}""", [source.id, now]).fetchone()[0]
+                FROM merge_changed s WHERE {match}""", [source.id, now]).fetchall()[0][0]
         all_cols = [*keys, *columns]
         names = ", ".join(f'"{c}"' for c in all_cols)
         inserted = self.con.execute(f"""INSERT INTO {target} ({names}, upload_id, loaded_at, first_loaded_at)
             SELECT {", ".join(f's."{c}"' for c in all_cols)}, ?, ?, ? FROM {stage} s
-            WHERE NOT EXISTS (SELECT 1 FROM merge_near t WHERE {on})""", [source.id, now, now]).fetchone()[0]
+            WHERE NOT EXISTS (SELECT 1 FROM merge_near t WHERE {on})""", [source.id, now, now]).fetchall()[0][0]
         for temp in ("merge_near", "merge_changed"):
             self.con.execute(f"DROP TABLE IF EXISTS {temp}").fetchall()
         return int(inserted), int(updated)
@@ -506,6 +539,12 @@ class AreaState:
             return pa.table({"school_code": codes, "valid_from": pa.nulls(len(codes), pa.date32()),
                              "valid_to": pa.nulls(len(codes), pa.date32())})
         return self.con.sql("SELECT school_code, valid_from, valid_to FROM main.school_register").to_arrow_table()
+
+    def unclosed_courses(self, unit: str, on: date) -> pa.Table:
+        rows = self.con.execute(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
+            WHERE unit_code = ? AND CAST(? AS DATE) BETWEEN counts_from AND counts_until""", [unit, on]).fetchall()
+        return pa.table({"course_code": pa.array([r[0] for r in rows], pa.string()),  # one unit's: few rows
+                         "organizer": pa.array([r[1] for r in rows], pa.string())})
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         """Sessions of these (organizer, title) pairs with their attendees. PostgreSQL joins through
