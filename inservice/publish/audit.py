@@ -9,10 +9,11 @@ For audit month M (a data month; the worklist is made after its files were due, 
   on time or late, whether the month is missing, uploads refused whole, rows accepted and refused by
   rule, the unit's not-closed light for that month, and the titles flagged W01/W02.
 
-The light is read from the monthly statistics published for that month (the latest revision of
-`stat_monthly_not_closed`, per unit): one definition of the light, wherever it is computed. A month
-whose statistics were not published shows 「未發布」. (Seam: when the lights become per organizer, the
-worklist reads the red and yellow organizers from that table instead — `_lights` is the one place.)
+The lights are read from the monthly statistics published for that month (the latest revision of
+`stat_monthly_not_closed`, per organizer within its unit): one definition of the light, wherever it is
+computed. Per unit and month the worklist names its red and yellow organizers (with their not-closed
+courses) and shows the unit's worst light; a unit with no organizer listed that month is green. A month
+whose statistics were not published shows 「未發布」.
 
 Read-only: the SQL is portable and runs on the warehouse itself (both backends); the workbook goes to
 publish/audit/YYYY-MM/ and each run is kept under its time.
@@ -26,7 +27,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from inservice.config import Settings
-from inservice.publish.common import Col, Month, Report, as_of_now
+from inservice.publish.common import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW, Col, Month, Report, as_of_now
 from inservice.registers.units import VERSIONS_ON
 from inservice.warehouse.backend import Connection, month_text
 from inservice.warehouse.store import Warehouse
@@ -91,18 +92,39 @@ def _rows(con: Connection, sql: str, params: list) -> list[dict]:
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def _lights(con: Connection, units: list[str], months: list[str]) -> dict[tuple[str, str], tuple[str, int]]:
-    """(unit, month) → (light, not-closed courses) from the latest publication of each month."""
+_RANK = {LIGHT_GREEN: 0, LIGHT_YELLOW: 1, LIGHT_RED: 2}
+
+
+@dataclass(frozen=True)
+class UnitLight:
+    """A unit's lights in a month: its worst organizer's, its not-closed courses, its red/yellow organizers."""
+
+    light: str = LIGHT_GREEN
+    not_closed: int = 0
+    organizers: tuple[str, ...] = ()
+
+
+def _lights(con: Connection, units: list[str], months: list[str]) -> dict[tuple[str, str], UnitLight]:
+    """(unit, month) → its lights from the latest publication of each month published (others: absent)."""
     published = con.execute("""SELECT count(*) FROM information_schema.tables
         WHERE table_schema = 'main' AND table_name = 'stat_monthly_not_closed'""").fetchall()[0][0]
     if not units or not months or not published:
         return {}
-    found = {}
-    for r in _rows(con, f"""SELECT n.month, n.unit_code, n.light, n.not_closed FROM stat_monthly_not_closed n
-            JOIN (SELECT month, max(as_of) AS as_of FROM stat_monthly_not_closed
-                  WHERE month IN ({', '.join('?' * len(months))}) GROUP BY month) l USING (month, as_of)""",
-                   months):
-        found[(r["unit_code"], r["month"])] = (r["light"], int(r["not_closed"]))
+    marks = ", ".join("?" * len(months))
+    latest = {r["month"]: r["as_of"] for r in _rows(con, f"""SELECT month, max(as_of) AS as_of
+        FROM stat_publications WHERE month IN ({marks}) GROUP BY month""", months)}
+    found = {(u, m): UnitLight() for m in latest for u in units}
+    for r in _rows(con, f"""SELECT n.month, n.unit_code, n.organizer, n.light, n.not_closed
+            FROM stat_monthly_not_closed n JOIN (SELECT month, max(as_of) AS as_of FROM stat_publications WHERE month IN ({marks}) GROUP BY month) l
+            USING (month, as_of) ORDER BY n.unit_code, n.month, n.not_closed DESC, n.organizer""", months):
+        key = (r["unit_code"], r["month"])
+        if key not in found:
+            continue
+        was, n = found[key], int(r["not_closed"])
+        light = r["light"] if _RANK.get(r["light"], 0) > _RANK[was.light] else was.light
+        named = (*was.organizers, f"{r['organizer'] or '（未填）'} {r['light']} {n}") if r["light"] != LIGHT_GREEN \
+            else was.organizers
+        found[key] = UnitLight(light, was.not_closed + n, named)
     return found
 
 
@@ -179,7 +201,8 @@ def build(con: Connection, m: Month, as_of: datetime) -> Worklist:
                 "attendance_accepted": int(got.get("attendance_accepted", 0)),
                 "attendance_rejected": int(got.get("attendance_rejected", 0)),
                 "refused_rows": "、".join(f"{k}×{v}" for k, v in sorted(rules.items())),
-                "light": light[0] if light else "未發布", "not_closed": light[1] if light else None,
+                "light": light.light if light else "未發布", "not_closed": light.not_closed if light else None,
+                "organizers": "；".join(light.organizers) if light else "",
                 "meeting_titles": "；".join(flagged.get((d.unit_code, dm), [])),
             })
     return Worklist(m.key, as_of, due, rows, titles)
@@ -202,7 +225,7 @@ def _reports(w: Worklist) -> list[Report]:
     detail = [(r["unit_code"], r["name"], r["month"], r["status"], r["files"], r["feed_days"], r["on_time_files"],
                r["late_files"], r["refused_uploads"], r["courses_accepted"], r["courses_rejected"],
                r["attendance_accepted"], r["attendance_rejected"], r["refused_rows"], r["light"],
-               r["not_closed"], r["meeting_titles"]) for r in w.rows]
+               r["not_closed"], r["organizers"], r["meeting_titles"]) for r in w.rows]
     titles = [(t["unit_code"], t["month"], t["rule"], t["course_code"], t["title"] or "") for t in w.titles]
     m = Month.parse(w.month)
     return [
@@ -218,8 +241,9 @@ def _reports(w: Worklist) -> list[Report]:
             Col("逾期", "int", "收件"), Col("整批退件", "int", "收件"), Col("通過", "int", "課程筆數"),
             Col("退件", "int", "課程筆數"), Col("通過", "int", "名單筆數"), Col("退件", "int", "名單筆數"),
             Col("退件規則（筆數）", "text"), Col("燈號", "light"), Col("逾期未結案", "int"),
-            Col("會議名稱（W01／W02）", "text")], detail,
-            notes=["燈號取自該月份最新一版統計月報（表4）；尚未發布者為「未發布」。"]),
+            Col("紅黃燈開課單位（逾期未結案數）", "text"), Col("會議名稱（W01／W02）", "text")], detail,
+            notes=["燈號取自該月份最新一版統計月報（表4，依開課單位）：單位欄為其開課單位中最差者，並列出紅燈、黃燈之"
+                   "開課單位；尚未發布者為「未發布」。"]),
         Report("audit_titles", "會議名稱", f"{m.roc}查核：研習名稱為會議者", [
             Col("單位代碼", "text"), Col("資料月份", "text"), Col("規則", "text"), Col("研習代碼", "text"),
             Col("研習名稱", "text")], titles),
