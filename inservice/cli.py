@@ -29,12 +29,15 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ingest": ("process upload files as received in the inbox named by their folder", ("inservice.cli",)),
     "check": ("a unit's self-check: the same receipt files, nothing loaded or recorded", ("inservice.cli",)),
     "template": ("the partners' Excel template, the Data Package (Table Schema) and the XSD", ("inservice.cli",)),
-    "units": ("the unit register", ("inservice.cli", "inservice.corrections.cli", "inservice.registers.contacts")),
+    "units": ("the unit register", ("inservice.cli", "inservice.corrections.cli", "inservice.registers.cli",
+                                    "inservice.registers.contacts")),
+    "schools": ("the MOE school list as a dated register", ("inservice.registers.cli",)),
     "exceptions": ("archive-cutoff exceptions (approval letters)", ("inservice.cli",)),
     "demo": ("register the sample units and ingest the sample inbox", ("inservice.cli",)),
     "stats": ("monthly statistics (統計月報): stat_* tables, workbook and HTML page", ("inservice.publish.cli",)),
     "yearbook": ("yearbook extract (師資培育統計年報 — 教師進修篇) from a frozen snapshot", ("inservice.publish.cli",)),
     "export": ("all courses and attendance of a county's units (pseudonymised)", ("inservice.publish.cli",)),
+    "audit": ("the audit worklist (查核): units due this month and what each sent", ("inservice.publish.cli",)),
     "corrections": ("correction workbooks (修改已結案課程內容申請表)", ("inservice.corrections.cli",)),
     "history": ("a course (and its attendance) as it stood on a date, with its changes",
                 ("inservice.corrections.cli",)),
@@ -112,11 +115,12 @@ def cmd_units(args: argparse.Namespace, settings: Settings) -> int:
 
     with WriteSession(settings) as wh:
         if args.units_cmd == "add":
-            wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined))
-            print(f"unit {args.code} registered ({args.state}, {args.channel})")
+            wh.add_unit(args.code, args.name, args.channel, args.state, date.fromisoformat(args.joined),
+                        county=args.county, operator=args.operator)
+            print(f"unit {args.code} registered ({args.state}, {args.channel}, county {args.county or '—'})")
         else:
             for u in wh.units():
-                print(f"{u.unit_code}\t{u.name}\t{u.channel}\t{u.state}\t{u.joined}")
+                print(f"{u.unit_code}\t{u.name}\t{u.channel}\t{u.state}\t{u.joined}\t{u.county_code or ''}")
     return 0
 
 
@@ -209,6 +213,8 @@ def arguments(command: str, p: argparse.ArgumentParser) -> None:
         add.add_argument("--channel", choices=CHANNELS, required=True)
         add.add_argument("--state", choices=UNIT_STATES, required=True)
         add.add_argument("--joined", required=True, help="YYYY-MM-DD")
+        add.add_argument("--county", help="the unit's county (spec §3.1 code, e.g. 10016), for its county's export")
+        add.add_argument("--operator", help="the operating body (經營機關), when not the unit itself")
         usub.add_parser("list")
         p.set_defaults(func=cmd_units)
     elif command == "exceptions":

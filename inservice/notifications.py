@@ -240,6 +240,8 @@ def compose(row: dict, sender: str) -> EmailMessage:
 
 def _connect(settings: Settings) -> smtplib.SMTP:
     m = settings.mail
+    if m.host is None:  # callers send only with a host set
+        raise OSError("no SMTP host set (INSERVICE_SMTP_HOST)")
     if m.tls == "ssl":
         server: smtplib.SMTP = smtplib.SMTP_SSL(m.host, m.port, timeout=m.timeout,
                                                 context=ssl.create_default_context())
@@ -300,15 +302,15 @@ def send_pending(settings: Settings, limit: int = 200) -> Outcome:
     with Warehouse(settings) as wh:
         with wh.transaction():
             for row in rows:
-                error = results.get(row["message_key"], "not attempted")
-                if error is None:
+                outcome = results.get(row["message_key"], "not attempted")
+                if outcome is None:
                     wh.con.execute("""UPDATE mail_outbox SET status = 'sent', sent_at = now(),
                         attempts = attempts + 1, last_error = NULL WHERE message_key = ?""", [row["message_key"]])
                     out.sent += 1
                     continue
                 given_up = row["attempts"] + 1 >= m.max_attempts
                 wh.con.execute("""UPDATE mail_outbox SET status = ?, attempts = attempts + 1, last_error = ?
-                    WHERE message_key = ?""", ["failed" if given_up else "pending", error[:500], row["message_key"]])
+                    WHERE message_key = ?""", ["failed" if given_up else "pending", outcome[:500], row["message_key"]])
         out.pending, out.failed = _count(wh, "pending"), _count(wh, "failed")
     return out
 

@@ -22,7 +22,7 @@ SELECT data_month, count(*),
        count(*) FILTER (WHERE status = 'loaded' AND coalesce(on_time, false)),
        count(*) FILTER (WHERE status = 'loaded' AND NOT coalesce(on_time, false)),
        coalesce(sum(courses_rejected + attendance_rejected) FILTER (WHERE status = 'loaded'), 0)
-FROM main.uploads WHERE unit_code = ? AND data_month BETWEEN ? AND ?
+FROM main.uploads WHERE unit_code = ? AND data_month BETWEEN ? AND ? AND replay_of IS NULL  -- a replay is no new file
 GROUP BY data_month"""
 
 _RULES_SQL = """
@@ -74,7 +74,8 @@ def partner_history(con: Connection, unit: str, until: str, n: int = HISTORY_MON
     months = months_back(until, n)
     by_month = {m: Month(m) for m in months}
     for row in con.execute(_UPLOADS_SQL, [unit, months[0], months[-1]]).fetchall():
-        by_month[row[0]] = Month(row[0], *(int(v or 0) for v in row[1:]))
+        uploads, loaded, refused, duplicate, on_time, late, rejected = (int(v or 0) for v in row[1:8])
+        by_month[row[0]] = Month(row[0], uploads, loaded, refused, duplicate, on_time, late, rejected)
     for month, rule, count in con.execute(_RULES_SQL, [unit, months[0], months[-1]]).fetchall():
         by_month[month].rules[rule] = int(count)
     for m in by_month.values():

@@ -336,6 +336,8 @@ _LABELS = {(rt.name, f.code): f.label for rt in RECORD_TYPES for f in rt.fields}
 
 def field_shown(record: str, code: str | None) -> str | None:
     """The 欄位 column: the field's Chinese label and its code (研習時數 hours)."""
+    if code is None:
+        return None
     label = _LABELS.get((record, code)) or next((lb for (_, c), lb in _LABELS.items() if c == code), None)
     return f"{label} {code}" if label and code else code
 

@@ -379,7 +379,7 @@ def _secrets_in_the_warehouse(settings) -> list[bytes]:
 def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_backend: str) -> None:
     if warehouse_backend != "duckdb":
         pytest.skip("the copy is DuckDB's (PostgreSQL grants a read-only role)")
-    from inservice.warehouse.analyst import snapshot_path
+    from inservice.warehouse.analyst import REFERENCE_TABLES, snapshot_path
     from inservice.warehouse.ddl import COURSES
 
     wanted = _secrets_in_the_warehouse(settings)
@@ -394,7 +394,7 @@ def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_bac
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert tables == {"courses", "attendance", "history", "uploads", "findings", "units", "school_plans",
                           "teacher_plans", "school_plans_history", "teacher_plans_history", "plan_revisions",
-                          "snapshot_info"}
+                          "tags", "organizer_light_courses", "snapshot_info", *REFERENCE_TABLES}
         assert con.execute("SELECT count(*) FROM attendance").fetchone() == \
             wh.con.execute("SELECT count(*) FROM attendance").fetchone()
         assert con.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'courses'").fetchone()[0] == \

@@ -54,10 +54,10 @@ def test_units_and_exceptions_commands(home: Path) -> None:
     assert cli(home, "units", "add", "T001", "--name", "國立臺灣師範大學", "--channel", "file", "--state",
                "production", "--joined", "2017-01-01").returncode == 0
     assert cli(home, "units", "add", "C63000", "--name", "臺北市政府教育局", "--channel", "db", "--state", "testing",
-               "--joined", "2017-03-01").returncode == 0
+               "--joined", "2017-03-01", "--county", "63000").returncode == 0
     listing = cli(home, "units", "list").stdout.splitlines()
-    assert listing == ["C63000\t臺北市政府教育局\tdb\ttesting\t2017-03-01",
-                       "T001\t國立臺灣師範大學\tfile\tproduction\t2017-01-01"]
+    assert listing == ["C63000\t臺北市政府教育局\tdb\ttesting\t2017-03-01\t63000",
+                       "T001\t國立臺灣師範大學\tfile\tproduction\t2017-01-01\t"]
     bad = cli(home, "units", "add", "T002", "--name", "x", "--channel", "fax", "--state", "production",
               "--joined", "2017-01-01")
     assert bad.returncode == 1 and "fax" in bad.stderr

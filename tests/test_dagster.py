@@ -23,7 +23,7 @@ from inservice.assets.shared import InserviceResource
 from inservice.config import Settings
 from inservice.corrections.lifecycle import set_state
 from inservice.pipelines.definitions import defs
-from inservice.warehouse import checks
+from inservice.warehouse import analyst, checks
 from inservice.warehouse.store import Warehouse
 from tests.conftest import table_snapshot
 
@@ -209,7 +209,9 @@ def test_sensor_run_on_sample_inbox_loads_archives_and_never_twice(settings: Set
         assert Path(meta["receipt"]).is_file() and Path(meta["receipt"]).parent == settings.outbox / unit
         assert Path(meta["receipt_xlsx"]).is_file()
         # the step after the commit, shown: the analysts' copy now holds this load
-        assert meta["analyst_access"] == "copy" and meta["analyst_tables"] == 13 and meta["analyst_rows"] > 0
+        assert meta["analyst_access"] == "copy" and meta["analyst_rows"] > 0
+        # the core six, tags, five plan tables, the lights view; the registers, reference tables, bridges
+        assert meta["analyst_tables"] == 13 + len(analyst.REFERENCE_TABLES)
         assert "| rule | severity | rows |" in meta["top_rules"] or meta["top_rules"] == "No findings."
         assert Path(meta["original"]) == settings.home / "archive" / unit / "201705" / rr.tags["inservice/file"]
         assert Path(meta["original"]).is_file()
@@ -569,10 +571,15 @@ def test_a_rerun_of_a_quarantined_upload_keeps_its_original_arrival(settings: Se
 def test_launchpad_config_fields_are_described() -> None:
     from inservice.assets.plans import PlanExportConfig
     from inservice.assets.uploads import UnsortedUploadConfig, UploadConfig
-    from inservice.pipelines.units import ArchiveExceptionConfig, RegisterUnitConfig, UnitStateConfig
+    from inservice.pipelines.units import (
+        ArchiveExceptionConfig,
+        RegisterUnitConfig,
+        UnitRegisterConfig,
+        UnitStateConfig,
+    )
 
-    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, ArchiveExceptionConfig,
-                   PlanExportConfig):
+    for config in (UploadConfig, UnsortedUploadConfig, RegisterUnitConfig, UnitStateConfig, UnitRegisterConfig,
+                   ArchiveExceptionConfig, PlanExportConfig):
         for name, field in config.model_fields.items():
             text = field.description or ""
             assert text and any("\u4e00" <= ch <= "\u9fff" for ch in text) and " / " in text, (config, name)
@@ -597,10 +604,18 @@ def test_staff_jobs_register_a_unit_change_its_state_and_add_an_exception(settin
     run("staff_add_archive_exception", "add_archive_exception",
         {"unit": "T004", "letter": "臺教師(三)字第1060000003號", "letter_date": "2017-03-01",
          "valid_until": "2017-12-31"})
+    run("staff_change_unit_register", "change_unit_register",
+        {"code": "T004", "field": "name", "value": "新單位（更名）", "letter": "臺教師(三)字第1060000004號",
+         "effective_date": "2017-09-01"})
+    run("staff_change_unit_register", "change_unit_register",
+        {"code": "T004", "field": "channel", "value": "fax", "letter": "L"}, ok=False)  # not a channel
     with Warehouse(settings, read_only=True) as wh:
-        assert wh.unit("T004").state == "production"
+        assert wh.unit("T004").state == "production" and wh.unit("T004").name == "新單位（更名）"
         assert [(e["unit_code"], e["course_code"]) for e in wh.exceptions()] == [("T004", None)]
-        assert wh.con.execute("SELECT count(*) FROM unit_state_log WHERE unit_code = 'T004'").fetchone()[0] == 1
+        log = wh.con.execute("""SELECT reason, changed_by, letter_no FROM unit_state_log WHERE unit_code = 'T004'
+            ORDER BY changed_at""").fetchall()
+        assert [r[0] for r in log] == ["register", "promote", "rename"]
+        assert log[0][1] == log[2][1] == "dagster" and log[2][2] == "臺教師(三)字第1060000004號"
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from inservice.config import TAIPEI, Settings
 from inservice.publish.export import export_county
 from inservice.publish.monthly import publish_month
 from inservice.publish.yearbook import publish_year
+from inservice.registers.units import set_county
 from inservice.warehouse.store import Warehouse
 
 pytestmark = pytest.mark.both_backends  # tests reaching a warehouse run on each of --backends
@@ -80,6 +81,8 @@ def build_warehouse(settings: Settings) -> None:
         con = wh.con
         wh.add_unit("J005", "五個月前加入", "db", "production", date(2016, 12, 15))
         wh.add_unit("J020", "二十個月前加入", "file", "production", date(2015, 9, 1))
+        for unit, county in (("T001", "63000"), ("T002", "64000"), ("T003", "63000")):  # the register's county
+            set_county(wh, unit, county, "臺教師(三)字第1060000100號", date(2016, 1, 1))
         add_courses(con, [
             # --- May 2017 (the month under test) ---
             c("T001", "C1", "2017-05-02", audience="K;E", hours=3, organizer_type="3", organizer=NTNU,
@@ -478,7 +481,7 @@ def test_yearbook_teacher_ids_exact_path(wh_settings: Settings, monkeypatch: pyt
 # --- export ---------------------------------------------------------------------------------------------
 def test_export_county(wh_settings: Settings) -> None:
     s = wh_settings
-    # T001: all 63000; T003: C5 D2 X1 P1 in 63000 (C6 withdrawn), D3 in 64000 → 63000; T002: 64000
+    # the register: T001 and T003 in 63000 (T003's D3 is coded 64000 and comes along), T002 in 64000
     ex = export_county(s, "63000", "2017-04", "2017-05", "csv")
     assert ex.units == ["T001", "T003"]
     # T001: C1 C2 N5 C7 N1-N4 = 8; T003: C5 D2 D3 X1 = 4 (P1 is 2016, C6 withdrawn)

@@ -118,8 +118,11 @@ def cmd_unit_log(args: argparse.Namespace, settings: Settings) -> int:
 
     with WriteSession(settings) as wh:
         for e in state_log(wh, args.code):
-            print(f"{e['changed_at']}\t{e['unit_code']}\t{e['from_state']} → {e['to_state']}\t{e['reason']}\t"
-                  f"{e['letter_no']}")
+            what = (f"registered {e['to_state']} as {e['new_value']}" if e["reason"] == "register" else
+                    f"{e['from_state']} → {e['to_state']}" if e.get("field") in (None, "state") else
+                    f"{e['field']}: {e['old_value']} → {e['new_value']} from {e['effective_date']}")
+            print(f"{e['changed_at']}\t{e['unit_code']}\t{what}\t{e['reason']}\t{e['letter_no']}\t"
+                  f"{e.get('changed_by') or ''}")
     return 0
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from inservice.config import TAIPEI
-from inservice.warehouse.store import UNIT_STATES, Warehouse, WarehouseError
+from inservice.warehouse.store import UNIT_STATES, Warehouse, WarehouseError, actor
 
 # (from, to) → the reason logged
 TRANSITIONS = {
@@ -40,7 +40,9 @@ class Dormant:
 
 def _change(wh: Warehouse, code: str, old: str, new: str, letter: str, reason: str, now: datetime) -> None:
     wh.con.execute("UPDATE units SET state = ?, updated_at = ? WHERE unit_code = ?", [new, now, code])
-    wh.con.execute("INSERT INTO unit_state_log VALUES (?, ?, ?, ?, ?, ?)", [code, old, new, letter, reason, now])
+    wh.con.execute("""INSERT INTO unit_state_log (unit_code, from_state, to_state, letter_no, reason, changed_at, field,
+        old_value, new_value, effective_date, changed_by) VALUES (?, ?, ?, ?, ?, ?, 'state', ?, ?, ?, ?)""",
+                   [code, old, new, letter, reason, now, old, new, now.astimezone(TAIPEI).date(), actor()])
 
 
 def _letter(letter: str | None) -> str:

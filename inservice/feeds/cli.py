@@ -23,8 +23,9 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
                                      args.overlap_minutes)
             unit = wh.unit(args.unit)
             if unit is not None and unit.channel != "db":
-                print(f"inservice: unit {args.unit} is registered with channel '{unit.channel}'; register it "
-                      f"with --channel db first (inservice units add {args.unit} ... --channel db)", file=sys.stderr)
+                print(f"inservice: unit {args.unit} is registered with channel '{unit.channel}'; change its channel "
+                      f"first (inservice units set-channel {args.unit} db --letter NO [--date YYYY-MM-DD])",
+                      file=sys.stderr)
                 return 1
             feed_register.add_feed(wh, spec)
             print(f"feed {args.unit} registered: URL from ${args.url_env}, tables {spec.courses_table}, "

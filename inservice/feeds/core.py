@@ -122,6 +122,9 @@ class _PullState:
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
         return self.inner.sessions(organizer_titles)
 
+    def schools(self) -> pa.Table:
+        return self.inner.schools()
+
 
 def batches(chunks: Iterator[Chunk], size: int) -> Iterator[tuple[Chunk, bool]]:
     """Chunks (ordered by modified_at, nulls first) → batches of at least `size` rows, cut only

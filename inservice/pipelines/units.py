@@ -14,6 +14,7 @@ from pydantic import Field
 from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource, refused
 from inservice.assets.uploads import UNIT_KEYS
 from inservice.corrections.lifecycle import set_state
+from inservice.registers import units as unit_register
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
 
 _LETTER = "核定文號，例 臺教師(三)字第1060000001號 / the approval letter number"
@@ -26,6 +27,7 @@ class RegisterUnitConfig(dg.Config):
     channel: str = Field(default="file", description=f"傳報方式 {CHANNELS}：file 檔案、db 資料庫互傳 / channel")
     state: str = Field(default="testing", description=f"狀態 {UNIT_STATES}；新加入單位為 testing / state")
     joined: str = Field(default="", description="加入日期 YYYY-MM-DD；空白＝今天 / join date; empty = today")
+    county: str = Field(default="", description="所屬縣市代碼，例 10016 澎湖縣（縣市匯出依此） / the unit's county")
 
 
 @dg.op(pool=WAREHOUSE_POOL, description="登錄傳報單位 Registers a partner unit (as `inservice units add`).")
@@ -33,7 +35,8 @@ def register_unit(context: dg.OpExecutionContext, config: RegisterUnitConfig, in
     joined = date.fromisoformat(config.joined) if config.joined else date.today()
     try:
         with inservice.warehouse() as wh:
-            wh.add_unit(config.code, config.name, config.channel, config.state, joined)
+            wh.add_unit(config.code, config.name, config.channel, config.state, joined, county=config.county or None,
+                        by="dagster")
     except (WarehouseError, ValueError) as exc:
         raise refused(exc) from exc
     context.instance.add_dynamic_partitions(UNIT_KEYS, [config.code])  # its inbox is a partition now
@@ -71,6 +74,38 @@ def change_unit_state_job() -> None:
     change_unit_state()
 
 
+class UnitRegisterConfig(dg.Config):
+    code: str = Field(description="單位代碼 / unit code")
+    field: str = Field(description="異動項目：name 更名、operator 移轉經營、channel 管道（file／db）、county_code 縣市 "
+                                   "/ what changes")
+    value: str = Field(description="新內容（名稱、經營機關、file 或 db、縣市代碼） / the new value")
+    letter: str = Field(description=_LETTER)
+    effective_date: str = Field(default="", description="生效日期 YYYY-MM-DD；空白＝今天（過去月份之統計保留原內容）"
+                                                        " / the day it takes effect; empty = today")
+
+
+@dg.op(pool=WAREHOUSE_POOL, description="單位名冊異動 Renames a unit, hands it over, changes its channel or county "
+                                        "(as `inservice units rename|handover|set-channel|set-county`; logged).")
+def change_unit_register(context: dg.OpExecutionContext, config: UnitRegisterConfig,
+                         inservice: InserviceResource) -> None:
+    try:
+        effective = date.fromisoformat(config.effective_date) if config.effective_date else None
+        with inservice.warehouse() as wh:
+            change = unit_register.change(wh, config.code, config.field, config.value, config.letter, effective,
+                                          by="dagster")
+    except (WarehouseError, ValueError) as exc:
+        raise refused(exc) from exc
+    context.log.info(f"unit {change.unit_code}: {change.field} {change.old!r} → {change.new!r} from "
+                     f"{change.effective} (letter {change.letter})")
+
+
+@dg.job(name="staff_change_unit_register", tags={"inservice/staff": "unit_register"},
+        description="單位名冊異動（更名、移轉經營、變更傳報方式或縣市；須核定文號及生效日期，記入狀態紀錄）。"
+                    "A unit's name, operator, channel or county from a date; past months keep the old values.")
+def change_unit_register_job() -> None:
+    change_unit_register()
+
+
 class ArchiveExceptionConfig(dg.Config):
     unit: str = Field(description="單位代碼 / unit code")
     course: str = Field(default="all", description="研習代碼，或 all＝該單位全部課程 / a course code, or all")
@@ -102,4 +137,5 @@ def add_archive_exception_job() -> None:
     add_archive_exception()
 
 
-UNIT_JOBS: list[Any] = [register_unit_job, change_unit_state_job, add_archive_exception_job]
+UNIT_JOBS: list[Any] = [register_unit_job, change_unit_state_job, change_unit_register_job,
+                        add_archive_exception_job]

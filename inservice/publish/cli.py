@@ -54,6 +54,15 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from inservice.publish.audit import audit_worklist
+
+    w = audit_worklist(settings, args.month, as_of=args.as_of)
+    _print(w.as_json(), args.json, [f"{w.month}: {len(w.due)} unit(s) due, {len(w.rows)} unit-month(s), "
+                                    f"{sum(r['missing'] for r in w.rows)} missing", *(f"  {f}" for f in w.files)])
+    return 0
+
+
 def arguments(command: str, p: argparse.ArgumentParser) -> None:
     """The arguments of `command` (the CLI's hook, cli.COMMANDS)."""
     if command == "stats":
@@ -74,3 +83,8 @@ def arguments(command: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=("xlsx", "csv", "parquet"), default="xlsx")
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.set_defaults(func=cmd_export)
+    elif command == "audit":
+        p.add_argument("--month", required=True, help="YYYY-MM (the data month audited)")
+        p.add_argument("--as-of", help="time of the worklist, ISO-8601 (default now)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=cmd_audit)

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from inservice.config import TAIPEI
 from inservice.schemas import codelists
-from inservice.schemas.reference import schools
+from inservice.schemas.reference import schools, training_institutions
 from inservice.schemas.rules import LIGHTS
 from inservice.warehouse import ddl
 from inservice.warehouse.backend import Connection
@@ -24,10 +24,7 @@ from inservice.warehouse.backend import Connection
 ALL = "*"  # the "all values" marker of the long stat tables (a total or subtotal row)
 UNKNOWN = "未知"  # a teacher whose school is not in the MOE school list
 
-# Spec §3.1 order: the six special municipalities, then counties and cities, then the national agency.
-COUNTY_ORDER = ("63000", "64000", "65000", "66000", "67000", "68000", "10002", "10004", "10005", "10007",
-                "10008", "10009", "10010", "10013", "10014", "10015", "10016", "10017", "10018", "10020",
-                "09020", "09007", "00000")
+COUNTY_ORDER = codelists.COUNTY_ORDER  # spec §3.1 order
 LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = LIGHTS["green"], LIGHTS["yellow"], LIGHTS["red"]
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -117,6 +114,7 @@ def register_refs(con: duckdb.DuckDBPyConnection, tags: pa.Table | None = None,
     tags of the register valid in `period`)."""
     con.register("pub_ref_schools", schools().select(["school_code", "county_code", "level"]))
     con.register("pub_ref_codes", _codes_table(tags, period))
+    con.register("pub_ref_institutions", training_institutions())
 
 
 # --- reading a slice of attendance -------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """County export (spec §7: each county may export all records of its own units).
 
-A unit's county is the county_code of most of its courses (production, not deleted, all time; a tie
-goes to the smaller code): units do not carry a county in the register, and a unit's courses are
-almost always in its own county, so the majority is stable even when it runs a course elsewhere.
-The export holds every course of those units that starts in the months asked, and the attendance
+A county's units are those the unit register places in it (`units add --county`, `units set-county`),
+whatever the counties of their courses: a Penghu unit whose courses are mostly coded elsewhere (or
+00000) is still Penghu's. A unit with no county in the register is in no county's export. The export
+holds every course of those units that starts in the months asked, and the attendance
 of those courses, pseudonymised as in the warehouse (teacher_key; no ID or name exists to leak).
 """
 
@@ -48,13 +48,9 @@ class CountyExport:
                 "units": self.units, "rows": self.rows, "files": self.files}
 
 
-# A unit's county: the county of most of its courses (ties: the smaller code). Portable SQL: it runs
-# on the warehouse itself, whichever backend, so a PostgreSQL warehouse is not copied whole for it.
-UNITS_OF_COUNTY = """SELECT unit_code FROM (
-    SELECT unit_code, county_code,
-           row_number() OVER (PARTITION BY unit_code ORDER BY count(*) DESC, county_code) AS r
-    FROM main.courses WHERE NOT coalesce(is_deleted, false) GROUP BY unit_code, county_code) t
-    WHERE r = 1 AND county_code = ?"""
+# A county's units: the register's county of each unit. Portable SQL: it runs on the warehouse
+# itself, whichever backend, so a PostgreSQL warehouse is not copied whole for it.
+UNITS_OF_COUNTY = "SELECT unit_code FROM main.units WHERE county_code = ? ORDER BY unit_code"
 
 
 def _stage(con: duckdb.DuckDBPyConnection, county: str, first: Month, last: Month) -> None:
@@ -89,7 +85,7 @@ def _xlsx(con: duckdb.DuckDBPyConnection, path: Path, county: str, first: Month,
     ws = wb.create_sheet("說明")
     name = codelists.county_names().get(county, county)
     for line in (f"{name}（{county}）所屬單位之研習課程及名單，研習起日 {first.key} 至 {last.key}。",
-                 "單位所屬縣市：該單位課程中最多數之縣市代碼（同數取代碼較小者）。",
+                 "單位所屬縣市：依單位名冊登錄之縣市。",
                  "教師以假名鍵（teacher_key）表示，不含身分證字號及姓名。欄名同傳報格式（資料格式 v1.0）。"):
         ws.append([line])
     wb.save(path)

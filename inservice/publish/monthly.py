@@ -6,7 +6,9 @@ Definitions (where the spec is silent, the choice is written here and in the not
   is left out with its course.
 - 人次 (person-times) counts completed attendance rows (hours granted); 教師數 counts distinct
   teacher_key among them; 核發時數 sums hours_granted. Rows not completed are shown as 未完成人次.
-- A teacher's county and level are those of the school (MOE school list); unknown school → 未知.
+- A teacher's county and level are those of the school in the school register on the course's start
+  date (registers/schools.py); a school not in it that day → 未知. Units appear with the name they had
+  on the month's last day (registers/units.py).
 - Lights (table 4) are per organizer (開課單位 within its unit), as of the report date (the as-of
   day; 31 December for a December report, since a light counts its calendar year's courses): the
   courses counting toward it that day, by the one definition of validations/lights.py (C11 and the
@@ -46,6 +48,8 @@ from inservice.publish.common import (
     register_refs,
     rowid_ranges,
 )
+from inservice.registers import units as units_register
+from inservice.registers.schools import VALID_ON
 from inservice.schemas import codelists
 from inservice.schemas.plans import PLAN_UNIT
 from inservice.schemas.rules import C11_FROM, LIGHT_RED_AT
@@ -55,11 +59,13 @@ from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import Compute, compute_session
 
 SERIES_MONTHS = 36
+ONE_DAY = timedelta(days=1)
 STAT_MONTHLY = ("stat_monthly_course_county_level", "stat_monthly_teacher_county_level", "stat_monthly_organizer",
                 "stat_monthly_not_closed", "stat_monthly_lights_county", "stat_monthly_not_closed_courses",
                 "stat_monthly_tags",
                 "stat_monthly_meeting_flags", "stat_monthly_transmission", "stat_monthly_refusals",
-                "stat_monthly_series")
+                "stat_monthly_series", "stat_monthly_not_closed_county_level",
+                "stat_monthly_not_closed_institution")
 COURSE_LEVELS = [c.code for c in codelists.LEVELS]  # K E J S V X A (A 不限 is its own column)
 SCHOOL_LEVELS = [c.code for c in codelists.LEVELS if c.code != "A"] + [UNKNOWN]
 NOT_DELETED = "NOT coalesce({}.is_deleted, false)"
@@ -90,9 +96,14 @@ def _stage(con: duckdb.DuckDBPyConnection, m: Month) -> None:
     first = m.shift(1 - SERIES_MONTHS)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_courses AS
         SELECT unit_code, course_code, title, organizer, organizer_type, county_code, hours, class_type,
-               audience, tags, upload_id
+               audience, tags, upload_id, start_date
         FROM main.courses c WHERE start_date >= ? AND start_date < ? AND {NOT_DELETED.format('c')}""",
                 [m.start, m.end])
+    # the register as it stood on the month's last day: a unit renamed later keeps its name of then
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_units AS
+        SELECT u.unit_code, coalesce(v.name, u.name) AS name, coalesce(v.channel, u.channel) AS channel, u.state,
+               u.joined, coalesce(v.county_code, u.county_code) AS county_code
+        FROM units u LEFT JOIN ({units_register.VERSIONS_ON}) v USING (unit_code)""", [m.end - ONE_DAY] * 2)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_window AS
         SELECT unit_code, course_code, CAST(date_trunc('month', start_date) AS DATE) AS sm FROM main.courses c
         WHERE start_date >= ? AND start_date < ? AND {NOT_DELETED.format('c')}""", [first.start, m.end])
@@ -106,7 +117,7 @@ def _stage(con: duckdb.DuckDBPyConnection, m: Month) -> None:
         SELECT a.unit_code, a.course_code, a.teacher_key, a.hours_granted, coalesce(a.completed, false) AS completed,
                coalesce(s.county_code, '{UNKNOWN}') AS t_county, coalesce(s.level, '{UNKNOWN}') AS t_level
         FROM main.attendance a JOIN pm_courses c USING (unit_code, course_code)
-        LEFT JOIN pub_ref_schools s ON s.school_code = a.school_code
+        LEFT JOIN main.school_register s ON s.school_code = a.school_code AND {VALID_ON.format(d='c.start_date')}
         WHERE {within} AND {NOT_DELETED.format('a')}""")
     # per-course attendance figures, for the tables keyed by course attributes
     con.execute("""CREATE OR REPLACE TEMP TABLE pm_course_att AS
@@ -180,7 +191,7 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
         WITH n AS (SELECT unit_code, organizer, count(*) AS not_closed FROM pm_not_closed GROUP BY ALL),
         r AS (SELECT o.unit_code, u.name, o.organizer, o.county_code, coalesce(n.not_closed, 0) AS not_closed
               FROM pm_organizers o LEFT JOIN n USING (unit_code, organizer)
-              LEFT JOIN units u ON u.unit_code = o.unit_code)
+              LEFT JOIN pm_units u ON u.unit_code = o.unit_code)
         SELECT ?, ?, ?::DATE, unit_code, name, organizer, county_code, not_closed, {light_label},
                not_closed >= {LIGHT_RED_AT} AND ?::DATE >= ?::DATE
         FROM r""", [*key, day, day, block_from])
@@ -191,6 +202,8 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
                count(*) FILTER (WHERE not_closed >= {LIGHT_RED_AT}), coalesce(sum(not_closed), 0)
         FROM stat_monthly_not_closed WHERE month = ? AND as_of = ?
         GROUP BY GROUPING SETS ((county_code), ())""", [*key, *key])
+
+    _not_closed_by_level(con, key)
 
     # 5. attribute tags, national and per course county (a course counts under each of its tags;
     #    '*' = courses with any tag, once)
@@ -225,6 +238,24 @@ def compute(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime, report_da
         FROM months LEFT JOIN cc USING (sm) LEFT JOIN pt USING (sm)""", [first.start, m.start, *key])
 
 
+def _not_closed_by_level(con: duckdb.DuckDBPyConnection, key: list) -> None:
+    """Table 4's not-closed courses (pm_not_closed) by course county × audience level, and by
+    teacher-training university / subject centre (the reference list, each listed, 0 when none)."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE pm_nc AS
+        SELECT c.unit_code, c.course_code, c.county_code, c.audience, c.organizer
+        FROM main.courses c JOIN (SELECT DISTINCT unit_code, course_code FROM pm_not_closed) n
+             USING (unit_code, course_code)""")
+    con.execute(f"""INSERT INTO stat_monthly_not_closed_county_level
+        SELECT ?, ?, coalesce(county_code, '{ALL}'), level, count(*)
+        FROM (SELECT county_code, unnest(string_split(audience, ';')) AS level FROM pm_nc
+              UNION ALL SELECT county_code, '{ALL}' AS level FROM pm_nc)
+        GROUP BY GROUPING SETS ((county_code, level), (level))""", key)
+    con.execute("""INSERT INTO stat_monthly_not_closed_institution
+        SELECT ?, ?, i.institution_id, i.name, i.kind, count(n.course_code)
+        FROM pub_ref_institutions i LEFT JOIN pm_nc n ON trim(n.organizer) = i.name
+        GROUP BY ALL""", key)
+
+
 def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_date: date) -> None:
     # daily feeds are expected for each day of M that has passed by the report date
     expected_days = max(0, (min(m.end, report_date) - m.start).days)
@@ -251,10 +282,10 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
             FROM pm_uploads GROUP BY unit_code),
         r AS (SELECT unit_code, string_agg(rule || '×' || "rows", '、' ORDER BY rule) AS refusals
               FROM stat_monthly_refusals WHERE month = ? AND as_of = ? GROUP BY unit_code),
-        u AS (SELECT unit_code, name, channel, joined FROM units WHERE state = 'production' AND joined < ?
+        u AS (SELECT unit_code, name, channel, joined FROM pm_units WHERE state = 'production' AND joined < ?
               AND unit_code <> '{PLAN_UNIT}'
               UNION ALL SELECT DISTINCT unit_code, NULL, NULL, NULL FROM pm_uploads
-              WHERE unit_code NOT IN (SELECT unit_code FROM units WHERE state = 'production' AND joined < ?)),
+              WHERE unit_code NOT IN (SELECT unit_code FROM pm_units WHERE state = 'production' AND joined < ?)),
         a AS (SELECT *, (? * 12 + ?) - (year(joined) * 12 + month(joined)) AS since FROM u)
         SELECT ?, ?, a.unit_code, a.name, coalesce(a.channel, 'file'),
             coalesce(p.files, 0), coalesce(p.feed_days, 0), CASE WHEN a.channel = 'db' THEN ? ELSE 0 END,
@@ -316,11 +347,12 @@ def render(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime) -> list[Re
                           notes=["課程依研習起日歸屬月份；縣市為課程之縣市代碼。",
                                  "開放多個研習對象之課程於各對象欄各計一次，合計欄僅計一次；「不限」為研習對象 A。"]))
 
-    values = [(lv, meas) for lv in SCHOOL_LEVELS for meas in ("person_times", "teachers")]
+    values = [(lv, meas) for lv in SCHOOL_LEVELS for meas in ("person_times", "teachers", "granted_hours")]
     values += [(ALL, "person_times"), (ALL, "teachers"), (ALL, "granted_hours"), (ALL, "not_completed")]
     cols = [Col("縣市", "text")]
     for lv in SCHOOL_LEVELS:
-        cols += [Col("人次", "int", _label("level", lv)), Col("教師數", "int", _label("level", lv))]
+        cols += [Col("人次", "int", _label("level", lv)), Col("教師數", "int", _label("level", lv)),
+                 Col("核發時數", "dec1", _label("level", lv))]
     cols += [Col("人次", "int", "合計"), Col("教師數", "int", "合計"), Col("核發時數", "dec1", "合計"),
              Col("未完成人次", "int", "合計")]
     reports.append(Report("t2_teachers", "2 教師縣市別",
@@ -383,6 +415,21 @@ def render(con: duckdb.DuckDBPyConnection, m: Month, as_of: datetime) -> list[Re
     reports.append(Report("t4b_not_closed_courses", "4b 未結案明細", f"表4 明細 {period}逾期未結案課程", [
         Col("單位代碼", "text"), Col("開課單位", "text"), Col("研習代碼", "text"), Col("研習名稱", "text"),
         Col("研習迄日", "date"), Col("迄日後日數")], rows))
+    values = [(lv, "not_closed") for lv in [*COURSE_LEVELS, ALL]]
+    reports.append(Report("t4d_not_closed_levels", "4d 未結案縣市對象",
+                          f"表4 {period}逾期未結案課程（依課程縣市及研習對象）",
+                          [Col("縣市", "text"), *(Col(_label("level", lv) if lv != ALL else "合計")
+                                                  for lv in [*COURSE_LEVELS, ALL])],
+                          _county_rows(con, "stat_monthly_not_closed_county_level", values, key), total_rows=1,
+                          notes=["開放多個研習對象之課程於各對象欄各計一次，合計欄僅計一次。"]))
+    rows = fetch(con, """SELECT CASE kind WHEN 'university' THEN '師資培育之大學' ELSE '學科中心' END, name, not_closed
+        FROM stat_monthly_not_closed_institution WHERE month = ? AND as_of = ? ORDER BY kind DESC, institution_id""",
+                 key)
+    rows.append(("合計", "", sum(r[2] for r in rows)))
+    reports.append(Report("t4e_not_closed_institutions", "4e 未結案師培大學",
+                          f"表4 {period}逾期未結案課程（師資培育之大學及學科中心）",
+                          [Col("類別", "text"), Col("名稱", "text"), Col("逾期未結案課程數")], rows, total_rows=1,
+                          notes=["開課單位名稱與師資培育之大學及學科中心名冊相符之課程；名冊所列者均列出，無者為 0。"]))
 
     tags_listed = """(SELECT code, label, ord FROM pub_ref_codes WHERE list = 'tag'
         UNION ALL SELECT DISTINCT tag, tag, 800 FROM stat_monthly_tags WHERE month = ? AND as_of = ?
@@ -489,6 +536,8 @@ def _pull_inputs(cx: Compute, m: Month) -> None:
     cx.pull("main.attendance", f"""(unit_code, course_code) IN (
         SELECT unit_code, course_code FROM main.courses WHERE {window})""", bounds)
     cx.pull("main.units")
+    cx.pull("main.unit_versions")
+    cx.pull("main.school_register")
     cx.pull("main.uploads", "area = 'production'")
     cx.pull("main.findings", f"""(rule IN ('W01', 'W02') AND upload_id IN (
         SELECT upload_id FROM main.courses WHERE {window})) OR (severity = 'error' AND upload_id IN (

@@ -35,6 +35,7 @@ from inservice.publish.common import (
     rowid_ranges,
 )
 from inservice.publish.workbook import write_workbook
+from inservice.registers.schools import VALID_ON
 from inservice.warehouse import checks
 from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import compute_session
@@ -98,13 +99,14 @@ def take_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings, year: int,
     # key columns first, to find the row groups holding the year's attendance (common.rowid_ranges)
     within = rowid_ranges(con, f"""SELECT DISTINCT a.rowid // {ROW_GROUP} FROM main.attendance a
         JOIN y_sc c USING (unit_code, course_code)""")
-    # the teacher's school county and level are frozen with the row: a later school list changes nothing
+    # the teacher's school county and level (the register's version on the course's start date) are frozen
+    # with the row: a later school list changes nothing
     con.execute(f"""CREATE OR REPLACE TEMP TABLE y_att AS
         SELECT c.cid, a.unit_code, a.course_code, a.teacher_key, a.school_code,
                coalesce(s.county_code, '{UNKNOWN}') AS school_county, coalesce(s.level, '{UNKNOWN}') AS school_level,
                a.hours_granted, coalesce(a.completed, false) AS completed
         FROM main.attendance a JOIN y_sc c USING (unit_code, course_code)
-        LEFT JOIN pub_ref_schools s ON s.school_code = a.school_code
+        LEFT JOIN main.school_register s ON s.school_code = a.school_code AND {VALID_ON.format(d='c.start_date')}
         WHERE {within} AND NOT coalesce(a.is_deleted, false)""")
     # the files are written from these temp tables, which the extract then reads (Parquet round-trips
     # them exactly; a later run on this snapshot reads the files)
@@ -364,6 +366,7 @@ def publish_year(settings: Settings, year: int | str, snapshot: str | None = Non
             year = "start_date >= ? AND start_date < ?"
             bounds = [date(y, 1, 1), date(y + 1, 1, 1)]
             cx.pull("main.courses", year, bounds)
+            cx.pull("main.school_register")
             cx.pull("main.attendance", f"(unit_code, course_code) IN (SELECT unit_code, course_code "
                                        f"FROM main.courses WHERE {year})", bounds)
             with cx.transaction():

@@ -7,12 +7,13 @@ receipts and reminders. Kept with history: a removed address keeps its row, with
 from __future__ import annotations
 
 import argparse
-import getpass
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from inservice.warehouse.store import Warehouse, WarehouseError
+from inservice.config import Settings
+from inservice.warehouse.store import Warehouse, WarehouseError, actor
 
 # Deliberately plain: a local part, an @, a domain with a dot; no spaces, commas or angle brackets
 # (the recipients are joined with commas and go into an SMTP envelope as they are).
@@ -27,13 +28,6 @@ class Contact:
     added_by: str | None
     removed_at: datetime | None
     removed_by: str | None
-
-
-def _who() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name in a container
-        return "unknown"
 
 
 def normalise(email: str) -> str:
@@ -56,26 +50,37 @@ def history(wh: Warehouse, unit: str) -> list[Contact]:
     return [Contact(*r) for r in rows]
 
 
-def change(wh: Warehouse, unit: str, add: list[str] = (), remove: list[str] = ()) -> list[str]:
+def change(wh: Warehouse, unit: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
     """Add and remove addresses in one transaction; returns the contacts after. Adding one already
     there, or removing one that is not, changes nothing (a command repeated is harmless)."""
     if wh.unit(unit) is None:
         raise WarehouseError(f"unit {unit} is not registered")
     add_n, remove_n = [normalise(a) for a in add], [normalise(r) for r in remove]
-    who = _who()
+    who = actor()
     with wh.transaction():
         now = current(wh, unit)
         for address in dict.fromkeys(remove_n):
             if address in now:
                 wh.con.execute("""UPDATE unit_contacts SET removed_at = now(), removed_by = ?
                     WHERE unit_code = ? AND email = ? AND removed_at IS NULL""", [who, unit, address])
+                _log(wh, unit, address, None, who)
         for address in dict.fromkeys(add_n):
             if address not in now or address in remove_n:
                 wh.con.execute("INSERT INTO unit_contacts VALUES (?, ?, now(), ?, NULL, NULL)", [unit, address, who])
+                _log(wh, unit, None, address, who)
         return current(wh, unit)
 
 
-def cmd_contacts(args: argparse.Namespace, settings: object) -> int:
+def _log(wh: Warehouse, unit: str, removed: str | None, added: str | None, who: str) -> None:
+    """Every register change goes to the unit's state log too (field `contact`)."""
+    state = wh.con.execute("SELECT state FROM units WHERE unit_code = ?", [unit]).fetchall()[0][0]
+    wh.con.execute("""INSERT INTO unit_state_log (unit_code, from_state, to_state, letter_no, reason, changed_at,
+        field, old_value, new_value, effective_date, changed_by)
+        VALUES (?, ?, ?, NULL, '聯絡人', now(), 'contact', ?, ?, CAST(now() AS DATE), ?)""",
+                   [unit, state, state, removed, added, who])
+
+
+def cmd_contacts(args: argparse.Namespace, settings: Settings) -> int:
     with Warehouse(settings) as wh:
         if args.add or args.remove:
             after = change(wh, args.unit, args.add or [], args.remove or [])

@@ -9,7 +9,6 @@ The eight tags of §3.8 are seeded when the warehouse creates the table (warehou
 from __future__ import annotations
 
 import argparse
-import getpass
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -18,7 +17,7 @@ from inservice.config import Settings
 from inservice.errors import OperatorError
 from inservice.schemas.codelists import fold_key
 from inservice.warehouse.analyst import WriteSession
-from inservice.warehouse.store import Warehouse
+from inservice.warehouse.store import Warehouse, actor
 
 TAG_CODE = r"[A-Z][A-Z0-9]{1,9}"
 
@@ -52,7 +51,7 @@ def log(wh: Warehouse, code: str | None = None) -> list[dict]:
 
 
 def _who(by: str | None) -> str:
-    return by or getpass.getuser()
+    return by or actor()
 
 
 def add_tag(wh: Warehouse, code: str, short_label: str, full_name: str, basis: str, valid_from: date,

@@ -64,6 +64,10 @@ TAGS = (
     Code("T7", "安全教育", ("安全教育",)),
     Code("T8", "安全訓練", ("基本救命術訓練及安全教育",)),
 )
+# Spec §3.1 order: the six special municipalities, then counties and cities, then the national agency.
+COUNTY_ORDER = ("63000", "64000", "65000", "66000", "67000", "68000", "10002", "10004", "10005", "10007",
+                "10008", "10009", "10010", "10013", "10014", "10015", "10016", "10017", "10018", "10020",
+                "09020", "09007", "00000")
 # §3.8: the tags are a register the network keeps (registers/tags.py); these eight seed it, each valid
 # from 2013-01-01 with no end. Uploads are judged against the register, not against this tuple.
 TAGS_FROM = date(2013, 1, 1)

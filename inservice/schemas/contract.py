@@ -95,7 +95,7 @@ def _validation(f: Field) -> DataValidation | None:
     zh, _ = field_hint(f)
     prompt = dict(promptTitle=f.label[:32], prompt=zh[:255], showInputMessage=True)
     if f.kind is Kind.CODE:
-        return DataValidation(type="list", formula1=code_list_range(f.codelist), allow_blank=True,
+        return DataValidation(type="list", formula1=code_list_range(f.list_name), allow_blank=True,
                               showErrorMessage=True, errorTitle="代碼不在代碼表中",
                               error="請由下拉清單選擇代碼（或填寫代碼表中的名稱）", errorStyle="warning", **prompt)
     if f.kind is Kind.YESNO:
@@ -145,7 +145,7 @@ def _instructions_sheet(wb: Workbook, bold: Font) -> None:
         (f"依資料傳報清單暨資料格式 {SPEC_VERSION} 版產生。", ),
         ("", ),
         ("一、檔案", ),
-        ("檔名", "", "", messages.expected("F03", None)[0]),
+        ("檔名", "", "", messages.expected_of("F03")[0]),
         ("工作表", "", "", "課程、研習名單 兩個工作表；第 1 列為欄位名稱（請勿更改），第 2 列起每列一筆資料；本說明與代碼表工作表可保留或刪除。"),
         ("傳送時間", "", "", "每月 5 日（含）前傳送上個月結案的課程及其研習名單；逾期仍會處理，但記為逾期。"),
         ("傳送前自我檢核", "", "", "可先以 inservice check 檔名 檢核，會產生與正式傳送相同的回執，不會載入任何資料。"),
@@ -159,7 +159,7 @@ def _instructions_sheet(wb: Workbook, bold: Font) -> None:
             lines.append((f.label, f.code, _REQUIRED_ZH[f.required], zh))
     lines += [("", ), ("三、常見退件原因", )]
     for rule in ("C05", "C06", "C09", "C10", "A04", "A06", "A07"):
-        hint = messages.expected(rule, None)
+        hint = messages.expected_of(rule)
         lines.append((rule, RULES[rule].zh, "", hint[0]))
     for i, line in enumerate(lines, start=1):
         for j, value in enumerate(line, start=1):
@@ -201,9 +201,9 @@ def _table_field(f: Field) -> dict:
         out.update(type="boolean", trueValues=_TRUE, falseValues=_FALSE)
     elif f.kind is Kind.CODE:
         out.update(type="string")
-        constraints["enum"] = [c.code for c in codelists.codelist(f.codelist)]
+        constraints["enum"] = [c.code for c in codelists.codelist(f.list_name)]
     elif f.kind is Kind.CODES:
-        codes = "|".join(re.escape(c.code) for c in codelists.codelist(f.codelist))
+        codes = "|".join(re.escape(c.code) for c in codelists.codelist(f.list_name))
         out.update(type="string")
         constraints["pattern"] = f"(?:{codes})(?:;(?:{codes}))*"
     elif f.kind is Kind.NATIONAL_ID:

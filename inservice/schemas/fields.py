@@ -36,6 +36,13 @@ class Field:
     fold_width: bool = False  # keys and codes fold full-width characters; free text keeps them
     personal: bool = False  # never leaves the validator in clear
 
+    @property
+    def list_name(self) -> str:
+        """The code list of a code field (a code field without one is a declaration error)."""
+        if self.codelist is None:
+            raise ValueError(f"field {self.code} holds codes but names no code list")
+        return self.codelist
+
     def required_in(self, channel: str) -> bool:
         return self.required is Required.YES or (self.required is Required.FEEDS and channel == "db")
 

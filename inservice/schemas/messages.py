@@ -68,9 +68,9 @@ def value_forms(field: Field) -> Text:
     if field.kind is Kind.NATIONAL_ID:
         return ID_FORMS
     if field.kind is Kind.CODE:
-        return codes_text(field.codelist)
+        return codes_text(field.list_name)
     if field.kind is Kind.CODES:
-        zh, en = codes_text(field.codelist)
+        zh, en = codes_text(field.list_name)
         return f"一或多個代碼，以 ; 分隔；{zh}", f"one or more codes separated by ';'; {en}"
     if field.code in TEXT_SHAPES:
         return TEXT_SHAPES[field.code]
@@ -114,6 +114,11 @@ _EXPECTED: dict[str, Text] = {
     "W05": ("請確認該教師未重複登錄；資料已載入", "check the teacher is not registered twice; the row is loaded"),
     "W06": ("屬性標籤依研習起日當天的標籤登錄表判斷，該標籤已略去；課程與名單已載入", "tags are judged against the tag register on the course's start date; the tag is dropped, the course and attendance are loaded"),
 }
+
+
+def expected_of(rule: str) -> Text:
+    """What a rule with a fixed wording expected (instructions, per-row hints)."""
+    return _EXPECTED[rule]
 
 
 def expected(rule: str, field: Field | None) -> Text | None:

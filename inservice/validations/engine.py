@@ -50,6 +50,10 @@ class WarehouseState(Protocol):
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table: ...
 
+    def schools(self) -> pa.Table:
+        """The school register (W04): school_code, valid_from, valid_to (dates; null = open-ended)."""
+        ...
+
     def unclosed_courses(self, unit: str, on: date) -> pa.Table:
         """The unit's courses counting toward their organizer's light on `on` (course_code, organizer)."""
         ...
@@ -254,7 +258,7 @@ def field_rules(rt: RecordType, raw: pa.Table, channel: str, out: Findings, id_r
         noted = out.noted_rows(rt.name, f.code)
         if len(noted):  # the reader already said why this cell is bad: say it once
             bad = pc.and_(bad, pc.invert(pc.is_in(rows, noted)))
-        hint = _bad_items(src, f.codelist) if f.kind is Kind.CODES else (None, None)
+        hint = _bad_items(src, f.list_name) if f.kind is Kind.CODES else (None, None)
         out.add(rt.name, p + suffix, bad, rows, codes, f, value_detail(src, f.personal, "zh"),
                 value_detail(src, f.personal, "en"), *hint)
     return typed
@@ -267,7 +271,7 @@ def _course_rules(typed: dict[str, pa.Array], ctx: Context, out: Findings) -> No
     out.add("course", "C04", pc.less(end, start), rows, codes, f("end_date"),
             *_hints(lambda idx: [(f"研習起日 {s}，研習迄日 {e}", f"start {s}, end {e}") for s, e in zip(
                 pc.take(start, idx).to_pylist(), pc.take(end, idx).to_pylist(), strict=True)]),
-            *_hints(lambda idx: [messages.expected("C04", None)] * len(idx)))
+            *_hints(lambda idx: [messages.expected_of("C04")] * len(idx)))
     days = pc.add(pc.days_between(start, end), 1)
     # the daily cap only means something for a real date range (C04 reports a reversed one)
     over_daily = pc.and_(pc.and_(pc.equal(typed["class_type"], "1"), pc.greater(days, 0)),
@@ -418,7 +422,7 @@ def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Fi
         typed = field_rules(ATTENDANCE, raw, ctx.channel, out)
         existing = _existing(ctx, courses, typed["course_code"])
         rejected = _course_links(raw, typed, courses, existing, out, con)
-        _w04(typed, out)
+        _w04(typed, courses, existing, ctx, out, con)
         ids, valid = typed["national_id"], typed["_id_valid"]
         repeated = _repeated(typed["_id_number"])
         id_masked = national_id.mask(ids)
@@ -509,11 +513,43 @@ def _course_links(raw: pa.Table, typed: dict[str, pa.Array], courses: pa.Table, 
     return rejected
 
 
-def _w04(typed: dict[str, pa.Array], out: Findings) -> None:
-    """W04: a well-formed school code that is not in the MOE list."""
+def _w04(typed: dict[str, pa.Array], courses: pa.Table, existing: pa.Table, ctx: Context, out: Findings,
+         con: duckdb.DuckDBPyConnection) -> None:
+    """W04: a well-formed school code that is not in the MOE school list — with a warehouse, the school
+    register on the day the row's course starts (a school opened later, or closed before, is unknown
+    then); a row whose course has no start date is judged against every version. Without one (a
+    self-check), the list shipped with the project."""
     school = typed["school_code"]
-    unknown_school = pc.and_(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"),
-                             pc.invert(pc.is_in(school, reference.school_codes())))
+    well_formed = pc.fill_null(pc.match_substring_regex(school, r"^[0-9A-Z]{6}$"), False)
+    if ctx.state is None:
+        known = pc.is_in(school, reference.school_codes())
+    else:
+        # most schools have one version, valid throughout: a set membership; only rows of schools with a
+        # dated version are joined to their course's start date
+        register = ctx.state.schools()
+        con.register("w04_reg", register)
+        always = con.sql("""SELECT school_code FROM w04_reg GROUP BY school_code
+            HAVING count(*) = 1 AND bool_and(valid_from IS NULL AND valid_to IS NULL)""").to_arrow_table()
+        always_known = pc.is_in(school, always["school_code"].combine_chunks())
+        dated = pc.and_(pc.and_(well_formed, pc.invert(always_known)),
+                        pc.is_in(school, register["school_code"].combine_chunks()))
+        n = len(school)
+        con.register("w04_att", pa.table({"i": pa.array(np.arange(n, dtype=np.int64)), "school_code": school,
+                                          "course_code": typed["course_code"]}).filter(dated))
+        con.register("w04_crs", courses.select(["course_code", "start_date", ROW]))
+        con.register("w04_wh", existing.select(["course_code", "start_date"]))
+        hits = con.sql(f"""
+            WITH d AS (SELECT course_code, start_date AS day FROM w04_crs WHERE course_code IS NOT NULL
+                       QUALIFY row_number() OVER (PARTITION BY course_code ORDER BY {ROW}) = 1
+                       UNION ALL
+                       SELECT course_code, start_date FROM w04_wh
+                       WHERE course_code NOT IN (SELECT course_code FROM w04_crs WHERE course_code IS NOT NULL))
+            SELECT DISTINCT a.i FROM w04_att a LEFT JOIN d USING (course_code)
+            JOIN w04_reg r ON r.school_code = a.school_code
+            WHERE d.day IS NULL OR ((r.valid_from IS NULL OR r.valid_from <= d.day)
+                                    AND (r.valid_to IS NULL OR r.valid_to > d.day))""").to_arrow_table()
+        known = pc.or_(always_known, pc.is_in(pa.array(np.arange(n, dtype=np.int64)), hits["i"].combine_chunks()))
+    unknown_school = pc.and_(well_formed, pc.invert(known))
     out.add("attendance", "W04", unknown_school, typed[ROW], typed["course_code"], ATTENDANCE.field("school_code"),
             _shown(school), _shown(school))
 

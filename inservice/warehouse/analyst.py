@@ -46,6 +46,11 @@ from inservice.warehouse.postgres import revoke_blocking_functions
 from inservice.warehouse.store import COMMIT_SEQ, Warehouse, failpoint
 
 LOG = logging.getLogger("inservice.warehouse")
+# The registers as they stand and through time, the spec's code lists, and the course × code bridges
+# (views in the warehouse, tables in the copy and the lake). Not school_changes (letters, who imported).
+BRIDGES = {t.name: t for t in ddl.BRIDGE_VIEWS}
+REFERENCE_TABLES = (ddl.UNIT_VERSIONS.name, ddl.SCHOOL_REGISTER.name, *(t.name for t in ddl.REFERENCE_TABLES),
+                    *BRIDGES)
 ANALYST_ROLE = Settings.analyst_role  # the default of INSERVICE_ANALYST_ROLE
 SNAPSHOT_NAME = "warehouse.duckdb"
 COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published copy was made from
@@ -63,8 +68,10 @@ LAKE_QUERIES = {
     "findings": "SELECT f.*, {ym} AS ym FROM main.findings f JOIN main.uploads u ON u.upload_id = f.upload_id "
                 "WHERE u.area = 'production'",
     "units": "SELECT * FROM main.units",
+    **{t: f"SELECT * FROM main.{t}" for t in REFERENCE_TABLES},
     **{t.name: f"SELECT * FROM main.{t.name}" for t in ddl.PLAN_TABLES},  # partitioned by school year
 }
+UNPARTITIONED = frozenset({"units", *REFERENCE_TABLES})  # one file each
 PARTITION = pa.schema([("year", pa.int32()), ("month", pa.int32())])
 PLAN_LAKE = {t.name for t in ddl.PLAN_TABLES}
 PLAN_PARTITION = pa.schema([("school_year", pa.int32())])
@@ -72,12 +79,14 @@ PLAN_PARTITION = pa.schema([("school_year", pa.int32())])
 
 def analyst_tables(wh: Warehouse) -> list[str]:
     """The analyst tables present in this warehouse (ddl: `Table.analysts`; the publication tables
-    once the first publication has created them). Not: feeds (connection settings' names),
-    feed_watermarks, correction registers (they hold the masked original values), unit_state_log
-    (letters), upload_receipts, warehouse_meta, the testing area."""
+    once the first publication has created them), and the bridge views. Not: feeds (connection
+    settings' names), feed_watermarks, correction registers (they hold the masked original values),
+    unit_state_log and school_changes (letters), upload_receipts, warehouse_meta, the testing area."""
     present = {r[0] for r in wh.con.execute("""SELECT table_name FROM information_schema.tables
         WHERE table_schema = 'main' AND table_catalog = current_database()""").fetchall()}
-    return [t.name for t in ddl.analyst_tables() if t.name in present]
+    tables = [t for t in ddl.analyst_tables() if t.name in present]
+    return ([t.name for t in tables if not t.publication] + [v for v in BRIDGES if v in present]
+            + [t.name for t in tables if t.publication])
 
 
 # --- the step after a writer's commits ------------------------------------------------------------------
@@ -357,7 +366,7 @@ def export_lake(wh: Warehouse, dest: Path) -> dict[str, int]:
                 return b
 
             data = (counted(b) for b in _chain(first, stream))
-            partitioning = (None if table == "units" else
+            partitioning = (None if table in UNPARTITIONED else
                             ds.partitioning(PLAN_PARTITION if table in PLAN_LAKE else PARTITION, flavor="hive"))
             ds.write_dataset(data, staging, schema=first.schema, format="parquet", partitioning=partitioning,
                              basename_template="part-{i}.parquet", max_rows_per_group=500_000)
@@ -385,8 +394,8 @@ SPARK_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP_NTZ", "TIMESTAMPTZ":
 # timestamps in hive.parquet.time-zone (set it to UTC, or Asia/Taipei for local wall time).
 TRINO_TYPES = {"VARCHAR": "varchar", "TIMESTAMP": "timestamp(6)", "TIMESTAMPTZ": "timestamp(6)",
                "INTEGER": "integer", "BIGINT": "bigint", "BOOLEAN": "boolean", "DATE": "date"}
-LAKE_DECLARED = {name: ddl.table(name) for name in LAKE_QUERIES}
-assert all(t.analysts for t in LAKE_DECLARED.values()), "the lake holds analyst tables only"
+LAKE_DECLARED = {name: BRIDGES.get(name) or ddl.table(name) for name in LAKE_QUERIES}
+assert all(t.analysts for n, t in LAKE_DECLARED.items() if n not in BRIDGES), "the lake holds analyst tables only"
 
 
 def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
@@ -394,7 +403,7 @@ def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
     declared columns, so they cannot drift from what `export_lake` writes."""
     out = []
     for name, table in LAKE_DECLARED.items():
-        partitioned = name != "units"
+        partitioned = name not in UNPARTITIONED
         keys = [f.name for f in (PLAN_PARTITION if name in PLAN_LAKE else PARTITION)] if partitioned else []
         columns = [c for c in table.columns if c.name not in keys]
         where = f"{location.rstrip('/')}/{name}"

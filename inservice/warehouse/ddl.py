@@ -185,6 +185,8 @@ UNITS = Table("units", "傳報單位名冊", (
     C("state", "VARCHAR", "狀態（testing 測試、production 正式、sealed 封存）"),
     C("joined", "DATE", "加入日期"),
     C("updated_at", "TIMESTAMPTZ", "最後異動時間"),
+    C("county_code", "VARCHAR", "所屬縣市代碼（代碼表 3.1；縣市匯出依此）"),
+    C("operator", "VARCHAR", "經營（承辦）機關"),
 ), analysts=True)
 
 ARCHIVE_EXCEPTIONS = Table("archive_exceptions", "封存年度例外核准（公文）", (
@@ -262,11 +264,121 @@ UNIT_STATE_LOG = Table("unit_state_log", "單位狀態異動紀錄（測試、�
     C("from_state", "VARCHAR", "原狀態"),
     C("to_state", "VARCHAR", "新狀態"),
     C("letter_no", "VARCHAR", "核定文號"),
-    C("reason", "VARCHAR", "事由（promote 轉正式、seal 封存、seal_dormant 久未交換資料封存、reapply 重新申請）"),
+    C("reason", "VARCHAR", "事由（register 登錄、promote 轉正式、seal 封存、seal_dormant 久未交換資料封存、"
+                           "reapply 重新申請、rename 更名、handover 移轉經營、channel 變更管道、county 變更縣市）"),
     C("changed_at", "TIMESTAMPTZ", "異動時間"),
+    C("field", "VARCHAR", "異動欄位（state、name、operator、channel、county_code）"),
+    C("old_value", "VARCHAR", "原內容"),
+    C("new_value", "VARCHAR", "新內容"),
+    C("effective_date", "DATE", "生效日期（公文所定；統計依此判斷各月份之名稱）"),
+    C("changed_by", "VARCHAR", "異動人員"),
 ))
 
 CORRECTION_TABLES: tuple[Table, ...] = (CORRECTION_WORKBOOKS, CORRECTIONS, UNIT_STATE_LOG)  # corrections, lifecycle
+
+# --- registers (inservice/registers/): dated versions, so a past month is judged as it stood then ---------
+UNIT_VERSIONS = Table("unit_versions", "單位名冊歷程：名稱、經營機關、管道、縣市之有效期間（過去月份統計依當時名稱）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("name", "VARCHAR", "單位名稱"),
+    C("operator", "VARCHAR", "經營（承辦）機關"),
+    C("channel", "VARCHAR", "管道（file、db）"),
+    C("county_code", "VARCHAR", "所屬縣市代碼"),
+    C("valid_from", "DATE", "生效日（空值：登錄起）"),
+    C("valid_to", "DATE", "失效日（不含；空值：現行）"),
+), analysts=True)
+
+SCHOOL_REGISTER = Table("school_register", "學校名冊（教育部公布，含歷程）：教師學校之縣市及教育階段依研習起日判斷", (
+    C("school_code", "VARCHAR", "學校代碼"),
+    C("school_name", "VARCHAR", "學校名稱"),
+    C("county_code", "VARCHAR", "縣市代碼"),
+    C("level", "VARCHAR", "教育階段（K 幼兒園、E 國小、J 國中、S 高中、V 高職、X 特殊教育學校）"),
+    C("ownership", "VARCHAR", "公私立別"),
+    C("valid_from", "DATE", "生效日（空值：名冊起始即有）"),
+    C("valid_to", "DATE", "失效日（不含；空值：現行）"),
+), analysts=True)
+
+SCHOOL_CHANGES = Table("school_changes", "學校名冊異動紀錄（設立、裁撤、更名、改制、縣市變更；含文號及匯入人員）", (
+    C("school_code", "VARCHAR", "學校代碼"),
+    C("change", "VARCHAR", "異動（open 設立、close 裁撤、rename 更名、level 改制、county 縣市變更、reopen 復校）"),
+    C("old_value", "VARCHAR", "原內容"),
+    C("new_value", "VARCHAR", "新內容"),
+    C("effective_date", "DATE", "生效日期"),
+    C("letter_no", "VARCHAR", "依據（公文文號或名冊公布文號）"),
+    C("source_file", "VARCHAR", "匯入之名冊檔名"),
+    C("changed_by", "VARCHAR", "匯入人員"),
+    C("changed_at", "TIMESTAMPTZ", "匯入時間"),
+))
+
+REGISTER_TABLES: tuple[Table, ...] = (UNIT_VERSIONS, SCHOOL_REGISTER, SCHOOL_CHANGES)
+
+
+# --- reference tables for analysts: the spec's code lists as tables (rows from schemas/, see
+# warehouse/reference.py), so nobody hard-codes 63000 = 臺北市 -------------------------------------------
+def _code_table(name: str, comment: str) -> Table:
+    return Table(name, comment, (
+        C("code", "VARCHAR", "代碼"),
+        C("label", "VARCHAR", "中文名稱"),
+        C("ord", "INTEGER", "排序（規格書順序）"),
+    ), analysts=True)
+
+
+REF_COUNTIES = Table("ref_counties", "代碼表 3.1 縣市（含英文名稱；舊代碼見 ref_county_legacy）", (
+    C("code", "VARCHAR", "縣市代碼"),
+    C("label", "VARCHAR", "縣市名稱"),
+    C("label_en", "VARCHAR", "英文名稱"),
+    C("full_name", "VARCHAR", "全銜"),
+    C("ord", "INTEGER", "排序（規格書順序）"),
+), analysts=True)
+REF_COUNTY_LEGACY = Table("ref_county_legacy", "代碼表 3.1 舊縣市代碼及其承繼縣市（縣市合併、升格）", (
+    C("legacy_code", "VARCHAR", "舊縣市代碼"),
+    C("legacy_label", "VARCHAR", "舊縣市名稱"),
+    C("code", "VARCHAR", "承繼縣市代碼"),
+), analysts=True)
+REF_LEVELS = _code_table("ref_levels", "代碼表 3.2 研習對象／學校教育階段")
+REF_CLASS_TYPES = Table("ref_class_types", "代碼表 3.3 班別性質", (
+    C("code", "VARCHAR", "代碼"),
+    C("label", "VARCHAR", "中文名稱"),
+    C("ord", "INTEGER", "排序（規格書順序）"),
+    C("degree", "BOOLEAN", "學位學分班（不列入未結案燈號）"),
+), analysts=True)
+REF_CATEGORIES = _code_table("ref_categories", "代碼表 3.4 課程類別（2015 年分類）")
+REF_ORGANIZER_TYPES = _code_table("ref_organizer_types", "代碼表 3.5 開課單位類別")
+REF_DELIVERIES = _code_table("ref_deliveries", "代碼表 3.6 實施方式")
+REF_TIME_SLOTS = _code_table("ref_time_slots", "代碼表 3.7 研習時段")
+REF_RULES = Table("ref_rules", "規則代號（規格書第 5 節）及其中英文說明", (
+    C("rule", "VARCHAR", "規則代號"),
+    C("severity", "VARCHAR", "嚴重度（error 退件、warning 警告）"),
+    C("message_zh", "VARCHAR", "中文說明"),
+    C("message_en", "VARCHAR", "English"),
+), analysts=True)
+REF_TRAINING_INSTITUTIONS = Table("ref_training_institutions", "師資培育之大學及學科中心（未結案統計逐校列出）", (
+    C("institution_id", "VARCHAR", "編號"),
+    C("name", "VARCHAR", "名稱（與課程之開課單位比對）"),
+    C("kind", "VARCHAR", "類別（university 師資培育之大學、subject_centre 學科中心）"),
+    C("county_code", "VARCHAR", "所在縣市代碼"),
+), analysts=True)
+REFERENCE_TABLES: tuple[Table, ...] = (REF_COUNTIES, REF_COUNTY_LEGACY, REF_LEVELS, REF_CLASS_TYPES, REF_CATEGORIES,
+                                       REF_ORGANIZER_TYPES, REF_DELIVERIES, REF_TIME_SLOTS, REF_RULES,
+                                       REF_TRAINING_INSTITUTIONS)
+
+# Bridge views (course × code) over courses' list fields: analysts count without splitting strings.
+# Views in the warehouse (always current); tables in the analysts' copy and the lake.
+COURSE_AUDIENCE = Table("course_audience", "課程 × 研習對象（每門課每個對象一列；未撤回之正式課程）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("level", "VARCHAR", "研習對象代碼（ref_levels）"),
+))
+COURSE_TAGS = Table("course_tags", "課程 × 屬性標籤（每門課每個標籤一列；未撤回之正式課程）", (
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("course_code", "VARCHAR", "研習代碼"),
+    C("tag", "VARCHAR", "屬性標籤代碼"),
+))
+BRIDGE_VIEWS: dict[Table, str] = {
+    COURSE_AUDIENCE: "SELECT unit_code, course_code, unnest(string_to_array(audience, ';')) AS level "
+                     "FROM main.courses WHERE NOT coalesce(is_deleted, false) AND coalesce(audience, '') <> ''",
+    COURSE_TAGS: "SELECT unit_code, course_code, unnest(string_to_array(tags, ';')) AS tag "
+                 "FROM main.courses WHERE NOT coalesce(is_deleted, false) AND coalesce(tags, '') <> ''",
+}
 
 # The legacy archive's migration (inservice backfill): one run per source, resumable chunk by chunk.
 # Each chunk's checkpoint, counts and samples are written in the transaction of its rows. Not analyst tables.
@@ -540,6 +652,19 @@ PUBLICATION_TABLES: tuple[Table, ...] = (
         C("courses", "BIGINT", "課程數"),
         C("person_times", "BIGINT", "研習人次"),
     )),
+    _published("stat_monthly_not_closed_county_level", "表4 逾期未結案課程：課程縣市 × 研習對象（* 為合計）", (
+        *_MONTH_COLS,
+        C("county_code", "VARCHAR", "課程縣市代碼（* 全國）"),
+        C("level", "VARCHAR", "研習對象代碼（* 全部對象，每門課計一次）"),
+        C("not_closed", "BIGINT", "逾期未結案課程數"),
+    )),
+    _published("stat_monthly_not_closed_institution", "表4 逾期未結案：師資培育之大學及學科中心（逐一列出）", (
+        *_MONTH_COLS,
+        C("institution_id", "VARCHAR", "編號（ref_training_institutions）"),
+        C("name", "VARCHAR", "名稱"),
+        C("kind", "VARCHAR", "類別（university 師資培育之大學、subject_centre 學科中心）"),
+        C("not_closed", "BIGINT", "逾期未結案課程數（開課單位為該校或中心）"),
+    )),
     _published("yearbook_snapshots", "年報凍結快照（Parquet 檔，內容不再變動）", (
         C("snapshot_id", "VARCHAR", "快照編號"),
         C("year", "INTEGER", "年度"),
@@ -705,7 +830,8 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
                              *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS,
                              *NOTIFICATION_TABLES,
-                             WAREHOUSE_META, *PLAN_TABLES, *VIEWS, *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
+                             WAREHOUSE_META, *REGISTER_TABLES, *REFERENCE_TABLES, *PLAN_TABLES, *VIEWS,
+                             *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
 
@@ -764,6 +890,12 @@ def statements(existing: set[tuple[str, str]] | None = None, tables: Iterable[Ta
                 out.append(f"COMMENT ON TABLE {schema}.{t.name} IS {_quote(t.comment)}")
             out += [f'COMMENT ON COLUMN {schema}.{t.name}."{c.name}" IS {_quote(c.comment)}'
                     for c in t.columns]
+    for view, select in BRIDGE_VIEWS.items() if tables is None else ():  # with the warehouse's own tables
+        if ("main", view.name) in existing:
+            continue
+        out.append(f"CREATE OR REPLACE VIEW main.{view.name} AS {select}")
+        out.append(f"COMMENT ON VIEW main.{view.name} IS {_quote(view.comment)}")
+        out += [f'COMMENT ON COLUMN main.{view.name}."{c.name}" IS {_quote(c.comment)}' for c in view.columns]
     return [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in sorted(schemas_used)] + out
 
 

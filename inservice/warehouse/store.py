@@ -23,11 +23,13 @@ import pyarrow.compute as pc
 
 from inservice.config import Settings
 from inservice.schemas import codelists
+from inservice.schemas.codelists import county_names
 from inservice.schemas.fields import UNIT_CODE
+from inservice.schemas.reference import school_codes
 from inservice.validations import lights, normalize
 from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Exceptions, Validated
 from inservice.validations.findings import for_analysts
-from inservice.warehouse import ddl
+from inservice.warehouse import ddl, reference
 from inservice.warehouse.backend import (  # noqa: F401 (WarehouseBusy: callers catch it from here)
     Connection,
     WarehouseBusy,
@@ -39,7 +41,18 @@ from inservice.warehouse.backend import (  # noqa: F401 (WarehouseBusy: callers 
 UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
+UNIT_COLUMNS = "unit_code, name, channel, state, joined, county_code, operator"
 COMMIT_SEQ = "commit_seq"  # warehouse_meta: DuckDB's count of committed writes (is the analysts' copy current?)
+
+
+def actor() -> str:
+    """Who makes a register change, for its log: INSERVICE_ACTOR (Dagster jobs set it), else the OS user."""
+    import getpass
+
+    try:
+        return os.environ.get("INSERVICE_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (a container)
+        return f"uid:{os.getuid()}"
 
 
 def failpoint(name: str) -> None:
@@ -55,6 +68,8 @@ class Unit:
     channel: str
     state: str
     joined: date
+    county_code: str | None = None
+    operator: str | None = None
 
     @property
     def area(self) -> str:
@@ -114,18 +129,30 @@ class Warehouse:
         return Path(self.url.target)
 
     def ensure_tables(self) -> None:
-        """Create what is missing; an existing warehouse costs one catalog query."""
+        """Create what is missing; an existing warehouse costs one catalog query and one meta read.
+
+        A new school register starts as the shipped MOE list; the reference tables are rewritten when
+        the code lists of this release differ from what they hold."""
         existing = set(self.con.execute("""SELECT table_schema, table_name, column_name
             FROM information_schema.columns WHERE table_schema IN ('main', 'testing')""").fetchall())
         tables = {(s, t) for s, t, _ in existing}
         todo = ddl.missing_columns(existing) + ddl.statements(tables)
-        if not todo:
+        rows = reference.reference_rows()
+        fingerprint = reference.fingerprint()
+        if not todo and self.meta(reference.FINGERPRINT) == fingerprint:
             return
-        if self.backend.server:  # with the tables they index (IF NOT EXISTS: after a migration too)
+        if todo and self.backend.server:  # with the tables they index (IF NOT EXISTS: after a migration too)
             todo += ddl.index_statements()
         with self.transaction():  # one transaction: a new warehouse's ~200 statements commit once
             for stmt in todo:
                 self.con.execute(stmt)
+            if ("main", ddl.SCHOOL_REGISTER.name) not in tables:
+                reference.seed_schools(self.con)
+            if ("main", ddl.UNIT_VERSIONS.name) not in tables:  # a warehouse from before: units as they are now
+                self.con.execute("""INSERT INTO unit_versions SELECT unit_code, name, operator, channel, county_code,
+                    NULL, NULL FROM units""")
+            reference.write_reference(self.con, rows)
+            self.put_meta(reference.FINGERPRINT, fingerprint)
             if ("main", ddl.TAGS.name) not in tables:
                 self._seed_tags()
         self.committed = False  # creating tables is not a load: no analyst copy for it
@@ -146,28 +173,48 @@ class Warehouse:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- unit register -------------------------------------------------------------------------
-    def add_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
+    # --- unit register (changes after registration: inservice/registers/units.py) ---------------
+    def add_unit(self, code: str, name: str, channel: str, state: str, joined: date, county: str | None = None,
+                 operator: str | None = None, by: str | None = None) -> None:
+        """Register a unit: its row, its first version (unit_versions) and a `register` line in the
+        state log, in one transaction. `county` (spec §3.1 code) decides which county exports it."""
         with self.transaction():
-            self.insert_unit(code, name, channel, state, joined)
+            self.insert_unit(code, name, channel, state, joined, county, operator, by)
 
-    def insert_unit(self, code: str, name: str, channel: str, state: str, joined: date) -> None:
+    def insert_unit(self, code: str, name: str, channel: str, state: str, joined: date, county: str | None = None,
+                    operator: str | None = None, by: str | None = None) -> None:
         """`add_unit` inside the caller's transaction (the backfill registers units with its rows)."""
         if channel not in CHANNELS or state not in UNIT_STATES:
             raise WarehouseError(f"channel must be one of {CHANNELS}, state one of {UNIT_STATES}")
         if not re.fullmatch(UNIT_CODE, code):  # it names an inbox folder too
             raise WarehouseError(f"unit code {code!r} is not an upper-case letter and 3–9 letters or digits")
+        if county is not None and county not in county_names():
+            raise WarehouseError(f"unknown county code {county!r} (spec §3.1, e.g. 63000 臺北市, 10016 澎湖縣)")
         if self.unit(code) is not None:  # a state change needs a letter and goes to the log
             raise WarehouseError(f"unit {code} is already registered (change its state with `units set-state`)")
-        self.con.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, now())", [code, name, channel, state, joined])
+        self.con.execute("""INSERT INTO units (unit_code, name, channel, state, joined, updated_at, county_code,
+            operator) VALUES (?, ?, ?, ?, ?, now(), ?, ?)""", [code, name, channel, state, joined, county, operator])
+        self.con.execute("""INSERT INTO unit_versions (unit_code, name, operator, channel, county_code, valid_from,
+            valid_to) VALUES (?, ?, ?, ?, ?, NULL, NULL)""", [code, name, operator, channel, county])
+        self.con.execute("""INSERT INTO unit_state_log (unit_code, from_state, to_state, letter_no, reason,
+            changed_at, field, old_value, new_value, effective_date, changed_by)
+            VALUES (?, NULL, ?, NULL, 'register', now(), NULL, NULL, ?, ?, ?)""",
+                         [code, state, name, joined, by or actor()])
+
+    def _unit_columns(self) -> str:
+        """UNIT_COLUMNS; on a warehouse from before a column, opened read-only (not migrated), NULL for it."""
+        if not self.read_only:
+            return UNIT_COLUMNS
+        have = {r[0] for r in self.con.execute("""SELECT column_name FROM information_schema.columns
+            WHERE table_schema = 'main' AND table_name = 'units'""").fetchall()}
+        return ", ".join(c if c in have else f"NULL AS {c}" for c in UNIT_COLUMNS.split(", "))
 
     def unit(self, code: str) -> Unit | None:
-        row = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units WHERE unit_code = ?",
-                               [code]).fetchone()
-        return Unit(*row) if row else None
+        rows = self.con.execute(f"SELECT {self._unit_columns()} FROM units WHERE unit_code = ?", [code]).fetchall()
+        return Unit(*rows[0]) if rows else None
 
     def units(self) -> list[Unit]:
-        rows = self.con.execute("SELECT unit_code, name, channel, state, joined FROM units ORDER BY 1").fetchall()
+        rows = self.con.execute(f"SELECT {self._unit_columns()} FROM units ORDER BY 1").fetchall()
         return [Unit(*r) for r in rows]
 
     # --- the tag register (registers/tags.py changes it) ----------------------------------------
@@ -197,8 +244,8 @@ class Warehouse:
         if self.read_only and not self.con.execute("""SELECT count(*) FROM information_schema.tables
                 WHERE table_schema = 'main' AND table_name = 'warehouse_meta'""").fetchall()[0][0]:
             return None  # a warehouse from before the table, opened read-only (a self-check)
-        row = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute("SELECT value FROM warehouse_meta WHERE name = ?", [name]).fetchall()  # to the end:
+        return rows[0][0] if rows else None  # DuckDB refuses other work beside an unfinished result
 
     def put_meta(self, name: str, value: str) -> None:
         """Record `value` for `name`, replacing an earlier one (in the caller's transaction, if any)."""
@@ -482,6 +529,16 @@ class AreaState:
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table:
         return self._with_codes("attendance", """course_code, teacher_key, school_code,
             CAST(hours_granted AS FLOAT8) AS hours_granted, completed, is_deleted""", unit, codes)
+
+    def schools(self) -> pa.Table:
+        """The school register (one for both areas), every version. A warehouse from before the register,
+        opened read-only (a self-check), has none yet: the shipped list, valid throughout."""
+        if not self.con.execute("""SELECT count(*) FROM information_schema.tables
+                WHERE table_schema = 'main' AND table_name = 'school_register'""").fetchall()[0][0]:
+            codes = school_codes()
+            return pa.table({"school_code": codes, "valid_from": pa.nulls(len(codes), pa.date32()),
+                             "valid_to": pa.nulls(len(codes), pa.date32())})
+        return self.con.sql("SELECT school_code, valid_from, valid_to FROM main.school_register").to_arrow_table()
 
     def unclosed_courses(self, unit: str, on: date) -> pa.Table:
         rows = self.con.execute(f"""SELECT course_code, organizer FROM ({lights.spans_sql(f"{self.schema}.courses")}) s
