@@ -6,11 +6,10 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from inservice.schemas.rules import C11_FROM
+from inservice.schemas.timezone import TAIPEI  # noqa: F401 (the settings' clock, imported from here)
 
-TAIPEI = ZoneInfo("Asia/Taipei")
 MiB = 1024 * 1024
 
 

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
-from inservice.config import TAIPEI
 from inservice.schemas.fields import UNIT_CODE
+from inservice.schemas.timezone import TAIPEI
 
 FILE_EXTENSIONS = (".xlsx", ".xls", ".xml", ".mdb", ".accdb")  # compared case-insensitively
 # [0-9], not \d: "２０１７" or "٢٠１７" are digits to Python's \d but no data month

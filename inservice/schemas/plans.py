@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
-from inservice.config import TAIPEI
 from inservice.schemas.fields import Field, Kind, RecordType, Required
+from inservice.schemas.timezone import TAIPEI
 
 PLAN_UNIT = "PLAN"  # the planning service's unit in the register: its inbox is inbox/PLAN/
 PLAN_EXTENSIONS = (".xlsx", ".csv")
