@@ -18,8 +18,8 @@ from inservice.assets.corrections import (
 from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource
 from inservice.corrections.lifecycle import DORMANT_FROM, DORMANT_TO, seal_dormant
 from inservice.corrections.watch import scan_corrections
-from inservice.inbox import InboxCursor, NewUpload, plan_tick
-from inservice.pipelines.uploads import INTERVAL, MAX_RUNS_PER_TICK  # one setting for both inboxes
+from inservice.inbox import NewUpload
+from inservice.pipelines.uploads import INTERVAL, watched_folder_tick  # one setting for both inboxes
 
 WORKBOOK_TAG = "inservice/correction"  # the run key as a tag we can look up
 
@@ -51,19 +51,7 @@ def run_request(upload: NewUpload) -> dg.RunRequest:
 )
 def corrections_sensor(context: dg.SensorEvaluationContext, inservice: InserviceResource) -> dg.SensorResult:
     settings = inservice.settings()
-
-    def already_done(upload: NewUpload) -> bool:
-        runs = context.instance.get_run_records(dg.RunsFilter(tags={WORKBOOK_TAG: upload.run_key}), limit=1)
-        return bool(runs)
-
-    plan = plan_tick(settings.inbox, InboxCursor.from_json(context.cursor), max_uploads=MAX_RUNS_PER_TICK,
-                     already_done=already_done, files=scan_corrections(settings))
-    requests = [run_request(u) for u in plan.uploads]
-    summary = (f"{len(requests)} queued, {plan.waiting} new or changing (wait a tick), "
-               f"{plan.deferred} over this tick's cap")
-    context.log.info(summary)
-    return dg.SensorResult(run_requests=requests, cursor=plan.cursor.to_json(),
-                           skip_reason=None if requests else summary)
+    return watched_folder_tick(context, settings.inbox, scan_corrections(settings), WORKBOOK_TAG, run_request)
 
 
 # --- sealing -------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import dagster as dg
 
 from inservice.assets.plans import SCHOOL_YEARS, PlanExportConfig, plan_export, plan_publications, plan_tables
 from inservice.assets.shared import InserviceResource
-from inservice.inbox import InboxCursor, NewUpload, plan_tick, scan_folder
-from inservice.pipelines.uploads import INTERVAL, MAX_RUNS_PER_TICK  # one setting for every inbox
+from inservice.inbox import NewUpload, scan_folder
+from inservice.pipelines.uploads import INTERVAL, watched_folder_tick  # one setting for every inbox
 from inservice.schemas.plans import PLAN_UNIT, parse_plan_name
 
 EXPORT_TAG = "inservice/plan_export"  # the run key as a tag we can look up
@@ -56,19 +56,8 @@ def run_request(upload: NewUpload) -> dg.RunRequest:
 )
 def plans_sensor(context: dg.SensorEvaluationContext, inservice: InserviceResource) -> dg.SensorResult:
     settings = inservice.settings()
-
-    def already_done(upload: NewUpload) -> bool:
-        runs = context.instance.get_run_records(dg.RunsFilter(tags={EXPORT_TAG: upload.run_key}), limit=1)
-        return bool(runs)
-
-    plan = plan_tick(settings.inbox, InboxCursor.from_json(context.cursor), max_uploads=MAX_RUNS_PER_TICK,
-                     already_done=already_done, files=scan_folder(PLAN_UNIT, settings.inbox / PLAN_UNIT))
-    requests = [run_request(u) for u in plan.uploads]
-    summary = (f"{len(requests)} queued, {plan.waiting} new or changing (wait a tick), "
-               f"{plan.deferred} over this tick's cap")
-    context.log.info(summary)
-    return dg.SensorResult(run_requests=requests, cursor=plan.cursor.to_json(),
-                           skip_reason=None if requests else summary)
+    files = scan_folder(PLAN_UNIT, settings.inbox / PLAN_UNIT)
+    return watched_folder_tick(context, settings.inbox, files, EXPORT_TAG, run_request)
 
 
 PLAN_JOBS = [plan_export_job, plan_unsorted_job, plan_publications_job]

@@ -12,6 +12,8 @@ with a receipt, and it stays in quarantine.
 # No `from __future__ import annotations`: Dagster reads config/resource annotations at runtime.
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -29,13 +31,32 @@ from inservice.assets.uploads import (
     upload_overview,
 )
 from inservice.assets.warehouse import WAREHOUSE_ASSETS
-from inservice.inbox import InboxCursor, NewUpload, data_month, plan_tick, registered_units
+from inservice.inbox import InboxCursor, InboxFile, NewUpload, data_month, plan_tick, registered_units
 
 INTERVAL = int(os.environ.get("INSERVICE_SENSOR_INTERVAL", "30"))
 REGISTER_INTERVAL = int(os.environ.get("INSERVICE_REGISTER_SENSOR_INTERVAL", "60"))
 MAX_RUNS_PER_TICK = int(os.environ.get("INSERVICE_SENSOR_MAX_RUNS", "20"))
 UPLOAD_TAG = "inservice/upload"  # the run key, as a tag we can look up (Dagster's own tag is internal)
 CONTENT_TAG = "inservice/content"  # unit/name/hash: every drop of the same bytes carries it
+
+
+def watched_folder_tick(context: dg.SensorEvaluationContext, inbox: Path, files: Iterator[InboxFile], tag: str,
+                        request: Callable[[NewUpload], dg.RunRequest]) -> dg.SensorResult:
+    """One tick of a folder watched like the unit inboxes (corrections, plan exports): a file is queued
+    once its size and mtime hold still between two ticks, one run per content (`tag` carries the run
+    key, so a content already run is not queued again), at most MAX_RUNS_PER_TICK."""
+
+    def already_done(upload: NewUpload) -> bool:
+        return bool(context.instance.get_run_records(dg.RunsFilter(tags={tag: upload.run_key}), limit=1))
+
+    plan = plan_tick(inbox, InboxCursor.from_json(context.cursor), max_uploads=MAX_RUNS_PER_TICK,
+                     already_done=already_done, files=files)
+    requests = [request(u) for u in plan.uploads]
+    summary = (f"{len(requests)} queued, {plan.waiting} new or changing (wait a tick), "
+               f"{plan.deferred} over this tick's cap")
+    context.log.info(summary)
+    return dg.SensorResult(run_requests=requests, cursor=plan.cursor.to_json(),
+                           skip_reason=None if requests else summary)
 
 
 # Checks of the selected warehouse assets come with them, so every upload run ends checked.
