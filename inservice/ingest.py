@@ -415,12 +415,13 @@ def _discard(staged: Future) -> None:
 
 
 def ingest_paths(paths: list[Path], settings: Settings, received_at: str | None = None,
-                 load: bool = True) -> list[dict]:
-    """Each file through an `Ingestor`; the CLI contract's objects."""
+                 load: bool = True, kind: type[Ingestor] = Ingestor) -> list[dict]:
+    """Each file through an `Ingestor` (`kind`: a channel of files of another shape, the planning
+    survey's); the CLI contract's objects."""
     if not load and not Warehouse.exists(settings):
-        ingestor = Ingestor(settings, None, load=False)
+        ingestor = kind(settings, None, load=False)
         return [ingestor.ingest(p, received_at) for p in paths]
     # a load's session ends with the analysts' refresh (the step after its commits); a check writes nothing
     with WriteSession(settings) if load else Warehouse(settings, read_only=True) as wh:
-        ingestor = Ingestor(settings, wh, load=load)
+        ingestor = kind(settings, wh, load=load)
         return [ingestor.ingest(p, received_at) for p in paths]

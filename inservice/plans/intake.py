@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from inservice.channel import registered_unit, sha256_file
 from inservice.config import Settings
-from inservice.ingest import Ingestor, Upload
+from inservice.ingest import Ingestor, Upload, ingest_paths
 from inservice.loaders import UploadRefused
 from inservice.loaders.limits import check_limits
 from inservice.loaders.plans import read_plan
@@ -27,7 +27,6 @@ from inservice.receipts import Counts, stamp
 from inservice.schemas.plans import PLAN_EXTENSIONS, PLAN_UNIT, RECORD_TYPES, PlanFileName, parse_plan_name
 from inservice.validations.findings import from_dicts
 from inservice.validations.plans import PlanContext, ValidatedPlans, validate_plans
-from inservice.warehouse.analyst import WriteSession
 from inservice.warehouse.plans import replace_revision, schools_filed
 from inservice.warehouse.store import Warehouse
 
@@ -116,10 +115,4 @@ def _accepted(validated: ValidatedPlans) -> dict:
 def ingest_plan_paths(paths: list[Path], settings: Settings, received_at: str | None = None,
                       load: bool = True) -> list[dict]:
     """`inservice ingest` / `inservice check` for plan exports: one receipt per file."""
-    if not load and not Warehouse.exists(settings):
-        ingestor = PlanIngestor(settings, None, load=False)
-        return [ingestor.ingest(p, received_at) for p in paths]
-    # a load's session ends with the analysts' refresh (the step after its commits); a check writes nothing
-    with WriteSession(settings) if load else Warehouse(settings, read_only=True) as wh:
-        ingestor = PlanIngestor(settings, wh, load=load)
-        return [ingestor.ingest(p, received_at) for p in paths]
+    return ingest_paths(paths, settings, received_at, load, PlanIngestor)
