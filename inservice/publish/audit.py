@@ -27,7 +27,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from inservice.config import Settings
-from inservice.publish.common import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW, Col, Month, Report, as_of_now
+from inservice.publish.common import (
+    LIGHT_GREEN,
+    LIGHT_RED,
+    LIGHT_YELLOW,
+    SENT_COUNTS,
+    Col,
+    Month,
+    Report,
+    as_of_now,
+)
 from inservice.registers.units import VERSIONS_ON
 from inservice.warehouse.backend import Connection, month_text
 from inservice.warehouse.store import Warehouse
@@ -151,18 +160,8 @@ def build(con: Connection, m: Month, as_of: datetime) -> Worklist:
     received_month = month_text(con, "timezone('Asia/Taipei', p.received_at)")
     month_of = f"coalesce(p.data_month, {received_month})"
     uploads = f"""SELECT p.*, {month_of} AS dm FROM uploads p WHERE p.area = 'production' AND p.status <> 'duplicate'
-        AND p.unit_code IN ({marks})"""
-    sent = {(r["unit_code"], r["dm"]): r for r in _rows(con, f"""SELECT unit_code, dm,
-            count(*) FILTER (WHERE channel = 'file') AS files,
-            count(DISTINCT CAST(timezone('Asia/Taipei', received_at) AS DATE)) FILTER (WHERE channel = 'db')
-                AS feed_days,
-            count(*) FILTER (WHERE channel = 'file' AND on_time) AS on_time_files,
-            count(*) FILTER (WHERE channel = 'file' AND NOT coalesce(on_time, false)) AS late_files,
-            count(*) FILTER (WHERE status = 'refused') AS refused_uploads,
-            coalesce(sum(courses_accepted), 0) AS courses_accepted, coalesce(sum(courses_rejected), 0)
-                AS courses_rejected,
-            coalesce(sum(attendance_accepted), 0) AS attendance_accepted,
-            coalesce(sum(attendance_rejected), 0) AS attendance_rejected
+        AND p.replay_of IS NULL AND p.unit_code IN ({marks})"""
+    sent = {(r["unit_code"], r["dm"]): r for r in _rows(con, f"""SELECT unit_code, dm, {SENT_COUNTS}
         FROM ({uploads}) x WHERE dm IN ({months_marks}) GROUP BY unit_code, dm""", [*codes, *months])}
     refused: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for r in _rows(con, f"""SELECT x.unit_code, x.dm, f.rule, count(*) AS n FROM findings f

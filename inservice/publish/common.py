@@ -27,6 +27,17 @@ UNKNOWN = "未知"  # a teacher whose school is not in the MOE school list
 COUNTY_ORDER = codelists.COUNTY_ORDER  # spec §3.1 order
 LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = LIGHTS["green"], LIGHTS["yellow"], LIGHTS["red"]
 
+# What a unit sent (an aggregate over its `uploads` rows), counted once for the statistics' table 6 and
+# the audit worklist: files, Taipei days of feed runs, on time or late, refused whole, rows by outcome.
+SENT_COUNTS = """count(*) FILTER (WHERE channel = 'file') AS files,
+    count(DISTINCT CAST(timezone('Asia/Taipei', received_at) AS DATE)) FILTER (WHERE channel = 'db') AS feed_days,
+    count(*) FILTER (WHERE channel = 'file' AND on_time) AS on_time_files,
+    count(*) FILTER (WHERE channel = 'file' AND NOT coalesce(on_time, false)) AS late_files,
+    count(*) FILTER (WHERE status = 'refused') AS refused_uploads,
+    coalesce(sum(courses_accepted), 0) AS courses_accepted, coalesce(sum(courses_rejected), 0) AS courses_rejected,
+    coalesce(sum(attendance_accepted), 0) AS attendance_accepted,
+    coalesce(sum(attendance_rejected), 0) AS attendance_rejected"""
+
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 

@@ -37,6 +37,7 @@ from inservice.publish.common import (
     LIGHT_RED,
     LIGHT_YELLOW,
     ROW_GROUP,
+    SENT_COUNTS,
     UNKNOWN,
     Chart,
     Col,
@@ -270,16 +271,7 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
         WHERE f.severity = 'error' GROUP BY ALL""", key)
     con.execute(f"""INSERT INTO stat_monthly_transmission
         WITH p AS (
-            SELECT unit_code,
-                count(*) FILTER (WHERE channel = 'file') AS files,
-                count(DISTINCT CAST(timezone('Asia/Taipei', received_at) AS DATE)) FILTER (WHERE channel = 'db')
-                    AS feed_days,
-                count(*) FILTER (WHERE channel = 'file' AND on_time) AS on_time_files,
-                count(*) FILTER (WHERE channel = 'file' AND NOT coalesce(on_time, false)) AS late_files,
-                count(*) FILTER (WHERE status = 'refused') AS refused_uploads,
-                coalesce(sum(courses_accepted), 0) AS ca, coalesce(sum(courses_rejected), 0) AS cr,
-                coalesce(sum(attendance_accepted), 0) AS aa, coalesce(sum(attendance_rejected), 0) AS ar
-            FROM pm_uploads GROUP BY unit_code),
+            SELECT unit_code, {SENT_COUNTS} FROM pm_uploads GROUP BY unit_code),
         r AS (SELECT unit_code, string_agg(rule || '×' || "rows", '、' ORDER BY rule) AS refusals
               FROM stat_monthly_refusals WHERE month = ? AND as_of = ? GROUP BY unit_code),
         u AS (SELECT unit_code, name, channel, joined FROM pm_units WHERE state = 'production' AND joined < ?
@@ -295,7 +287,8 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
                           WHEN p.feed_days >= ? THEN '完整' ELSE '缺漏 ' || (? - p.feed_days) || ' 日' END
                  WHEN coalesce(p.files, 0) = 0 THEN '未傳'
                  WHEN p.on_time_files > 0 THEN '準時' ELSE '逾期' END,
-            coalesce(p.ca, 0), coalesce(p.cr, 0), coalesce(p.aa, 0), coalesce(p.ar, 0), r.refusals,
+            coalesce(p.courses_accepted, 0), coalesce(p.courses_rejected, 0), coalesce(p.attendance_accepted, 0),
+            coalesce(p.attendance_rejected, 0), r.refusals,
             -- first 12 months after joining: every month; then January, April, July, October
             a.since IS NOT NULL AND a.since >= 0 AND (a.since < 12 OR ? IN (1, 4, 7, 10)),
             CASE WHEN a.since IS NULL OR a.since < 0 THEN NULL
