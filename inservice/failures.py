@@ -156,8 +156,9 @@ class _Stderr(logging.StreamHandler):
 
 
 def _warnings_only(record: logging.LogRecord) -> bool:
-    """Without -v, stderr shows the code's warnings (one line each), never a failure's traceback."""
-    return record.name != RUN_LOG.name
+    """Without -v, stderr shows the code's warnings (one line each), never a failure's traceback, nor a
+    warning marked `log_only` (a consequence of the failure the one line already reports)."""
+    return record.name != RUN_LOG.name and not getattr(record, "log_only", False)
 
 
 def log_path(home: Path) -> Path:

@@ -141,7 +141,8 @@ def tmpfs(mnt: Path, options: str) -> Iterator[Path]:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    with tmpfs(tmp_path / "disk", "size=8m") as mnt:
+    # a new warehouse with its reference tables (~5 MiB) and the analysts' copy (~4 MiB) must fit once freed
+    with tmpfs(tmp_path / "disk", "size=32m") as mnt:
         yield mnt
 
 

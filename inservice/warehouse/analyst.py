@@ -108,7 +108,7 @@ class AccessRefresh:
                 "analyst_seconds": round(self.seconds, 3), **({"analyst_note": self.note} if self.note else {})}
 
 
-def refresh_after_commit(wh: Warehouse, settings: Settings) -> AccessRefresh:
+def refresh_after_commit(wh: Warehouse, settings: Settings, quiet: bool = False) -> AccessRefresh:
     """The explicit step after a writer's commits: a new read-only copy (DuckDB), or the role's grants
     on the analyst tables (PostgreSQL, when the role exists; `inservice warehouse grant-analyst`
     creates it). Also when this writer committed nothing but finds the copy behind the warehouse (an
@@ -135,7 +135,7 @@ def refresh_after_commit(wh: Warehouse, settings: Settings) -> AccessRefresh:
         return outcome("copy", tables, rows)
     except Exception as exc:  # the load is committed: a stale analyst copy must not fail it
         LOG.warning("analyst access not refreshed (the warehouse itself is up to date): %s: %s",
-                    type(exc).__name__, exc)
+                    type(exc).__name__, exc, extra={"log_only": quiet})
         return outcome("failed", note=f"{type(exc).__name__}: {exc}")
 
 
@@ -160,12 +160,14 @@ class WriteSession:
         self._wh = Warehouse(self.settings, wait=self.wait)
         return self._wh
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         wh, self._wh = self._wh, None
         if wh is None:
             return
         try:
-            self.refresh = refresh_after_commit(wh, self.settings)
+            # a session that failed: its own error is what the operator reads; a refresh failing after it
+            # (the same full disk) goes to the log only
+            self.refresh = refresh_after_commit(wh, self.settings, quiet=exc_type is not None)
         finally:
             wh.close()
 
