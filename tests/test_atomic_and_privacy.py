@@ -403,6 +403,7 @@ def test_the_analysts_copy_holds_no_byte_of_other_tables(settings, warehouse_bac
         assert str(seq) == wh.meta("commit_seq")
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_a_killed_refresh_leaves_no_full_copy_and_the_next_run_refreshes(settings, warehouse_backend: str
                                                                         ) -> None:
     """kill -9 while the copy is being built: what is left is a partial copy of analyst tables in a
@@ -459,6 +460,7 @@ def test_a_copy_left_stale_is_refreshed_by_the_next_writer_even_a_duplicate(sett
             wh.con.execute("SELECT count(*) FROM attendance").fetchone()[0] > 0
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_self_check_against_a_warehouse_from_before_the_fingerprint(settings) -> None:
     """`check` opens the warehouse read-only: one made before `warehouse_meta` existed still works, and
     the first load records the fingerprint."""

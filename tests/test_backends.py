@@ -272,6 +272,7 @@ def test_analyst_role_reads_analyst_tables_only(tmp_path: Path, monkeypatch: pyt
         con.close()
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_duckdb_copy_opens_while_the_loader_holds_the_warehouse(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The warehouse file is the loader's alone; the analyst copy is readable meanwhile, and holds

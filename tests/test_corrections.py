@@ -266,6 +266,7 @@ def test_a_workbook_the_reader_cannot_hold_is_refused_whole(loaded: Settings) ->
     assert after == before
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_the_same_workbook_twice_applies_nothing_twice(loaded: Settings) -> None:
     rows = [row("C1", "研習名稱", "素養導向教學設計工作坊C1", "新名稱")]
     path = book(loaded.inbox / "_corrections" / "once.xlsx", rows)

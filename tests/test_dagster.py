@@ -306,6 +306,7 @@ def loaded_sample(settings: Settings, instance: dg.DagsterInstance, unit: str = 
     assert execute(rr, instance).success
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_check_functions_catch_each_violation(settings: Settings, instance: dg.DagsterInstance) -> None:
     loaded_sample(settings, instance)
     with Warehouse(settings) as wh:
@@ -381,6 +382,7 @@ defs.resolve_job_def("ingest_upload").execute_in_process(
 """
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_a_run_killed_mid_merge_leaves_warehouse_and_inbox_as_before(settings: Settings) -> None:
     drop_samples(settings, ("T002",))
     before = table_snapshot(settings)

@@ -548,6 +548,7 @@ def test_link_dropped_mid_read_keeps_whole_batches_and_resumes(pg: URL, tmp_path
     assert rejected_rows(home) == rejected_rows(whole_home)
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_receipt_lists_every_refused_row_not_held_in_memory(pg: URL, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A pull with hundreds of refused rows over many batches keeps only 5 row findings in memory;

@@ -214,6 +214,7 @@ def test_tag_register_changes_are_audited_and_new_tags_need_no_code(settings: Se
                   ("63000", "T9", 1)]
 
 
+@pytest.mark.slow  # > 1.5 s: the fast tier stays under 3 minutes
 def test_past_month_statistics_reproducible_after_register_changes(settings: Settings) -> None:
     """A past month re-run after a tag was retired and another added lists the tags of its own time,
     with the same figures."""

@@ -92,6 +92,7 @@ def test_warehouse_locked_by_another_process_is_busy_retry(tmp_path: Path) -> No
     assert inservice(home, "units", "list").returncode == 0
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_corrupt_warehouse_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

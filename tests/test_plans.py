@@ -256,6 +256,7 @@ def test_file_rules(plan_settings: Settings, capsys: pytest.CaptureFixture) -> N
     assert (r["status"], r["refusal"]) == ("refused", "F05")
 
 
+@pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_revision_replaces_and_older_as_of_is_reproduced(plan_settings: Settings,
                                                          capsys: pytest.CaptureFixture) -> None:
     ids = _ids()

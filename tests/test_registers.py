@@ -147,6 +147,7 @@ def write_csv(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
+@pytest.mark.slow  # > 1.5 s: the fast tier stays under 3 minutes
 def test_school_level_change_keeps_the_figures_of_a_past_month(settings: Settings, warehouse_backend: str,
                                                                 tmp_path: Path) -> None:
     with Warehouse(settings) as wh:
