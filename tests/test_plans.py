@@ -232,7 +232,7 @@ def test_csv_rows_are_numbered_as_in_a_sheet(plan_settings: Settings, tmp_path: 
     text = head + ok.format(d="A") + "\n" + ok.format(d='"B\nC"') + ok.format(d="Q")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    [r] = _cli(capsys, "check", str(path), "--json")
+    [r] = _cli(capsys, "check", str(path), "--json", "--out", str(tmp_path / "receipts"))  # not the cwd
     assert r["status"] == "checked"
     assert _findings(r) == {(4, "P03", "domain"), (5, "P03", "domain")}
 
