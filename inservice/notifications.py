@@ -26,6 +26,7 @@ import logging
 import os
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
@@ -320,28 +321,25 @@ def _count(wh: Warehouse, status: str) -> int:
 
 
 # --- what the Dagster assets and the CLI run -------------------------------------------------------
-def mail_receipts(settings: Settings) -> Outcome:
+def _queue_and_send(settings: Settings, queue: Callable[[Warehouse], int]) -> Outcome:
+    """Queue (the warehouse open only for that), then send what is pending, this and any earlier."""
     with Warehouse(settings) as wh:
-        queued = queue_receipts(wh, settings)
+        queued = queue(wh)
     out = send_pending(settings)
     out.queued = queued
     return out
+
+
+def mail_receipts(settings: Settings) -> Outcome:
+    return _queue_and_send(settings, lambda wh: queue_receipts(wh, settings))
 
 
 def mail_reminders(settings: Settings, today: date) -> Outcome:
-    with Warehouse(settings) as wh:
-        queued = queue_reminders(wh, settings, today)
-    out = send_pending(settings)
-    out.queued = queued
-    return out
+    return _queue_and_send(settings, lambda wh: queue_reminders(wh, settings, today))
 
 
 def mail_digest(settings: Settings, day: date) -> Outcome:
-    with Warehouse(settings) as wh:
-        queued = queue_digest(wh, settings, day)
-    out = send_pending(settings)
-    out.queued = queued
-    return out
+    return _queue_and_send(settings, lambda wh: queue_digest(wh, settings, day))
 
 
 def _cmd_mail(args, settings: Settings) -> int:
