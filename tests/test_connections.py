@@ -29,6 +29,7 @@ from tests.test_feeds import (  # fixtures: pytest finds them by these names
     mark,
     mysql,
     partner,
+    partner_with_day1,
     pg,
     setup_unit,
 )
@@ -55,11 +56,7 @@ def closed_port() -> int:
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_feed_from_postgresql_with_the_plain_url(pg: URL, fhome: Settings, monkeypatch: pytest.MonkeyPatch,
                                                  scheme: str) -> None:
-    db = partner(pg)
-    create_tables(db)
-    courses, attendance = day1_rows(True)
-    insert(db, "inservice_courses", courses)
-    insert(db, "inservice_attendance", attendance)
+    db, courses, attendance = partner_with_day1(pg, True)
     setup_unit(fhome, pg, monkeypatch)
     proc = feed_cli(fhome, plain(pg, scheme))  # e.g. postgresql://postgres@127.0.0.1:5432/feedtest_…
     assert proc.returncode == 0, proc.stderr
@@ -71,11 +68,7 @@ def test_feed_from_postgresql_with_the_plain_url(pg: URL, fhome: Settings, monke
 def test_feed_from_mariadb_with_the_plain_url(mysql: tuple[URL, URL], fhome: Settings,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     owner, _ = mysql
-    db = partner(owner)
-    create_tables(db)
-    courses, attendance = day1_rows(False)
-    insert(db, "inservice_courses", courses)
-    insert(db, "inservice_attendance", attendance)
+    db, courses, attendance = partner_with_day1(owner, False)
     setup_unit(fhome, owner, monkeypatch)
     url = plain(owner.set(query={}), "mysql")  # mysql://root@127.0.0.1:3306/feedtest_…, no charset either
     proc = feed_cli(fhome, url)
@@ -111,11 +104,8 @@ def test_sql_server_driver_stack_is_installed() -> None:
                                   "mssql+pyodbc://sa:Pw-12345678@127.0.0.1:{port}/legacy?driver=FreeTDS"])
 def test_sql_server_unreachable_is_retryable(pg: URL, fhome: Settings, monkeypatch: pytest.MonkeyPatch,
                                              form: str) -> None:
-    db = partner(pg)  # a first pull from PostgreSQL sets the watermark; then the unit "moves" to SQL Server
-    create_tables(db)
-    courses, attendance = day1_rows(True)
-    insert(db, "inservice_courses", courses)
-    insert(db, "inservice_attendance", attendance)
+    # a first pull from PostgreSQL sets the watermark; then the unit "moves" to SQL Server
+    db, courses, attendance = partner_with_day1(pg, True)
     setup_unit(fhome, pg, monkeypatch)
     assert feed_cli(fhome, plain(pg, "postgresql")).returncode == 0
     before, wm = content(fhome), mark(fhome)

@@ -278,6 +278,16 @@ def fhome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse_url: str | 
     return Settings.from_env(home)
 
 
+def partner_with_day1(url: URL, pg: bool) -> tuple[sa.Engine, list[dict], list[dict]]:
+    """A partner database with the feed's two tables holding day 1's rows."""
+    db = partner(url)
+    create_tables(db)
+    courses, attendance = day1_rows(pg)
+    insert(db, "inservice_courses", courses)
+    insert(db, "inservice_attendance", attendance)
+    return db, courses, attendance
+
+
 def setup_unit(settings: Settings, url: URL, monkeypatch: pytest.MonkeyPatch, state: str = "production",
                register_unit: bool = True) -> None:
     monkeypatch.setenv(ENV, url.render_as_string(hide_password=False))
@@ -354,11 +364,7 @@ def test_feed_rules_increments_and_history(server: str, request: pytest.FixtureR
     else:
         owner, reader = request.getfixturevalue("mysql")
     is_pg = server == "postgresql"
-    db = partner(owner)
-    create_tables(db)
-    courses, attendance = day1_rows(is_pg)
-    insert(db, "inservice_courses", courses)
-    insert(db, "inservice_attendance", attendance)
+    db, courses, attendance = partner_with_day1(owner, is_pg)
     setup_unit(fhome, reader, monkeypatch)
 
     # run 1: everything, every rule, in one receipt of the file receipt's shape
@@ -628,11 +634,7 @@ def test_batch_cutting_keeps_tie_groups_whole() -> None:
 
 def test_partner_unreachable_is_recorded_and_retryable(pg: URL, fhome: Settings,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    db = partner(pg)
-    create_tables(db)
-    courses, attendance = day1_rows(True)
-    insert(db, "inservice_courses", courses)
-    insert(db, "inservice_attendance", attendance)
+    db, courses, attendance = partner_with_day1(pg, True)
     setup_unit(fhome, pg, monkeypatch)
     assert run_json()["status"] == "loaded"
     before, wm = content(fhome), mark(fhome)

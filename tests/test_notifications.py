@@ -208,14 +208,10 @@ def test_daily_digest_of_refusals_for_staff(settings, smtp, monkeypatch) -> None
 @pytest.mark.slow
 def test_a_feed_runs_receipt_is_mailed(pg, fhome, smtp, monkeypatch) -> None:  # noqa: F811
     """A database feed run is processed like an upload: its receipt goes to the unit's contacts."""
-    from tests.test_feeds import UNIT, create_tables, day1_rows, insert, partner, run_json, setup_unit
+    from tests.test_feeds import UNIT, partner_with_day1, run_json, setup_unit
 
     monkeypatch.setenv("INSERVICE_SMTP_PASSWORD", PASSWORD)
-    db = partner(pg)
-    create_tables(db)
-    courses, attendance = day1_rows(True)
-    insert(db, "inservice_courses", courses)
-    insert(db, "inservice_attendance", attendance)
+    db, courses, attendance = partner_with_day1(pg, True)
     setup_unit(fhome, pg, monkeypatch)
     s = _mail_settings(fhome, smtp.port)
     with Warehouse(s) as wh:
