@@ -163,6 +163,23 @@ def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str)
         assert all(ym == f"{y:04d}-{m:02d}" for ym, y, m in months)
 
 
+def test_lake_ddl_is_a_script_of_statements() -> None:
+    """What `lake-ddl` prints runs statement by statement: the schema first, every table once, each
+    statement ended by `;` and a newline; comments quoted for each engine (tests/test_lake_spark.py runs it)."""
+    for engine, schema in (("spark", "inservice"), ("trino", "hive.inservice")):
+        for text, tables in ((analyst.lake_ddl(engine, "s3a://b/lake/"), analyst.LAKE_DECLARED),
+                             (analyst.archive_ddl(engine, "/srv/cold/r1"), analyst.ARCHIVE_TABLES)):
+            statements = [s.strip() for s in text.split(";\n") if s.strip()]
+            assert statements[0].startswith("CREATE SCHEMA IF NOT EXISTS ") and text.rstrip().endswith(";")
+            created = [s.split(" (", 1)[0].rsplit(".", 1)[1] for s in statements if s.startswith("CREATE TABLE")]
+            assert created == list(tables)
+            assert ("'s3a://b/lake/courses'" in text) if tables is analyst.LAKE_DECLARED else (
+                "'/srv/cold/r1/attendance'" in text)
+        assert f"CREATE SCHEMA IF NOT EXISTS {schema};" in analyst.lake_ddl(engine, "/x")
+    assert analyst._spark_text("it's C:\\x") == "'it\\'s C:\\\\x'"
+    assert "PARTITIONED BY (year)" in analyst.archive_ddl("spark", "/a")
+
+
 def _big_upload(path: Path, unit: str, courses: int, per_course: int, seed: int) -> Path:
     rng = random.Random(seed)
     cs = [course(f"{unit}C{i:04d}", unit_code=unit) for i in range(courses)]
