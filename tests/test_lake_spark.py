@@ -167,6 +167,19 @@ def _scan(df: Any) -> str:
     return df._jdf.queryExecution().executedPlan().toString()
 
 
+def _files_read(df: Any) -> tuple[int, int]:
+    """Run the query; the scan's own metrics: (files read, rows out of the scan)."""
+    plan = df._jdf.queryExecution().executedPlan()
+    plan.executeCollect()
+    leaves = plan.collectLeaves().iterator()
+    scans = []
+    while leaves.hasNext():
+        metrics = leaves.next().metrics()
+        scans.append((metrics.get("numFiles").get().value(), metrics.get("numOutputRows").get().value()))
+    assert len(scans) == 1
+    return scans[0]
+
+
 def test_a_query_on_one_partition_reads_only_its_files(built: Built, spark: Any, registered: list[str]) -> None:
     years = sorted(int(p.name.split("=")[1]) for p in (built.lake / "attendance").iterdir())
     assert len(years) >= 3  # the fixtures' 2017 and the legacy courses of 2015–2016
@@ -178,10 +191,13 @@ def test_a_query_on_one_partition_reads_only_its_files(built: Built, spark: Any,
         assert len(files) < len(all_files)
         plan = _scan(df)
         assert "PartitionFilters: [isnotnull(year" in plan and f"= {year})]" in plan
+        # executed: the scan opened that year's files only, and they hold exactly that year's rows
+        on_disk = len(list((built.lake / "attendance" / f"year={year}").rglob("*.parquet")))
         with Warehouse(built.settings, read_only=True) as wh:
-            assert df.count() == wh.con.execute("""SELECT count(*) FROM attendance a JOIN courses c
+            assert _files_read(df) == (on_disk, wh.con.execute("""SELECT count(*) FROM attendance a JOIN courses c
                 ON c.unit_code = a.unit_code AND c.course_code = a.course_code
-                WHERE extract(year FROM c.start_date) = ?""", [year]).fetchone()[0]
+                WHERE extract(year FROM c.start_date) = ?""", [year]).fetchone()[0])
+    assert _files_read(spark.table("inservice.attendance"))[0] == len(all_files) > on_disk
     # a month within a year, and the plans by school year
     month = spark.table("inservice.courses").where("year = 2017 AND month = 5")
     assert month.inputFiles() and all("/courses/year=2017/month=5/" in f for f in month.inputFiles())
