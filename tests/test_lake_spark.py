@@ -232,3 +232,26 @@ def test_cold_archive_registers_and_equals_its_manifest(built: Built, spark: Any
         year = min(in_manifest)
         one = spark.table(f"inservice_archive.{table}").where(f"year = {year}").inputFiles()
         assert one and all(f"/{table}/year={year}/" in f for f in one)
+
+
+def test_the_printed_ddl_run_again_follows_a_rewritten_lake(built: Built, spark: Any, registered: list[str],
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs last (it rewrites the module's lake). `inservice warehouse lake` replaces each table's folder:
+    the same statements run again in the same session bring Spark to the new lake — partitions that are
+    gone dropped, files rewritten read anew."""
+    monkeypatch.delenv("INSERVICE_WAREHOUSE_URL", raising=False)
+    other = replace(Settings.from_env(tmp_path / "home"), warehouse=None)  # only 2017's partner files
+    with WriteSession(other) as wh:
+        for code in ("T001", "T002", "T003"):
+            wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
+    case = next(c for c in fixture_cases() if c.name == "clean-xlsx")
+    ingest_paths([drop(other, load_expected(case)[1])], other, RECEIVED)
+    _cli(other, "warehouse", "lake", "--dest", str(built.lake))
+    _run_statements(spark, "\n".join(f"{s};" for s in registered))
+    assert {r[0].split("/")[0] for r in spark.sql("SHOW PARTITIONS inservice.courses").collect()} == {"year=2017"}
+    with Warehouse(other, read_only=True) as wh:
+        for table in ("courses", "attendance", "units", "school_plans"):
+            names = [c.name for c in analyst.LAKE_DECLARED[table].columns]
+            stored = wh.con.sql(f"SELECT {', '.join(names)} FROM ({analyst.LAKE_QUERIES[table].format(ym='NULL')})")
+            got = _spark_rows(spark, f"SELECT {', '.join(f'`{n}`' for n in names)} FROM inservice.{table}")
+            assert checksum(got) == checksum(stored.to_arrow_table().to_pylist()), table

@@ -420,7 +420,8 @@ def archive_schema(name: str) -> pa.Schema:
 def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
     """CREATE SCHEMA and CREATE TABLE statements over the lake for Spark SQL or Trino (Hive connector),
     from the declared columns, so they cannot drift from what `export_lake` writes. Statements end
-    with `;` and a newline (`spark-sql -f`, `trino -f`)."""
+    with `;` and a newline. Running them again after the lake is rewritten brings the catalog to it
+    (partitions added and dropped, files listed anew)."""
     tables = []
     for name, table in LAKE_DECLARED.items():
         keys = [] if name in UNPARTITIONED else [f.name for f in (PLAN_PARTITION if name in PLAN_LAKE else PARTITION)]
@@ -450,7 +451,9 @@ def _definitions(engine: str, location: str, schema: str,
             part = f"\nPARTITIONED BY ({', '.join(keys)})" if keys else ""
             out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{name} (\n" + ",\n".join(cols)
                        + f"\n) USING PARQUET{part}\nCOMMENT {_spark_text(comment)}\nLOCATION '{where}';\n"
-                       + (f"MSCK REPAIR TABLE {schema}.{name};\n" if keys else ""))
+                       # run again after each `inservice warehouse lake`: partitions gone are dropped, files re-listed
+                       + (f"MSCK REPAIR TABLE {schema}.{name} SYNC PARTITIONS;\n" if keys
+                          else f"REFRESH TABLE {schema}.{name};\n"))
         else:
             cols = [f'  "{c.name}" {TRINO_TYPES.get(c.type, c.type.lower())} COMMENT {_literal(c.comment)}'
                     for c in columns]
@@ -459,7 +462,7 @@ def _definitions(engine: str, location: str, schema: str,
             props += [f"partitioned_by = ARRAY[{', '.join(repr(k) for k in keys)}]"] if keys else []
             out.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{name} (\n" + ",\n".join(cols)
                        + f"\n)\nCOMMENT {_literal(comment)}\nWITH (\n  " + ",\n  ".join(props) + "\n);\n"
-                       + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'ADD');\n"
+                       + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'FULL');\n"
                           if keys else ""))
     return "\n".join(out)
 
