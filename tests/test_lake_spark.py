@@ -247,7 +247,7 @@ def test_the_printed_ddl_run_again_follows_a_rewritten_lake(built: Built, spark:
     case = next(c for c in fixture_cases() if c.name == "clean-xlsx")
     ingest_paths([drop(other, load_expected(case)[1])], other, RECEIVED)
     _cli(other, "warehouse", "lake", "--dest", str(built.lake))
-    _run_statements(spark, "\n".join(f"{s};" for s in registered))
+    _run_statements(spark, "".join(f"{s};\n" for s in registered))  # the same printed text
     assert {r[0].split("/")[0] for r in spark.sql("SHOW PARTITIONS inservice.courses").collect()} == {"year=2017"}
     with Warehouse(other, read_only=True) as wh:
         for table in ("courses", "attendance", "units", "school_plans"):
