@@ -47,17 +47,27 @@ def replace_revision(wh: Warehouse, area: str, kind: str, school_year: int, acce
     same = " AND ".join(f's."{c}" = t."{c}"' if c in spec.key else f's."{c}" IS NOT DISTINCT FROM t."{c}"'
                         for c in cols)
     staged = "(SELECT " + ", ".join(f'CAST("{c}" AS {types[c]}) AS "{c}"' for c in cols) + " FROM stage_plans)"
-    gone = f"t.school_year = ? AND NOT EXISTS (SELECT 1 FROM {staged} s WHERE {same})"
+    key = ", ".join(f't."{k}"' for k in spec.key)
+    on_key = " AND ".join(f'g."{k}" = t."{k}"' for k in spec.key)
     before = int(con.execute(f"SELECT count(*) FROM {schema}.{table} WHERE school_year = ?",
                              [school_year]).fetchall()[0][0])
     con.register("stage_plans", accepted.select(cols))
     try:
-        replaced = int(con.execute(f"""INSERT INTO {schema}.{table}_history ({names}, upload_id, loaded_at,
-                replaced_at, replaced_by)
-            SELECT {names}, upload_id, loaded_at, ?, ? FROM {schema}.{table} t WHERE {gone}""",
-                                   [now, upload["upload_id"], school_year]).fetchall()[0][0])
-        if replaced:
-            con.execute(f"DELETE FROM {schema}.{table} t WHERE {gone}", [school_year])
+        # the keys of the rows in force that the export does not repeat exactly, found once: usually
+        # few, so moving them to the history and deleting them are small joins
+        gone = wh.table(f"""SELECT {key} FROM {schema}.{table} t
+            WHERE t.school_year = ? AND NOT EXISTS (SELECT 1 FROM {staged} s WHERE {same})""", [school_year])
+        if gone.num_rows:
+            con.register("plan_gone", gone)
+            try:
+                con.execute(f"""INSERT INTO {schema}.{table}_history ({names}, upload_id, loaded_at, replaced_at,
+                        replaced_by)
+                    SELECT {", ".join(f't."{c}"' for c in cols)}, t.upload_id, t.loaded_at, ?, ?
+                    FROM {schema}.{table} t JOIN plan_gone g ON {on_key}""", [now, upload["upload_id"]]).fetchall()
+                con.execute(f"""DELETE FROM {schema}.{table} t
+                    WHERE EXISTS (SELECT 1 FROM plan_gone g WHERE {on_key})""").fetchall()
+            finally:
+                con.unregister("plan_gone")
         inserted = int(con.execute(f"""INSERT INTO {schema}.{table} ({names}, upload_id, loaded_at)
             SELECT {names}, ?, ? FROM {staged} s
             WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table} t WHERE t.school_year = ? AND {same})""",
