@@ -168,10 +168,12 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
     for who, table, level in (("school", "pp_school", "school_level"), ("teacher", "pp_teacher", "level")):
         # the five lists in one pass: a row's each code of each list is one mention
         con.execute(f"""INSERT INTO stat_plan_demand_choices
-            WITH m AS (SELECT county, level, dimension, unnest(string_split(v, ';')) AS code
+            WITH l AS (SELECT county, level, dimension, v, count(*) AS rows_
                        FROM (UNPIVOT (SELECT county, {level} AS level, {lists} FROM {table})
-                             ON {lists} INTO NAME dimension VALUE v)),
-            g AS (SELECT {_all('county')} AS county, {_all('level')} AS level, dimension, code, count(*) AS n
+                             ON {lists} INTO NAME dimension VALUE v) GROUP BY ALL),  -- each list once
+            m AS (SELECT county, level, dimension, rows_, unnest(string_split(v, ';')) AS code FROM l),
+            g AS (SELECT {_all('county')} AS county, {_all('level')} AS level, dimension, code,
+                         CAST(sum(rows_) AS BIGINT) AS n
                   FROM m GROUP BY GROUPING SETS ((county, level, dimension, code), (county, dimension, code),
                                                  (level, dimension, code), (dimension, code)))
             SELECT ?, ?, county, level, ?, dimension, code, n,
@@ -197,8 +199,9 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
         FROM d FULL JOIN c USING (county, domain) FULL JOIN a USING (county, domain)""", key)
     for dim, plan_list, course_col in (("time_slot", "times", "time_slot"), ("delivery", "deliveries", "delivery")):
         con.execute(f"""INSERT INTO stat_plan_supply_mix
-            WITH dm AS (SELECT county, domain, unnest(string_split({plan_list}, ';')) AS code FROM pp_teacher),
-            d AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, code, count(*) AS n
+            WITH dl AS (SELECT county, domain, {plan_list} AS v, count(*) AS rows_ FROM pp_teacher GROUP BY ALL),
+            dm AS (SELECT county, domain, rows_, unnest(string_split(v, ';')) AS code FROM dl),
+            d AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, code, CAST(sum(rows_) AS BIGINT) AS n
                   FROM dm GROUP BY GROUPING SETS ((county, domain, code), (county, code), (domain, code), (code))),
             s AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, {course_col} AS code,
                          CAST(sum(pt) AS BIGINT) AS n
