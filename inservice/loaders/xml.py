@@ -93,7 +93,7 @@ def read_xml(path: Path, limits: Limits | None = None) -> RawUpload:
     return _read(path, str(path))
 
 
-def _read(path: Path, source: str | BinaryIO) -> RawUpload:
+def _read(path: Path, source: str | io.RawIOBase) -> RawUpload:
     """`source` (the file's name, or a stream of its bytes) read as one upload; `path` names it."""
     collectors = {COURSE.xml_element: _Collector(COURSE), ATTENDANCE.xml_element: _Collector(ATTENDANCE)}
     meta: dict[str, str] = {}
