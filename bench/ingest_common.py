@@ -59,6 +59,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_peak_rss_mib() -> float:
+    """The largest peak resident set of this process's finished children (a reader's child processes)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def child_json(script: Path, *args: str) -> dict:
     """Run `script --child ARGS` in a fresh interpreter; its last line of output is a JSON object."""
     out = subprocess.run([sys.executable, str(script), "--child", *args], env=_env(), check=True,

@@ -8,8 +8,9 @@ dates in several forms), then in the same run, `--repeat` times each, alternatin
         rule, the merge in one transaction, the JSON + Excel receipts, close. The analysts' read-only copy
         refreshed after the commit is timed apart (another piece of work's).
 Prints the medians and the ratio (target e2e <= 1.6x raw). Memory: each of raw and e2e runs once more
-in a fresh process at `--rows` and at twice as many, and their peak RSS is printed (the read streams:
-what grows is the upload's rows as columns, never a tree of the file). Once, the whole CLI process
+in a fresh process at `--rows` and at twice as many, and their peak RSS is printed, the e2e's reader
+child processes apart (the read streams: what grows is the upload's rows as columns, never a tree of
+the file; the raw side keeps its cleared elements' shells). Once, the whole CLI process
 (`inservice ingest`, start-up included) and `inservice --help` are timed too.
 
 Usage: python bench/ingest_xml.py [--rows N] [--repeat K] [--no-memory] [--no-cli]
@@ -28,7 +29,16 @@ from datetime import date, timedelta
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from ingest_common import child_json, cli_ingest, load, peak_rss_mib, prepare, startup_seconds, timed_ingest
+from ingest_common import (
+    child_json,
+    children_peak_rss_mib,
+    cli_ingest,
+    load,
+    peak_rss_mib,
+    prepare,
+    startup_seconds,
+    timed_ingest,
+)
 from lxml import etree
 
 from inservice.config import Settings
@@ -99,7 +109,7 @@ def child(args: argparse.Namespace) -> None:
         timed = timed_ingest(path, Settings.from_env(Path(args.home)))
         assert timed.receipt["status"] == "loaded", timed.receipt["refusal"]
         out = {"seconds": timed.ingest, "refresh": timed.refresh}
-    print(json.dumps({**out, "peak_rss_mib": peak_rss_mib()}))
+    print(json.dumps({**out, "peak_rss_mib": peak_rss_mib(), "children_peak_rss_mib": children_peak_rss_mib()}))
 
 
 def main() -> None:
@@ -157,7 +167,8 @@ def main() -> None:
                 prepare(sized.parents[2] / "home")
                 e2e_m = child_json(me, "e2e", "--file", str(sized), "--home", str(sized.parents[2] / "home"))
                 print(f"peak RSS at {rows:,} rows ({sized.stat().st_size / 2**20:.0f} MiB): "
-                      f"raw {raw_m['peak_rss_mib']:.0f} MiB, e2e {e2e_m['peak_rss_mib']:.0f} MiB "
+                      f"raw {raw_m['peak_rss_mib']:.0f} MiB; e2e {e2e_m['peak_rss_mib']:.0f} MiB, its reader "
+                      f"processes {e2e_m['children_peak_rss_mib']:.0f} MiB each at most "
                       f"(e2e {e2e_m['seconds']:.2f} s)", flush=True)
                 sized.unlink()
         print(load())
