@@ -37,7 +37,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ingest_common import cli_ingest, load, prepare, startup_seconds, timed_ingest  # noqa: E402
+from ingest_common import cli_ingest, cpu_seconds, load, prepare, startup_seconds, timed_ingest  # noqa: E402
 
 from inservice.loaders import access  # noqa: E402
 from inservice.loaders.base import RawUpload, UploadRefused  # noqa: E402
@@ -96,13 +96,17 @@ def main() -> None:
         upload.parent.mkdir(parents=True)
         shutil.copyfile(path, upload)
         raw_times, e2e_times, refresh_times, read_times, validate_times = [], [], [], [], []
+        raw_cpu, e2e_cpu = [], []
         for k in range(args.runs):
+            cpu0 = cpu_seconds()
             raw_times.append(raw_export(path, tables))
+            raw_cpu.append(cpu_seconds() - cpu0)
             if not supplied:
-                timed = timed_ingest(upload, prepare(Path(tmp) / f"home{k}"), RECEIVED)
-                assert timed.receipt["status"] == "loaded", timed.receipt["refusal"]
-                e2e_times.append(timed.ingest)
-                refresh_times.append(timed.refresh)
+                run = timed_ingest(upload, prepare(Path(tmp) / f"home{k}"), RECEIVED)
+                assert run.receipt["status"] == "loaded", run.receipt["refusal"]
+                e2e_times.append(run.ingest)
+                refresh_times.append(run.refresh)
+                e2e_cpu.append(run.cpu)
             start = time.perf_counter()
             raw = read(path, supplied)
             mid = time.perf_counter()
@@ -111,7 +115,8 @@ def main() -> None:
             validate_times.append(time.perf_counter() - mid)
             if e2e_times:
                 print(f"  run {k + 1}: raw {raw_times[-1]:.2f} s, e2e {e2e_times[-1]:.2f} s "
-                      f"({e2e_times[-1] / raw_times[-1]:.2f}x); {load()}", flush=True)
+                      f"({e2e_times[-1] / raw_times[-1]:.2f}x); CPU raw {raw_cpu[-1]:.2f} s, e2e {e2e_cpu[-1]:.2f} s; "
+                      f"{load()}", flush=True)
         rows = raw.attendance.num_rows
         print(f"file: {path.name} ({path.stat().st_size / 2**20:.1f} MiB), attendance rows: {rows:,}, "
               f"courses: {raw.courses.num_rows:,}; median of {args.runs} runs")
@@ -125,12 +130,14 @@ def main() -> None:
         print(f"read_access (both tables, checked):  {med(read_times):7.3f} s = {med(read_times) / raw_s:.2f}x raw")
         print(f"rules (validate):                    {med(validate_times):7.3f} s")
         if e2e_times:
-            a = timed.receipt["attendance"]
+            a = run.receipt["attendance"]
             print(f"end-to-end ingest:                   {med(e2e_times):7.3f} s "
                   f"(analysts' refresh apart: {med(refresh_times):.3f} s); accepted {a['accepted']:,} "
                   f"of {a['received']:,} attendance rows")
             print(f"ratio: {med(e2e_times) / raw_s:.2f}x  (target <= 1.5x; median of the per-run ratios "
                   f"{med(e / r for e, r in zip(e2e_times, raw_times, strict=True)):.2f}x)")
+            print(f"CPU seconds (every thread and child process): raw {med(raw_cpu):.2f}, e2e {med(e2e_cpu):.2f} "
+                  f"= {med(e2e_cpu) / med(raw_cpu):.2f}x")
             if not args.no_cli:
                 home = Path(tmp) / "home-cli"
                 prepare(home)
