@@ -1,8 +1,10 @@
 """XML (UTF-8 or Big5, as declared) streamed with lxml iterparse against the shipped XSD.
 
-Elements are cleared as they are read, so memory stays flat whatever the file size. DTDs,
-entities and network access are refused (the DOCTYPE itself is refused earlier as F09).
-A shape error (XSD) refuses the upload as F07; a well-formedness or encoding error as F01.
+Elements are cleared as they are read, so no tree of the file is ever held: what grows with the file
+is its rows as Arrow columns. DTDs, entities and network access are refused (the DOCTYPE itself is
+refused earlier as F09). A shape error (XSD) refuses the upload as F07; a well-formedness or encoding
+error as F01. A file of SPLIT_MIN_BYTES or more is read as two halves side by side, each in a child
+process (`read_xml`).
 """
 
 from __future__ import annotations
