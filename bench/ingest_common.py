@@ -73,12 +73,15 @@ def timed(work: Callable[[], object]) -> tuple[float, float]:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set: VmHWM, its memory's own high-water mark (ru_maxrss would carry
+    over the peak of the process that started this one, across exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
 
 
 def children_peak_rss_mib() -> float:
-    """The largest peak resident set of this process's finished children (a reader's child processes)."""
+    """The largest peak resident set of this process's finished children (a reader's child processes,
+    forked: the pages they share with this one count in it too, so this is an upper bound)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 

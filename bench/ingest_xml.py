@@ -133,31 +133,32 @@ def main() -> None:
         print(f"built {path.name}: {n_courses:,} courses, {n_att:,} attendance rows, "
               f"{path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t:.1f} s", flush=True)
         raw_parse(path)  # the page cache warmed for both sides
-        raws, ends, refreshes, raw_cpu, end_cpu = [], [], [], [], []
-        for k in range(args.repeat):
-            wall, cpu = timed(lambda: raw_parse(path))
-            raws.append(wall)
-            raw_cpu.append(cpu)
-            run = timed_ingest(path, prepare(Path(tmp) / f"home{k}"))
-            assert run.receipt["status"] == "loaded", run.receipt["refusal"]
-            ends.append(run.ingest)
-            refreshes.append(run.refresh)
-            end_cpu.append(run.cpu)
-            print(f"  run {k + 1}: raw {raws[-1]:.2f} s, e2e {ends[-1]:.2f} s ({ends[-1] / raws[-1]:.2f}x), "
-                  f"analysts' refresh {refreshes[-1]:.2f} s; CPU raw {raw_cpu[-1]:.2f} s, e2e {end_cpu[-1]:.2f} s; "
-                  f"{load()}", flush=True)
-        raw, end, refresh = (statistics.median(x) for x in (raws, ends, refreshes))
-        timed_run = run
-        a = timed_run.receipt["attendance"]
-        print(f"accepted {a['accepted']:,} of {a['received']:,} attendance rows, "
-              f"{len(timed_run.receipt['findings']):,} findings")
-        print(f"raw lxml iterparse:   {raw:.2f} s (median of {args.repeat})")
-        print(f"end-to-end ingest:    {end:.2f} s (median of {args.repeat}; analysts' refresh apart: {refresh:.2f} s)")
-        print(f"ratio: {end / raw:.2f}x  (target <= 1.6x; median of the per-run ratios "
-              f"{statistics.median(e / r for e, r in zip(ends, raws, strict=True)):.2f}x)")
-        print(f"CPU seconds (every thread and child process): raw {statistics.median(raw_cpu):.2f}, e2e "
-              f"{statistics.median(end_cpu):.2f} = {statistics.median(end_cpu) / statistics.median(raw_cpu):.2f}x")
-        if not args.no_cli:
+        if args.repeat:  # --repeat 0: the memory figures alone
+            raws, ends, refreshes, raw_cpu, end_cpu = [], [], [], [], []
+            for k in range(args.repeat):
+                wall, cpu = timed(lambda: raw_parse(path))
+                raws.append(wall)
+                raw_cpu.append(cpu)
+                run = timed_ingest(path, prepare(Path(tmp) / f"home{k}"))
+                assert run.receipt["status"] == "loaded", run.receipt["refusal"]
+                ends.append(run.ingest)
+                refreshes.append(run.refresh)
+                end_cpu.append(run.cpu)
+                print(f"  run {k + 1}: raw {raws[-1]:.2f} s, e2e {ends[-1]:.2f} s ({ends[-1] / raws[-1]:.2f}x), "
+                      f"analysts' refresh {refreshes[-1]:.2f} s; CPU raw {raw_cpu[-1]:.2f} s, e2e {end_cpu[-1]:.2f} s; "
+                      f"{load()}", flush=True)
+            raw, end, refresh = (statistics.median(x) for x in (raws, ends, refreshes))
+            a = run.receipt["attendance"]
+            print(f"accepted {a['accepted']:,} of {a['received']:,} attendance rows, "
+                  f"{len(run.receipt['findings']):,} findings")
+            print(f"raw lxml iterparse:   {raw:.2f} s (median of {args.repeat})")
+            print(f"end-to-end ingest:    {end:.2f} s (median of {args.repeat}; "
+                  f"analysts' refresh apart: {refresh:.2f} s)")
+            print(f"ratio: {end / raw:.2f}x  (target <= 1.6x; median of the per-run ratios "
+                  f"{statistics.median(e / r for e, r in zip(ends, raws, strict=True)):.2f}x)")
+            print(f"CPU seconds (every thread and child process): raw {statistics.median(raw_cpu):.2f}, e2e "
+                  f"{statistics.median(end_cpu):.2f} = {statistics.median(end_cpu) / statistics.median(raw_cpu):.2f}x")
+        if args.repeat and not args.no_cli:
             home = Path(tmp) / "home-cli"
             prepare(home)
             cli_s, receipt = cli_ingest(path, home)
