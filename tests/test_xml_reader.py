@@ -12,6 +12,7 @@ from inservice.config import Limits
 from inservice.loaders import xml
 from inservice.loaders.base import UploadRefused
 from tests.builders import attendee, course, make_id, write_xml
+from tests.conftest import fixture_cases, load_expected
 
 RNG = random.Random(5)
 
@@ -101,3 +102,12 @@ def test_a_quoted_gt_in_a_root_attribute(tmp_path, split_always) -> None:
     p = write_xml(tmp_path / "a.xml", courses, attendance, unit="T>1")
     assert outcome(p) == whole(p)
     assert outcome(p)[2] == {"unit": "T>1"}
+
+
+@pytest.mark.parametrize("case", fixture_cases("defects-xml"), ids=lambda c: c.name)
+def test_the_xml_fixtures_read_in_halves_as_whole(case) -> None:
+    _, src = load_expected(case)
+    halves = xml._read_halves(src, xml._cut(src), Limits())
+    one = xml._read(src, str(src))
+    assert halves.courses.equals(one.courses) and halves.attendance.equals(one.attendance)
+    assert halves.meta == one.meta and halves.attendance.num_rows > 1
