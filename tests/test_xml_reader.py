@@ -111,3 +111,16 @@ def test_the_xml_fixtures_read_in_halves_as_whole(case) -> None:
     one = xml._read(src, str(src))
     assert halves.courses.equals(one.courses) and halves.attendance.equals(one.attendance)
     assert halves.meta == one.meta and halves.attendance.num_rows > 1
+
+
+def test_an_earlier_file_s_errors_do_not_decide_a_later_refusal(tmp_path) -> None:
+    """A file refused F07 (text where only elements may be), then a truncated one in the same thread:
+    F01, as when it is read first."""
+    courses, attendance = _rows(20)
+    text = write_xml(tmp_path / "a.xml", courses, attendance).read_text("utf-8")
+    shape = tmp_path / "shape.xml"
+    shape.write_text(text.replace("<Attendance>\n", "<Attendance>\n<![CDATA[x]]>\n", 1), encoding="utf-8")
+    cut = tmp_path / "cut.xml"
+    cut.write_text(text[: len(text) // 2], encoding="utf-8")
+    assert outcome(shape)[:2] == ("refused", "F07")
+    assert outcome(cut)[:2] == ("refused", "F01")

@@ -99,6 +99,9 @@ def _read(path: Path, source: str | io.RawIOBase) -> RawUpload:
     """`source` (the file's name, or a stream of its bytes) read as one upload; `path` names it."""
     collectors = {COURSE.xml_element: _Collector(COURSE), ATTENDANCE.xml_element: _Collector(ATTENDANCE)}
     meta: dict[str, str] = {}
+    # the thread's error log still holds an earlier parse's errors, which a syntax error's `error_log`
+    # carries: a truncated file was F07 after a file refused F07 in the same thread
+    etree.clear_error_log()
     try:
         # resolve_entities="internal" (lxml's default), not False: external entities are never
         # loaded either way, and internal ones need a DOCTYPE, which F09 refuses before parsing.
