@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--month", default="2017-05")
     ap.add_argument("--year", default="2017")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each (the median is reported)")
+    ap.add_argument("--generate-only", action="store_true", help="stop after generating the warehouse")
     args = ap.parse_args()
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-publish-"))
@@ -61,6 +62,9 @@ def main() -> int:
         size = settings.warehouse_path.stat().st_size
         figures["warehouse_mib"] = round(size / 2**20)
         print(f"warehouse: {rows[0]:,} courses, {rows[1]:,} attendance rows, {size / 2**30:.2f} GiB", flush=True)
+        if args.generate_only:
+            print(json.dumps(figures, ensure_ascii=False))
+            return 0
 
         month_s, year_s = [], []
         for _ in range(args.repeat):
