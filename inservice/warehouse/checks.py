@@ -55,6 +55,7 @@ class Scope:
     changed: dict[str, tuple[str | None, ...] | None] = field(default_factory=dict)
     removed: dict[str, str] = field(default_factory=dict)
     row_groups: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # DuckDB: rowid ranges changed
+    staged: dict[str, str] = field(default_factory=dict)  # DuckDB: a temp table of those rows (and `_rid`)
 
     def rows(self, table: str, alias: str = "") -> str:
         """A filter on `table`'s rows: those written since (true when the table is read whole)."""
@@ -71,22 +72,49 @@ class Scope:
     def untouched(self, table: str) -> bool:
         return self.rows(table) == "false"
 
+    def source(self, table: str) -> str:
+        """`table`'s rows written since, as a relation (the table itself when read whole)."""
+        where = self.rows(table)
+        if where == "true":
+            return table
+        return self.staged.get(table) or f"(SELECT * FROM {table} WHERE {where})"
+
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
 def _key_rows(con: Connection, table: str, key: list[str], scope: Scope) -> str:
-    """`table`'s rows that share the (unit_code, course_code) of a row written since: every row that can
-    share a key with a new row. On DuckDB the two key columns are read first and the rows fetched by
-    row id (the other columns of untouched row groups are never decompressed)."""
+    """PostgreSQL: `table`'s rows that share the (unit_code, course_code) of a row written since (every
+    row that can share a key with one), found through the key's unique index."""
     pair = ", ".join(f'"{k}"' for k in key[:2])
     pairs = f"SELECT DISTINCT {pair} FROM {table} WHERE {scope.rows(table)}"
-    if backend_of(con).server:
-        return f"(SELECT * FROM {table} WHERE ({pair}) IN ({pairs})) t"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE gate_rids AS SELECT t.rowid AS rid FROM {table} t
-        SEMI JOIN ({pairs}) k USING ({pair})""")
-    return f"(SELECT * FROM {table} WHERE rowid IN (SELECT rid FROM gate_rids)) t"
+    return f"(SELECT * FROM {table} WHERE ({pair}) IN ({pairs})) t"
+
+
+def _attendance_key_hash(alias: str = "") -> str:
+    a = f"{alias}." if alias else ""
+    return f"CAST(hash({a}unit_code, {a}course_code, {a}teacher_key) >> 1 AS BIGINT)"
+
+
+def _hashed_key_rows(con: Connection, table: str, key: list[str], scope: Scope) -> str:
+    """DuckDB: `table`'s rows that may share a key with a row written since. A duplicate needs a row
+    written since; its twin is either written since too, or a verified row whose key hash was kept
+    (gate_attendance_keys, by row id). Only the keys found either way (a hash may collide) are then
+    looked up in the table, so its teacher_key column is read only when there is a candidate."""
+    staged = scope.staged[table]
+    cols = ", ".join(f'"{k}"' for k in key)
+    pair = ", ".join(f'"{k}"' for k in key[:2])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE gate_candidates AS
+        SELECT DISTINCT {pair} FROM (
+            SELECT {cols} FROM {staged} GROUP BY {cols} HAVING count(*) > 1
+            UNION ALL
+            SELECT {cols} FROM {staged} s WHERE {_attendance_key_hash('s')} IN (
+                SELECT key_hash FROM {ATTENDANCE_KEYS} k WHERE k.table_name = '{table}'
+                  AND NOT EXISTS (SELECT 1 FROM {staged} r WHERE r._rid = k.row_id)))""")
+    if not con.execute("SELECT count(*) FROM gate_candidates").fetchall()[0][0]:
+        return f"(SELECT {cols} FROM {table} WHERE false) t"
+    return f"(SELECT {cols} FROM {table} SEMI JOIN gate_candidates USING ({pair})) t"
 
 
 def duplicate_keys(con: Connection, table: str, key: Iterable[str], scope: Scope | None = None) -> Outcome:
@@ -101,7 +129,12 @@ def duplicate_keys(con: Connection, table: str, key: Iterable[str], scope: Scope
         if scope is not None and scope.untouched(name):
             counts[schema] = 0
             continue
-        source = _key_rows(con, name, key, scope) if scope is not None and scope.rows(name) != "true" else name
+        if scope is not None and name in scope.staged and table == "attendance":
+            source = _hashed_key_rows(con, name, key, scope)
+        elif scope is not None and scope.rows(name) != "true" and backend_of(con).server:
+            source = _key_rows(con, name, key, scope)
+        else:
+            source = name
         grouped = f"SELECT {cols}, count(*) AS copies FROM {source} GROUP BY {cols} HAVING count(*) > 1"
         counts[schema] = con.execute(f"SELECT count(*) FROM ({grouped}) d").fetchall()[0][0]
         if counts[schema]:
@@ -126,16 +159,20 @@ def attendance_has_course(con: Connection, scope: Scope | None = None) -> Outcom
     examples: list[dict] = []
     for schema in _areas():
         att, courses = f"{schema}.attendance", f"{schema}.courses"
-        which = "true"
+        source = att
         if scope is not None:
-            which = scope.rows(att, "a")
-            if courses in scope.removed:
-                which = f"({which} OR {_key_hash(con, 'a')} IN ({scope.removed[courses]}))"
-        if which == "false":
-            counts[schema] = 0
-            continue
-        orphans = f"""SELECT a.unit_code, a.course_code, count(*) AS rows FROM {att} a
-            WHERE {which} AND NOT EXISTS (SELECT 1 FROM {courses} c
+            source = scope.source(att)
+            if courses in scope.removed:  # and the rows of a course removed since
+                of_removed = f"{_key_hash(con)} IN ({scope.removed[courses]})"
+                if att in scope.staged:
+                    source = f"(SELECT * FROM {source} UNION SELECT rowid AS _rid, * FROM {att} WHERE {of_removed})"
+                elif source != att:
+                    source = f"(SELECT * FROM {att} WHERE {scope.rows(att)} OR {of_removed})"
+            elif scope.untouched(att):
+                counts[schema] = 0
+                continue
+        orphans = f"""SELECT a.unit_code, a.course_code, count(*) AS rows FROM {source} a
+            WHERE NOT EXISTS (SELECT 1 FROM {courses} c
                               WHERE c.unit_code = a.unit_code AND c.course_code = a.course_code)
             GROUP BY a.unit_code, a.course_code"""
         counts[schema] = con.execute(f"SELECT coalesce(sum(rows), 0) FROM ({orphans}) o").fetchall()[0][0]
@@ -195,10 +232,9 @@ def raw_national_ids(con: Connection, tables: Iterable[str] | None = None,
         cols = columns[name]
         matches = [regex_matches(con, '"' + c + '"', NATIONAL_ID) for c in cols]
         counts = ", ".join(f"count(*) FILTER (WHERE {m})" for m in matches)
-        where = scope.rows(name) if scope is not None else "true"
-        if where == "false":
+        if scope is not None and scope.untouched(name):
             continue
-        row = con.execute(f"SELECT {counts} FROM {name} WHERE {where}").fetchall()[0]
+        row = con.execute(f"SELECT {counts} FROM {scope.source(name) if scope else name}").fetchall()[0]
         hits.update({f"{name}.{c}": n for c, n in zip(cols, row, strict=True) if n})
     return not hits, {"pattern": NATIONAL_ID, "tables_scanned": sorted(wanted & set(columns)),
                       "rows_with_ids_by_column": hits}
@@ -206,6 +242,8 @@ def raw_national_ids(con: Connection, tables: Iterable[str] | None = None,
 
 # --- the blocking checks, declared once: Dagster's asset checks and the publishing gate use this list ---
 _PER_TABLE = [f"{s}.{t}" for s in ddl.AREAS.values() for t in ("courses", "attendance")]
+# the gate's own hashes (their only text is the name of the table they describe): not scanned for IDs
+_GATE_HASHES = [f"main.{ddl.GATE_COURSE_KEYS.name}", f"main.{ddl.GATE_ATTENDANCE_KEYS.name}"]
 
 
 class Run(Protocol):
@@ -242,7 +280,7 @@ BLOCKING = [
     # every other table (uploads, findings, units, exceptions, stat_*, and any added later): whole
     BlockingCheck("upload_log", "no_national_id",
                   "no text column of any other warehouse table holds a raw national ID",
-                  lambda con, _, scope=None: raw_national_ids(con, None, _PER_TABLE)),
+                  lambda con, _, scope=None: raw_national_ids(con, None, [*_PER_TABLE, *_GATE_HASHES])),
 ]
 
 
@@ -297,6 +335,7 @@ def require_passing(con: Connection, cutoff: date, what: str) -> None:
 # --- what changed since the gate last passed -----------------------------------------------------------
 VERIFIED = ddl.GATE_VERIFIED.name
 COURSE_KEYS = ddl.GATE_COURSE_KEYS.name
+ATTENDANCE_KEYS = ddl.GATE_ATTENDANCE_KEYS.name
 MAX_IDS = 2000  # more upload ids changed than this (a warehouse rewritten): whole-table reads are as cheap
 
 
@@ -355,6 +394,19 @@ class Seen:
                 if self.scope is None or self.scope.rows(name) != "false" or name in self.scope.removed:
                     con.execute(f"DELETE FROM {COURSE_KEYS} WHERE table_name = ?", [name])
                     con.execute(f"INSERT INTO {COURSE_KEYS} SELECT ?, {_key_hash(con)} FROM {name}", [name])
+                att = f"{schema}.attendance"
+                if backend_of(con).server:
+                    continue
+                if self.scope is None or self.scope.rows(att) == "true":
+                    con.execute(f"DELETE FROM {ATTENDANCE_KEYS} WHERE table_name = ?", [att])
+                    con.execute(f"""INSERT INTO {ATTENDANCE_KEYS}
+                        SELECT ?, rowid, {_attendance_key_hash()} FROM {att}""", [att])
+                elif att in self.scope.staged:
+                    staged = self.scope.staged[att]
+                    con.execute(f"""DELETE FROM {ATTENDANCE_KEYS} WHERE table_name = ?
+                        AND row_id IN (SELECT _rid FROM {staged})""", [att])
+                    con.execute(f"""INSERT INTO {ATTENDANCE_KEYS}
+                        SELECT ?, _rid, {_attendance_key_hash()} FROM {staged}""", [att])
         except BaseException:
             con.rollback()
             raise
@@ -392,4 +444,18 @@ def changes(con: Connection) -> Seen:
         if con.execute(f"SELECT count(*) FROM ({gone}) g").fetchall()[0][0]:
             removed[name] = gone
             changed[name] = None  # a key gone: perhaps changed in place, so courses are read whole
-    return Seen(Scope(changed, removed, groups))
+    seen = Scope(changed, removed, groups)
+    if not backend_of(con).server:  # each table's rows written since, read once (filters the scan can push down)
+        for t in _PER_TABLE:
+            where = seen.rows(t)
+            if where in ("true", "false"):
+                continue
+            named = [_quote(i) for i in changed[t] or () if i is not None]
+            parts = ([f"upload_id IN ({', '.join(named)})"] if named else []) + (
+                ["upload_id IS NULL"] if None in (changed[t] or ()) else []) + [
+                f"rowid BETWEEN {lo} AND {hi}" for lo, hi in groups[t]]
+            name = "gate_new_" + t.replace(".", "_")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS " + " UNION ".join(
+                f"SELECT rowid AS _rid, * FROM {t} WHERE {p}" for p in parts))
+            seen.staged[t] = name
+    return Seen(seen)

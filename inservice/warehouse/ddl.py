@@ -489,6 +489,11 @@ GATE_VERIFIED = Table("gate_verified", "發布檢核已驗證紀錄（各表各�
     C("last_loaded", "TIMESTAMPTZ", "最後寫入時間"),
     C("mark", "BIGINT", "簽章（列號或寫入交易號之和；區塊之儲存位置與統計值雜湊）"),
 ))
+GATE_ATTENDANCE_KEYS = Table("gate_attendance_keys", "發布檢核已驗證之名單鍵（DuckDB；列號及雜湊，只比對新寫入之列）", (
+    C("table_name", "VARCHAR", "資料表（schema.attendance）"),
+    C("row_id", "BIGINT", "列號（DuckDB rowid）"),
+    C("key_hash", "BIGINT", "單位代碼＋研習代碼＋教師代碼之雜湊"),
+))
 GATE_COURSE_KEYS = Table("gate_course_keys", "發布檢核已驗證之課程鍵（雜湊；用以察覺其後被移除之課程）", (
     C("table_name", "VARCHAR", "資料表（schema.courses）"),
     C("key_hash", "BIGINT", "單位代碼＋研習代碼之雜湊"),
@@ -847,6 +852,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
                              *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS,
                              *NOTIFICATION_TABLES, WAREHOUSE_META, GATE_VERIFIED, GATE_COURSE_KEYS,
+                             GATE_ATTENDANCE_KEYS,
                              *REGISTER_TABLES, *REFERENCE_TABLES, *PLAN_TABLES, *VIEWS,
                              *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
