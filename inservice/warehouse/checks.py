@@ -385,6 +385,9 @@ class Seen:
     def record(self, con: Connection) -> None:
         """The gate passed: record the signatures read before the checks (a write since has another
         signature, so it is checked next time) and the course keys as they are now."""
+        if self.scope is not None and not self.scope.removed and all(
+                self.scope.untouched(t) for t in _PER_TABLE):
+            return  # nothing written since the last pass: the record stands
         con.begin()
         try:
             con.execute(f"DELETE FROM {VERIFIED}")
