@@ -15,7 +15,7 @@ from inservice.config import Settings
 from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop
-from tests.test_publish_gate import IDS, VIOLATIONS, loaded
+from tests.test_publish_gate import IDS, PUBLICATIONS, VIOLATIONS, loaded, published_nothing
 
 pytestmark = pytest.mark.both_backends
 
@@ -43,6 +43,7 @@ def passed_once(settings: Settings) -> None:
         assert wh.con.execute("SELECT count(*) FROM gate_verified").fetchone()[0] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("check", "statements", "duckdb_only"), VIOLATIONS, ids=IDS)
 def test_a_violation_written_after_a_pass_is_refused(settings: Settings, warehouse_backend: str, check: str,
                                                       statements: list[str], duckdb_only: bool) -> None:
@@ -70,6 +71,7 @@ def test_an_update_in_place_after_a_checkpoint_is_refused(settings: Settings, wa
     assert gate(settings) == ["attendance.no_national_id"]
 
 
+@pytest.mark.slow
 def test_a_course_removed_since_leaves_orphans_that_are_refused(settings: Settings) -> None:
     passed_once(settings)
     with Warehouse(settings) as wh:
@@ -93,3 +95,18 @@ def test_an_upload_after_a_pass_is_checked_by_itself(settings: Settings) -> None
     assert 0 < scoped <= total
     assert gate(settings) == []
     assert scope(settings).rows("main.attendance") == "false"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("publication", sorted(PUBLICATIONS))
+def test_every_publication_refuses_after_a_pass(settings: Settings, warehouse_backend: str, publication: str,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """Through the CLI, the county export's read-only session included (it checks, records nothing)."""
+    county = loaded(settings)
+    assert gate(settings) == []
+    with Warehouse(settings) as wh:
+        for sql in VIOLATIONS[5][1]:  # an ID put into attendance.school_code in place
+            wh.con.execute(sql)
+    assert main([*PUBLICATIONS[publication](county), "--json"]) == 3
+    assert "attendance.no_national_id" in capsys.readouterr().err
+    published_nothing(settings)

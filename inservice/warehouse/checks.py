@@ -234,7 +234,7 @@ def raw_national_ids(con: Connection, tables: Iterable[str] | None = None,
         counts = ", ".join(f"count(*) FILTER (WHERE {m})" for m in matches)
         if scope is not None and scope.untouched(name):
             continue
-        row = con.execute(f"SELECT {counts} FROM {scope.source(name) if scope else name}").fetchall()[0]
+        row = con.execute(f"SELECT {counts} FROM {scope.source(name) if scope else name} t").fetchall()[0]
         hits.update({f"{name}.{c}": n for c, n in zip(cols, row, strict=True) if n})
     return not hits, {"pattern": NATIONAL_ID, "tables_scanned": sorted(wanted & set(columns)),
                       "rows_with_ids_by_column": hits}
@@ -325,11 +325,23 @@ def require_passing(con: Connection, cutoff: date, what: str) -> None:
     """The publishing gate: every path that publishes (CLI, Dagster asset, job, schedule, backfill)
     calls this before it computes or writes anything. It checks what changed since it last passed
     (`changes`) and, passing, records the warehouse as verified."""
-    seen = changes(con)
+    writable = _writable(con)
+    if not writable and backend_of(con).server:  # a read-only PostgreSQL session cannot keep a temp table
+        seen = Seen(None)
+    else:
+        seen = changes(con)
     failed = failing(con, cutoff, seen.scope)
     if failed:
         raise ChecksFailed(what, failed)
-    seen.record(con)
+    if writable:  # a read-only session (the county export) checks, but leaves the record to writers
+        seen.record(con)
+
+
+def _writable(con: Connection) -> bool:
+    if backend_of(con).server:
+        return con.execute("SHOW default_transaction_read_only").fetchall()[0][0] == "off"
+    return not con.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+                           ).fetchall()[0][0]
 
 
 # --- what changed since the gate last passed -----------------------------------------------------------
