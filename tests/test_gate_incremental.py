@@ -110,3 +110,15 @@ def test_every_publication_refuses_after_a_pass(settings: Settings, warehouse_ba
     assert main([*PUBLICATIONS[publication](county), "--json"]) == 3
     assert "attendance.no_national_id" in capsys.readouterr().err
     published_nothing(settings)
+
+
+def test_a_read_only_export_of_a_warehouse_from_before_the_record_reads_whole_tables(
+        settings: Settings, capsys: pytest.CaptureFixture) -> None:
+    county = loaded(settings)
+    with Warehouse(settings) as wh:
+        for table in ("gate_verified", "gate_course_keys", "gate_attendance_keys"):
+            wh.con.execute(f"DROP TABLE {table}")
+        for sql in VIOLATIONS[5][1]:
+            wh.con.execute(sql)
+    assert main([*PUBLICATIONS["export"](county), "--json"]) == 3
+    assert "attendance.no_national_id" in capsys.readouterr().err

@@ -326,8 +326,8 @@ def require_passing(con: Connection, cutoff: date, what: str) -> None:
     calls this before it computes or writes anything. It checks what changed since it last passed
     (`changes`) and, passing, records the warehouse as verified."""
     writable = _writable(con)
-    if not writable and backend_of(con).server:  # a read-only PostgreSQL session cannot keep a temp table
-        seen = Seen(None)
+    if not writable and (backend_of(con).server or not _has_record(con)):
+        seen = Seen(None)  # read-only: PostgreSQL keeps no temp table; a warehouse from before the record
     else:
         seen = changes(con)
     failed = failing(con, cutoff, seen.scope)
@@ -335,6 +335,11 @@ def require_passing(con: Connection, cutoff: date, what: str) -> None:
         raise ChecksFailed(what, failed)
     if writable:  # a read-only session (the county export) checks, but leaves the record to writers
         seen.record(con)
+
+
+def _has_record(con: Connection) -> bool:
+    return bool(con.execute("""SELECT count(*) FROM information_schema.tables
+        WHERE table_schema = 'main' AND table_name = ?""", [VERIFIED]).fetchall()[0][0])
 
 
 def _writable(con: Connection) -> bool:
