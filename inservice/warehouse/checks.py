@@ -440,12 +440,10 @@ def changes(con: Connection) -> Seen:
     _signatures(con)
     if not con.execute(f"SELECT count(*) FROM {VERIFIED}").fetchall()[0][0]:
         return Seen(None)
-    rows = con.execute(f"""SELECT s.table_name, s.kind, s.part FROM gate_sig s WHERE NOT EXISTS (
-            SELECT 1 FROM {VERIFIED} v WHERE v.table_name = s.table_name AND v.kind = s.kind
-              AND v.part IS NOT DISTINCT FROM s.part AND v.n_rows = s.n_rows
-              AND v.first_loaded IS NOT DISTINCT FROM s.first_loaded
-              AND v.last_loaded IS NOT DISTINCT FROM s.last_loaded AND v.mark IS NOT DISTINCT FROM s.mark)
-        ORDER BY 1, 2, 3""").fetchall()
+    # EXCEPT compares NULLs as equal and hashes (PostgreSQL cannot hash IS NOT DISTINCT FROM)
+    cols = "table_name, kind, part, n_rows, first_loaded, last_loaded, mark"
+    rows = con.execute(f"""SELECT table_name, kind, part FROM (
+            SELECT {cols} FROM gate_sig EXCEPT SELECT {cols} FROM {VERIFIED}) d ORDER BY 1, 2, 3""").fetchall()
     ids: dict[str, list[str | None]] = {t: [] for t in _PER_TABLE}
     groups: dict[str, list[tuple[int, int]]] = {t: [] for t in _PER_TABLE}
     for t, kind, part in rows:
