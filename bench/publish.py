@@ -14,7 +14,8 @@ join of the month's courses to the whole attendance table — so the ratios canc
 Measured at --scale 1.55 (31,000,000 attendance rows, 1.37 GiB; load 12–14 on 2 shared cores): gate on an
 unchanged warehouse 5.3 s (whole tables, as before: 139.5 s), month 35–39 s (5.6× the raw floor of 7.0 s),
 year 90–121 s; with the hashed course join, month 39.8 s = 3.3× its raw floor (12.2 s in that run), year
-112 s = 9.2×. Before the incremental gate (load 5–7): month 54.3 s, year 77.7 s.
+112 s = 9.2×. At load 5.6–6: gate 1.4 s, month 13.5 s, year 26.0 s (raw floor 1.9 s). Before the
+incremental gate, at load 5–7: month 54.3 s, year 77.7 s.
 
 Usage: python bench/publish.py [--scale 0.1] [--home DIR] [--keep] [--month 2017-05] [--year 2017]
 A --home that already holds a generated warehouse is reused (generation is skipped).
