@@ -60,6 +60,7 @@ COPY_SEQ = "analyst_copy_seq"  # warehouse_meta: the commit number the published
 _WORK = ".refresh-"  # private folders (0700) a copy is built in: `.refresh-<pid>-<random>`
 PARTS = "parts"  # beside the catalog: <table>/unit_code=<unit>/*.parquet, catalogs/<id>.duckdb and .json
 CURRENT = "CURRENT"  # in PARTS: the id of the published catalog
+BUILDING = "BUILDING"  # in PARTS: the id of the catalog a refresh is building (removed once published)
 MANIFEST_VERSION = 1
 # The large analyst tables, read as Parquet parts per unit, rewritten only where a write changed them:
 # the column a write sets to its time, and the key whose rows a write replaces (None: append-only).
@@ -218,11 +219,14 @@ def _publish_copy(wh: Warehouse, settings: Settings) -> tuple[Path, int, int]:
     catalogs.mkdir(parents=True, exist_ok=True)
     seq = wh.meta(COMMIT_SEQ)
     cid = f"{seq or 0}-{secrets.token_hex(4)}"
-    manifest, written = _write_parts(wh, parts, _current_manifest(target), cid)
+    previous = _current_manifest(target)
+    walk = previous is None or (parts / BUILDING).exists()  # an earlier refresh killed: sweep its files
+    _replace_text(parts / BUILDING, cid)  # a refresh killed from here on leaves files the next one sweeps
+    manifest, written = _write_parts(wh, parts, previous, cid)
     work = Path(tempfile.mkdtemp(prefix=f"{_WORK}{os.getpid()}-", dir=target.parent))
     tmp = work / SNAPSHOT_NAME
     try:
-        tables, rows = _build_copy(wh, tmp, seq, manifest, parts)
+        tables, rows = _build_copy(wh, tmp, seq, manifest, parts, previous)
         failpoint("analyst.before_rename")
         (catalogs / f"{cid}.json").write_text(json.dumps(manifest), encoding="utf-8")
         os.link(tmp, catalogs / f"{cid}.duckdb")  # the same file: a reader's lock on it is seen there
@@ -234,7 +238,7 @@ def _publish_copy(wh: Warehouse, settings: Settings) -> tuple[Path, int, int]:
     wh.con.execute("DELETE FROM main.analyst_pending").fetchall()
     if seq is not None:
         wh.put_meta(COPY_SEQ, seq)
-    collect_garbage(parts)
+    collect_garbage(parts, walk or manifest["redone"])
     return target, tables, rows + written
 
 
@@ -280,7 +284,7 @@ def _write_parts(wh: Warehouse, parts: Path, previous: dict | None, cid: str) ->
         WHERE course_code IS NULL GROUP BY ALL ORDER BY ALL""").fetchall()
     present = set(analyst_tables(wh))
     tables: dict[str, dict] = {}
-    written = 0
+    written, redone = 0, False
     for table, (fresh, key) in PARTED.items():
         if table not in present:
             continue
@@ -293,7 +297,7 @@ def _write_parts(wh: Warehouse, parts: Path, previous: dict | None, cid: str) ->
         entry = {"columns": cols, "schema": old["schema"], "parts": dict(old["parts"])}
         for unit, since in [(u, t) for tbl, u, t in pending if tbl == table and u is not None]:
             rel = f"{table}/unit_code={unit}/{cid}.parquet"
-            n = _rewrite_part(wh, parts, table, cols, unit, since, fresh, key,
+            n = _rewrite_part(wh, parts.resolve(), table, cols, unit, since, fresh, key,
                               entry["parts"].get(unit, {"files": []})["files"], rel)
             written += n
             failpoint("analyst.copying")
@@ -307,8 +311,9 @@ def _write_parts(wh: Warehouse, parts: Path, previous: dict | None, cid: str) ->
             LOG.warning("analyst parts of %s did not add up to the warehouse's %d rows: written whole", table, held)
             entry, n = _whole_table(wh, parts, table, cols, cid)
             written += n
+            redone = True  # the parts this refresh wrote before are read by no catalog
         tables[table] = entry
-    return {"version": MANIFEST_VERSION, "catalog": cid, "tables": tables}, written
+    return {"version": MANIFEST_VERSION, "catalog": cid, "tables": tables, "redone": redone}, written
 
 
 def _quoted(cols: list[str], prefix: str = "") -> str:
@@ -363,19 +368,30 @@ def _rewrite_part(wh: Warehouse, parts: Path, table: str, cols: list[str], unit:
         TO {_literal(str(parts / rel))} (FORMAT parquet)""").fetchall()[0][0])
 
 
-def _paths(parts: Path, files: list[str]) -> str:
-    return "[" + ", ".join(_literal(str(parts.resolve() / f)) for f in files) + "]"
+def _paths(root: Path, files: list[str]) -> str:
+    return "[" + ", ".join(_literal(f"{root}/{f}") for f in files) + "]"
 
 
-def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, parts: Path) -> tuple[int, int]:
-    """The catalog: the small analyst tables copied (empty tables first, their comments, then the
-    rows, in one transaction), views over the Parquet parts of the large ones, the bridge and lights
-    views over those, and `snapshot_info`. Returns the analyst tables and the rows copied."""
+def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, parts: Path,
+                previous: dict | None) -> tuple[int, int]:
+    """The catalog: the small analyst tables copied, views over the Parquet parts of the large ones,
+    the bridge and lights views over those, and `snapshot_info`, in one transaction. It starts from
+    the published catalog when there is one: a small table whose rows are the same (count and hash,
+    recorded in the manifest) is kept, the others are copied again (empty table, its comments, the
+    rows). Returns the analyst tables and the rows copied."""
     con, alias = wh.con, "analyst_copy"
     keep = analyst_tables(wh)
-    views = {**{t: sql for t, sql in ((v.name, v.view) for v in ddl.VIEWS) if sql}, **{
-        name: sql for t, sql in ddl.BRIDGE_VIEWS.items() for name in [t.name]}}
+    views = {**{v.name: v.view for v in ddl.VIEWS if v.view}, **{t.name: sql for t, sql in ddl.BRIDGE_VIEWS.items()}}
     copied = [t for t in keep if t not in manifest["tables"] and t not in views]
+    prints = {t: str(con.execute(f'SELECT count(*), sum(hash(t)) FROM main."{t}" t').fetchall()[0]) for t in copied}
+    manifest["prints"] = prints
+    base = parts / "catalogs" / f"{previous['catalog']}.duckdb" if previous else None
+    if base is not None and base.exists() and set(previous.get("prints", {})) == set(copied):  # type: ignore[union-attr]
+        shutil.copyfile(base, path)  # the analysts' rows only (a catalog holds nothing else)
+        redo = [t for t in copied if prints[t] != previous["prints"][t]]  # type: ignore[index]
+        fresh = False
+    else:
+        redo, fresh = copied, True
     rows = 0
     comments = con.execute("""SELECT table_name, NULL, comment FROM duckdb_tables()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
@@ -383,28 +399,31 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, part
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL
         UNION ALL SELECT table_name, column_name, comment FROM duckdb_columns()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL""").fetchall()
+    described = {*redo, *manifest["tables"], *(views if fresh else ())}
     con.execute(f"ATTACH {_literal(str(path))} AS {alias}")
     try:
         con.begin()
-        for table in copied:
+        for table in redo:
+            con.execute(f'DROP TABLE IF EXISTS {alias}.main."{table}"')
             con.execute(f'CREATE TABLE {alias}.main."{table}" AS SELECT * FROM main."{table}" LIMIT 0')
+        root = parts.resolve()
         for table, entry in manifest["tables"].items():
             files = [entry["schema"], *(f for p in entry["parts"].values() for f in p["files"])]
-            con.execute(f'CREATE VIEW {alias}.main."{table}" AS SELECT {_quoted(entry["columns"])} '
-                        f"FROM read_parquet({_paths(parts, files)})")
+            con.execute(f'CREATE OR REPLACE VIEW {alias}.main."{table}" AS SELECT {_quoted(entry["columns"])} '
+                        f"FROM read_parquet({_paths(root, files)})")
         for table in keep:
-            if table in views:  # over the catalog's own tables and views (the SQL names main.courses)
+            if table in views and fresh:  # over the catalog's own tables and views (the SQL names main.courses)
                 con.execute(f'CREATE VIEW {alias}.main."{table}" AS {views[table]}')
         for table, column, comment in comments:
-            if table in keep:
+            if table in keep and table in described:
                 kind = "TABLE" if table in copied else "VIEW"
                 what = f'{kind} {alias}.main."{table}"' if column is None else \
                     f'COLUMN {alias}.main."{table}"."{column}"'
                 con.execute(f"COMMENT ON {what} IS {_literal(comment)}")
-        for table in copied:
+        for table in redo:
             rows += con.execute(f'INSERT INTO {alias}.main."{table}" SELECT * FROM main."{table}"').fetchone()[0]
             failpoint("analyst.copying")
-        con.execute(f"""CREATE TABLE {alias}.main.snapshot_info AS
+        con.execute(f"""CREATE OR REPLACE TABLE {alias}.main.snapshot_info AS
             SELECT CAST(? AS BIGINT) AS commit_seq, now() AS refreshed_at""", [seq])
         con.execute(f"COMMENT ON TABLE {alias}.main.snapshot_info IS "
                     f"{_literal('本副本對應之倉儲寫入序號（commit_seq）與產生時間')}")
@@ -417,35 +436,45 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, part
     return len(keep), rows
 
 
-def collect_garbage(parts: Path) -> list[Path]:
+def collect_garbage(parts: Path, walk: bool = True) -> list[Path]:
     """Remove catalogs no reader has open (DuckDB holds a read lock on the file it opened) other than
-    the current one, then every Parquet file no remaining catalog reads. Returns what was removed."""
+    the current one, and the Parquet files only they read. With `walk` (a refresh was killed before it
+    published, as BUILDING left behind shows; the published catalog could not be trusted), every file
+    no catalog reads is found by walking the folder; otherwise only the removed catalogs' files are
+    looked at. Returns what was removed."""
     catalogs = parts / "catalogs"
     try:
         current = (parts / CURRENT).read_text(encoding="utf-8").strip()
     except OSError:
         return []
-    removed = []
-    for db in catalogs.glob("*.duckdb"):
-        if db.stem != current and not _in_use(db):
-            db.unlink(missing_ok=True)
-            removed.append(db)
+    removed: list[Path] = []
+    candidates: set[str] = set()
     held: set[str] = set()
     for js in catalogs.glob("*.json"):
-        if js.stem != current and not (catalogs / f"{js.stem}.duckdb").exists():
-            js.unlink(missing_ok=True)  # a refresh killed before its catalog was published
-            continue
+        db = catalogs / f"{js.stem}.duckdb"
         try:
-            held.update(_files(json.loads(js.read_text(encoding="utf-8"))))
+            files = _files(json.loads(js.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError):
             return removed  # a manifest that cannot be read: keep every file
-    for f in parts.rglob("*.parquet"):
-        if str(f.relative_to(parts)) not in held:
-            f.unlink(missing_ok=True)
-            removed.append(f)
-    for folder in sorted((d for d in parts.rglob("*") if d.is_dir() and d != catalogs), reverse=True):
-        if not any(folder.iterdir()):
+        if js.stem != current and (not db.exists() or not _in_use(db)):
+            db.unlink(missing_ok=True)
+            js.unlink(missing_ok=True)
+            removed.append(db)
+            candidates.update(files)
+        else:
+            held.update(files)
+    if walk:
+        candidates = {str(f.relative_to(parts)) for f in parts.rglob("*.parquet")}
+    for rel in candidates - held:
+        (parts / rel).unlink(missing_ok=True)
+        removed.append(parts / rel)
+    folders = {d for rel in candidates - held for d in (parts / rel).parents if parts in d.parents}
+    if walk:
+        folders = {d for d in parts.rglob("*") if d.is_dir() and d != catalogs}
+    for folder in sorted(folders, key=lambda d: len(d.parts), reverse=True):
+        if folder.exists() and not any(folder.iterdir()):
             folder.rmdir()
+    (parts / BUILDING).unlink(missing_ok=True)
     return removed
 
 
