@@ -105,6 +105,11 @@ def test_a_removal_by_correction_and_a_write_that_bypassed_the_merge_reach_the_p
                   [attendee("C1", IDS[0], unit_code="T002"), attendee("C1", IDS[1], unit_code="T002")], unit="T002")
     assert ingest_paths([f], settings, "2017-06-03T10:00:00+08:00")[0]["status"] == "loaded"
     _same_as_the_warehouse(settings)
+    f = write_xml(settings.inbox / "T002" / "T002_201706.xml", [course("C2", unit_code="T002")],
+                  [attendee("C2", IDS[0], unit_code="T002")], unit="T002", month="2017-06")
+    assert ingest_paths([f], settings, "2017-07-03T10:00:00+08:00")[0]["status"] == "loaded"
+    _same_as_the_warehouse(settings)
+    assert len(_part_files(settings)["T002"]) == 3 + 3  # rows added only: a second file joins each part (no history)
     with analyst.WriteSession(settings) as wh, wh.transaction():  # as corrections' removal does it
         wh.con.execute("""CREATE OR REPLACE TEMP TABLE corr_stage AS SELECT unit_code, course_code, teacher_key
             FROM main.attendance WHERE unit_code = 'T002' LIMIT 1""")
@@ -113,6 +118,7 @@ def test_a_removal_by_correction_and_a_write_that_bypassed_the_merge_reach_the_p
         from datetime import UTC, datetime
         wh.note_change("main.attendance", "corr_stage", datetime.now(UTC), deleted=True)
     _same_as_the_warehouse(settings)
+    assert len([f for f in _part_files(settings)["T002"] if f.startswith("attendance/")]) == 1  # written anew
     with analyst.WriteSession(settings) as wh, wh.transaction():  # no note: the row counts disagree
         wh.con.execute("DELETE FROM main.attendance WHERE unit_code = 'T002'")
     assert any("did not add up" in r.getMessage() for r in caplog.records)

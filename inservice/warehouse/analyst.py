@@ -61,7 +61,8 @@ _WORK = ".refresh-"  # private folders (0700) a copy is built in: `.refresh-<pid
 PARTS = "parts"  # beside the catalog: <table>/unit_code=<unit>/*.parquet, catalogs/<id>.duckdb and .json
 CURRENT = "CURRENT"  # in PARTS: the id of the published catalog
 BUILDING = "BUILDING"  # in PARTS: the id of the catalog a refresh is building (removed once published)
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+PART_FILES = 8  # files a unit's part may gather by additions before it is written again as one
 # The large analyst tables, read as Parquet parts per unit, rewritten only where a write changed them:
 # the column a write sets to its time, and the key whose rows a write replaces (None: append-only).
 PARTED: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -280,8 +281,8 @@ def _write_parts(wh: Warehouse, parts: Path, previous: dict | None, cid: str) ->
     change), the others are kept as they are. A table seen for the first time, whose columns changed,
     or whose parts do not add up to the warehouse's row count (a write that bypassed the merge) is
     written whole. Returns the manifest and the rows written."""
-    pending = wh.con.execute("""SELECT tbl, unit_code, min(since) FROM main.analyst_pending
-        WHERE course_code IS NULL GROUP BY ALL ORDER BY ALL""").fetchall()
+    pending = wh.con.execute("""SELECT tbl, unit_code, min(since), bool_or(replaces) FROM main.analyst_pending
+        GROUP BY ALL ORDER BY ALL""").fetchall()
     present = set(analyst_tables(wh))
     tables: dict[str, dict] = {}
     written, redone = 0, False
@@ -295,17 +296,28 @@ def _write_parts(wh: Warehouse, parts: Path, previous: dict | None, cid: str) ->
             written += n
             continue
         entry = {"columns": cols, "schema": old["schema"], "parts": dict(old["parts"])}
-        for unit, since in [(u, t) for tbl, u, t in pending if tbl == table and u is not None]:
+        for unit, since, replaces in [(u, t, r) for tbl, u, t, r in pending if tbl == table and u is not None]:
             rel = f"{table}/unit_code={unit}/{cid}.parquet"
+            part = entry["parts"].get(unit, {"files": [], "rows": 0, "high": None})
+            # rows added only, all written after the part's newest: a file of those rows joins the part
+            adds = not replaces and part["high"] is not None and since > datetime.fromisoformat(part["high"]) \
+                and len(part["files"]) < PART_FILES
             n = _rewrite_part(wh, parts.resolve(), table, cols, unit, since, fresh, key,
-                              entry["parts"].get(unit, {"files": []})["files"], rel)
+                              [] if adds else part["files"], rel)
             written += n
             failpoint("analyst.copying")
             if n:
-                entry["parts"][unit] = {"files": [rel], "rows": n}
+                high = wh.con.execute(f'SELECT max("{fresh}") FROM read_parquet({_literal(str(parts / rel))})'
+                                      ).fetchall()[0][0]
+                if adds:
+                    entry["parts"][unit] = {"files": [*part["files"], rel], "rows": part["rows"] + n,
+                                            "high": max(high, datetime.fromisoformat(part["high"])).isoformat()}
+                else:
+                    entry["parts"][unit] = {"files": [rel], "rows": n, "high": high and high.isoformat()}
             else:
-                entry["parts"].pop(unit, None)
                 (parts / rel).unlink(missing_ok=True)
+                if not adds:
+                    entry["parts"].pop(unit, None)
         held = wh.con.execute(f'SELECT count(*) FROM main."{table}"').fetchall()[0][0]
         if held != sum(p["rows"] for p in entry["parts"].values()):
             LOG.warning("analyst parts of %s did not add up to the warehouse's %d rows: written whole", table, held)
@@ -331,14 +343,16 @@ def _whole_table(wh: Warehouse, parts: Path, table: str, cols: list[str], cid: s
     n = con.execute(f"""COPY (SELECT {_quoted(cols)} FROM main."{table}") TO {_literal(str(parts / folder))}
         (FORMAT parquet, PARTITION_BY (unit_code), WRITE_PARTITION_COLUMNS true)""").fetchall()[0][0]
     failpoint("analyst.copying")
-    counts = dict(con.execute(f'SELECT unit_code, count(*) FROM main."{table}" GROUP BY ALL').fetchall())
+    fresh = PARTED[table][0]
+    counts = {u: (n, high) for u, n, high in con.execute(
+        f'SELECT unit_code, count(*), max("{fresh}") FROM main."{table}" GROUP BY ALL').fetchall()}
     entry: dict = {"columns": cols, "schema": rel_schema, "parts": {}}
-    for unit, rows in counts.items():
+    for unit, (rows, high) in counts.items():
         sub = parts / folder / f"unit_code={unit}"  # DuckDB's Hive folder of that unit
         files = sorted(str(f.relative_to(parts)) for f in sub.glob("*.parquet")) if unit is not None else []
         if unit is None or not files:
             raise RuntimeError(f"the parts of {table} have no folder for unit {unit!r}")
-        entry["parts"][unit] = {"files": files, "rows": rows}
+        entry["parts"][unit] = {"files": files, "rows": rows, "high": high and high.isoformat()}
     return entry, int(n)
 
 

@@ -485,6 +485,7 @@ ANALYST_PENDING = Table("analyst_pending", "分析副本待更新之單位（與
     C("since", "TIMESTAMPTZ", "異動列之寫入時間（loaded_at、changed_at、processed_at）下限"),
     C("course_code", "VARCHAR", "刪除之研習代碼（撤回、更正刪除；其餘為空）"),
     C("teacher_key", "VARCHAR", "刪除之名單列教師假名鍵"),
+    C("replaces", "BOOLEAN", "異動更新或刪除既有列（否：僅新增列，分析檔可僅附加）"),
 ))
 
 # Publication tables (stat_* of the monthly statistics, the yearbook's snapshot register): analysts

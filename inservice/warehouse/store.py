@@ -375,7 +375,7 @@ class Warehouse:
         self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                          [row.get(c) for c in cols])
         if self.backend.embedded:  # the unit's uploads part of the analysts' access (analyst.py)
-            self.con.execute("INSERT INTO main.analyst_pending VALUES ('uploads', ?, ?, NULL, NULL)",
+            self.con.execute("INSERT INTO main.analyst_pending VALUES ('uploads', ?, ?, NULL, NULL, false)",
                              [row.get("unit_code"), row.get("processed_at") or now])
         self.con.register("new_findings", for_analysts(findings))  # the receipt alone quotes values
         self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
@@ -436,20 +436,23 @@ class Warehouse:
             {teacher}, '{action}', {before}, {after}, ?, ?, ?, ? {select_from}""",
                          [source.kind, source.id, source.letter_no, now, *(params or [])])
 
-    def note_change(self, target: str, rows: str, now: datetime, deleted: bool = False) -> None:
+    def note_change(self, target: str, rows: str, now: datetime, deleted: bool = False,
+                    replaces: bool = True) -> None:
         """DuckDB, production area: record in `analyst_pending`, in the change's own transaction, which
         units' analyst parts it touched (the table's and the history's; rows written at `now` or
-        later) and, for a deletion, the keys it removed (`rows` holds unit_code, course_code and, for
-        attendance, teacher_key). The analysts' refresh rewrites those parts only (analyst.py)."""
+        later), whether it changed or removed existing rows (`replaces`; else it only added rows)
+        and, for a deletion, the keys it removed (`rows` holds unit_code, course_code and, for
+        attendance, teacher_key). The analysts' refresh writes those parts only (analyst.py)."""
         schema, table = target.split(".")
         if self.backend.server or schema != "main":
             return
         self.con.execute(f"""INSERT INTO main.analyst_pending SELECT DISTINCT t.tbl, s.unit_code,
-            CAST(? AS TIMESTAMPTZ), NULL, NULL FROM {rows} s, (VALUES ('{table}'), ('history')) t(tbl)""", [now])
+            CAST(? AS TIMESTAMPTZ), NULL, NULL, t.replaces FROM {rows} s,
+            (VALUES ('{table}', {replaces or deleted}), ('history', false)) t(tbl, replaces)""", [now])
         if deleted:
             teacher = "teacher_key" if table == "attendance" else "NULL"
             self.con.execute(f"""INSERT INTO main.analyst_pending SELECT '{table}', unit_code,
-                CAST(? AS TIMESTAMPTZ), course_code, {teacher} FROM {rows}""", [now])
+                CAST(? AS TIMESTAMPTZ), course_code, {teacher}, true FROM {rows}""", [now])
 
     def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
         on = " AND ".join(f't."{k}" = g."{k}"' for k in keys) + f" AND {self.key_range(gone)}"
@@ -518,7 +521,7 @@ class Warehouse:
         for temp in ("merge_near", "merge_changed"):
             self.con.execute(f"DROP TABLE IF EXISTS {temp}").fetchall()
         if inserted or updated:
-            self.note_change(target, stage, now)
+            self.note_change(target, stage, now, replaces=bool(updated))
         return int(inserted), int(updated)
 
     def _near(self, target: str, stage: str) -> str:
