@@ -36,6 +36,7 @@ from pathlib import Path
 from inservice.config import TAIPEI, Settings
 from inservice.partners import months_back
 from inservice.schemas.messages import contact_lines, next_steps
+from inservice.schemas.plans import owes_monthly
 from inservice.warehouse.store import Warehouse
 
 LOG = logging.getLogger("inservice.notifications")
@@ -147,8 +148,8 @@ def missing_months(wh: Warehouse, today: date) -> dict[str, list[str]]:
     month before `today`'s, with nothing loaded (a refused file does not count; a duplicate does)."""
     last = f"{today.year - (today.month == 1):04d}-{(today.month - 2) % 12 + 1:02d}"
     window = months_back(last, REMINDER_MONTHS)
-    units = wh.con.execute("""SELECT unit_code, joined FROM units WHERE channel = 'file' AND state <> 'sealed'
-        ORDER BY unit_code""").fetchall()
+    units = wh.con.execute(f"""SELECT unit_code, joined FROM units WHERE channel = 'file' AND state <> 'sealed'
+        AND {owes_monthly()} ORDER BY unit_code""").fetchall()
     have = {(u, m) for u, m in wh.con.execute("""SELECT DISTINCT unit_code, data_month FROM uploads
         WHERE channel = 'file' AND status IN ('loaded', 'duplicate') AND data_month BETWEEN ? AND ?""",
                                               [window[0], window[-1]]).fetchall()}

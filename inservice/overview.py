@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from inservice.schemas.filenames import deadline
-from inservice.schemas.plans import PLAN_UNIT
+from inservice.schemas.plans import owes_monthly
 from inservice.warehouse.backend import Connection
 
 OVERVIEW_SQL = f"""
@@ -23,13 +23,13 @@ WITH m AS (
         count(DISTINCT CAST(timezone('Asia/Taipei', received_at) AS DATE))
             FILTER (WHERE channel = 'db' AND status = 'loaded') AS feed_days,
         string_agg(DISTINCT refusal, ',') FILTER (WHERE status = 'refused') AS rules
-    FROM main.uploads WHERE data_month = ? AND unit_code <> '{PLAN_UNIT}'
+    FROM main.uploads WHERE data_month = ? AND {owes_monthly()}
         AND replay_of IS NULL GROUP BY unit_code)  -- a replay is no new file
 SELECT u.unit_code, u.name, u.state, u.channel,
        coalesce(m.loaded, 0), coalesce(m.refused, 0), coalesce(m.rules, ''), coalesce(m.duplicate, 0),
        coalesce(m.late, 0), coalesce(m.feed_days, 0)
 FROM main.units u LEFT JOIN m ON m.unit_code = u.unit_code
-WHERE u.joined < ? AND u.unit_code <> '{PLAN_UNIT}'  -- the planning survey's exports are yearly, never due monthly
+WHERE u.joined < ? AND {owes_monthly('u.unit_code')}
 UNION ALL  -- uploads of codes not (or no longer) in the register, e.g. refused F05
 SELECT m.unit_code, NULL, NULL, 'file', m.loaded, m.refused, coalesce(m.rules, ''), m.duplicate, m.late, m.feed_days
 FROM m WHERE m.unit_code NOT IN (SELECT unit_code FROM main.units)

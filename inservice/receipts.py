@@ -29,6 +29,7 @@ from openpyxl.styles import Font
 from inservice.config import TAIPEI
 from inservice.schemas.fields import RECORD_TYPES
 from inservice.schemas.messages import contact_lines, next_steps, resend_name
+from inservice.schemas.plans import RECORD_TYPES as PLAN_RECORD_TYPES
 from inservice.validations.normalize import printable_text
 
 
@@ -331,7 +332,7 @@ _COLUMNS = "ABCDEFGH"
 _PLAIN_TEXT = re.compile(r"[^\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]+")  # else the openpyxl way
 
 
-_LABELS = {(rt.name, f.code): f.label for rt in RECORD_TYPES for f in rt.fields}
+_LABELS = {(rt.name, f.code): f.label for rt in (*RECORD_TYPES, *PLAN_RECORD_TYPES.values()) for f in rt.fields}
 
 
 def field_shown(record: str, code: str | None) -> str | None:

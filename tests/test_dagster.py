@@ -540,6 +540,8 @@ def test_an_unregistered_unit_is_refused_f05_and_never_a_partition(settings: Set
     assert run_tags(instance, result)["inservice/rule"] == "F05"
     # a partition left by an older version is removed; every registered unit is one
     instance.add_dynamic_partitions("unit", ["T009"])
+    with Warehouse(settings) as wh:  # the planning service is a unit, but its exports are no partner_upload
+        wh.add_unit("PLAN", "規劃填報系統", "file", "production", date(2016, 1, 1))
     sensor = defs.resolve_sensor_def("unit_register_sensor")
     ctx = dg.build_sensor_context(instance=instance, resources=RESOURCES, definitions=defs)
     for req in sensor.evaluate_tick(ctx).dynamic_partitions_requests:

@@ -295,3 +295,13 @@ def test_production_setup_runs_queued_jobs_on_postgres_storage(tmp_path: Path,
         with closing(psycopg2.connect(pg_url(warehouse_db))) as con, con.cursor() as cur:
             cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'")
             assert cur.fetchone()[0] > 0
+
+
+def test_staff_pages_open_without_the_community_dialog(tmp_path: Path) -> None:
+    """Seen in the staff journey: "Join the Dagster community" covered every page at each start."""
+    from dagster import DagsterInstance
+
+    (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert not instance.nux_enabled
+    assert yaml.safe_load((DEPLOY / "dagster.postgres.yaml").read_text())["nux"] == {"enabled": False}

@@ -169,12 +169,15 @@ def test_reminders_on_the_6th_name_every_missing_month_once(settings, smtp, monk
         contacts.change(wh, "T003", add=["clerk@t003.edu.tw"])
         contacts.change(wh, "T002", add=["clerk@t002.edu.tw"])
         wh.con.execute("UPDATE units SET joined = DATE '2017-03-01' WHERE unit_code = 'T003'")
+        wh.add_unit("PLAN", "規劃填報系統", "file", "production", date(2016, 1, 1))  # yearly exports
+        contacts.change(wh, "PLAN", add=["plans@moe.edu.tw"])
     _, src = load_expected(FIXTURES / "defects-xlsx")
     ingest_paths([drop(s, src)], s, RECEIVED)  # T003 sends May
     today = date(2017, 6, 6)
     with Warehouse(s) as wh:
         missing = missing_months(wh, today)
     assert missing["T003"] == ["2017-03", "2017-04"]  # since it joined; May arrived; June not yet due
+    assert "PLAN" not in missing  # the planning service owes no monthly file
     assert missing["T002"][0] == "2016-01" and missing["T002"][-1] == "2017-05" and len(missing["T002"]) == 17
     out = mail_reminders(s, today)
     assert (out.queued, out.sent) == (2, 2)

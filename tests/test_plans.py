@@ -256,6 +256,25 @@ def test_file_rules(plan_settings: Settings, capsys: pytest.CaptureFixture) -> N
     assert (r["status"], r["refusal"]) == ("refused", "F05")
 
 
+def test_receipt_workbook_tells_the_planning_service_what_to_resend(plan_settings: Settings,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Seen in the staff journey: a plan receipt with a rejected row said 沒有退件 (nothing rejected),
+    counted 課程 0 筆, offered no file name to resend and showed bare field codes."""
+    rows = [school_plan("313601", "A"), school_plan("313301", "B", planned_hours="999")]
+    [r] = _cli(capsys, "ingest", str(write_plan_csv(plan_settings.inbox / "PLAN" / "PLAN_106_school.csv", rows)),
+               "--received-at", RECEIVED, "--json")
+    assert r["plans"] == {"received": 2, "accepted": 1, "rejected": 1}
+    [xlsx] = (plan_settings.outbox / "PLAN").glob("PLAN_106_school.csv.*.receipt.xlsx")
+    wb = load_workbook(xlsx)
+    summary = {row[0]: row[1] for row in wb.worksheets[0].iter_rows(values_only=True) if row[0]}
+    steps = " ".join(s["zh"] for s in r["next_steps"])
+    assert "規劃 1 筆通過" in steps and "退件：規劃 1 筆" in steps and "沒有退件" not in steps
+    assert "課程" not in steps and "PLAN_106_school.csv" in steps
+    assert summary["重傳檔名 File name to resend"] == "PLAN_106_school.csv"
+    findings = list(wb.worksheets[1].iter_rows(min_row=2, values_only=True))
+    assert [(f[0], f[2], f[3]) for f in findings] == [(3, "規劃時數 planned_hours", "P05")]
+
+
 @pytest.mark.slow  # > 1.7 s: the fast tier stays under 3 minutes
 def test_revision_replaces_and_older_as_of_is_reproduced(plan_settings: Settings,
                                                          capsys: pytest.CaptureFixture) -> None:

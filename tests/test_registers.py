@@ -372,6 +372,7 @@ def test_audit_worklist_rows_for_a_first_year_unit_and_a_later_one(settings: Set
                                                                      capsys: pytest.CaptureFixture) -> None:
     with Warehouse(settings) as wh:
         wh.add_unit("N001", "新加入單位", "file", "production", date(2017, 3, 15))
+        wh.add_unit("PLAN", "規劃填報系統", "file", "production", date(2016, 1, 1))  # yearly: never due monthly
         # N001: May on time, one course row refused C03 and a W01 title
         add_upload(wh.con, "U-N1", "N001", "file", "2017-05", "2017-06-03T10:00:00+08:00", True, ca=1, cr=1)
         add_findings(wh.con, "U-N1", [("course", "C03", "error", "X1"), ("course", "W01", "warning", "M1")])

@@ -32,6 +32,7 @@ from inservice.assets.uploads import (
 )
 from inservice.assets.warehouse import WAREHOUSE_ASSETS
 from inservice.inbox import InboxCursor, InboxFile, NewUpload, data_month, plan_tick, registered_units
+from inservice.schemas.plans import PLAN_UNIT
 
 INTERVAL = int(os.environ.get("INSERVICE_SENSOR_INTERVAL", "30"))
 REGISTER_INTERVAL = int(os.environ.get("INSERVICE_REGISTER_SENSOR_INTERVAL", "60"))
@@ -184,6 +185,7 @@ def unit_register_sensor(context: dg.SensorEvaluationContext, inservice: Inservi
     register = registered_units(inservice.settings())
     if register is None:
         return dg.SensorResult(skip_reason="the warehouse is busy with a writer; next tick")
+    register -= {PLAN_UNIT}  # the planning service's yearly exports have their own partitions (plans)
     known = set(context.instance.get_dynamic_partitions(UNIT_KEYS))
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if register - known:

@@ -38,6 +38,7 @@ from inservice.publish.common import (
     as_of_now,
 )
 from inservice.registers.units import VERSIONS_ON
+from inservice.schemas.plans import owes_monthly
 from inservice.warehouse.backend import Connection, month_text
 from inservice.warehouse.store import Warehouse
 
@@ -144,7 +145,8 @@ def build(con: Connection, m: Month, as_of: datetime) -> Worklist:
     units = _rows(con, f"""SELECT u.unit_code, coalesce(v.name, u.name) AS name,
             coalesce(v.channel, u.channel) AS channel, u.joined
         FROM units u LEFT JOIN ({VERSIONS_ON}) v ON v.unit_code = u.unit_code
-        WHERE u.state = 'production' AND u.joined < ? ORDER BY u.unit_code""", [last_day, last_day, m.end])
+        WHERE u.state = 'production' AND u.joined < ? AND {owes_monthly('u.unit_code')}
+        ORDER BY u.unit_code""", [last_day, last_day, m.end])
     due = []
     for u in units:
         s = scope(m, u["joined"])

@@ -52,7 +52,7 @@ from inservice.publish.common import (
 from inservice.registers import units as units_register
 from inservice.registers.schools import VALID_ON
 from inservice.schemas import codelists
-from inservice.schemas.plans import PLAN_UNIT
+from inservice.schemas.plans import owes_monthly
 from inservice.schemas.rules import C11_FROM, LIGHT_RED_AT
 from inservice.validations import lights
 from inservice.warehouse import checks
@@ -262,7 +262,7 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
     expected_days = max(0, (min(m.end, report_date) - m.start).days)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_uploads AS
         SELECT * FROM uploads
-        WHERE area = 'production' AND status <> 'duplicate' AND unit_code <> '{PLAN_UNIT}'
+        WHERE area = 'production' AND status <> 'duplicate' AND {owes_monthly()}
           AND replay_of IS NULL  -- a replay is no new file
           AND (data_month = ? OR (data_month IS NULL
               AND strftime(timezone('Asia/Taipei', received_at), '%Y-%m') = ?))""", [m.key, m.key])
@@ -275,7 +275,7 @@ def _transmission(con: duckdb.DuckDBPyConnection, m: Month, key: list, report_da
         r AS (SELECT unit_code, string_agg(rule || '×' || "rows", '、' ORDER BY rule) AS refusals
               FROM stat_monthly_refusals WHERE month = ? AND as_of = ? GROUP BY unit_code),
         u AS (SELECT unit_code, name, channel, joined FROM pm_units WHERE state = 'production' AND joined < ?
-              AND unit_code <> '{PLAN_UNIT}'
+              AND {owes_monthly()}
               UNION ALL SELECT DISTINCT unit_code, NULL, NULL, NULL FROM pm_uploads
               WHERE unit_code NOT IN (SELECT unit_code FROM pm_units WHERE state = 'production' AND joined < ?)),
         a AS (SELECT *, (? * 12 + ?) - (year(joined) * 12 + month(joined)) AS since FROM u)

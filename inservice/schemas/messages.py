@@ -173,6 +173,9 @@ def resend_name(receipt: dict) -> str | None:
     name; the rejected rows of a loaded file under the month's next `_n` (the loaded file's name is
     taken). None when nothing is to be resent."""
     m = re.match(r"^(?P<stem>[A-Z][A-Z0-9]{3,9}_[0-9]{6})(?:_(?P<n>[0-9]+))?\.(?P<ext>\w+)$", receipt["file"])
+    if "plans" in receipt:  # a plan export replaces the year's plans as a whole: the whole file again
+        fixable = receipt["status"] == "refused" or (receipt["status"] == "loaded" and receipt["plans"]["rejected"])
+        return receipt["file"] if fixable else None
     if not m:
         return None
     if receipt["status"] == "refused":
@@ -205,6 +208,18 @@ def next_steps(receipt: dict) -> list[Text]:
                     "Self-check: the file was not sent nor loaded; the findings below are what sending it would give."))
         if errors:
             out.append((f"有 {errors} 項退件，請修正後再檢核或傳送。", f"{errors} error(s): fix them, then check again or send."))
+    elif "plans" in receipt:  # a planning-survey export (plans/intake.py)
+        p = receipt["plans"]
+        out.append((f"已載入：規劃 {p['accepted']} 筆通過。", f"Loaded: {p['accepted']} plan row(s) accepted."))
+        if p["rejected"]:
+            out.append((f"退件：規劃 {p['rejected']} 筆，原因見《檢核結果》工作表（每列附正確寫法）。",
+                        f"Rejected: {p['rejected']} plan row(s); see the Findings sheet (each says what is expected)."))
+            out.append((f"同一學年度之新匯出會整批取代本次載入之規劃：請修正退件列後，以同一檔名 {name} 重新匯出並傳送整份檔案"
+                        "（已通過的列也要保留在檔案中）。",
+                        f"A new export of the school year replaces this one as a whole: fix the rejected rows and send the "
+                        f"whole export again under the same name, {name} (keep the accepted rows in it)."))
+        else:
+            out.append(("沒有退件，不需任何處理。", "Nothing was rejected; nothing to do."))
     else:
         c, a = receipt["courses"], receipt["attendance"]
         out.append((f"已載入：課程 {c['accepted']} 筆、研習名單 {a['accepted']} 筆通過。",

@@ -13,6 +13,14 @@ from inservice.schemas.fields import Field, Kind, RecordType, Required
 from inservice.schemas.timezone import TAIPEI
 
 PLAN_UNIT = "PLAN"  # the planning service's unit in the register: its inbox is inbox/PLAN/
+
+
+def owes_monthly(column: str = "unit_code") -> str:
+    """SQL: the unit is one that sends monthly (every unit but the planning service, whose exports are
+    yearly): for the overview, the transmission table, the reminders and the audit worklist."""
+    return f"{column} <> '{PLAN_UNIT}'"
+
+
 PLAN_EXTENSIONS = (".xlsx", ".csv")
 FIRST_SCHOOL_YEAR = 101  # 101 = 2012-08-01 .. 2013-07-31: the first partition
 KINDS = ("school", "teacher")
