@@ -86,14 +86,16 @@ def parse_year(text: str | int) -> int:
     return year
 
 
-def as_of_now(value: datetime | str | None = None) -> datetime:
-    """The publication's as-of time: Asia/Taipei, whole seconds (it keys the stat tables)."""
+def as_of_now(value: datetime | str | None = None, exact: bool = False) -> datetime:
+    """The publication's as-of time: Asia/Taipei, whole seconds (it keys the stat tables); `exact`
+    keeps the microseconds (the plans' publications, which tell apart revisions loaded in one second)."""
     if value is None:
         dt = datetime.now(TAIPEI)
     else:
         dt = datetime.fromisoformat(value) if isinstance(value, str) else value
         dt = dt if dt.tzinfo else dt.replace(tzinfo=TAIPEI)
-    return dt.astimezone(TAIPEI).replace(microsecond=0)
+    dt = dt.astimezone(TAIPEI)
+    return dt if exact else dt.replace(microsecond=0)
 
 
 # --- reference views ---------------------------------------------------------------------------------

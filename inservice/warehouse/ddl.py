@@ -701,8 +701,8 @@ _PLAN_CHOICES = (
     C("submitted_at", "TIMESTAMP", "填報時間（臺北時間）"),
 )
 _PLAN_LOAD = (
-    C("upload_id", "VARCHAR", "載入此版之傳報編號"),
-    C("loaded_at", "TIMESTAMPTZ", "載入時間（此版生效）"),
+    C("upload_id", "VARCHAR", "首次載入此列之傳報編號（後來的匯出內容相同者，沿用不變）"),
+    C("loaded_at", "TIMESTAMPTZ", "此列內容生效時間（首次載入時）"),
 )
 _SCHOOL_PLAN_COLUMNS = (
     C("school_year", "INTEGER", "學年度（民國，例 106 = 2017-08-01 至 2018-07-31）"),
