@@ -115,6 +115,15 @@ def test_same_uploads_into_a_small_and_a_larger_warehouse(settings: Settings, tm
         for code in ("T001", "T002", "T003"):
             wh.add_unit(code, f"unit {code}", "file", "production", date(2016, 1, 1))
     _filler(large, tmp_path)
+    with Warehouse(large) as wh:  # stored in key order (DuckDB; PostgreSQL: nothing to do): the same rows
+        rows = {t: sorted(map(repr, wh.con.execute(f"SELECT * FROM {t}").fetchall()))
+                for t in ("courses", "attendance")}
+        clustered = wh.cluster()
+        assert rows == {t: sorted(map(repr, wh.con.execute(f"SELECT * FROM {t}").fetchall())) for t in rows}
+        if wh.backend.embedded:
+            assert clustered["main.attendance"] == len(rows["attendance"]) == 900
+            first = wh.con.execute("SELECT unit_code, course_code FROM attendance ORDER BY rowid LIMIT 2").fetchall()
+            assert first == [("T001", "B000"), ("T001", "B000")]
     small_receipts, small_merges, small_rows = _run(settings, tmp_path / "small")
     large_receipts, large_merges, large_rows = _run(large, tmp_path / "large-run")
     # the uploads did meet the warehouse: locks, an unknown course, another session, updates, a withdrawal

@@ -474,6 +474,7 @@ class CorrectionRun:
                         [d.unit_code, d.course_code, key])
             join = f"FROM {target} t JOIN corr_stage s USING ({', '.join(keys)})"
             self.wh.record_history(target, join, "remove", ROW_JSON.format("t"), "NULL", source, now)
+            self.wh.note_change(target, "corr_stage", now, deleted=True)
             con.execute(f"""DELETE FROM {target} t USING corr_stage s WHERE t.unit_code = s.unit_code
                 AND t.course_code = s.course_code AND t.teacher_key = s.teacher_key""")
             return

@@ -33,6 +33,8 @@ def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
         elif args.warehouse_cmd == "grant-analyst":
             tables = analyst.grant_analyst_role(wh, args.role or settings.analyst_role, args.password)
             print(json.dumps({"role": args.role or settings.analyst_role, "tables": tables}, ensure_ascii=False))
+        elif args.warehouse_cmd == "cluster":
+            print(json.dumps({"clustered": wh.cluster()}))
         elif args.warehouse_cmd == "lake":
             dest = Path(args.dest) if args.dest else settings.home / "lake"
             rows = analyst.export_lake(wh, dest)
@@ -45,6 +47,8 @@ def arguments(command: str, wh: argparse.ArgumentParser) -> None:
     wsub = wh.add_subparsers(dest="warehouse_cmd", required=True)
     wsub.add_parser("info", help="which backend INSERVICE_WAREHOUSE_URL selects (password never shown)")
     wsub.add_parser("snapshot", help="DuckDB: publish the analysts' read-only copy now (also after every load)")
+    wsub.add_parser("cluster", help="DuckDB: store courses and attendance in key order (run monthly: an upload's "
+                    "look-ups then skip other keys' row groups)")
     grant = wsub.add_parser("grant-analyst", help="PostgreSQL: create/refresh the read-only analyst role")
     grant.add_argument("--role", help="role name (default $INSERVICE_ANALYST_ROLE or inservice_analyst)")
     grant.add_argument("--password", help="set the role's login password")

@@ -498,6 +498,16 @@ GATE_COURSE_KEYS = Table("gate_course_keys", "發布檢核已驗證之課程鍵�
     C("table_name", "VARCHAR", "資料表（schema.courses）"),
     C("key_hash", "BIGINT", "單位代碼＋研習代碼之雜湊"),
 ))
+# DuckDB: what changed since the analysts' Parquet parts were last written (warehouse/analyst.py), written in
+# the transaction of the change, cleared once a refresh has published it. Not for analysts.
+ANALYST_PENDING = Table("analyst_pending", "分析副本待更新之單位（與異動同一交易寫入；副本更新後清除）", (
+    C("tbl", "VARCHAR", "資料表（courses、attendance、history、uploads）"),
+    C("unit_code", "VARCHAR", "單位代碼"),
+    C("since", "TIMESTAMPTZ", "異動列之寫入時間（loaded_at、changed_at、processed_at）下限"),
+    C("course_code", "VARCHAR", "刪除之研習代碼（撤回、更正刪除；其餘為空）"),
+    C("teacher_key", "VARCHAR", "刪除之名單列教師假名鍵"),
+    C("replaces", "BOOLEAN", "異動更新或刪除既有列（否：僅新增列，分析檔可僅附加）"),
+))
 
 # Publication tables (stat_* of the monthly statistics, the yearbook's snapshot register): analysts
 # read them; the first publication creates them (inservice.publish.common.ensure_tables).
@@ -852,7 +862,7 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
                              *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS,
                              *NOTIFICATION_TABLES, WAREHOUSE_META, GATE_VERIFIED, GATE_COURSE_KEYS,
-                             GATE_ATTENDANCE_KEYS,
+                             GATE_ATTENDANCE_KEYS, ANALYST_PENDING,
                              *REGISTER_TABLES, *REFERENCE_TABLES, *PLAN_TABLES, *VIEWS,
                              *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}

@@ -42,7 +42,13 @@ UNIT_STATES = ("testing", "production", "sealed")
 ROW_JSON = "CAST(to_json({}) AS VARCHAR)"  # a whole row as JSON text (history); portable to both backends
 CHANNELS = ("file", "db")
 UNIT_COLUMNS = "unit_code, name, channel, state, joined, county_code, operator"
+KEY_RANGE_UNITS = 64  # beyond this many units a look-up names none (the zone maps of a clustered table)
 COMMIT_SEQ = "commit_seq"  # warehouse_meta: DuckDB's count of committed writes (is the analysts' copy current?)
+
+
+def sql_text(value: str) -> str:
+    """A text constant in SQL (for the zone maps' sake, where a parameter would not be pushed down)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def actor() -> str:
@@ -368,6 +374,9 @@ class Warehouse:
         cols = [c.name for c in ddl.UPLOADS.columns]
         self.con.execute(f"INSERT INTO uploads ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                          [row.get(c) for c in cols])
+        if self.backend.embedded:  # the unit's uploads part of the analysts' access (analyst.py)
+            self.con.execute("INSERT INTO main.analyst_pending VALUES ('uploads', ?, ?, NULL, NULL, false)",
+                             [row.get("unit_code"), row.get("processed_at") or now])
         self.con.register("new_findings", for_analysts(findings))  # the receipt alone quotes values
         self.con.execute("""INSERT INTO findings SELECT ?, record, "row", field, rule, severity,
             course_code, message_zh, message_en FROM new_findings""", [upload["upload_id"]])
@@ -427,11 +436,55 @@ class Warehouse:
             {teacher}, '{action}', {before}, {after}, ?, ?, ?, ? {select_from}""",
                          [source.kind, source.id, source.letter_no, now, *(params or [])])
 
+    def note_change(self, target: str, rows: str, now: datetime, deleted: bool = False,
+                    replaces: bool = True) -> None:
+        """DuckDB, production area: record in `analyst_pending`, in the change's own transaction, which
+        units' analyst parts it touched (the table's and the history's; rows written at `now` or
+        later), whether it changed or removed existing rows (`replaces`; else it only added rows)
+        and, for a deletion, the keys it removed (`rows` holds unit_code, course_code and, for
+        attendance, teacher_key). The analysts' refresh writes those parts only (analyst.py)."""
+        schema, table = target.split(".")
+        if self.backend.server or schema != "main":
+            return
+        self.con.execute(f"""INSERT INTO main.analyst_pending SELECT DISTINCT t.tbl, s.unit_code,
+            CAST(? AS TIMESTAMPTZ), NULL, NULL, t.replaces FROM {rows} s,
+            (VALUES ('{table}', {replaces or deleted}), ('history', false)) t(tbl, replaces)""", [now])
+        if deleted:
+            teacher = "teacher_key" if table == "attendance" else "NULL"
+            self.con.execute(f"""INSERT INTO main.analyst_pending SELECT '{table}', unit_code,
+                CAST(? AS TIMESTAMPTZ), course_code, {teacher}, true FROM {rows}""", [now])
+
     def _withdraw(self, target: str, gone: str, keys: list[str], source: Source, now: datetime) -> int:
-        on = " AND ".join(f't."{k}" = g."{k}"' for k in keys)
+        on = " AND ".join(f't."{k}" = g."{k}"' for k in keys) + f" AND {self.key_range(gone)}"
         self.record_history(target, f"FROM {target} t JOIN {gone} g ON {on}", "withdraw", ROW_JSON.format("t"), "NULL",
                       source, now)
+        self.note_change(target, gone, now, deleted=True)
         return int(self.con.execute(f"""DELETE FROM {target} t USING {gone} g WHERE {on}""").fetchall()[0][0])
+
+    def key_range(self, rows: str, alias: str = "t") -> str:
+        return key_range(self.con, rows, alias)
+
+    def cluster(self) -> dict[str, int]:
+        """DuckDB: store courses and attendance (both areas) in key order, so that the merge and the
+        rules, which read the keys an upload carries, skip by zone maps the row groups of other keys
+        (uploads append in arrival order; run this now and then, e.g. monthly: `inservice warehouse
+        cluster`). The rows stay the same; one transaction per table. Returns rows per table."""
+        if self.backend.server:
+            return {}  # PostgreSQL walks its key index
+        done = {}
+        for schema in ddl.AREAS.values():
+            for table in (ddl.COURSES, ddl.ATTENDANCE):
+                name = f"{schema}.{table.name}"
+                with self.transaction():
+                    top = self.con.execute(f"SELECT max(rowid) FROM {name}").fetchall()[0][0]
+                    if top is None:
+                        continue
+                    order = ", ".join(f'"{k}"' for k in table.key)
+                    n = self.con.execute(f"INSERT INTO {name} SELECT * FROM {name} ORDER BY {order}").fetchall()[0][0]
+                    self.con.execute(f"DELETE FROM {name} WHERE rowid <= ?", [top]).fetchall()
+                done[name] = int(n)
+        self.con.execute("CHECKPOINT")
+        return done
 
     def upsert(self, target: str, stage: str, keys: list[str], columns: list[str], compared: list[str],
                 source: Source, now: datetime, action: str = "update") -> tuple[int, int]:
@@ -467,6 +520,8 @@ class Warehouse:
             WHERE NOT EXISTS (SELECT 1 FROM merge_near t WHERE {on})""", [source.id, now, now]).fetchall()[0][0]
         for temp in ("merge_near", "merge_changed"):
             self.con.execute(f"DROP TABLE IF EXISTS {temp}").fetchall()
+        if inserted or updated:
+            self.note_change(target, stage, now, replaces=bool(updated))
         return int(inserted), int(updated)
 
     def _near(self, target: str, stage: str) -> str:
@@ -486,7 +541,7 @@ class Warehouse:
                 WHERE (t.unit_code, t.course_code) IN ({pairs})""")
             return cols
         con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_rids AS SELECT t.rowid AS _rid FROM {target} t
-            SEMI JOIN ({pairs}) k USING (unit_code, course_code)""")
+            SEMI JOIN ({pairs}) k USING (unit_code, course_code) WHERE {self.key_range(stage)}""")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE merge_near AS SELECT t.rowid AS _rid, {cols} FROM {target} t
             WHERE t.rowid IN (SELECT _rid FROM merge_rids)""")
         con.execute("DROP TABLE merge_rids").fetchall()
@@ -494,6 +549,23 @@ class Warehouse:
 
     def table(self, sql: str, params: list | None = None) -> pa.Table:
         return self.con.sql(sql, params=params).to_arrow_table()
+
+
+def key_range(con: Connection, rows: str, alias: str = "t") -> str:
+    """DuckDB: the units (and, for one unit, the course-code range) that `rows` carries, as constants
+    on `alias`, so that a scan's zone maps skip the row groups of other keys where the table is stored
+    in key order (`Warehouse.cluster`). TRUE on PostgreSQL (its key index) or for many units."""
+    if backend_of(con).server:
+        return "TRUE"
+    found = con.execute(f"""SELECT unit_code, min(course_code), max(course_code) FROM {rows}
+        GROUP BY ALL LIMIT {KEY_RANGE_UNITS + 1}""").fetchall()
+    if not found or len(found) > KEY_RANGE_UNITS or any(u is None for u, _, _ in found):
+        return "TRUE"
+    if len(found) == 1 and found[0][1] is not None:
+        unit, low, high = found[0]
+        return (f"{alias}.unit_code = {sql_text(unit)} AND {alias}.course_code "
+                f"BETWEEN {sql_text(low)} AND {sql_text(high)}")
+    return f"{alias}.unit_code IN ({', '.join(sql_text(u) for u, _, _ in found)})"
 
 
 class AreaState:
@@ -511,8 +583,12 @@ class AreaState:
             if backend_of(self.con).server:
                 return self.con.sql(f"""SELECT {select} FROM {self.schema}.{table} WHERE unit_code = ?
                     AND course_code IN (SELECT course_code FROM wanted_codes)""", params=[unit]).to_arrow_table()
-            rids = self.con.sql(f"""SELECT rowid AS rid FROM {self.schema}.{table} WHERE unit_code = ?
-                AND course_code IN (SELECT course_code FROM wanted_codes)""", params=[unit]).to_arrow_table()
+            bounds = pc.min_max(codes).as_py() if len(codes) else {}
+            low, high = bounds.get("min"), bounds.get("max")
+            span = f" AND course_code BETWEEN {sql_text(low)} AND {sql_text(high)}" \
+                if low is not None and high is not None else ""  # constants: zone maps of a clustered table
+            rids = self.con.sql(f"""SELECT rowid AS rid FROM {self.schema}.{table} WHERE unit_code = {sql_text(unit)}
+                {span} AND course_code IN (SELECT course_code FROM wanted_codes)""").to_arrow_table()
         finally:
             self.con.unregister("wanted_codes")
         self.con.register("wanted_rids", rids)
@@ -571,7 +647,8 @@ class AreaState:
         con.register("session_courses", found)
         try:
             rids = con.sql(f"""SELECT a.rowid AS rid FROM {self.schema}.attendance a
-                SEMI JOIN session_courses USING (unit_code, course_code)""").to_arrow_table()
+                SEMI JOIN session_courses USING (unit_code, course_code)
+                WHERE {key_range(con, "session_courses", "a")}""").to_arrow_table()
             con.register("session_rids", rids)
             try:  # by row id alone: joined here, DuckDB would scan the whole table again
                 att = con.sql(f"""SELECT unit_code, course_code, teacher_key FROM {self.schema}.attendance
