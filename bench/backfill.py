@@ -105,8 +105,12 @@ con.execute("CHECKPOINT")
 """
 
 
+CPU: dict[str, float] = {}  # CPU seconds (user + system, every thread) of the last run, from wait4
+
+
 def run(cmd: list[str], env: dict, kill_after: float | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Seconds, the process's peak RSS (MiB, from wait4) and its result; killed after `kill_after` s if given."""
+    """Seconds, the process's peak RSS (MiB, from wait4) and its result; killed after `kill_after` s if given.
+    Its CPU seconds go to CPU["last"]: on a loaded machine they vary less than the wall time."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killer = None
@@ -124,6 +128,7 @@ def run(cmd: list[str], env: dict, kill_after: float | None = None) -> tuple[flo
         r.join()
     if killer is not None:
         killer.cancel()
+    CPU["last"] = usage.ru_utime + usage.ru_stime
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     return (time.perf_counter() - t, usage.ru_maxrss // 1024,
             subprocess.CompletedProcess(cmd, code, "".join(out_chunks), "".join(err_chunks)))
@@ -175,7 +180,9 @@ def main() -> int:
     raw_db.unlink(missing_ok=True)
     raw_s, raw_rss, done = run([sys.executable, "-c", RAW, str(source), str(raw_db)], env)
     assert done.returncode == 0, done.stderr
-    print(f"raw CREATE TABLE AS (both tables) + CHECKPOINT: {raw_s:.1f} s, peak RSS {raw_rss} MiB", flush=True)
+    raw_cpu = CPU["last"]
+    print(f"raw CREATE TABLE AS (both tables) + CHECKPOINT: {raw_s:.1f} s (CPU {raw_cpu:.1f} s), "
+          f"peak RSS {raw_rss} MiB", flush=True)
 
     def backfill(home: Path, kill_after: float | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
         return run([sys.executable, "-m", "inservice.cli", "--home", str(home), "backfill", str(source),
@@ -187,15 +194,19 @@ def main() -> int:
     bf_s, bf_rss, done = backfill(home)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    print(f"inservice backfill: {bf_s:.1f} s, peak RSS {bf_rss} MiB, {expected['rows_read'] / bf_s:,.0f} rows/s, "
+    bf_cpu = CPU["last"]
+    print(f"inservice backfill: {bf_s:.1f} s (CPU {bf_cpu:.1f} s), peak RSS {bf_rss} MiB, "
+          f"{expected['rows_read'] / bf_s:,.0f} rows/s, "
           f"{report['chunks']} chunks", flush=True)
     exact = {k: report[k] for k in ("rows_read", "loaded", "archived", "refused")} == expected and report["balanced"]
     print(f"reconciliation: read {report['rows_read']:,} = loaded {report['loaded']:,} + archived "
           f"{report['archived']:,} + refused {report['refused']:,}; as generated: {exact}; by rule "
           f"{report['refused_by_rule']}", flush=True)
     figures.update(raw_s=round(raw_s, 2), raw_peak_mib=raw_rss, backfill_s=round(bf_s, 2), backfill_peak_mib=bf_rss,
-                   ratio=round(bf_s / raw_s, 2), reconciliation_exact=exact)
-    print(f"ratio backfill / raw: {bf_s / raw_s:.2f}x", flush=True)
+                   ratio=round(bf_s / raw_s, 2), raw_cpu_s=round(raw_cpu, 1), backfill_cpu_s=round(bf_cpu, 1),
+                   cpu_ratio=round(bf_cpu / raw_cpu, 2), load=os.getloadavg()[0], reconciliation_exact=exact)
+    print(f"ratio backfill / raw: {bf_s / raw_s:.2f}x (CPU seconds: {bf_cpu / raw_cpu:.2f}x); "
+          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
 
     if args.kill:
         rng = random.Random(args.seed)
