@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import psycopg2
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -149,10 +150,14 @@ def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str)
         for table in analyst.LAKE_DECLARED:
             files = sorted((lake / table).rglob("*.parquet"))
             assert files, table
-            stored_cols = pq.read_schema(files[0]).names
             keys = ("school_year",) if table in analyst.PLAN_LAKE else ()  # a partition, not in the files
             declared = [c.name for c in analyst.LAKE_DECLARED[table].columns if c.name not in keys]
-            assert stored_cols == declared, table
+            assert pq.read_schema(files[0]).names == declared, table
+            # and the declared types, from either backend (what the Spark/Trino definitions say they are)
+            types = {c.name: c.type for c in analyst.LAKE_DECLARED[table].columns}
+            for f in files:
+                assert [(field.name, _sql_type(field.type)) for field in pq.read_schema(f)] == [
+                    (n, types[n]) for n in declared], f
             for text, quote in ((spark, "`"), (trino, '"')):
                 block = text.split(f".{table} (\n", 1)[1].split("\n)", 1)[0]
                 assert [line.strip().split()[0].strip(quote) for line in block.strip().splitlines()][
@@ -161,6 +166,30 @@ def test_lake_reads_back_with_duckdb(settings: Settings, warehouse_backend: str)
         months = con.execute(f"""SELECT DISTINCT strftime(start_date, '%Y-%m'), year, month FROM read_parquet(
             '{lake}/courses/**/*.parquet', hive_partitioning = true)""").fetchall()
         assert all(ym == f"{y:04d}-{m:02d}" for ym, y, m in months)
+
+
+def _sql_type(arrow: object) -> str:
+    """The declared SQL type of a column the lake's file holds as `arrow`."""
+    if isinstance(arrow, pa.TimestampType) and arrow.tz is not None:
+        return "TIMESTAMPTZ"
+    return {t: name for name, t in analyst.ARROW_TYPES.items()}.get(arrow, str(arrow))
+
+
+def test_lake_ddl_is_a_script_of_statements() -> None:
+    """What `lake-ddl` prints runs statement by statement: the schema first, every table once, each
+    statement ended by `;` and a newline; comments quoted for each engine (tests/test_lake_spark.py runs it)."""
+    for engine, schema in (("spark", "inservice"), ("trino", "hive.inservice")):
+        for text, tables in ((analyst.lake_ddl(engine, "s3a://b/lake/"), analyst.LAKE_DECLARED),
+                             (analyst.archive_ddl(engine, "/srv/cold/r1"), analyst.ARCHIVE_TABLES)):
+            statements = [s.strip() for s in text.split(";\n") if s.strip()]
+            assert statements[0].startswith("CREATE SCHEMA IF NOT EXISTS ") and text.rstrip().endswith(";")
+            created = [s.split(" (", 1)[0].rsplit(".", 1)[1] for s in statements if s.startswith("CREATE TABLE")]
+            assert created == list(tables)
+            assert ("'s3a://b/lake/courses'" in text) if tables is analyst.LAKE_DECLARED else (
+                "'/srv/cold/r1/attendance'" in text)
+        assert f"CREATE SCHEMA IF NOT EXISTS {schema};" in analyst.lake_ddl(engine, "/x")
+    assert analyst._spark_text("it's C:\\x") == "'it\\'s C:\\\\x'"
+    assert "PARTITIONED BY (year)" in analyst.archive_ddl("spark", "/a")
 
 
 def _big_upload(path: Path, unit: str, courses: int, per_course: int, seed: int) -> Path:

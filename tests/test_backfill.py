@@ -19,6 +19,7 @@ import pytest
 from inservice.backfill.core import run_backfill, verify_archive
 from inservice.config import Settings
 from inservice.schemas.fields import ATTENDANCE, COURSE
+from inservice.warehouse.analyst import archive_schema
 from inservice.warehouse.store import Warehouse
 from tests.builders import attendee, course, make_id
 from tests.conftest import pg_database
@@ -158,6 +159,9 @@ def test_folder_backfill_reconciles_exactly_and_seals_the_archive(settings: Sett
     assert got == [(2010, "T001", "C5"), (2011, "L100", "C2")]
     cols = duckdb.sql(f"SELECT * FROM read_parquet('{archive}/attendance/**/*.parquet') LIMIT 0").columns
     assert "teacher_key" in cols and "national_id" not in cols and "name" not in cols
+    # the warehouse's declared columns and types (hours DECIMAL(5,1)): one definition for Spark/Trino and DuckDB
+    assert all(pq.read_schema(archive / f["path"]).remove_metadata() == archive_schema(f["table"])
+               for f in manifest["files"])
     # the same source in one chunk: the same outcome
     one = run_backfill(settings, str(source), batch_rows=4)  # finished: the same report, nothing redone
     assert {k: one[k] for k in ("loaded", "archived", "refused", "chunks")} == {

@@ -52,18 +52,30 @@ from inservice.config import TAIPEI, Settings
 from inservice.loaders.base import ROW, RawUpload, canonical_schema
 from inservice.schemas.fields import ATTENDANCE, COURSE, UNIT_CODE, RecordType
 from inservice.validations import normalize
-from inservice.validations.engine import ATTENDANCE_CONTENT, COURSE_CONTENT, Context, Validated, validate
+from inservice.validations.engine import Context, Validated, validate
 from inservice.validations.findings import for_analysts
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
-from inservice.warehouse.analyst import WriteSession
+from inservice.warehouse.analyst import WriteSession, archive_schema
 from inservice.warehouse.store import Source, Warehouse, failpoint
 
 BATCH_ROWS = int(os.environ.get("INSERVICE_BACKFILL_BATCH_ROWS", "200000"))  # rows of either table per chunk
 SAMPLES_PER_RULE = 5  # kept per chunk and rule (the reconciliation shows the first ones)
 UNIT_NAME = "{code}（舊系統移轉登錄）"
 ARCHIVED_COURSE, ARCHIVED_ATTENDANCE = "C07", "A05"
-COURSE_COLUMNS = ["unit_code", "course_code", *COURSE_CONTENT, "modified_at"]
-ATTENDANCE_COLUMNS = ["unit_code", "course_code", "teacher_key", *ATTENDANCE_CONTENT, "modified_at"]
+
+
+def _archive_types(table: pa.Table, name: str) -> pa.Table:
+    """The archive's columns in the warehouse's order and types (analyst.archive_schema: hours as
+    DECIMAL(5,1) rounded as the warehouse rounds, times in microseconds), so Spark and Trino read it
+    with the same definitions as the lake's tables (`lake-ddl --archive`)."""
+    schema = archive_schema(name)
+    cols = []
+    for field in schema:
+        col = table[field.name]
+        if pa.types.is_decimal(field.type) and pa.types.is_floating(col.type):
+            col = pc.round(col, field.type.scale, round_mode="half_towards_infinity")
+        cols.append(col.cast(field.type))
+    return pa.table(cols, schema=schema)
 
 
 # --- chunks ---------------------------------------------------------------------------------------------
@@ -469,16 +481,14 @@ class Backfill:
     # --- the cold archive ---------------------------------------------------------------------------
     def _write_archive(self, k: int, groups: list[_Group]) -> None:
         """This chunk's archived rows as `<table>/year=YYYY/part-<chunk>.parquet` (same bytes on a re-run)."""
-        for name, pick in (("courses", lambda g: (g.validated.courses, g.course_outcome, g.course_year,
-                                                  COURSE_COLUMNS)),
-                           ("attendance", lambda g: (g.validated.attendance, g.att_outcome, g.att_year,
-                                                     ATTENDANCE_COLUMNS))):
+        for name, pick in (("courses", lambda g: (g.validated.courses, g.course_outcome, g.course_year)),
+                           ("attendance", lambda g: (g.validated.attendance, g.att_outcome, g.att_year))):
             parts = []
             for g in groups:
-                table, outcome, year, cols = pick(g)
+                table, outcome, year = pick(g)
                 mask = pc.equal(outcome, "archived")
                 if table.num_rows and pc.any(mask).as_py():
-                    parts.append(table.select(cols).append_column("year", year.cast(pa.int32())).filter(mask))
+                    parts.append(_archive_types(table, name).append_column("year", year.cast(pa.int32())).filter(mask))
             if not parts:
                 continue
             rows = pa.concat_tables(parts)

@@ -15,10 +15,10 @@ from inservice.assets.shared import WAREHOUSE_POOL, InserviceResource, refused
 from inservice.assets.uploads import UNIT_KEYS
 from inservice.corrections.lifecycle import set_state
 from inservice.registers import units as unit_register
+from inservice.schemas.plans import PLAN_UNIT
 from inservice.warehouse.store import CHANNELS, UNIT_STATES, WarehouseError
 
 _LETTER = "核定文號，例 臺教師(三)字第1060000001號 / the approval letter number"
-
 
 
 class RegisterUnitConfig(dg.Config):
@@ -39,7 +39,8 @@ def register_unit(context: dg.OpExecutionContext, config: RegisterUnitConfig, in
                         by="dagster")
     except (WarehouseError, ValueError) as exc:
         raise refused(exc) from exc
-    context.instance.add_dynamic_partitions(UNIT_KEYS, [config.code])  # its inbox is a partition now
+    if config.code != PLAN_UNIT:  # the planning service's exports have the school-year partitions instead
+        context.instance.add_dynamic_partitions(UNIT_KEYS, [config.code])  # its inbox is a partition now
     context.log.info(f"unit {config.code} registered ({config.state}, {config.channel})")
 
 

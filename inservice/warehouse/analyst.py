@@ -399,34 +399,74 @@ TRINO_TYPES = {"VARCHAR": "varchar", "TIMESTAMP": "timestamp(6)", "TIMESTAMPTZ":
 LAKE_DECLARED = {name: BRIDGES.get(name) or ddl.table(name) for name in LAKE_QUERIES}
 assert all(t.analysts for n, t in LAKE_DECLARED.items() if n not in BRIDGES), "the lake holds analyst tables only"
 
+# The cold archive of `inservice backfill` (sealed Parquet beside the warehouse, `<table>/year=YYYY/`):
+# courses and attendance with the warehouse's declared columns and types, less what a load adds.
+ARCHIVE_TABLES = {"courses": ddl.COURSES, "attendance": ddl.ATTENDANCE}
+ARCHIVE_PARTITION = pa.schema([("year", pa.int32())])
+_LOAD_COLUMNS = {"upload_id", "loaded_at", "first_loaded_at"}
+ARROW_TYPES = {"VARCHAR": pa.string(), "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us"),
+               "DECIMAL(5,1)": pa.decimal128(5, 1), "BOOLEAN": pa.bool_(), "INTEGER": pa.int32(), "BIGINT": pa.int64()}
+
+
+def archive_columns(name: str) -> list[ddl.Column]:
+    return [c for c in ARCHIVE_TABLES[name].columns if c.name not in _LOAD_COLUMNS]
+
+
+def archive_schema(name: str) -> pa.Schema:
+    """The Arrow schema an archive file of `name` holds (the partition `year` is its folder)."""
+    return pa.schema([(c.name, ARROW_TYPES[c.type]) for c in archive_columns(name)])
+
 
 def lake_ddl(engine: str, location: str, schema: str = "inservice") -> str:
-    """CREATE TABLE statements over the lake for Spark SQL or Trino (Hive connector), from the
-    declared columns, so they cannot drift from what `export_lake` writes."""
-    out = []
+    """CREATE SCHEMA and CREATE TABLE statements over the lake for Spark SQL or Trino (Hive connector),
+    from the declared columns, so they cannot drift from what `export_lake` writes. Statements end
+    with `;` and a newline. Running them again after the lake is rewritten brings the catalog to it
+    (partitions added and dropped, files listed anew)."""
+    tables = []
     for name, table in LAKE_DECLARED.items():
-        partitioned = name not in UNPARTITIONED
-        keys = [f.name for f in (PLAN_PARTITION if name in PLAN_LAKE else PARTITION)] if partitioned else []
-        columns = [c for c in table.columns if c.name not in keys]
+        keys = [] if name in UNPARTITIONED else [f.name for f in (PLAN_PARTITION if name in PLAN_LAKE else PARTITION)]
+        tables.append((name, table.comment, [c for c in table.columns if c.name not in keys], keys))
+    return _definitions(engine, location, schema, tables)
+
+
+def archive_ddl(engine: str, location: str, schema: str = "inservice_archive") -> str:
+    """The same for a sealed cold archive of `inservice backfill` (its folder as `location`)."""
+    tables = [(name, f"冷封存：{t.comment}", archive_columns(name), ["year"]) for name, t in ARCHIVE_TABLES.items()]
+    return _definitions(engine, location, schema, tables)
+
+
+def _definitions(engine: str, location: str, schema: str,
+                 tables: list[tuple[str, str, list[ddl.Column], list[str]]]) -> str:
+    if engine not in ("spark", "trino"):
+        raise ValueError("engine must be spark or trino")
+    # a schema the tables go in: without it Spark refuses the first CREATE TABLE (SCHEMA_NOT_FOUND)
+    out = [f"CREATE SCHEMA IF NOT EXISTS {schema};\n" if engine == "spark"
+           else f"CREATE SCHEMA IF NOT EXISTS hive.{schema};\n"]
+    for name, comment, columns, keys in tables:
         where = f"{location.rstrip('/')}/{name}"
         if engine == "spark":
-            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)}" for c in columns]
+            cols = [f"  `{c.name}` {SPARK_TYPES.get(c.type, c.type)} COMMENT {_spark_text(c.comment)}"
+                    for c in columns]
             cols += [f"  `{k}` INT" for k in keys]
-            part = f"\nPARTITIONED BY ({', '.join(keys)})" if partitioned else ""
+            part = f"\nPARTITIONED BY ({', '.join(keys)})" if keys else ""
             out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{name} (\n" + ",\n".join(cols)
-                       + f"\n) USING PARQUET{part}\nLOCATION '{where}';\n"
-                       + (f"MSCK REPAIR TABLE {schema}.{name};\n" if partitioned else ""))
-        elif engine == "trino":
-            def trino(t: str) -> str:
-                return TRINO_TYPES.get(t, t.lower())
-            cols = [f'  "{c.name}" {trino(c.type)}' for c in columns]
+                       + f"\n) USING PARQUET{part}\nCOMMENT {_spark_text(comment)}\nLOCATION '{where}';\n"
+                       # run again after each `inservice warehouse lake`: partitions gone are dropped, files re-listed
+                       + (f"MSCK REPAIR TABLE {schema}.{name} SYNC PARTITIONS;\n" if keys
+                          else f"REFRESH TABLE {schema}.{name};\n"))
+        else:
+            cols = [f'  "{c.name}" {TRINO_TYPES.get(c.type, c.type.lower())} COMMENT {_literal(c.comment)}'
+                    for c in columns]
             cols += [f"  {k} integer" for k in keys]
             props = [f"external_location = '{where}'", "format = 'PARQUET'"]
-            props += [f"partitioned_by = ARRAY[{', '.join(repr(k) for k in keys)}]"] if partitioned else []
+            props += [f"partitioned_by = ARRAY[{', '.join(repr(k) for k in keys)}]"] if keys else []
             out.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{name} (\n" + ",\n".join(cols)
-                       + "\n) WITH (\n  " + ",\n  ".join(props) + "\n);\n"
-                       + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'ADD');\n"
-                          if partitioned else ""))
-        else:
-            raise ValueError("engine must be spark or trino")
+                       + f"\n)\nCOMMENT {_literal(comment)}\nWITH (\n  " + ",\n  ".join(props) + "\n);\n"
+                       + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'FULL');\n"
+                          if keys else ""))
     return "\n".join(out)
+
+
+def _spark_text(text: str) -> str:
+    """A Spark SQL string literal (backslash escapes; Spark reads '' as two adjacent literals)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

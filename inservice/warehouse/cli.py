@@ -14,7 +14,10 @@ def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
     from inservice.warehouse.backend import WarehouseUrl
 
     if args.warehouse_cmd == "lake-ddl":
-        print(analyst.lake_ddl(args.engine, args.location or str(settings.home / "lake")))
+        if args.archive:  # a sealed cold archive of `inservice backfill`, instead of the lake
+            print(analyst.archive_ddl(args.engine, args.location or str(Path(args.archive).resolve())))
+        else:
+            print(analyst.lake_ddl(args.engine, args.location or str(settings.home / "lake")))
         return 0
     if args.warehouse_cmd == "info":
         url = WarehouseUrl.parse(settings.warehouse_url)
@@ -50,4 +53,6 @@ def arguments(command: str, wh: argparse.ArgumentParser) -> None:
     lake_ddl = wsub.add_parser("lake-ddl", help="CREATE TABLE statements over the lake for Spark SQL or Trino")
     lake_ddl.add_argument("--engine", choices=("spark", "trino"), required=True)
     lake_ddl.add_argument("--location", help="where the lake is, as the engine sees it (s3a://…, hdfs://…)")
+    lake_ddl.add_argument("--archive", metavar="DIR", help="define a cold archive of `inservice backfill` "
+                          "(cold_archive/<run>) as schema inservice_archive, instead of the lake")
     wh.set_defaults(func=cmd_warehouse)
