@@ -300,3 +300,15 @@ def test_warnings_left_out_change_no_row(tmp_path: Path) -> None:
     rules = {w: sorted(v.findings["rule"].to_pylist()) for w, v in out.items()}
     assert rules[True] == ["A03", "W04", "W05", "W05"] and rules[False] == ["A03"]
     assert out[True].courses.equals(out[False].courses) and out[True].attendance.equals(out[False].attendance)
+
+
+def test_repeated_ids_are_hashed_once_with_the_same_keys() -> None:
+    """A unit's history repeats its teachers: `keys` hashes each distinct ID once and spreads the key
+    back; the keys equal Python's HMAC row for row, a missing ID stays missing."""
+    from inservice.validations.pseudonym import Pseudonymiser
+
+    teachers = _ids(50)
+    rng = random.Random(3)
+    ids = [None if rng.random() < 0.05 else rng.choice(teachers) for _ in range(20_000)]
+    p = Pseudonymiser(KEY.encode())
+    assert p.keys(pa.array(ids, pa.string())).to_pylist() == [None if i is None else p.one(i) for i in ids]
