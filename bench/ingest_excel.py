@@ -9,10 +9,11 @@ state every upload after the first meets), then in the same run times, `--repeat
           reader's child process (loaders/isolated.py);
   e2e   — `Ingestor.ingest` between opening and closing the warehouse, as `inservice ingest` does:
           name/unit/hash checks, limits, read, every rule, the merge in one transaction, the JSON + Excel
-          receipts, and the analysts' read-only copy refreshed on close.
-Prints the medians and the ratios (target e2e <= 1.5x raw). The floor's ratio says how much of that
-the read → pseudonymise → store chain alone takes on this machine; e2e / floor is the cost of
-everything else. Usage: python bench/ingest_excel.py [--rows N] [--repeat K]
+          receipts. The analysts' read-only copy refreshed after the commit is timed apart (another piece
+          of work's, bench/analyst_copy.py).
+Prints the medians and the ratios (targets: e2e <= 1.2x the floor, median of 5; e2e <= 1.5x raw). The
+floor's ratio says how much of that the read → pseudonymise → store chain alone takes on this machine;
+e2e / floor is the cost of everything else. Usage: python bench/ingest_excel.py [--rows N] [--repeat K]
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ from pathlib import Path
 import duckdb
 import fastexcel
 import pyarrow as pa
+from ingest_common import load, prepare, timed, timed_ingest
 from openpyxl import Workbook
 
-from inservice.config import Settings
-from inservice.ingest import Ingestor
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.pseudonym import Pseudonymiser
-from inservice.warehouse.analyst import WriteSession
-from inservice.warehouse.store import Warehouse
 
 LETTERS = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23,
                                                    24, 25, 26, 27, 28, 29, 32, 30, 31, 33), strict=True))
@@ -79,19 +77,6 @@ def raw_read(path: Path) -> int:
     return sum(reader.load_sheet(name).to_arrow().num_rows for name in ("課程", "研習名單"))
 
 
-def prepare(home: Path) -> Settings:
-    """A warehouse with the unit registered (creating the tables is not part of an upload's ingest)."""
-    settings = Settings.from_env(home)
-    with Warehouse(settings) as wh:
-        wh.add_unit("T001", "bench", "file", "production", date(2016, 1, 1))
-    return settings
-
-
-def e2e(path: Path, settings: Settings) -> dict:
-    with WriteSession(settings) as wh:  # its end: the analysts' copy, as every load
-        return Ingestor(settings, wh).ingest(path, "2017-06-03T10:00:00+08:00")
-
-
 def floor(path: Path, folder: Path) -> int:
     """Read → pseudonymise → store, nothing else (see the module's docstring)."""
     reader = fastexcel.read_excel(str(path))
@@ -119,7 +104,7 @@ def floor(path: Path, folder: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inbox" / "T001" / "T001_201705.xlsx"
@@ -128,26 +113,37 @@ def main() -> None:
         n_courses, n_att = build(path, args.rows)
         print(f"built {path.name}: {n_courses:,} courses, {n_att:,} attendance rows, "
               f"{path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s")
-        raws, floors, ends = [], [], []
+        raw_read(path)  # the page cache warmed for every side
+        raws, floors, ends, refreshes, floor_cpu, end_cpu = [], [], [], [], [], []
         for k in range(args.repeat):
             settings = prepare(Path(tmp) / f"home{k}")
             t = time.perf_counter()
             raw_read(path)
             raws.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            floor(path, Path(tmp) / f"floor{k}")
-            floors.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            receipt = e2e(path, settings)
-            ends.append(time.perf_counter() - t)
-            assert receipt["status"] == "loaded", receipt["refusal"]
-        raw, low, end = (statistics.median(x) for x in (raws, floors, ends))
-        a = receipt["attendance"]
-        print(f"accepted {a['accepted']:,} of {a['received']:,} attendance rows, {len(receipt['findings']):,} findings")
+            wall, cpu = timed(lambda k=k: floor(path, Path(tmp) / f"floor{k}"))
+            floors.append(wall)
+            floor_cpu.append(cpu)
+            run = timed_ingest(path, settings)
+            assert run.receipt["status"] == "loaded", run.receipt["refusal"]
+            ends.append(run.ingest)
+            refreshes.append(run.refresh)
+            end_cpu.append(run.cpu)
+            print(f"  run {k + 1}: raw {raws[-1]:.2f} s, floor {floors[-1]:.2f} s, e2e {ends[-1]:.2f} s "
+                  f"({ends[-1] / floors[-1]:.2f}x the floor), analysts' refresh {refreshes[-1]:.2f} s; "
+                  f"CPU floor {floor_cpu[-1]:.2f} s, e2e {end_cpu[-1]:.2f} s; {load()}", flush=True)
+        raw, low, end, refresh = (statistics.median(x) for x in (raws, floors, ends, refreshes))
+        a = run.receipt["attendance"]
+        print(f"accepted {a['accepted']:,} of {a['received']:,} attendance rows, "
+              f"{len(run.receipt['findings']):,} findings")
         print(f"raw fastexcel read: {raw:.2f} s (median of {args.repeat})")
         print(f"floor (read, HMAC, store; no rules): {low:.2f} s = {low / raw:.2f}x raw")
-        print(f"end-to-end ingest:  {end:.2f} s = {end / low:.2f}x the floor")
-        print(f"ratio: {end / raw:.2f}x  (target <= 1.5x)")
+        print(f"end-to-end ingest:  {end:.2f} s = {end / low:.2f}x the floor (target <= 1.2x; median of the "
+              f"per-run ratios {statistics.median(e / f for e, f in zip(ends, floors, strict=True)):.2f}x); "
+              f"analysts' refresh apart: {refresh:.2f} s")
+        print(f"ratio: {end / raw:.2f}x raw  (target <= 1.5x)")
+        print(f"CPU seconds (every thread and child process): floor {statistics.median(floor_cpu):.2f}, e2e "
+              f"{statistics.median(end_cpu):.2f} = {statistics.median(end_cpu) / statistics.median(floor_cpu):.2f}x")
+        print(load())
 
 if __name__ == "__main__":
     main()

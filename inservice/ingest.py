@@ -198,7 +198,7 @@ class Ingestor:
         # leaving the block waits for that read, whatever happened meanwhile.
         with ThreadPoolExecutor(max_workers=1) as pool:
             raw = (read_excel(path, pool, self.settings.limits) if ext in (".xlsx", ".xls")
-                   else reader_for(ext)(path))  # F01, F07
+                   else reader_for(ext, self.settings.limits)(path))  # F01, F07
             root_unit = raw.meta.get("unit")
             if root_unit is not None and root_unit.strip() != name.unit:
                 raise UploadRefused("F04", f"XML 的 unit 屬性「{root_unit}」不是傳報單位 {name.unit}",

@@ -43,51 +43,78 @@ def isolated(produce: Callable[..., Iterator[Any]], *args: Any, limits: Limits,
     """Iterate `produce(*args)` as run in a child. Exceptions it raises are raised here (pickled); a
     child that runs out of memory or time is F09, one that dies otherwise F01. `what` names the file
     in the messages (Chinese, English)."""
-    sweep_stale(limits)
-    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    parent = os.getpid()
-    # a child that outlives a killed parent would hold its tables until its time runs out: it is told
-    # to die with the parent when the forking thread is the main one (the signal follows the thread)
-    die_with_parent = threading.current_thread() is threading.main_thread()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        parent_end.close()
-        _child(child_end, produce, args, limits, parent if die_with_parent else None)
-    child_end.close()
-    # the CPU limit stops a busy child first; this one, one that waits (or a machine under load)
-    deadline = time.monotonic() + _wall_seconds(limits)
-    status: int | None = None
-    try:
-        while True:
-            kind, value = _receive(parent_end, deadline)
-            if kind == "item":
-                yield value  # its tables mapped by _receive
-            elif kind == "raise":
-                raise value
-            elif kind == "end":
-                return
-            elif kind == "memory":
-                raise _over_memory(limits, what)
-            else:
-                raise unreadable((f"{what[0]}無法讀取（可能損毀或未完整上傳），請重新匯出後再傳",
-                                  f"{what[1]} cannot be read (it may be damaged or incompletely uploaded); "
-                                  "export it again and resend"), value)
-    except _ChildGone:
-        status = _reap(pid)
-        raise _classify(status, limits, what) from None
-    finally:
-        parent_end.close()  # tables sent and not taken go with the socket
-        if status is None:
-            _reap(pid)
+    yield from Child(produce, args, limits, what).results()
 
 
 def run_isolated(work: Callable[..., Any], *args: Any, limits: Limits, what: tuple[str, str]) -> Any:
     """`work(*args)`'s result, computed in a child as `isolated` does."""
-    parts = isolated(lambda *a: iter([work(*a)]), *args, limits=limits, what=what)
-    try:
-        return next(parts)
-    finally:
-        parts.close()
+    return start_isolated(work, *args, limits=limits, what=what).result()
+
+
+def start_isolated(work: Callable[..., Any], *args: Any, limits: Limits, what: tuple[str, str]) -> Child:
+    """`work(*args)` started in a child now (several can run side by side); `.result()` waits for it,
+    `.close()` ends it if still running (call one of them)."""
+    return Child(lambda *a: iter([work(*a)]), args, limits, what)
+
+
+class Child:
+    """One forked child running `produce(*args)` (see `isolated`), forked on creation."""
+
+    def __init__(self, produce: Callable[..., Iterator[Any]], args: tuple, limits: Limits,
+                 what: tuple[str, str]) -> None:
+        sweep_stale(limits)
+        self.limits, self.what = limits, what
+        self.sock, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent = os.getpid()
+        # a child that outlives a killed parent would hold its tables until its time runs out: it is told
+        # to die with the parent when the forking thread is the main one (the signal follows the thread)
+        die_with_parent = threading.current_thread() is threading.main_thread()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns
+            self.sock.close()
+            _child(child_end, produce, args, limits, parent if die_with_parent else None)
+        child_end.close()
+        # the CPU limit stops a busy child first; this one, one that waits (or a machine under load)
+        self.deadline = time.monotonic() + _wall_seconds(limits)
+        self.status: int | None = None
+
+    def results(self) -> Generator[Any, None, None]:
+        limits, what = self.limits, self.what
+        try:
+            while True:
+                kind, value = _receive(self.sock, self.deadline)
+                if kind == "item":
+                    yield value  # its tables mapped by _receive
+                elif kind == "raise":
+                    raise value
+                elif kind == "end":
+                    return
+                elif kind == "memory":
+                    raise _over_memory(limits, what)
+                else:
+                    raise unreadable((f"{what[0]}無法讀取（可能損毀或未完整上傳），請重新匯出後再傳",
+                                      f"{what[1]} cannot be read (it may be damaged or incompletely uploaded); "
+                                      "export it again and resend"), value)
+        except _ChildGone:
+            self.status = _reap(self.pid)
+            raise _classify(self.status, limits, what) from None
+        finally:
+            self.close()
+
+    def result(self) -> Any:
+        """The one item a `start_isolated` child produces."""
+        parts = self.results()
+        try:
+            return next(parts)
+        finally:
+            parts.close()
+
+    def close(self) -> None:
+        """The socket closed (tables sent and not taken go with it) and the child reaped, killed first
+        if still running."""
+        self.sock.close()
+        if self.status is None:
+            self.status = _reap(self.pid)
 
 
 class _ChildGone(Exception):

@@ -419,8 +419,8 @@ def _c11(table: pa.Table, existing: pa.Table, bad: pa.Array, ctx: Context, out: 
 
 def _validate_attendance(raw: pa.Table, courses: pa.Table, ctx: Context, out: Findings,
                          con: duckdb.DuckDBPyConnection) -> pa.Table:
-    # The HMAC runs in DuckDB, which releases the GIL: it hashes every present ID in a thread while
-    # the field rules and the rules that need no key run here; invalid IDs' keys are dropped below.
+    # Every present ID is hashed in a thread while the field rules and the rules that need no key run
+    # here (their pyarrow and DuckDB work releases the GIL); invalid IDs' keys are dropped below.
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashed = pool.submit(ctx.pseudonymiser.keys, national_ids(raw["national_id"].combine_chunks()))
         typed = field_rules(ATTENDANCE, raw, ctx.channel, out)
