@@ -15,12 +15,14 @@ run: the same warehouse rows (checksums of courses, attendance, units, counts) a
 Other benchmarks may share the machine: compare ratios from the same run, not absolute times (the CPU
 seconds, also printed, vary less under load than wall time).
 
-Measured (2026-12-07, shared 2-core machine, load 6-15; attendance + course rows):
-  1,100,000: CTAS 3.5-6.2 s, backfill 32-68 s, 6.1-11.0x; CPU 1.2 s vs 10.0 s (8.5x); peak 650-700 MiB
-  5,500,000: CTAS 29.7 s, backfill 297 s, 10.0x; peak <= 1.3 GiB; killed at 84 s + continued: identical
-  34,100,000: CTAS 113 s, backfill 1,408 s (12.5x, heaviest load), killed at 395 s + continued in 540 s (8.3x):
-              identical; peak RSS ~2.5 GiB (VmHWM sampled; reconciliation exact)
-The target (2.5x) is not met: the HMAC, the insert and the analysts' copy alone cost ~3.3x CTAS's CPU.
+Measured (2026-12-07, shared 2-core machine; attendance + course rows; wall (CPU) seconds):
+  1,100,000 (load 4.5):  CTAS 1.1 (1.1), backfill 8.6 (8.4): 7.8x, CPU 7.6x; peak 676 MiB; kill + re-run identical
+  5,500,000 (load 3.8):  CTAS 2.4 (4.5), backfill 43.0 (37.3): 17.6x, CPU 8.3x; peak 1,357 MiB; identical
+  11,000,000 (load 3.6): CTAS 8.7 (8.8), backfill 98.0 (79.2): 11.2x, CPU 9.0x; peak 1,949 MiB
+  34,100,000 (load 10-15): CTAS 113, backfill 1,408: 12.5x; peak ~2.4 GiB (VmHWM sampled; this script's
+              figure then was the generator's); killed at 395 s + continued in 540 s: identical
+The target (2.5x) is not met: CTAS uses both cores, the backfill mostly one, and the HMAC, the insert and
+the analysts' copy alone cost ~3x CTAS's CPU.
 
 Usage: python bench/backfill.py [--rows 1000000] [--batch-rows 200000] [--kill] [--work DIR] [--seed 1]
 """
