@@ -19,7 +19,7 @@ Measured (2026-12-07, shared 2-core machine; attendance + course rows; wall (CPU
   1,100,000 (load 4.5):  CTAS 1.1 (1.1), backfill 8.6 (8.4): 7.8x, CPU 7.6x; peak 676 MiB; kill + re-run identical
   5,500,000 (load 3.8):  CTAS 2.4 (4.5), backfill 43.0 (37.3): 17.6x, CPU 8.3x; peak 1,357 MiB; identical
   11,000,000 (load 3.6): CTAS 8.7 (8.8), backfill 98.0 (79.2): 11.2x, CPU 9.0x; peak 1,949 MiB
-  34,100,000 (load 10-15): CTAS 113, backfill 1,408: 12.5x; peak ~2.4 GiB (VmHWM sampled; this script's
+  34,100,000 (load 10-15, earlier code): CTAS 113, backfill 1,408: 12.5x; peak ~2.5 GiB (sampled; this script's
               figure then was the generator's); killed at 395 s + continued in 540 s: identical
 The target (2.5x) is not met: CTAS uses both cores, the backfill mostly one, and the HMAC, the insert and
 the analysts' copy alone cost ~3x CTAS's CPU.
