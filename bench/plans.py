@@ -2,25 +2,35 @@
 
 Generates school year 106 as the planning service exports it — 3,900 schools × ~4 domains (school
 plans) and 200,000 teachers × ~3 domains (teacher plans, ~600,000 rows, the IDs with their check
-digits, ~0.5% invalid) — as .xlsx (and the teacher export also as .csv), plus the year's supply
-straight into the warehouse (40,000 courses, ~2,000,000 completed attendance rows of the same
-teachers, pseudonymised with the warehouse's key so plans and attendance join). Then, in the same
-run, `--repeat` times each:
+digits, ~0.5% invalid) — as .xlsx (and the teacher export also as .csv, a revision of it: 5% of the
+rows plan other hours), plus the year's supply straight into the warehouse (40,000 courses,
+~2,000,000 completed attendance rows of the same teachers, pseudonymised with the warehouse's key so
+plans and attendance join). Then, in the same run, `--repeat` times each:
   raw      — fastexcel reading the teacher export's sheet into Arrow (the reader the loader uses);
   intake   — `PlanIngestor.ingest` of that export between opening and closing the warehouse, as
              `inservice ingest` does: checks, read in the child process, every P-rule, the revision's
              merge in one transaction, the JSON + Excel receipts (the analysts' copy is timed apart:
-             it grows with the whole warehouse, not with the export);
-  publish  — `publish_plans`: the four publications (stat_plan_* tables, four workbooks, four pages).
-Prints the medians and the ratios (targets: intake ≤ 1.5× raw; publications ≤ 15 s).
-Usage: python bench/plans.py [--teachers 200000] [--schools 3900] [--repeat 3] [--keep]
+             it grows with the whole warehouse, not with the export); its CPU time beside the raw
+             read's (this process, its threads and the reader's child: less at the mercy of the load);
+  publish  — `publish_plans`: the four publications (stat_plan_* tables, four workbooks, four pages),
+             split into the blocking checks' gate (BLOCKING, shared with the monthly statistics, and
+             PLAN_BLOCKING, the plan tables' keys), each check timed as the gate runs it, and the
+             publications' own work (the rest).
+Each round alternates the .xlsx and the .csv revision, so every load changes 5% of the rows (what a
+revision moves to the history). Prints each round with the machine's load, then the medians and the
+ratios (targets: intake ≤ 1.5× raw; publications ≤ 15 s).
+
+Measured here (2026-12-07, 2 cores shared with other sessions; `--repeat 3`): see README, Planning
+survey. Usage: python bench/plans.py [--teachers 200000] [--schools 3900] [--repeat 3] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
+import resource
 import shutil
 import statistics
 import tempfile
@@ -41,7 +51,7 @@ from inservice.plans.publish import publish_plans
 from inservice.schemas.plans import SCHOOL_PLAN, TEACHER_PLAN
 from inservice.schemas.reference import schools
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
-from inservice.warehouse import checks
+from inservice.warehouse import checks, ddl
 from inservice.warehouse.analyst import publish_snapshot
 from inservice.warehouse.store import Warehouse
 
@@ -49,6 +59,7 @@ TARGETS = {"intake_ratio": 1.5, "publish_s": 15.0}
 LETTERS = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23,
                                                    24, 25, 26, 27, 28, 29, 32, 30, 31, 33), strict=True))
 RECEIVED = "2017-10-02T10:00:00+08:00"
+REVISED = 0.05  # share of the teacher rows the .csv export changes against the .xlsx one
 
 
 def make_id(rng: random.Random) -> str:
@@ -138,10 +149,12 @@ def generate(folder: Path, n_schools: int, n_teachers: int, seed: int = 106):
     write_xlsx(paths["school"], SCHOOL_PLAN.label, [f.label for f in SCHOOL_PLAN.fields], school_rows)
     write_xlsx(paths["teacher"], TEACHER_PLAN.label, [f.label for f in TEACHER_PLAN.fields], teacher_rows)
     paths["teacher_csv"].parent.mkdir(parents=True, exist_ok=True)
+    # the .csv is a revision of the .xlsx: 5% of the rows plan other hours, so each load changes rows
+    revised = [[*r[:4], str(int(r[4]) % 36 + 1), *r[5:]] if rng.random() < REVISED else r for r in teacher_rows]
     with paths["teacher_csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow([f.code for f in TEACHER_PLAN.fields])
-        w.writerows(teacher_rows)
+        w.writerows(revised)
     return paths, len(school_rows), len(teacher_rows), ids, homes
 
 
@@ -171,6 +184,31 @@ def supply(wh: Warehouse, key: bytes, ids: list[str], homes: list[str], n_course
     return wh.con.execute("SELECT count(*) FROM main.attendance").fetchone()[0]
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, its threads and its finished children (the intake's reader)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _time_the_gate() -> dict[str, float]:
+    """Each blocking check timed as the gate runs it (the publication's time split: gate vs own work)."""
+    seconds: dict[str, float] = {}
+
+    def timed(check: checks.BlockingCheck) -> checks.BlockingCheck:
+        def run(con, cutoff):  # noqa: ANN001, ANN202
+            t, c = time.perf_counter(), _cpu()
+            try:
+                return check.run(con, cutoff)
+            finally:
+                seconds[check.key] = seconds.get(check.key, 0.0) + time.perf_counter() - t
+                seconds["cpu"] = seconds.get("cpu", 0.0) + _cpu() - c
+        return replace(check, run=run)
+
+    checks.BLOCKING[:] = [timed(c) for c in checks.BLOCKING]
+    checks.PLAN_BLOCKING[:] = [timed(c) for c in checks.PLAN_BLOCKING]
+    return seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teachers", type=int, default=200_000)
@@ -197,56 +235,83 @@ def main() -> int:
             school = shutil.copy(paths["school"], plan_inbox / paths["school"].name)
             assert PlanIngestor(settings, wh).ingest(Path(school), RECEIVED)["status"] == "loaded"
         print(f"supply: 40,000 courses, {n_att:,} completed attendance rows; school plans loaded", flush=True)
-        raws, intakes, csv_intakes, csv_raws, pubs = [], [], [], [], []
+        gate = _time_the_gate()
+        m: dict[str, list[float]] = {k: [] for k in ("raw", "raw_cpu", "intake", "intake_cpu", "csv_raw",
+                                                     "csv_intake", "publish", "gate", "plan_gate", "load",
+                                                     "publish_cpu", "gate_cpu")}
         for k in range(args.repeat):
-            t = time.perf_counter()
+            m["load"].append(os.getloadavg()[0])
+            t, c = time.perf_counter(), _cpu()
             reader = fastexcel.read_excel(str(paths["teacher"]))
             n = reader.load_sheet(reader.sheet_names[0]).to_arrow().num_rows
-            raws.append(time.perf_counter() - t)
+            m["raw"].append(time.perf_counter() - t)
+            m["raw_cpu"].append(_cpu() - c)
             # a new revision each round (the same bytes again would be a duplicate): the zip comment differs
             copy = plan_inbox / paths["teacher"].name
             shutil.copy(paths["teacher"], copy)
             with zipfile.ZipFile(copy, "a") as z:
                 z.comment = f"round {k}".encode()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             with Warehouse(settings) as wh:
                 receipt = PlanIngestor(settings, wh).ingest(copy, RECEIVED)
-            intakes.append(time.perf_counter() - t)
+            m["intake"].append(time.perf_counter() - t)
+            m["intake_cpu"].append(_cpu() - c)
             assert receipt["status"] == "loaded", receipt["refusal"]
             t = time.perf_counter()
             with paths["teacher_csv"].open("rb") as fh:
                 pacsv.read_csv(fh, convert_options=pacsv.ConvertOptions(column_types={
                     c.code: pa.string() for c in TEACHER_PLAN.fields}))
-            csv_raws.append(time.perf_counter() - t)
+            m["csv_raw"].append(time.perf_counter() - t)
             copy = plan_inbox / paths["teacher_csv"].name
             copy.write_bytes(paths["teacher_csv"].read_bytes() + b"\n" * (k + 1))  # new bytes: a new revision
             t = time.perf_counter()
             with Warehouse(settings) as wh:
                 receipt_csv = PlanIngestor(settings, wh).ingest(copy, RECEIVED)
-            csv_intakes.append(time.perf_counter() - t)
+            m["csv_intake"].append(time.perf_counter() - t)
             assert receipt_csv["status"] == "loaded", receipt_csv["refusal"]
-            t = time.perf_counter()
+            gate.clear()
+            t, c = time.perf_counter(), _cpu()
             pub = publish_plans(settings, "106")
-            pubs.append(time.perf_counter() - t)
+            m["publish"].append(time.perf_counter() - t)
+            m["publish_cpu"].append(_cpu() - c)
+            m["gate_cpu"].append(gate.pop("cpu"))
+            m["gate"].append(sum(v for key, v in gate.items() if not key.startswith("plan_tables.")))
+            m["plan_gate"].append(sum(v for key, v in gate.items() if key.startswith("plan_tables.")))
+            print(f"round {k + 1}: load {m['load'][-1]:.1f}; raw {m['raw'][-1]:.2f} s, intake {m['intake'][-1]:.2f} s "
+                  f"({m['intake'][-1] / m['raw'][-1]:.2f}x); publications {m['publish'][-1]:.2f} s, of which gate "
+                  f"{m['gate'][-1] + m['plan_gate'][-1]:.2f} s", flush=True)
+        slowest = sorted(gate.items(), key=lambda kv: -kv[1])[:3]
         with Warehouse(settings) as wh:
             t = time.perf_counter()
-            assert not checks.failing(wh.con, settings.archive_cutoff)
-            gate_s = time.perf_counter() - t
+            checks.raw_national_ids(wh.con, [f"main.{t.name}" for t in ddl.PLAN_TABLES])
+            plan_scan = time.perf_counter() - t
+            history = wh.con.execute("SELECT count(*) FROM main.teacher_plans_history").fetchall()[0][0]
             t = time.perf_counter()
             publish_snapshot(wh, replace(settings, analyst_copy=True))
             copy_s = time.perf_counter() - t
-        raw, intake, craw, cintake, publish = (statistics.median(x) for x in (raws, intakes, csv_raws, csv_intakes,
-                                                                              pubs))
+        med = {k: statistics.median(v) for k, v in m.items()}
+        own = statistics.median(p - g - pg for p, g, pg in zip(m["publish"], m["gate"], m["plan_gate"], strict=True))
         p = receipt["plans"]
-        print(f"teacher export: {n:,} rows; accepted {p['accepted']:,}, {len(receipt['findings']):,} findings")
-        print(f"raw fastexcel read of the teacher .xlsx: {raw:.2f} s (median of {args.repeat})")
-        print(f"intake of the teacher .xlsx: {intake:.2f} s = {intake / raw:.2f}x raw  "
-              f"(target <= {TARGETS['intake_ratio']}x)")
-        print(f"raw pyarrow read of the teacher .csv: {craw:.2f} s; intake of the .csv: {cintake:.2f} s "
-              f"= {cintake / craw:.2f}x raw")
-        print(f"four publications: {publish:.2f} s (target <= {TARGETS['publish_s']:.0f} s), of which the blocking "
-              f"checks' gate (every warehouse table scanned, as for the monthly statistics) {gate_s:.2f} s; "
+        load = f"load {min(m['load']):.1f}-{max(m['load']):.1f} (1-min average at each round's start; 2 cores)"
+        print(f"teacher export: {n:,} rows; accepted {p['accepted']:,}, {len(receipt['findings']):,} findings; "
+              f"{REVISED:.0%} of the rows change between the .xlsx and .csv revisions "
+              f"(history now {history:,} rows); {load}")
+        print(f"raw fastexcel read of the teacher .xlsx: {med['raw']:.2f} s (median of {args.repeat}; "
+              f"CPU {med['raw_cpu']:.2f} s)")
+        print(f"intake of the teacher .xlsx: {med['intake']:.2f} s = {med['intake'] / med['raw']:.2f}x raw  "
+              f"(target <= {TARGETS['intake_ratio']}x); CPU {med['intake_cpu']:.2f} s = "
+              f"{med['intake_cpu'] / med['raw_cpu']:.2f}x raw's CPU")
+        print(f"raw pyarrow read of the teacher .csv: {med['csv_raw']:.2f} s; intake of the .csv: "
+              f"{med['csv_intake']:.2f} s = {med['csv_intake'] / med['csv_raw']:.2f}x raw")
+        print(f"four publications: {med['publish']:.2f} s (target <= {TARGETS['publish_s']:.0f} s) = the blocking "
+              f"checks' gate {med['gate']:.2f} s (BLOCKING: attendance, courses, upload_log; slowest "
+              + ", ".join(f"{key} {v:.2f} s" for key, v in slowest)
+              + f") + PLAN_BLOCKING {med['plan_gate']:.2f} s + the publications' own work {own:.2f} s; "
               f"totals {pub.totals}")
+        own_cpu = statistics.median(p - g for p, g in zip(m["publish_cpu"], m["gate_cpu"], strict=True))
+        print(f"  CPU: publications {med['publish_cpu']:.2f} s = gate {med['gate_cpu']:.2f} s "
+              f"+ own work {own_cpu:.2f} s")
+        print(f"of the gate, upload_log.no_national_id's scan of the plan tables: {plan_scan:.2f} s")
         print(f"analysts' copy after all that (not part of the intake): {copy_s:.2f} s")
     finally:
         if not args.keep:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
@@ -280,15 +279,14 @@ def test_revision_replaces_and_older_as_of_is_reproduced(plan_settings: Settings
                                                          capsys: pytest.CaptureFixture) -> None:
     ids = _ids()
     _load_case(plan_settings, capsys, ids)
-    first = publish_plans(plan_settings, "106")
-    # an as-of is whole seconds: a revision loaded within the same second would belong to it
-    time.sleep(1.01 - time.time() % 1)
+    first = publish_plans(plan_settings, "106")  # a revision loaded right after it is not in it (µs as-of)
     # a later export of the same year and kind: T4 withdrew, T2 now plans 28 h
     rows = _teacher_rows(ids)
     rows = [*rows[:2], teacher_plan(ids[1], "313601", "A", planned_hours="28"), rows[3]]
     [r] = _cli(capsys, "ingest", str(write_plan_csv(plan_settings.inbox / "PLAN" / "PLAN_106_teacher.csv", rows)),
                "--received-at", "2017-12-01T10:00:00+08:00", "--json")
     assert r["status"] == "loaded" and r["merge"]["revision"] == 2 and r["merge"]["replaced_rows"] == 5
+    assert (r["merge"]["inserted_rows"], r["merge"]["unchanged_rows"]) == (4, 3)  # T1 A, T1 B, T3 C stay
     now = publish_plans(plan_settings, "106")
     assert now.totals == {"schools": 3, "teachers": 3, "planned_hours": 58.0, "coverage_ratio": 0.2586}
     again = publish_plans(plan_settings, "106", as_of=first.as_of)  # the older as-of, published again
@@ -298,7 +296,8 @@ def test_revision_replaces_and_older_as_of_is_reproduced(plan_settings: Settings
         revs = wh.con.execute("""SELECT revision, rows_accepted, replaced_at IS NULL FROM plan_revisions
             WHERE kind = 'teacher' ORDER BY revision""").fetchall()
         assert revs == [(1, 5, False), (2, 4, True)]
-        assert wh.con.execute("SELECT count(*) FROM teacher_plans_history").fetchone() == (5,)
+        # only what the revision changed moved to the history: T2's A (8 h) and T4's withdrawn A
+        assert wh.con.execute("SELECT count(*) FROM teacher_plans_history").fetchone() == (2,)
         assert wh.con.execute("SELECT count(*) FROM teacher_plans").fetchone() == (4,)
 
 

@@ -65,7 +65,7 @@ def read_sheet(reader: fastexcel.ExcelReader, rt: RecordType, sheet: str) -> tup
         present = valid if present is None else pc.or_(present, valid)
     columns = {code: body.column(i).combine_chunks() for i, code in mapping.items()}
     out = canonical_table(rt, rows, columns)
-    if present is not None:
+    if present is not None and not pc.all(present).as_py():
         out = out.filter(present)  # empty rows are skipped; positions of the others are kept
     return out, extra_columns_note(rt, unknown, f"工作表「{sheet}」")
 

@@ -98,7 +98,7 @@ def read_csv(path: Path, rt: RecordType) -> tuple[pa.Table, list[dict]]:
         present = valid if present is None else pc.or_(present, valid)
     rows = pa.array(range(2, body.num_rows + 2), pa.int64())
     out = canonical_table(rt, rows, {code: body.column(i).combine_chunks() for i, code in mapping.items()})
-    if present is not None:
+    if present is not None and not pc.all(present).as_py():
         out = out.filter(present)  # empty rows are skipped; positions of the others are kept
     return out, extra_columns_note(rt, unknown, where)
 

@@ -36,6 +36,7 @@ class PlanMerge:
     revision: int = 0
     replaced_rows: int = 0
     inserted_rows: int = 0
+    unchanged_rows: int = 0  # repeated exactly by the revision: kept in place, not copied
 
 
 class PlanIngestor(Ingestor):

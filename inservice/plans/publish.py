@@ -85,15 +85,24 @@ def ensure_tables(con: Connection) -> None:
 
 # --- compute: plans + attendance → stat_plan_* ----------------------------------------------------------
 def _stage(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
-    """The plans in force at as-of (years up to Y), with counties and levels; the year's completed attendance."""
+    """The plans in force at as-of (years up to Y), with counties and levels; the year's completed attendance.
+
+    Teachers are counted by `tid`, a small integer standing for the teacher_key within this computation
+    (distinct counts over 64-character keys cost several times those over integers); attendance rows
+    of teachers without a plan up to Y have none."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_school_all AS
         SELECT p.*, coalesce(s.county_code, '{UNKNOWN}') AS county
         FROM ({plans_at('school')}) p LEFT JOIN pub_ref_schools s USING (school_code)
         WHERE p.school_year <= ?""", [as_of, as_of, as_of, year])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_teacher_raw AS
+        SELECT * FROM ({plans_at('teacher')}) p WHERE p.school_year <= ?""", [as_of, as_of, as_of, year])
+    con.execute("""CREATE OR REPLACE TEMP TABLE pp_tid AS
+        SELECT teacher_key, CAST(row_number() OVER () AS INTEGER) AS tid
+        FROM (SELECT DISTINCT teacher_key FROM pp_teacher_raw WHERE teacher_key IS NOT NULL)""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_teacher_all AS
-        SELECT p.*, coalesce(s.county_code, '{UNKNOWN}') AS county, s.level AS ref_level
-        FROM ({plans_at('teacher')}) p LEFT JOIN pub_ref_schools s USING (school_code)
-        WHERE p.school_year <= ?""", [as_of, as_of, as_of, year])
+        SELECT p.* EXCLUDE (teacher_key), k.tid, coalesce(s.county_code, '{UNKNOWN}') AS county, s.level AS ref_level
+        FROM pp_teacher_raw p LEFT JOIN pp_tid k USING (teacher_key) LEFT JOIN pub_ref_schools s USING (school_code)""")
+    con.execute("DROP TABLE pp_teacher_raw")
     con.execute("CREATE OR REPLACE TEMP TABLE pp_school AS SELECT * FROM pp_school_all WHERE school_year = ?", [year])
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_teacher AS
         SELECT t.*, coalesce(l.school_level, t.ref_level, '{UNKNOWN}') AS level
@@ -101,13 +110,20 @@ def _stage(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
                                          GROUP BY school_code) l USING (school_code)
         WHERE t.school_year = ?""", [year])
     first, after = school_year_bounds(year)
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_att AS
-        SELECT a.unit_code, a.course_code, a.teacher_key, a.hours_granted, c.category AS domain, c.hours,
-               c.time_slot, c.delivery, coalesce(s.county_code, '{UNKNOWN}') AS county
-        FROM main.attendance a JOIN main.courses c USING (unit_code, course_code)
-        LEFT JOIN pub_ref_schools s ON s.school_code = a.school_code
+    supplied = f"""FROM main.attendance a JOIN main.courses c USING (unit_code, course_code) {{join}}
         WHERE c.start_date >= ? AND c.start_date < ? AND {NOT_DELETED.format('c')} AND {NOT_DELETED.format('a')}
-          AND coalesce(a.completed, false)""", [first, after])
+          AND coalesce(a.completed, false)"""
+    # one row per course and attendee county: person-times (pt) and granted hours summed
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_att AS
+        SELECT a.unit_code, a.course_code, c.category AS domain, c.hours, c.time_slot, c.delivery,
+               coalesce(s.county_code, '{UNKNOWN}') AS county, count(*) AS pt, sum(a.hours_granted) AS granted
+        {supplied.format(join="LEFT JOIN pub_ref_schools s ON s.school_code = a.school_code")}
+        GROUP BY ALL""", [first, after])
+    # the (teacher, domain) pairs attended by teachers with a plan, joined on the pseudonym only (its
+    # own narrow join: carried through pp_att's wide one it costs several times more)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE pp_done AS
+        SELECT DISTINCT k.tid, c.category AS domain
+        {supplied.format(join="JOIN pp_tid k ON k.teacher_key = a.teacher_key")}""", [first, after])
 
 
 def _all(col: str) -> str:
@@ -124,7 +140,7 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
     con.execute(f"""INSERT INTO stat_plan_participation
         WITH s AS (SELECT {_all('county')} AS county, school_year, count(DISTINCT school_code) AS n
                    FROM pp_school_all GROUP BY GROUPING SETS ((county, school_year), (school_year))),
-        t AS (SELECT {_all('county')} AS county, school_year, count(DISTINCT teacher_key) AS n
+        t AS (SELECT {_all('county')} AS county, school_year, count(DISTINCT tid) AS n
               FROM pp_teacher_all GROUP BY GROUPING SETS ((county, school_year), (school_year)))
         SELECT ?, ?, county, school_year, coalesce(s.n, 0), coalesce(t.n, 0)
         FROM s FULL JOIN t USING (county, school_year)""", key)
@@ -134,7 +150,7 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
     con.execute(f"""INSERT INTO stat_plan_demand
         WITH s AS (SELECT {_all('county')} AS county, {_all('level')} AS level, count(DISTINCT school_code) AS n
                    FROM (SELECT county, school_level AS level, school_code FROM pp_school) GROUP BY {cube}),
-        t AS (SELECT {_all('county')} AS county, {_all('level')} AS level, count(DISTINCT teacher_key) AS n,
+        t AS (SELECT {_all('county')} AS county, {_all('level')} AS level, count(DISTINCT tid) AS n,
                      sum(planned_hours) AS hours
               FROM pp_teacher GROUP BY {cube})
         SELECT ?, ?, county, level, coalesce(s.n, 0), coalesce(t.n, 0), coalesce(t.hours, 0),
@@ -142,32 +158,39 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
         FROM s FULL JOIN t USING (county, level)""", key)
     con.execute(f"""INSERT INTO stat_plan_demand_domains
         WITH d AS (SELECT {_all('county')} AS county, {_all('level')} AS level, domain,
-                          count(DISTINCT teacher_key) AS n
+                          count(DISTINCT tid) AS n
                    FROM pp_teacher GROUP BY GROUPING SETS ((county, level, domain), (county, domain), (level, domain),
                                                            (domain)))
         SELECT ?, ?, d.county, d.level, d.domain, d.n, CAST(d.n AS DOUBLE) / t.teachers
         FROM d JOIN stat_plan_demand t ON t.school_year = ? AND t.as_of = ? AND t.county_code = d.county
              AND t.school_level = d.level""", key + key)
+    lists = ", ".join(CHOICE_FIELDS)
     for who, table, level in (("school", "pp_school", "school_level"), ("teacher", "pp_teacher", "level")):
-        for dim in CHOICE_FIELDS:
-            con.execute(f"""INSERT INTO stat_plan_demand_choices
-                WITH m AS (SELECT county, {level} AS level, unnest(string_split({dim}, ';')) AS code FROM {table}),
-                g AS (SELECT {_all('county')} AS county, {_all('level')} AS level, code, count(*) AS n
-                      FROM m GROUP BY GROUPING SETS ((county, level, code), (county, code), (level, code), (code)))
-                SELECT ?, ?, county, level, ?, ?, code, n, CAST(n AS DOUBLE) / sum(n) OVER (PARTITION BY county, level)
-                FROM g""", [*key, who, dim])
+        # the five lists in one pass: a row's each code of each list is one mention
+        con.execute(f"""INSERT INTO stat_plan_demand_choices
+            WITH l AS (SELECT county, level, dimension, v, count(*) AS rows_
+                       FROM (UNPIVOT (SELECT county, {level} AS level, {lists} FROM {table})
+                             ON {lists} INTO NAME dimension VALUE v) GROUP BY ALL),  -- each list once
+            m AS (SELECT county, level, dimension, rows_, unnest(string_split(v, ';')) AS code FROM l),
+            g AS (SELECT {_all('county')} AS county, {_all('level')} AS level, dimension, code,
+                         CAST(sum(rows_) AS BIGINT) AS n
+                  FROM m GROUP BY GROUPING SETS ((county, level, dimension, code), (county, dimension, code),
+                                                 (level, dimension, code), (dimension, code)))
+            SELECT ?, ?, county, level, ?, dimension, code, n,
+                   CAST(n AS DOUBLE) / sum(n) OVER (PARTITION BY county, level, dimension)
+            FROM g""", [*key, who])
 
     # 3. supply against demand: county × domain
     cube = "GROUPING SETS ((county, domain), (county), (domain), ())"
     con.execute(f"""INSERT INTO stat_plan_supply
-        WITH d AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, count(DISTINCT teacher_key) AS n,
+        WITH d AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, count(DISTINCT tid) AS n,
                           sum(planned_hours) AS hours
                    FROM pp_teacher GROUP BY {cube}),
         c AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, count(*) AS courses,
                      sum(hours) AS hours
               FROM (SELECT DISTINCT county, domain, unit_code, course_code, hours FROM pp_att) GROUP BY {cube}),
-        a AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, count(*) AS pt,
-                     sum(hours_granted) AS granted
+        a AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, CAST(sum(pt) AS BIGINT) AS pt,
+                     sum(granted) AS granted
               FROM pp_att GROUP BY {cube})
         SELECT ?, ?, county, domain, coalesce(d.n, 0), coalesce(d.hours, 0), coalesce(c.courses, 0),
                coalesce(c.hours, 0), coalesce(a.pt, 0), coalesce(a.granted, 0),
@@ -176,10 +199,12 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
         FROM d FULL JOIN c USING (county, domain) FULL JOIN a USING (county, domain)""", key)
     for dim, plan_list, course_col in (("time_slot", "times", "time_slot"), ("delivery", "deliveries", "delivery")):
         con.execute(f"""INSERT INTO stat_plan_supply_mix
-            WITH dm AS (SELECT county, domain, unnest(string_split({plan_list}, ';')) AS code FROM pp_teacher),
-            d AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, code, count(*) AS n
+            WITH dl AS (SELECT county, domain, {plan_list} AS v, count(*) AS rows_ FROM pp_teacher GROUP BY ALL),
+            dm AS (SELECT county, domain, rows_, unnest(string_split(v, ';')) AS code FROM dl),
+            d AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, code, CAST(sum(rows_) AS BIGINT) AS n
                   FROM dm GROUP BY GROUPING SETS ((county, domain, code), (county, code), (domain, code), (code))),
-            s AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, {course_col} AS code, count(*) AS n
+            s AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain, {course_col} AS code,
+                         CAST(sum(pt) AS BIGINT) AS n
                   FROM pp_att GROUP BY GROUPING SETS ((county, domain, {course_col}), (county, {course_col}),
                                                       (domain, {course_col}), ({course_col})))
             SELECT ?, ?, county, domain, ?, code,
@@ -187,15 +212,19 @@ def compute(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> None:
                    coalesce(CAST(s.n AS DOUBLE) / sum(s.n) OVER (PARTITION BY county, domain), 0)
             FROM d FULL JOIN s USING (county, domain, code)""", [*key, dim])
 
-    # 4. fulfilment: (teacher, domain) planned, and attended at least one course of that category
+    # 4. fulfilment: (teacher, domain) planned, and attended at least one course of that category. A
+    # teacher counts once per total row, as fulfilled when any planned domain of that row was.
     con.execute(f"""INSERT INTO stat_plan_fulfilment
-        WITH p AS (SELECT DISTINCT county, domain, teacher_key FROM pp_teacher),
-        a AS (SELECT DISTINCT teacher_key, domain FROM pp_att
-              WHERE teacher_key IN (SELECT teacher_key FROM p)),  -- joined on the pseudonym only
-        f AS (SELECT p.*, a.teacher_key IS NOT NULL AS done FROM p LEFT JOIN a USING (teacher_key, domain)),
-        g AS (SELECT {_all('county')} AS county, {_all('domain')} AS domain,
-                     count(DISTINCT teacher_key) AS planned, count(DISTINCT teacher_key) FILTER (WHERE done) AS attended
-              FROM f GROUP BY GROUPING SETS ((county, domain), (county), (domain), ()))
+        WITH p AS (SELECT DISTINCT county, domain, tid FROM pp_teacher WHERE tid IS NOT NULL),
+        f AS (SELECT p.*, a.tid IS NOT NULL AS done FROM p LEFT JOIN pp_done a USING (tid, domain)),
+        g AS (SELECT county, domain, count(*) AS planned, count(*) FILTER (WHERE done) AS attended
+              FROM f GROUP BY county, domain
+              UNION ALL SELECT county, '{ALL}', count(*), count(*) FILTER (WHERE done)
+              FROM (SELECT county, tid, bool_or(done) AS done FROM f GROUP BY county, tid) GROUP BY county
+              UNION ALL SELECT '{ALL}', domain, count(*), count(*) FILTER (WHERE done)
+              FROM (SELECT domain, tid, bool_or(done) AS done FROM f GROUP BY domain, tid) GROUP BY domain
+              UNION ALL SELECT '{ALL}', '{ALL}', count(*), count(*) FILTER (WHERE done)
+              FROM (SELECT tid, bool_or(done) AS done FROM f GROUP BY tid))
         SELECT ?, ?, county, domain, planned, attended,
                CASE WHEN planned > 0 THEN CAST(attended AS DOUBLE) / planned END FROM g""", key)
 
@@ -341,9 +370,10 @@ def render(con: duckdb.DuckDBPyConnection, year: int, as_of: datetime) -> dict[s
 
 
 def _pull_inputs(cx: Compute, year: int) -> None:
-    """On PostgreSQL: the plans up to Y (in force and replaced), the year's courses and their attendance,
-    and the year's earlier publications, into the compute DuckDB."""
-    for table in ("school_plans", "school_plans_history", "teacher_plans", "teacher_plans_history"):
+    """On PostgreSQL: the plans up to Y (in force and replaced) and their revisions, the year's courses and
+    their attendance, and the year's earlier publications, into the compute DuckDB."""
+    for table in ("school_plans", "school_plans_history", "teacher_plans", "teacher_plans_history",
+                  "plan_revisions"):
         cx.pull(f"main.{table}", "school_year <= ?", [year])
     first, after = school_year_bounds(year)
     window = "start_date >= ? AND start_date < ?"
@@ -364,7 +394,7 @@ def publish_plans(settings: Settings, school_year: str | int, as_of: datetime | 
     from inservice.publish.workbook import write_workbook
 
     year = parse_school_year(school_year)
-    as_of_dt = as_of_now(as_of)
+    as_of_dt = as_of_now(as_of, exact=True)
     out = plans_dir(settings, year)
     period = roc_school_year(year)
     session = WriteSession(settings)
@@ -384,8 +414,9 @@ def publish_plans(settings: Settings, school_year: str | int, as_of: datetime | 
             compute(con, year, as_of_dt)
             key = [year, as_of_dt]
             totals = _totals(con, key)
-            used = dict(fetch(con, "SELECT 'school', max(upload_id) FROM pp_school UNION ALL "
-                                   "SELECT 'teacher', max(upload_id) FROM pp_teacher"))
+            # the exports in force at as-of (a row a revision repeated keeps its first upload's id)
+            used = dict(fetch(con, """SELECT kind, upload_id FROM main.plan_revisions WHERE school_year = ?
+                AND loaded_at <= ? AND (replaced_at IS NULL OR replaced_at > ?)""", [year, as_of_dt, as_of_dt]))
             files = [str(out / f"plans-{year:03d}-{name}.{ext}") for name in PUBLICATIONS for ext in ("xlsx", "html")]
             con.execute("INSERT INTO stat_plan_publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [year, as_of_dt, revision, used.get("school"), used.get("teacher"), totals["schools"],
@@ -400,7 +431,7 @@ def publish_plans(settings: Settings, school_year: str | int, as_of: datetime | 
                 title = f"{period}{TITLES[name]}"
                 write_workbook(Path(files[2 * i]), reports[name], title, subtitle, _notes(year, as_of_dt, revision))
                 write_html(Path(files[2 * i + 1]), reports[name], title, subtitle, _notes(year, as_of_dt, revision))
-            kept = out / "revisions" / f"r{revision}-{as_of_dt:%Y%m%dT%H%M%S}"
+            kept = out / "revisions" / f"r{revision}-{as_of_dt:%Y%m%dT%H%M%S%f}"
             kept.mkdir(parents=True, exist_ok=True)
             for f in files:
                 shutil.copy2(f, kept / Path(f).name)

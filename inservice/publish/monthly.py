@@ -44,6 +44,7 @@ from inservice.publish.common import (
     Month,
     Report,
     as_of_now,
+    course_join,
     ensure_tables,
     fetch,
     register_refs,
@@ -111,7 +112,7 @@ def _stage(con: duckdb.DuckDBPyConnection, m: Month) -> None:
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_window_att AS
         SELECT w.sm, CASE WHEN w.sm = ? THEN a.rowid // {ROW_GROUP} END AS block,
                count(*) FILTER (WHERE coalesce(a.completed, false)) AS person_times
-        FROM main.attendance a JOIN pm_window w USING (unit_code, course_code)
+        FROM main.attendance a JOIN pm_window w ON {course_join('a', 'w')}
         WHERE {NOT_DELETED.format('a')} GROUP BY ALL""", [m.start])
     within = rowid_ranges(con, "SELECT block FROM pm_window_att WHERE block IS NOT NULL")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE pm_att AS

@@ -26,6 +26,7 @@ from inservice.publish.common import (
     Col,
     Report,
     as_of_now,
+    course_join,
     ensure_tables,
     fetch,
     fmt_value,
@@ -98,14 +99,14 @@ def take_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings, year: int,
                 [f"{year}-01-01", f"{year + 1}-01-01"])
     # key columns first, to find the row groups holding the year's attendance (common.rowid_ranges)
     within = rowid_ranges(con, f"""SELECT DISTINCT a.rowid // {ROW_GROUP} FROM main.attendance a
-        JOIN y_sc c USING (unit_code, course_code)""")
+        JOIN y_sc c ON {course_join('a', 'c')}""")
     # the teacher's school county and level (the register's version on the course's start date) are frozen
     # with the row: a later school list changes nothing
     con.execute(f"""CREATE OR REPLACE TEMP TABLE y_att AS
         SELECT c.cid, a.unit_code, a.course_code, a.teacher_key, a.school_code,
                coalesce(s.county_code, '{UNKNOWN}') AS school_county, coalesce(s.level, '{UNKNOWN}') AS school_level,
                a.hours_granted, coalesce(a.completed, false) AS completed
-        FROM main.attendance a JOIN y_sc c USING (unit_code, course_code)
+        FROM main.attendance a JOIN y_sc c ON {course_join('a', 'c')}
         LEFT JOIN main.school_register s ON s.school_code = a.school_code AND {VALID_ON.format(d='c.start_date')}
         WHERE {within} AND NOT coalesce(a.is_deleted, false)""")
     # the files are written from these temp tables, which the extract then reads (Parquet round-trips

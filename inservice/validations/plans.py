@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import pyarrow as pa
@@ -49,7 +50,7 @@ class ValidatedPlans:
     rows: pa.Table  # typed (teacher plans: teacher_key and id_masked, no raw ID); `_ok` marks accepted rows
     findings: pa.Table
 
-    @property
+    @cached_property
     def accepted(self) -> pa.Table:
         return self.rows.filter(self.rows["_ok"])
 
@@ -59,13 +60,19 @@ def _whole(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.or_(pc.not_equal(pc.floor(values), values), pc.less(values, 0)), False)
 
 
+def _keys(pseudonymiser: Pseudonymiser, ids: pa.Array) -> pa.Array:
+    """The pseudonyms of `ids`, each distinct ID hashed once (a teacher's rows repeat the ID per domain)."""
+    distinct = pc.unique(ids)
+    return pc.take(pseudonymiser.keys(distinct), pc.index_in(ids, distinct))
+
+
 def validate_plans(raw: pa.Table, ctx: PlanContext) -> ValidatedPlans:
     rt = RECORD_TYPES[ctx.kind]
     out = Findings()
     teacher = ctx.kind == "teacher"
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashed = (pool.submit(ctx.pseudonymiser.keys, national_ids(raw["national_id"].combine_chunks()))
-                  if teacher else None)
+        hashed = pool.submit(_keys, ctx.pseudonymiser, national_ids(raw["national_id"].combine_chunks())) \
+            if teacher else None
         typed = field_rules(rt, raw, "file", out, id_rule="P06", key_field=None)
         rows = typed[ROW]
         codes = pa.nulls(len(rows), pa.string())

@@ -477,6 +477,28 @@ WAREHOUSE_META = Table("warehouse_meta", "倉儲自身紀錄（假名金鑰指�
     C("updated_at", "TIMESTAMPTZ", "最後寫入時間"),
 ))
 
+# Not for analysts: the publishing gate's record of what it last verified (warehouse/checks.py), so it
+# checks again only the rows written since. Per table and writing upload: a signature of its rows; and
+# the course keys that existed (as hashes), so a course removed since is noticed.
+GATE_VERIFIED = Table("gate_verified", "發布檢核已驗證紀錄（各表各寫入批次及各儲存區塊之簽章；變動者重新檢核）", (
+    C("table_name", "VARCHAR", "資料表（schema.table）"),
+    C("kind", "VARCHAR", "upload 寫入批次、row_group 儲存區塊（DuckDB）"),
+    C("part", "VARCHAR", "寫入批次代碼（傳報、更正、回填）或區塊起訖列號"),
+    C("n_rows", "BIGINT", "列數"),
+    C("first_loaded", "TIMESTAMPTZ", "最早寫入時間"),
+    C("last_loaded", "TIMESTAMPTZ", "最後寫入時間"),
+    C("mark", "BIGINT", "簽章（列號或寫入交易號之和；區塊之儲存位置與統計值雜湊）"),
+))
+GATE_ATTENDANCE_KEYS = Table("gate_attendance_keys", "發布檢核已驗證之名單鍵（DuckDB；列號及雜湊，只比對新寫入之列）", (
+    C("table_name", "VARCHAR", "資料表（schema.attendance）"),
+    C("row_id", "BIGINT", "列號（DuckDB rowid）"),
+    C("key_hash", "BIGINT", "單位代碼＋研習代碼＋教師代碼之雜湊"),
+))
+GATE_COURSE_KEYS = Table("gate_course_keys", "發布檢核已驗證之課程鍵（雜湊；用以察覺其後被移除之課程）", (
+    C("table_name", "VARCHAR", "資料表（schema.courses）"),
+    C("key_hash", "BIGINT", "單位代碼＋研習代碼之雜湊"),
+))
+
 # Publication tables (stat_* of the monthly statistics, the yearbook's snapshot register): analysts
 # read them; the first publication creates them (inservice.publish.common.ensure_tables).
 # The attribute-tag register (spec 1.1 §3.8, registers/tags.py): the eight tags of the spec are
@@ -690,8 +712,8 @@ _PLAN_CHOICES = (
     C("submitted_at", "TIMESTAMP", "填報時間（臺北時間）"),
 )
 _PLAN_LOAD = (
-    C("upload_id", "VARCHAR", "載入此版之傳報編號"),
-    C("loaded_at", "TIMESTAMPTZ", "載入時間（此版生效）"),
+    C("upload_id", "VARCHAR", "首次載入此列之傳報編號（後來的匯出內容相同者，沿用不變）"),
+    C("loaded_at", "TIMESTAMPTZ", "此列內容生效時間（首次載入時）"),
 )
 _SCHOOL_PLAN_COLUMNS = (
     C("school_year", "INTEGER", "學年度（民國，例 106 = 2017-08-01 至 2018-07-31）"),
@@ -829,8 +851,9 @@ STAT_PLAN_TABLES: tuple[Table, ...] = (
 # --- the registry: every warehouse table, once ----------------------------------------------------------
 TABLES: tuple[Table, ...] = (UNITS, UPLOADS, FINDINGS, COURSES, ATTENDANCE, HISTORY, ARCHIVE_EXCEPTIONS,
                              *FEED_TABLES, *CORRECTION_TABLES, *BACKFILL_TABLES, *TAG_TABLES, UPLOAD_RECEIPTS,
-                             *NOTIFICATION_TABLES,
-                             WAREHOUSE_META, *REGISTER_TABLES, *REFERENCE_TABLES, *PLAN_TABLES, *VIEWS,
+                             *NOTIFICATION_TABLES, WAREHOUSE_META, GATE_VERIFIED, GATE_COURSE_KEYS,
+                             GATE_ATTENDANCE_KEYS,
+                             *REGISTER_TABLES, *REFERENCE_TABLES, *PLAN_TABLES, *VIEWS,
                              *PUBLICATION_TABLES, *STAT_PLAN_TABLES)
 AREAS = {"production": "main", "testing": "testing"}
 
