@@ -15,7 +15,14 @@ from inservice.config import Settings
 from inservice.warehouse import checks
 from inservice.warehouse.store import Warehouse
 from tests.conftest import FIXTURES, RECEIVED, drop
-from tests.test_publish_gate import IDS, PUBLICATIONS, VIOLATIONS, loaded, published_nothing
+from tests.test_publish_gate import (
+    IDS,
+    PUBLICATIONS,
+    VIOLATIONS,
+    instance,  # noqa: F401 - the Dagster instance fixture
+    loaded,
+    published_nothing,
+)
 
 pytestmark = pytest.mark.both_backends
 
@@ -122,3 +129,34 @@ def test_a_read_only_export_of_a_warehouse_from_before_the_record_reads_whole_ta
             wh.con.execute(sql)
     assert main([*PUBLICATIONS["export"](county), "--json"]) == 3
     assert "attendance.no_national_id" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dagster_checks_after_a_pass_read_only_what_changed_and_still_fail(
+        settings: Settings, warehouse_backend: str, instance, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The blocking asset checks of an upload run use the gate's record too (else every upload run reads
+    the whole warehouse: ~140 s at 31M rows): nothing changed → nothing to read; a violation → failed."""
+    from inservice.pipelines.definitions import defs
+    from tests.test_publish_gate import MONTH
+
+    passed_once(settings)
+    seen: list[checks.Scope | None] = []
+    real = checks.current_scope
+
+    def spy(con):  # noqa: ANN001, ANN202 - records the scope each asset check reads
+        seen.append(real(con))
+        return seen[-1]
+
+    monkeypatch.setattr(checks, "current_scope", spy)
+    with Warehouse(settings) as wh:
+        for sql in VIOLATIONS[5][1]:  # an ID in attendance.school_code, written after the pass
+            wh.con.execute(sql)
+    result = defs.resolve_job_def("publish_monthly").execute_in_process(
+        partition_key=MONTH, instance=instance, raise_on_error=False)
+    assert not result.success
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations()
+            if not e.passed} == {("attendance", "no_national_id")}
+    assert len(seen) == 7  # every blocking check of the warehouse tables asked
+    if warehouse_backend == "duckdb":  # PostgreSQL's read-only session keeps no temp table: whole tables
+        assert all(s is not None and s.rows("main.courses") == "false" for s in seen)  # courses unread
+    published_nothing(settings)

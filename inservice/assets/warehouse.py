@@ -73,7 +73,8 @@ def blocking_check(asset: dg.AssetsDefinition, check: checks.BlockingCheck) -> d
     def _asset_check(inservice: InserviceResource) -> dg.AssetCheckResult:
         cutoff = inservice.settings().archive_cutoff  # INSERVICE_ARCHIVE_CUTOFF, as the core applies it
         with inservice.warehouse(read_only=True) as wh:
-            return _result(check.run(wh.con, cutoff), check.description)
+            # only what changed since the publishing gate last passed (whole tables before it ever did)
+            return _result(check.run(wh.con, cutoff, checks.current_scope(wh.con)), check.description)
 
     return _asset_check
 

@@ -326,15 +326,25 @@ def require_passing(con: Connection, cutoff: date, what: str) -> None:
     calls this before it computes or writes anything. It checks what changed since it last passed
     (`changes`) and, passing, records the warehouse as verified."""
     writable = _writable(con)
-    if not writable and (backend_of(con).server or not _has_record(con)):
-        seen = Seen(None)  # read-only: PostgreSQL keeps no temp table; a warehouse from before the record
-    else:
-        seen = changes(con)
+    seen = _seen(con, writable)
     failed = failing(con, cutoff, seen.scope)
     if failed:
         raise ChecksFailed(what, failed)
     if writable:  # a read-only session (the county export) checks, but leaves the record to writers
         seen.record(con)
+
+
+def _seen(con: Connection, writable: bool) -> Seen:
+    if not writable and (backend_of(con).server or not _has_record(con)):
+        return Seen(None)  # read-only: PostgreSQL keeps no temp table; a warehouse from before the record
+    return changes(con)
+
+
+def current_scope(con: Connection) -> Scope | None:
+    """What changed since the gate last passed (None: read whole tables), for a check run outside the
+    gate — Dagster's asset checks after each upload run, which then cost what the upload wrote, not
+    what the warehouse holds. They record nothing: only a passing publication gate does."""
+    return _seen(con, _writable(con)).scope
 
 
 def _has_record(con: Connection) -> bool:
