@@ -12,7 +12,17 @@ Prints both times, the ratio, each process's peak RSS, rows/s, and checks the re
 generator's own counts (rows read = loaded + archived + refused; archived and refused as generated).
 `--kill` adds a run killed (SIGKILL) at a random point and continued, compared with the uninterrupted
 run: the same warehouse rows (checksums of courses, attendance, units, counts) and the same archive files.
-Other benchmarks may share the machine: compare ratios from the same run, not absolute times.
+Other benchmarks may share the machine: compare ratios from the same run, not absolute times (the CPU
+seconds, also printed, vary less under load than wall time).
+
+Measured (2026-12-07, shared 2-core machine; attendance + course rows; wall (CPU) seconds):
+  1,100,000 (load 4.5):  CTAS 1.1 (1.1), backfill 8.6 (8.4): 7.8x, CPU 7.6x; peak 676 MiB; kill + re-run identical
+  5,500,000 (load 3.8):  CTAS 2.4 (4.5), backfill 43.0 (37.3): 17.6x, CPU 8.3x; peak 1,357 MiB; identical
+  11,000,000 (load 3.6): CTAS 8.7 (8.8), backfill 98.0 (79.2): 11.2x, CPU 9.0x; peak 1,949 MiB
+  34,100,000 (load 10-15, earlier code): CTAS 113, backfill 1,408: 12.5x; peak ~2.5 GiB (sampled; this script's
+              figure then was the generator's); killed at 395 s + continued in 540 s: identical
+The target (2.5x) is not met: CTAS uses both cores, the backfill mostly one, and the HMAC, the insert and
+the analysts' copy alone cost ~3x CTAS's CPU.
 
 Usage: python bench/backfill.py [--rows 1000000] [--batch-rows 200000] [--kill] [--work DIR] [--seed 1]
 """
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -97,6 +108,14 @@ def generate(folder: Path, rows: int) -> dict:
             "loaded": courses + rows - pre[0] - att[0] - pre[1] - att[1]}
 
 
+def generated(folder: Path, rows: int) -> dict:
+    """`generate` in a process of its own. A child's peak RSS (wait4's ru_maxrss) starts from the RSS of the
+    process it was forked from: generated here, the source's DuckDB would lend every later child its
+    gigabytes (at 31M rows both processes showed the generator's 6.2 GiB)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(generate, (folder, rows))
+
+
 RAW = """import duckdb, sys
 con = duckdb.connect(sys.argv[2])
 for t in ("inservice_courses", "inservice_attendance"):
@@ -105,8 +124,12 @@ con.execute("CHECKPOINT")
 """
 
 
+CPU: dict[str, float] = {}  # CPU seconds (user + system, every thread) of the last run, from wait4
+
+
 def run(cmd: list[str], env: dict, kill_after: float | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Seconds, the process's peak RSS (MiB, from wait4) and its result; killed after `kill_after` s if given."""
+    """Seconds, the process's peak RSS (MiB, from wait4) and its result; killed after `kill_after` s if given.
+    Its CPU seconds go to CPU["last"]: on a loaded machine they vary less than the wall time."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killer = None
@@ -124,6 +147,7 @@ def run(cmd: list[str], env: dict, kill_after: float | None = None) -> tuple[flo
         r.join()
     if killer is not None:
         killer.cancel()
+    CPU["last"] = usage.ru_utime + usage.ru_stime
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     return (time.perf_counter() - t, usage.ru_maxrss // 1024,
             subprocess.CompletedProcess(cmd, code, "".join(out_chunks), "".join(err_chunks)))
@@ -165,7 +189,7 @@ def main() -> int:
     shutil.rmtree(source, ignore_errors=True)
     print(f"generating {args.rows:,} attendance rows and {-(-args.rows // PER_COURSE):,} courses in {source}",
           flush=True)
-    expected = generate(source, args.rows)
+    expected = generated(source, args.rows)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "INSERVICE_PSEUDONYM_KEY": KEY}
     for k in ("INSERVICE_WAREHOUSE_URL", "INSERVICE_FAILPOINT", "INSERVICE_ARCHIVE_CUTOFF"):
         env.pop(k, None)
@@ -175,7 +199,9 @@ def main() -> int:
     raw_db.unlink(missing_ok=True)
     raw_s, raw_rss, done = run([sys.executable, "-c", RAW, str(source), str(raw_db)], env)
     assert done.returncode == 0, done.stderr
-    print(f"raw CREATE TABLE AS (both tables) + CHECKPOINT: {raw_s:.1f} s, peak RSS {raw_rss} MiB", flush=True)
+    raw_cpu = CPU["last"]
+    print(f"raw CREATE TABLE AS (both tables) + CHECKPOINT: {raw_s:.1f} s (CPU {raw_cpu:.1f} s), "
+          f"peak RSS {raw_rss} MiB", flush=True)
 
     def backfill(home: Path, kill_after: float | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
         return run([sys.executable, "-m", "inservice.cli", "--home", str(home), "backfill", str(source),
@@ -187,15 +213,19 @@ def main() -> int:
     bf_s, bf_rss, done = backfill(home)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    print(f"inservice backfill: {bf_s:.1f} s, peak RSS {bf_rss} MiB, {expected['rows_read'] / bf_s:,.0f} rows/s, "
+    bf_cpu = CPU["last"]
+    print(f"inservice backfill: {bf_s:.1f} s (CPU {bf_cpu:.1f} s), peak RSS {bf_rss} MiB, "
+          f"{expected['rows_read'] / bf_s:,.0f} rows/s, "
           f"{report['chunks']} chunks", flush=True)
     exact = {k: report[k] for k in ("rows_read", "loaded", "archived", "refused")} == expected and report["balanced"]
     print(f"reconciliation: read {report['rows_read']:,} = loaded {report['loaded']:,} + archived "
           f"{report['archived']:,} + refused {report['refused']:,}; as generated: {exact}; by rule "
           f"{report['refused_by_rule']}", flush=True)
     figures.update(raw_s=round(raw_s, 2), raw_peak_mib=raw_rss, backfill_s=round(bf_s, 2), backfill_peak_mib=bf_rss,
-                   ratio=round(bf_s / raw_s, 2), reconciliation_exact=exact)
-    print(f"ratio backfill / raw: {bf_s / raw_s:.2f}x", flush=True)
+                   ratio=round(bf_s / raw_s, 2), raw_cpu_s=round(raw_cpu, 1), backfill_cpu_s=round(bf_cpu, 1),
+                   cpu_ratio=round(bf_cpu / raw_cpu, 2), load=os.getloadavg()[0], reconciliation_exact=exact)
+    print(f"ratio backfill / raw: {bf_s / raw_s:.2f}x (CPU seconds: {bf_cpu / raw_cpu:.2f}x); "
+          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
 
     if args.kill:
         rng = random.Random(args.seed)

@@ -270,3 +270,45 @@ def test_dagster_job_materializes_the_reconciliation(settings: Settings, tmp_pat
     assert meta["balanced"] is True and meta["refused_by_rule"] == EXPECTED_RULES
     assert Path(meta["archive_manifest"]).exists() and Path(meta["reconciliation"]).exists()
     assert len(logs) == meta["chunks"] > 1  # progress: one line a chunk
+
+
+def test_warnings_left_out_change_no_row(tmp_path: Path) -> None:
+    """The backfill keeps no warning, so the engine skips W04/W05 for it: the same typed rows, keys and
+    errors as with them."""
+    from datetime import date as day
+
+    from inservice.backfill.source import legacy_source
+    from inservice.loaders.base import RawUpload
+    from inservice.validations.engine import Context, validate
+    from inservice.validations.pseudonym import Pseudonymiser
+
+    same = {"title": "同名研習", "organizer": "臺北市教師研習中心", "modified_at": MOD, "unit_code": "T001"}
+    courses = [course("S1", start_date="2017-05-10", end_date="2017-05-11", hours="12", **same),
+               course("S2", start_date="2017-05-11", end_date="2017-05-11", hours="6", **same)]
+    attendance = [attendee(c, nid, unit_code="T001", modified_at=MOD, **extra) for c, nid, extra in (
+        ("S1", IDS[0], {}), ("S2", IDS[0], {}), ("S2", IDS[1], {"school_code": "ZZZ999"}), ("S2", BAD_ID, {}))]
+    for rt, rows in ((COURSE, courses), (ATTENDANCE, attendance)):
+        (tmp_path / rt.feed_table).mkdir()
+        pq.write_table(_table(rt, rows), tmp_path / rt.feed_table / "part-0.parquet")
+    with legacy_source(str(tmp_path)).open() as reader:
+        raw = RawUpload(next(reader.stream(COURSE)), next(reader.stream(ATTENDANCE)))
+    out = {}
+    for warn in (True, False):
+        ctx = Context(unit="T001", channel="db", received_on=day(2017, 6, 3), pseudonymiser=Pseudonymiser(KEY.encode()),
+                      warehouse_warnings=warn)
+        out[warn] = validate(raw, ctx)
+    rules = {w: sorted(v.findings["rule"].to_pylist()) for w, v in out.items()}
+    assert rules[True] == ["A03", "W04", "W05", "W05"] and rules[False] == ["A03"]
+    assert out[True].courses.equals(out[False].courses) and out[True].attendance.equals(out[False].attendance)
+
+
+def test_repeated_ids_are_hashed_once_with_the_same_keys() -> None:
+    """A unit's history repeats its teachers: `keys` hashes each distinct ID once and spreads the key
+    back; the keys equal Python's HMAC row for row, a missing ID stays missing."""
+    from inservice.validations.pseudonym import Pseudonymiser
+
+    teachers = _ids(50)
+    rng = random.Random(3)
+    ids = [None if rng.random() < 0.05 else rng.choice(teachers) for _ in range(20_000)]
+    p = Pseudonymiser(KEY.encode())
+    assert p.keys(pa.array(ids, pa.string())).to_pylist() == [None if i is None else p.one(i) for i in ids]

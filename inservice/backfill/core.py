@@ -31,14 +31,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -101,8 +105,8 @@ class _Keyed:
     def _whole(self) -> pa.Table | None:
         if not self.buf:
             return None
-        if len(self.buf) > 1:
-            self.buf = [pa.concat_tables(self.buf).combine_chunks()]
+        if len(self.buf) > 1:  # zero-copy: the engine combines the columns it needs
+            self.buf = [pa.concat_tables(self.buf)]
         return self.buf[0]
 
     def key_at(self, i: int) -> tuple[str, str]:
@@ -127,13 +131,15 @@ class _Keyed:
         le = pc.or_(pc.less(unit, key[0]), pc.and_(pc.equal(unit, key[0]), pc.less_equal(course, key[1])))
         k = pc.sum(le.cast(pa.int64())).as_py() or 0  # rows are in key order: the mask is a prefix
         head, rest = whole.slice(0, k), whole.slice(k)
-        self.buf = [rest.combine_chunks()] if rest.num_rows else []
+        self.buf = [rest] if rest.num_rows else []
         self.n = rest.num_rows
         return head
 
 
-def chunks(courses: Iterator[pa.Table], attendance: Iterator[pa.Table], size: int
-           ) -> Iterator[tuple[pa.Table | None, pa.Table | None, tuple[str, str]]]:
+Chunk = tuple[pa.Table | None, pa.Table | None, tuple[str, str]]  # courses, attendance, the last key
+
+
+def chunks(courses: Iterator[pa.Table], attendance: Iterator[pa.Table], size: int) -> Iterator[Chunk]:
     """(courses, attendance, last key) of each chunk: cut after about `size` rows of either table, where
     the key changes. Deterministic for a given order of the source's rows."""
     c, a = _Keyed(courses), _Keyed(attendance)
@@ -149,6 +155,54 @@ def chunks(courses: Iterator[pa.Table], attendance: Iterator[pa.Table], size: in
                 yield part_c, part_a, last
             return
         yield part_c, part_a, key
+
+
+@contextmanager
+def prefetched(parts: Iterator[Chunk]) -> Iterator[Iterator[Chunk]]:
+    """The chunks, the next one read (sorted, converted) in a thread while this one is validated and
+    merged: the source's reading releases the GIL. One chunk ahead at most (memory stays bounded); the
+    order is unchanged. The thread is stopped and joined before the source closes."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for part in parts:
+                while not stop.is_set():
+                    try:
+                        ahead.put((part, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put((end, None))
+        except BaseException as exc:  # re-raised where the chunks are taken
+            ahead.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="backfill-read", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator[Chunk]:
+        while True:
+            part, exc = ahead.get()
+            if exc is not None:
+                raise exc
+            if part is end:
+                return
+            yield part
+
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting to put, then let it finish its read
+            try:
+                ahead.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 # --- one chunk ------------------------------------------------------------------------------------------
@@ -201,11 +255,18 @@ def _outcomes(v: Validated) -> tuple[pa.Array, ...]:
 
 
 def _by_unit(table: pa.Table | None) -> dict[str | None, pa.Table]:
+    """The rows of each unit code, in their order. The source is sorted by unit code, so each code is
+    one run of rows: sliced (no copy); a code met in two runs is filtered as a whole."""
     if table is None or not table.num_rows:
         return {}
-    units = table["unit_code"].combine_chunks()
-    return {u: table.filter(pc.fill_null(pc.equal(units, u), False) if u is not None else pc.is_null(units))
-            for u in pc.unique(units).to_pylist()}
+    encoded = pc.dictionary_encode(table["unit_code"].combine_chunks(), null_encoding="encode")
+    codes = encoded.dictionary.to_pylist()
+    idx = encoded.indices.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.diff(idx)) + 1
+    if len(starts) + 1 != len(codes):
+        return {u: table.filter(pc.equal(encoded.indices, i)) for i, u in enumerate(codes)}
+    bounds = [0, *starts.tolist(), len(idx)]
+    return {codes[idx[b]]: table.slice(b, e - b) for b, e in zip(bounds, bounds[1:], strict=False)}
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -259,23 +320,26 @@ class Backfill:
             with self.source.open() as reader:
                 counts = reader.counts()
                 self._record_counts(counts)
-                totals = dict.fromkeys(("loaded", "archived", "refused"), 0)
-                read = 0
-                parts = chunks(reader.stream(COURSE), reader.stream(ATTENDANCE), self.batch_rows)
-                for k, (c, a, last) in enumerate(parts, 1):
-                    read += sum(t.num_rows for t in (c, a) if t is not None)
-                    if k > done:
-                        for key, n in self._chunk(k, c, a, last).items():
-                            totals[key] += n
-                    if self.progress is not None:
-                        self.progress(Progress(k, read, counts.total, totals["loaded"], totals["archived"],
-                                               totals["refused"], k <= done, time.perf_counter() - t0))
-                    failpoint(f"backfill.after_chunk.{k}")
+                with prefetched(chunks(reader.stream(COURSE), reader.stream(ATTENDANCE), self.batch_rows)) as parts:
+                    self._chunks(parts, done, counts, t0)
             self._seal()
             with self.wh.transaction():
                 self.wh.con.execute("UPDATE backfill_runs SET finished_at = ? WHERE run_id = ?",
                                     [datetime.now(TAIPEI), self.run_id])
         return self.reconciliation()
+
+    def _chunks(self, parts: Iterator[Chunk], done: int, counts: Counts, t0: float) -> None:
+        totals = dict.fromkeys(("loaded", "archived", "refused"), 0)
+        read = 0
+        for k, (c, a, last) in enumerate(parts, 1):
+            read += sum(t.num_rows for t in (c, a) if t is not None)
+            if k > done:
+                for key, n in self._chunk(k, c, a, last).items():
+                    totals[key] += n
+            if self.progress is not None:
+                self.progress(Progress(k, read, counts.total, totals["loaded"], totals["archived"],
+                                       totals["refused"], k <= done, time.perf_counter() - t0))
+            failpoint(f"backfill.after_chunk.{k}")
 
     def _record_counts(self, counts: Counts) -> None:
         self.source_counts = counts
@@ -286,7 +350,7 @@ class Backfill:
         area = unit.area if unit is not None else "production"
         ctx = Context(unit=code, channel="db", received_on=self.received_on, pseudonymiser=self.pseudonymiser,
                       cutoff=self.cutoff, exceptions=self.wh.exceptions_for(code, self.received_on),
-                      state=self.wh.state(area))
+                      state=self.wh.state(area), warehouse_warnings=False)  # no warning is kept
         v = validate(RawUpload(courses, attendance), ctx)
         return _Group(code, v, *_outcomes(v))
 
