@@ -6,17 +6,34 @@ the F04 check of the rows' unit codes. Receipts themselves (counts, paths, files
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 
-from inservice.config import TAIPEI
+from inservice.config import TAIPEI, Settings
 from inservice.loaders.base import RawUpload, UploadRefused
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.schemas.filenames import FILE_NAME_FORM, FileName, parse_file_name
 from inservice.schemas.text import fold
+from inservice.validations.engine import Context
+from inservice.validations.pseudonym import Pseudonymiser
 from inservice.warehouse.store import Unit, Warehouse
+
+
+def rule_context(settings: Settings, wh: Warehouse | None, unit: str, channel: str, received_on: date,
+                 pseudonymiser: Pseudonymiser, exceptions_on: date | None = None, **extra: Any) -> Context:
+    """The rule engine's context as every channel gives it (uploads, feeds, corrections, backfill): the
+    archive cutoff and C11's start from the settings; the unit's archive exceptions (in force on
+    `exceptions_on`, default the day received) and the tag register from the warehouse. Without a
+    warehouse (a self-check): no exceptions, the spec's seed of tags."""
+    ctx = Context(unit=unit, channel=channel, received_on=received_on, pseudonymiser=pseudonymiser,
+                  cutoff=settings.archive_cutoff, c11_from=settings.c11_from, **extra)
+    if wh is not None:
+        ctx.tags = wh.tag_register()
+        ctx.exceptions = wh.exceptions_for(unit, exceptions_on or received_on)
+    return ctx
 
 
 def sha256_file(path: Path) -> str:

@@ -20,7 +20,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from inservice.channel import as_received_at, file_name, registered_unit, sha256_file, unit_rows_refusal
+from inservice.channel import (
+    as_received_at,
+    file_name,
+    registered_unit,
+    rule_context,
+    sha256_file,
+    unit_rows_refusal,
+)
 from inservice.config import TAIPEI, Settings
 from inservice.loaders import FILE_EXTENSIONS, RawUpload, UploadRefused, reader_for
 from inservice.loaders.excel import read_excel
@@ -39,7 +46,7 @@ from inservice.receipts import (
 )
 from inservice.schemas.filenames import FILE_NAME, deadline
 from inservice.schemas.messages import next_steps
-from inservice.validations.engine import Context, Validated, validate
+from inservice.validations.engine import Validated, validate
 from inservice.validations.findings import SCHEMA as FINDINGS_SCHEMA
 from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.national_id import IN_TEXT
@@ -204,15 +211,10 @@ class Ingestor:
                 raise UploadRefused("F04", f"XML 的 unit 屬性「{root_unit}」不是傳報單位 {name.unit}",
                                     f"the XML unit attribute '{root_unit}' is not the sending unit {name.unit}")
             received_on = received.astimezone(TAIPEI).date()
-            ctx = Context(unit=name.unit, channel="file", received_on=received_on,
-                          pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff,
-                          c11_from=self.settings.c11_from)
-            if self.warehouse is not None:
-                ctx.tags = self.warehouse.tag_register()
+            # a re-run admits what today's exceptions admit: one registered after the refusal is its reason
+            ctx = rule_context(self.settings, self.warehouse, name.unit, "file", received_on, self.pseudonymiser,
+                               exceptions_on=datetime.now(TAIPEI).date() if rerun else None)
             if self.warehouse is not None and unit_row is not None:
-                # a re-run admits what today's exceptions admit: one registered after the refusal is its reason
-                on = datetime.now(TAIPEI).date() if rerun else received_on
-                ctx.exceptions = self.warehouse.exceptions_for(name.unit, on)
                 ctx.state = self.warehouse.state(unit_row.area)
             return validate(raw, ctx, lambda both: _refuse_unit_rows(both, name.unit))
 

@@ -312,3 +312,23 @@ def test_repeated_ids_are_hashed_once_with_the_same_keys() -> None:
     ids = [None if rng.random() < 0.05 else rng.choice(teachers) for _ in range(20_000)]
     p = Pseudonymiser(KEY.encode())
     assert p.keys(pa.array(ids, pa.string())).to_pylist() == [None if i is None else p.one(i) for i in ids]
+
+
+def test_tags_are_judged_against_the_register_as_uploads_are(settings: Settings, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backfill's rules got no tag register (W06 judged against the spec's seed): a tag staff
+    registered was dropped from legacy courses while uploads and feeds kept it."""
+    from inservice.registers.tags import add_tag
+
+    monkeypatch.setenv("INSERVICE_PSEUDONYM_KEY", KEY)
+    with Warehouse(settings) as wh:
+        add_tag(wh, "T9", "數位教育", "數位學習", "某函", date(2013, 1, 1), by="staff")
+    folder = tmp_path / "legacy"
+    for rt, rows in ((COURSE, [course("G1", unit_code="T001", modified_at=MOD, tags="T9")]),
+                     (ATTENDANCE, [attendee("G1", IDS[0], unit_code="T001", modified_at=MOD)])):
+        (folder / rt.feed_table).mkdir(parents=True)
+        pq.write_table(_table(rt, rows), folder / rt.feed_table / "part-0.parquet")
+    report = run_backfill(settings, str(folder))
+    assert report["balanced"] and report["loaded"] == 2
+    with Warehouse(settings, read_only=True) as wh:
+        assert wh.con.execute("SELECT tags FROM courses WHERE course_code = 'G1'").fetchall() == [("T9",)]

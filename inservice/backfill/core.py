@@ -48,11 +48,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from inservice.backfill.source import MEMORY, Counts, LegacySource, SourceError, key_of, legacy_source
+from inservice.channel import rule_context
 from inservice.config import TAIPEI, Settings
 from inservice.loaders.base import ROW, RawUpload, canonical_schema
 from inservice.schemas.fields import ATTENDANCE, COURSE, UNIT_CODE, RecordType
 from inservice.validations import normalize
-from inservice.validations.engine import Context, Validated, validate
+from inservice.validations.engine import Validated, validate
 from inservice.validations.findings import for_analysts
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse.analyst import WriteSession, archive_schema
@@ -348,9 +349,8 @@ class Backfill:
         code = normalize.fold(pa.array([unit_raw or ""], pa.string()))[0].as_py() or ""
         unit = self.wh.unit(code)
         area = unit.area if unit is not None else "production"
-        ctx = Context(unit=code, channel="db", received_on=self.received_on, pseudonymiser=self.pseudonymiser,
-                      cutoff=self.cutoff, exceptions=self.wh.exceptions_for(code, self.received_on),
-                      state=self.wh.state(area), warehouse_warnings=False)  # no warning is kept
+        ctx = rule_context(self.settings, self.wh, code, "db", self.received_on, self.pseudonymiser,
+                           state=self.wh.state(area), warehouse_warnings=False)  # no warning is kept
         v = validate(RawUpload(courses, attendance), ctx)
         return _Group(code, v, *_outcomes(v))
 

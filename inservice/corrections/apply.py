@@ -29,7 +29,7 @@ from typing import overload
 
 import pyarrow as pa
 
-from inservice.channel import as_received_at, registered_unit, sha256_file
+from inservice.channel import as_received_at, registered_unit, rule_context, sha256_file
 from inservice.config import TAIPEI, Settings
 from inservice.corrections.reasons import REASONS
 from inservice.corrections.receipt import WorkbookReceipt, stage
@@ -38,7 +38,7 @@ from inservice.loaders.base import RawUpload, UploadRefused, canonical_table, fo
 from inservice.receipts import discard, free_receipt_paths, publish
 from inservice.schemas.fields import ATTENDANCE, COURSE, Field
 from inservice.validations import national_id, normalize
-from inservice.validations.engine import ATTENDANCE_CONTENT, Context, parse_field, validate
+from inservice.validations.engine import ATTENDANCE_CONTENT, parse_field, validate
 from inservice.validations.normalize import holds_control, printable_text
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
@@ -310,10 +310,7 @@ class CorrectionRun:
         attendance = canonical_table(ATTENDANCE, pa.array([n] * len(att_rows), pa.int64()),
                                      {f.code: pa.array([a.get(f.code) for a in att_rows], pa.string())
                                       for f in ATTENDANCE.fields})
-        ctx = Context(unit=unit, channel="file", received_on=self.received_on,
-                      pseudonymiser=self.pseudonymiser, cutoff=self.settings.archive_cutoff,
-                      exceptions=self.wh.exceptions_for(unit, self.received_on),
-                      tags=self.wh.tag_register())
+        ctx = rule_context(self.settings, self.wh, unit, "file", self.received_on, self.pseudonymiser)
         v = validate(RawUpload(courses, attendance), ctx)
         errors = [f for f in v.findings.to_pylist() if f["severity"] == "error"]
         # warnings about what this row changes (W01/W02 on a title, W04 on a school), not older ones

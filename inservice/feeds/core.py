@@ -42,7 +42,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from inservice.channel import as_received_at, unit_refusal, unit_rows_refusal
+from inservice.channel import as_received_at, rule_context, unit_refusal, unit_rows_refusal
 from inservice.config import TAIPEI, Settings
 from inservice.feeds import register
 from inservice.feeds.source import Chunk, PartnerReader, PartnerSource, PartnerUnreachable, concat
@@ -61,7 +61,7 @@ from inservice.receipts import (
 )
 from inservice.schemas.fields import ATTENDANCE
 from inservice.validations import normalize
-from inservice.validations.engine import Context, Validated, WarehouseState, validate
+from inservice.validations.engine import Validated, WarehouseState, validate
 from inservice.validations.findings import from_dicts as findings_from_dicts
 from inservice.validations.pseudonym import Pseudonymiser, warehouse_key
 from inservice.warehouse import ddl
@@ -379,10 +379,7 @@ class FeedRunner:
         reopened = self._closed_by_this_pull(run)
         if len(reopened):
             state = _PullState(state, reopened.combine_chunks())
-        ctx = Context(unit=unit, channel="db", received_on=received_on, pseudonymiser=self.pseudonymiser,
-                      cutoff=self.settings.archive_cutoff,
-                      exceptions=self.warehouse.exceptions_for(unit, received_on), state=state,
-                      tags=self.warehouse.tag_register(), c11_from=self.settings.c11_from)
+        ctx = rule_context(self.settings, self.warehouse, unit, "db", received_on, self.pseudonymiser, state=state)
         v = validate(raw, ctx)
         findings = v.findings
         if k > 1:  # the courses were judged (and counted) in batch 1
