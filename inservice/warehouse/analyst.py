@@ -7,15 +7,17 @@ grants and the lake follow from it.
   and leaving it runs `refresh_after_commit` (also when the writer failed after a commit) and says
   what it did (`AccessRefresh`, shown by Dagster as materialization metadata). `Warehouse.close()`
   only closes. A refresh that fails is logged, never raised: the load is committed.
-- DuckDB (one writer holds the file): after every committed write, the analyst tables are copied
-  into a new DuckDB file (in a private folder beside `$INSERVICE_HOME/analyst/warehouse.duckdb`) and
-  renamed over it. Only analyst tables are ever written into it, so it holds no byte of another table
-  (a copy of the whole file with tables dropped kept theirs in its free blocks). Analysts open that
-  file read-only; a connection already open keeps reading the copy it opened (the rename leaves its
-  inode alone), the next one sees the new load. Nobody but the loader opens the warehouse file
-  itself. The copy records the warehouse's commit number it was made from (`snapshot_info`): a
-  writer that finds the copy behind (a refresh killed after its commit) refreshes it when its session
-  ends, even when it wrote nothing itself.
+- DuckDB (one writer holds the file): analysts open `$INSERVICE_HOME/analyst/warehouse.duckdb`
+  read-only, a catalog: courses, attendance, history and uploads are views over Parquet parts, one per
+  unit (`analyst/parts/`); the small analyst tables are copied into it. A write notes the units it
+  touched in `analyst_pending` (in its own transaction), and the refresh after the commit rewrites only
+  those units' parts (rows only added: a new file beside the part), then a new catalog renamed over
+  the published one — its cost follows the change, not the warehouse. Only analyst tables are ever
+  written there. A connection already open keeps its catalog and the files it reads (removed once no
+  process holds a read lock on them); the next one sees the new load. Nobody but the loader opens
+  the warehouse file itself. The catalog records the commit number it was made from
+  (`snapshot_info`): a writer that finds it behind (a refresh killed after its commit) refreshes it
+  when its session ends, even when it wrote nothing itself.
 - PostgreSQL (MVCC: readers and the loader do not wait on each other): a read-only role with SELECT
   on the analyst tables only; no feed register, no corrections' workbook register, no temp staging
   (the pseudonymisation key is never in the database at all).
