@@ -230,6 +230,12 @@ def test_w05_other_session_in_upload_and_warehouse(settings) -> None:
     later = send(settings, [course("S4", start_date="2017-05-11", end_date="2017-05-11", **same)],
                  [attendee("S4", IDS[1])], name="T001_201705_2.xlsx")
     assert rules_of(later, "attendance", 2) == {("W05", None)}
+    # the look-up reads the warehouse's sessions within the upload's span of the pair, edges included
+    edge = send(settings, [course(c, start_date=d0, end_date=d1, closed_date="2017-05-23", **same)
+                           for c, d0, d1 in (("S5", "2017-05-20", "2017-05-20"), ("S6", "2017-05-21", "2017-05-22"))],
+                [attendee("S5", IDS[0]), attendee("S6", IDS[0])], name="T001_201705_3.xlsx")
+    assert rules_of(edge, "attendance", 2) == {("W05", None)}  # S3, in the warehouse, the same day
+    assert rules_of(edge, "attendance", 3) == set()  # nothing of this teacher's overlaps 05-21..22
 
 
 def test_value_formats(settings) -> None:

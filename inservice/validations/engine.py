@@ -48,7 +48,10 @@ class WarehouseState(Protocol):
 
     def existing_attendance(self, unit: str, codes: pa.Array) -> pa.Table: ...
 
-    def sessions(self, organizer_titles: pa.Table) -> pa.Table: ...
+    def sessions(self, organizer_titles: pa.Table) -> pa.Table:
+        """Sessions (with their attendees) of these (organizer, title) pairs that overlap the pair's
+        first_day..last_day."""
+        ...
 
     def schools(self) -> pa.Table:
         """The school register (W04): school_code, valid_from, valid_to (dates; null = open-ended)."""
@@ -591,7 +594,10 @@ def _w05(att: pa.Table, courses: pa.Table, existing: pa.Table, repeated: pa.Arra
                       SELECT course_code, organizer, title, start_date, end_date FROM wh_c
                       WHERE course_code NOT IN (SELECT course_code FROM crs_ok))
         SELECT * FROM info WHERE course_code IN (SELECT course_code FROM att_codes)""")
-    pairs = con.sql("SELECT DISTINCT organizer, title FROM info").to_arrow_table()
+    # with the span of their sessions here: a warehouse session outside it overlaps none of them, so the
+    # look-up reads only the sessions of those dates, not every year's of a recurring title
+    pairs = con.sql("""SELECT organizer, title, min(start_date) AS first_day, max(end_date) AS last_day
+        FROM info GROUP BY organizer, title""").to_arrow_table()
     if pairs.num_rows == 0:
         return
     others = ctx.state.sessions(pairs) if ctx.state is not None else None

@@ -623,7 +623,8 @@ class AreaState:
                          "organizer": pa.array([r[1] for r in rows], pa.string())})
 
     def sessions(self, organizer_titles: pa.Table) -> pa.Table:
-        """Sessions of these (organizer, title) pairs with their attendees. PostgreSQL joins through
+        """Sessions of these (organizer, title) pairs with their attendees, those overlapping the pair's
+        first_day..last_day (W05 needs no other). PostgreSQL joins through
         its indexes; DuckDB finds the courses first, then their attendance rows' ids by the two key
         columns alone, then reads those rows (the attendance table is never joined whole)."""
         if backend_of(self.con).server:
@@ -633,7 +634,8 @@ class AreaState:
                     c.start_date, c.end_date, a.teacher_key
                     FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
                     JOIN {self.schema}.attendance a USING (unit_code, course_code)
-                    WHERE NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
+                    WHERE c.start_date <= p.last_day AND c.end_date >= p.first_day
+                    AND NOT coalesce(c.is_deleted, false) AND NOT coalesce(a.is_deleted, false)""").to_arrow_table()
             finally:
                 self.con.unregister("wanted_pairs")
         con = self.con
@@ -641,7 +643,8 @@ class AreaState:
         try:
             found = con.sql(f"""SELECT c.unit_code, c.course_code, c.organizer, c.title, c.start_date, c.end_date
                 FROM {self.schema}.courses c JOIN wanted_pairs p USING (organizer, title)
-                WHERE NOT coalesce(c.is_deleted, false)""").to_arrow_table()
+                WHERE c.start_date <= p.last_day AND c.end_date >= p.first_day
+                AND NOT coalesce(c.is_deleted, false)""").to_arrow_table()
         finally:
             con.unregister("wanted_pairs")
         con.register("session_courses", found)
