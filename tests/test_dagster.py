@@ -647,3 +647,25 @@ def test_a_unit_refused_f05_then_registered_reruns_on_time(settings: Settings, i
     meta = metadata(result, "partner_upload")
     assert meta["status"] == "loaded" and meta["on_time"] == "on time", meta
     assert meta["received_at"].startswith("2017-06-03T10:00:00")
+
+
+def test_monthly_cluster_job_keeps_every_row_and_orders_them_by_key(settings: Settings,
+                                                                    instance: dg.DagsterInstance) -> None:
+    """The bounded merge relies on key-ordered storage (DuckDB zone maps): a scheduled job keeps it so."""
+    from inservice.cli import main
+
+    for unit in ("T003", "T001"):  # arrival order is not key order
+        drop_samples(settings, (unit,))
+        assert main(["ingest", *map(str, sorted((settings.inbox / unit).iterdir())),
+                     "--received-at", "2017-06-03T10:00:00+08:00"]) == 0
+    order = "SELECT unit_code, course_code, teacher_key FROM main.attendance ORDER BY rowid"
+    with Warehouse(settings, read_only=True) as wh:
+        before = wh.con.execute(order).fetchall()
+    assert before != sorted(before)
+    schedule = defs.resolve_schedule_def("warehouse_cluster_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 1 * *", "Asia/Taipei")
+    result = defs.resolve_job_def("warehouse_cluster").execute_in_process(instance=instance)
+    assert result.success
+    with Warehouse(settings, read_only=True) as wh:
+        after = wh.con.execute(order).fetchall()
+    assert after == sorted(before)  # the same rows, in key order

@@ -29,6 +29,7 @@ from inservice.pipelines.audit import AUDIT_JOBS, AUDIT_SCHEDULES
 from inservice.pipelines.backfill import BACKFILL_JOBS
 from inservice.pipelines.corrections import CORRECTION_JOBS, CORRECTION_SENSORS
 from inservice.pipelines.feeds import FEED_JOBS, FEED_SCHEDULES, FEED_SENSORS
+from inservice.pipelines.maintenance import MAINTENANCE_JOBS, MAINTENANCE_SCHEDULES
 from inservice.pipelines.notifications import NOTIFICATION_JOBS, NOTIFICATION_SCHEDULES, NOTIFICATION_SENSORS
 from inservice.pipelines.plans import PLAN_JOBS, PLAN_SENSORS
 from inservice.pipelines.publish import PUBLISH_JOBS, PUBLISH_SCHEDULES
@@ -50,8 +51,9 @@ def build_definitions() -> dg.Definitions:
                 *AUDIT_ASSETS, *BACKFILL_ASSETS, *REPLAY_ASSETS, *PLAN_ASSETS, *NOTIFICATION_ASSETS],
         asset_checks=[*WAREHOUSE_CHECKS, *PLAN_CHECKS],  # the uploads' own checks are declared on their assets
         jobs=[*UPLOAD_JOBS, *FEED_JOBS, *CORRECTION_JOBS, *PUBLISH_JOBS, *UNIT_JOBS, *AUDIT_JOBS, *BACKFILL_JOBS,
-              *REPLAY_JOBS, *PLAN_JOBS, *NOTIFICATION_JOBS],
-        schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES, *AUDIT_SCHEDULES, *NOTIFICATION_SCHEDULES],
+              *REPLAY_JOBS, *PLAN_JOBS, *NOTIFICATION_JOBS, *MAINTENANCE_JOBS],
+        schedules=[*FEED_SCHEDULES, *PUBLISH_SCHEDULES, *AUDIT_SCHEDULES, *NOTIFICATION_SCHEDULES,
+                   *MAINTENANCE_SCHEDULES],
         sensors=[*UPLOAD_SENSORS, *CORRECTION_SENSORS, *FEED_SENSORS, *PLAN_SENSORS, *NOTIFICATION_SENSORS],
         resources=RESOURCES,
         # One process per run, steps in order: the steps share one file-based warehouse anyway.
