@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -18,11 +19,20 @@ from pathlib import Path
 
 from inservice.config import Settings
 from inservice.ingest import Ingestor
+from inservice.validations.national_id import LETTER_VALUES
 from inservice.warehouse.analyst import refresh_after_commit
 from inservice.warehouse.store import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 RECEIVED = "2017-06-03T10:00:00+08:00"
+
+
+def make_id(rng: random.Random) -> str:
+    """A national ID with its check digit (spec §4), first letter and sex digit at random."""
+    body = f"{rng.choice('ABCDEFGHJKLMNPQRSTUVXYWZIO')}{rng.choice('12')}{rng.randrange(10**7):07d}"
+    v = LETTER_VALUES[body[0]]
+    total = v // 10 + (v % 10) * 9 + sum(int(c) * w for c, w in zip(body[1:], (8, 7, 6, 5, 4, 3, 2, 1), strict=True))
+    return body + str((10 - total % 10) % 10)
 
 
 def prepare(home: Path, unit: str = "T001") -> Settings:

@@ -30,21 +30,11 @@ from pathlib import Path
 import duckdb
 import fastexcel
 import pyarrow as pa
-from ingest_common import load, prepare, timed, timed_ingest
+from ingest_common import load, make_id, prepare, timed, timed_ingest
 from openpyxl import Workbook
 
 from inservice.schemas.fields import ATTENDANCE, COURSE
 from inservice.validations.pseudonym import Pseudonymiser
-
-LETTERS = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23,
-                                                   24, 25, 26, 27, 28, 29, 32, 30, 31, 33), strict=True))
-
-
-def make_id(rng: random.Random) -> str:
-    body = f"{rng.choice('ABCDEFGHJKLMNPQRSTUVXYWZIO')}{rng.choice('12')}{rng.randrange(10**7):07d}"
-    v = LETTERS[body[0]]
-    total = v // 10 + (v % 10) * 9 + sum(int(c) * w for c, w in zip(body[1:], (8, 7, 6, 5, 4, 3, 2, 1), strict=True))
-    return body + str((10 - total % 10) % 10)
 
 
 def build(path: Path, rows: int, seed: int = 1) -> tuple[int, int]:

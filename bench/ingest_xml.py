@@ -34,6 +34,7 @@ from ingest_common import (
     children_peak_rss_mib,
     cli_ingest,
     load,
+    make_id,
     peak_rss_mib,
     prepare,
     startup_seconds,
@@ -43,16 +44,6 @@ from ingest_common import (
 from lxml import etree
 
 from inservice.config import Settings
-
-LETTERS = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23,
-                                                   24, 25, 26, 27, 28, 29, 32, 30, 31, 33), strict=True))
-
-
-def make_id(rng: random.Random) -> str:
-    body = f"{rng.choice('ABCDEFGHJKLMNPQRSTUVXYWZIO')}{rng.choice('12')}{rng.randrange(10**7):07d}"
-    v = LETTERS[body[0]]
-    total = v // 10 + (v % 10) * 9 + sum(int(c) * w for c, w in zip(body[1:], (8, 7, 6, 5, 4, 3, 2, 1), strict=True))
-    return body + str((10 - total % 10) % 10)
 
 
 def build(path: Path, rows: int, seed: int = 1) -> tuple[int, int]:

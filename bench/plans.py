@@ -44,6 +44,7 @@ from xml.sax.saxutils import escape
 import fastexcel
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from ingest_common import make_id
 
 from inservice.config import Settings
 from inservice.plans.intake import PlanIngestor
@@ -56,17 +57,8 @@ from inservice.warehouse.analyst import publish_snapshot
 from inservice.warehouse.store import Warehouse
 
 TARGETS = {"intake_ratio": 1.5, "publish_s": 15.0}
-LETTERS = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23,
-                                                   24, 25, 26, 27, 28, 29, 32, 30, 31, 33), strict=True))
 RECEIVED = "2017-10-02T10:00:00+08:00"
 REVISED = 0.05  # share of the teacher rows the .csv export changes against the .xlsx one
-
-
-def make_id(rng: random.Random) -> str:
-    body = f"{rng.choice('ABCDEFGHJKLMNPQRSTUVXYWZIO')}{rng.choice('12')}{rng.randrange(10**7):07d}"
-    v = LETTERS[body[0]]
-    total = v // 10 + (v % 10) * 9 + sum(int(c) * w for c, w in zip(body[1:], (8, 7, 6, 5, 4, 3, 2, 1), strict=True))
-    return body + str((10 - total % 10) % 10)
 
 
 def _col(i: int) -> str:
