@@ -40,6 +40,7 @@ from inservice.registers.schools import VALID_ON
 from inservice.warehouse import checks
 from inservice.warehouse.analyst import AccessRefresh, WriteSession
 from inservice.warehouse.compute import compute_session
+from inservice.warehouse.ddl import sql_text
 
 DOC_TITLE = "中華民國師資培育統計年報 — 教師進修篇"
 COURSE_COLS = ("unit_code", "course_code", "title", "organizer", "organizer_type", "county_code", "start_date",
@@ -77,10 +78,6 @@ def yearbook_dir(settings: Settings, year: int) -> Path:
     return settings.home / "publish" / "yearbook" / f"{year:04d}"
 
 
-def _sql_path(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def take_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings, year: int, taken_at: datetime) -> Snapshot:
     """Freeze the year's production courses and attendance (not deleted) into Parquet and register it."""
     base = f"{year}-{taken_at:%Y%m%dT%H%M%S}"
@@ -111,8 +108,8 @@ def take_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings, year: int,
         WHERE {within} AND NOT coalesce(a.is_deleted, false)""")
     # the files are written from these temp tables, which the extract then reads (Parquet round-trips
     # them exactly; a later run on this snapshot reads the files)
-    con.execute(f"COPY y_sc TO {_sql_path(folder / 'courses.parquet')} (FORMAT parquet)")
-    con.execute(f"COPY y_att TO {_sql_path(folder / 'attendance.parquet')} (FORMAT parquet)")
+    con.execute(f"COPY y_sc TO {sql_text(str(folder / 'courses.parquet'))} (FORMAT parquet)")
+    con.execute(f"COPY y_att TO {sql_text(str(folder / 'attendance.parquet'))} (FORMAT parquet)")
     n_courses = fetch(con, "SELECT count(*) FROM y_sc")[0][0]
     n_att = fetch(con, "SELECT count(*) FROM y_att")[0][0]
     hashes = {p: sha256_file(folder / f"{p}.parquet") for p in ("courses", "attendance")}
@@ -152,9 +149,9 @@ def _load(con: duckdb.DuckDBPyConnection, snap: Snapshot, fresh: bool) -> None:
     """y_sa: completed attendance with its course's attributes; every table aggregates it, no re-join."""
     if not fresh:  # a snapshot taken earlier: its files, nothing else
         con.execute(f"""CREATE OR REPLACE TEMP TABLE y_sc AS
-            SELECT * FROM read_parquet({_sql_path(snap.path / 'courses.parquet')})""")
+            SELECT * FROM read_parquet({sql_text(str(snap.path / 'courses.parquet'))})""")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE y_att AS
-            SELECT * FROM read_parquet({_sql_path(snap.path / 'attendance.parquet')})""")
+            SELECT * FROM read_parquet({sql_text(str(snap.path / 'attendance.parquet'))})""")
     # teachers are counted by a 64-bit hash of teacher_key (integer distinct counts are several times
     # cheaper than on 64-character keys); exact unless two keys collide, which is checked, and then
     # dense integer ids are used instead

@@ -309,7 +309,7 @@ def _write_parts(wh: Warehouse, parts: Path, previous: dict | None, cid: str) ->
             written += n
             failpoint("analyst.copying")
             if n:
-                high = wh.con.execute(f'SELECT max("{fresh}") FROM read_parquet({_literal(str(parts / rel))})'
+                high = wh.con.execute(f'SELECT max("{fresh}") FROM read_parquet({ddl.sql_text(str(parts / rel))})'
                                       ).fetchall()[0][0]
                 if adds:
                     entry["parts"][unit] = {"files": [*part["files"], rel], "rows": part["rows"] + n,
@@ -339,10 +339,10 @@ def _whole_table(wh: Warehouse, parts: Path, table: str, cols: list[str], cid: s
     rel_schema = f"{table}/schema-{cid}.parquet"
     (parts / table).mkdir(parents=True, exist_ok=True)
     con = wh.con
-    con.execute(f"COPY (SELECT {_quoted(cols)} FROM main.\"{table}\" LIMIT 0) TO {_literal(str(parts / rel_schema))} "
-                "(FORMAT parquet)")
+    con.execute(f"COPY (SELECT {_quoted(cols)} FROM main.\"{table}\" LIMIT 0) "
+                f"TO {ddl.sql_text(str(parts / rel_schema))} (FORMAT parquet)")
     folder = f"{table}/whole-{cid}"
-    n = con.execute(f"""COPY (SELECT {_quoted(cols)} FROM main."{table}") TO {_literal(str(parts / folder))}
+    n = con.execute(f"""COPY (SELECT {_quoted(cols)} FROM main."{table}") TO {ddl.sql_text(str(parts / folder))}
         (FORMAT parquet, PARTITION_BY (unit_code), WRITE_PARTITION_COLUMNS true)""").fetchall()[0][0]
     failpoint("analyst.copying")
     fresh = PARTED[table][0]
@@ -364,8 +364,8 @@ def _rewrite_part(wh: Warehouse, parts: Path, table: str, cols: list[str], unit:
     column the merge sets, so zone maps skip the row groups written before) replace the old part's
     rows of the same key, and the keys `analyst_pending` lists as deleted leave it. An append-only
     table (no key) keeps the old part's rows written before `since`. Returns the part's rows."""
-    at = f"CAST({_literal(since.isoformat())} AS TIMESTAMPTZ)"
-    new = f'SELECT {_quoted(cols)} FROM main."{table}" WHERE unit_code = {_literal(unit)} AND "{fresh}" >= {at}'
+    at = f"CAST({ddl.sql_text(since.isoformat())} AS TIMESTAMPTZ)"
+    new = f'SELECT {_quoted(cols)} FROM main."{table}" WHERE unit_code = {ddl.sql_text(unit)} AND "{fresh}" >= {at}'
     if not old:
         kept = ""
     elif key is None:
@@ -376,16 +376,16 @@ def _rewrite_part(wh: Warehouse, parts: Path, table: str, cols: list[str], unit:
         gone = " AND ".join(f'g."{k}" = o."{k}"' for k in key if k != "unit_code")
         kept = f"""SELECT {_quoted(cols, 'o.')} FROM read_parquet({_paths(parts, old)}) o
             WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE {same})
-            AND NOT EXISTS (SELECT 1 FROM main.analyst_pending g WHERE g.tbl = {_literal(table)}
-                            AND g.unit_code = {_literal(unit)} AND g.course_code IS NOT NULL AND {gone})
+            AND NOT EXISTS (SELECT 1 FROM main.analyst_pending g WHERE g.tbl = {ddl.sql_text(table)}
+                            AND g.unit_code = {ddl.sql_text(unit)} AND g.course_code IS NOT NULL AND {gone})
             UNION ALL """
     (parts / rel).parent.mkdir(parents=True, exist_ok=True)
     return int(wh.con.execute(f"""COPY (WITH fresh AS MATERIALIZED ({new}) {kept}SELECT * FROM fresh)
-        TO {_literal(str(parts / rel))} (FORMAT parquet)""").fetchall()[0][0])
+        TO {ddl.sql_text(str(parts / rel))} (FORMAT parquet)""").fetchall()[0][0])
 
 
 def _paths(root: Path, files: list[str]) -> str:
-    return "[" + ", ".join(_literal(f"{root}/{f}") for f in files) + "]"
+    return "[" + ", ".join(ddl.sql_text(f"{root}/{f}") for f in files) + "]"
 
 
 def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, parts: Path,
@@ -416,7 +416,7 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, part
         UNION ALL SELECT table_name, column_name, comment FROM duckdb_columns()
         WHERE database_name = current_database() AND schema_name = 'main' AND comment IS NOT NULL""").fetchall()
     described = {*redo, *manifest["tables"], *(views if fresh else ())}
-    con.execute(f"ATTACH {_literal(str(path))} AS {alias}")
+    con.execute(f"ATTACH {ddl.sql_text(str(path))} AS {alias}")
     try:
         con.begin()
         for table in redo:
@@ -435,14 +435,14 @@ def _build_copy(wh: Warehouse, path: Path, seq: str | None, manifest: dict, part
                 kind = "TABLE" if table in copied else "VIEW"
                 what = f'{kind} {alias}.main."{table}"' if column is None else \
                     f'COLUMN {alias}.main."{table}"."{column}"'
-                con.execute(f"COMMENT ON {what} IS {_literal(comment)}")
+                con.execute(f"COMMENT ON {what} IS {ddl.sql_text(comment)}")
         for table in redo:
             rows += con.execute(f'INSERT INTO {alias}.main."{table}" SELECT * FROM main."{table}"').fetchone()[0]
             failpoint("analyst.copying")
         con.execute(f"""CREATE OR REPLACE TABLE {alias}.main.snapshot_info AS
             SELECT CAST(? AS BIGINT) AS commit_seq, now() AS refreshed_at""", [seq])
         con.execute(f"COMMENT ON TABLE {alias}.main.snapshot_info IS "
-                    f"{_literal('本副本對應之倉儲寫入序號（commit_seq）與產生時間')}")
+                    f"{ddl.sql_text('本副本對應之倉儲寫入序號（commit_seq）與產生時間')}")
         con.commit()
     except BaseException:
         con.rollback()
@@ -526,10 +526,6 @@ def sweep_stale_copies(folder: Path) -> list[Path]:
         shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _alive(pid: int) -> bool:
@@ -708,13 +704,13 @@ def _definitions(engine: str, location: str, schema: str,
                        + (f"MSCK REPAIR TABLE {schema}.{name} SYNC PARTITIONS;\n" if keys
                           else f"REFRESH TABLE {schema}.{name};\n"))
         else:
-            cols = [f'  "{c.name}" {TRINO_TYPES.get(c.type, c.type.lower())} COMMENT {_literal(c.comment)}'
+            cols = [f'  "{c.name}" {TRINO_TYPES.get(c.type, c.type.lower())} COMMENT {ddl.sql_text(c.comment)}'
                     for c in columns]
             cols += [f"  {k} integer" for k in keys]
             props = [f"external_location = '{where}'", "format = 'PARQUET'"]
             props += [f"partitioned_by = ARRAY[{', '.join(repr(k) for k in keys)}]"] if keys else []
             out.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{name} (\n" + ",\n".join(cols)
-                       + f"\n)\nCOMMENT {_literal(comment)}\nWITH (\n  " + ",\n  ".join(props) + "\n);\n"
+                       + f"\n)\nCOMMENT {ddl.sql_text(comment)}\nWITH (\n  " + ",\n  ".join(props) + "\n);\n"
                        + (f"CALL hive.system.sync_partition_metadata('{schema}', '{name}', 'FULL');\n"
                           if keys else ""))
     return "\n".join(out)

@@ -64,7 +64,7 @@ class Scope:
         ids = self.changed[table] or ()
         a = f"{alias}." if alias else ""
         named = [i for i in ids if i is not None]
-        parts = ([f"{a}upload_id IN ({', '.join(_quote(i) for i in named)})"] if named else []) + (
+        parts = ([f"{a}upload_id IN ({', '.join(ddl.sql_text(i) for i in named)})"] if named else []) + (
             [f"{a}upload_id IS NULL"] if None in ids else []) + [
             f"{a}rowid BETWEEN {lo} AND {hi}" for lo, hi in self.row_groups.get(table, [])]
         return "(" + " OR ".join(parts) + ")" if parts else "false"
@@ -78,10 +78,6 @@ class Scope:
         if where == "true":
             return table
         return self.staged.get(table) or f"(SELECT * FROM {table} WHERE {where})"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _key_rows(con: Connection, table: str, key: list[str], scope: Scope) -> str:
@@ -480,7 +476,7 @@ def changes(con: Connection) -> Seen:
             where = seen.rows(t)
             if where in ("true", "false"):
                 continue
-            named = [_quote(i) for i in changed[t] or () if i is not None]
+            named = [ddl.sql_text(i) for i in changed[t] or () if i is not None]
             parts = ([f"upload_id IN ({', '.join(named)})"] if named else []) + (
                 ["upload_id IS NULL"] if None in (changed[t] or ()) else []) + [
                 f"rowid BETWEEN {lo} AND {hi}" for lo, hi in groups[t]]

@@ -881,7 +881,9 @@ def analyst_tables() -> tuple[Table, ...]:
     return tuple(t for t in TABLES if t.analysts)
 
 
-def _quote(text: str) -> str:
+def sql_text(text: str) -> str:
+    """A text constant in SQL (comments, paths, codes named as constants where a parameter would not
+    reach the zone maps)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -917,18 +919,18 @@ def statements(existing: set[tuple[str, str]] | None = None, tables: Iterable[Ta
             cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in t.columns)
             if t.view:
                 out.append(f"CREATE OR REPLACE VIEW {schema}.{t.name} AS {t.view}")
-                out.append(f"COMMENT ON VIEW {schema}.{t.name} IS {_quote(t.comment)}")
+                out.append(f"COMMENT ON VIEW {schema}.{t.name} IS {sql_text(t.comment)}")
             else:
                 out.append(f"CREATE TABLE IF NOT EXISTS {schema}.{t.name} (\n  {cols}\n)")
-                out.append(f"COMMENT ON TABLE {schema}.{t.name} IS {_quote(t.comment)}")
-            out += [f'COMMENT ON COLUMN {schema}.{t.name}."{c.name}" IS {_quote(c.comment)}'
+                out.append(f"COMMENT ON TABLE {schema}.{t.name} IS {sql_text(t.comment)}")
+            out += [f'COMMENT ON COLUMN {schema}.{t.name}."{c.name}" IS {sql_text(c.comment)}'
                     for c in t.columns]
     for view, select in BRIDGE_VIEWS.items() if tables is None else ():  # with the warehouse's own tables
         if ("main", view.name) in existing:
             continue
         out.append(f"CREATE OR REPLACE VIEW main.{view.name} AS {select}")
-        out.append(f"COMMENT ON VIEW main.{view.name} IS {_quote(view.comment)}")
-        out += [f'COMMENT ON COLUMN main.{view.name}."{c.name}" IS {_quote(c.comment)}' for c in view.columns]
+        out.append(f"COMMENT ON VIEW main.{view.name} IS {sql_text(view.comment)}")
+        out += [f'COMMENT ON COLUMN main.{view.name}."{c.name}" IS {sql_text(c.comment)}' for c in view.columns]
     return [f"CREATE SCHEMA IF NOT EXISTS {s}" for s in sorted(schemas_used)] + out
 
 

@@ -46,11 +46,6 @@ KEY_RANGE_UNITS = 64  # beyond this many units a look-up names none (the zone ma
 COMMIT_SEQ = "commit_seq"  # warehouse_meta: DuckDB's count of committed writes (is the analysts' copy current?)
 
 
-def sql_text(value: str) -> str:
-    """A text constant in SQL (for the zone maps' sake, where a parameter would not be pushed down)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def actor() -> str:
     """Who makes a register change, for its log: INSERVICE_ACTOR (Dagster jobs set it), else the OS user."""
     import getpass
@@ -563,9 +558,9 @@ def key_range(con: Connection, rows: str, alias: str = "t") -> str:
         return "TRUE"
     if len(found) == 1 and found[0][1] is not None:
         unit, low, high = found[0]
-        return (f"{alias}.unit_code = {sql_text(unit)} AND {alias}.course_code "
-                f"BETWEEN {sql_text(low)} AND {sql_text(high)}")
-    return f"{alias}.unit_code IN ({', '.join(sql_text(u) for u, _, _ in found)})"
+        return (f"{alias}.unit_code = {ddl.sql_text(unit)} AND {alias}.course_code "
+                f"BETWEEN {ddl.sql_text(low)} AND {ddl.sql_text(high)}")
+    return f"{alias}.unit_code IN ({', '.join(ddl.sql_text(u) for u, _, _ in found)})"
 
 
 class AreaState:
@@ -585,10 +580,11 @@ class AreaState:
                     AND course_code IN (SELECT course_code FROM wanted_codes)""", params=[unit]).to_arrow_table()
             bounds = pc.min_max(codes).as_py() if len(codes) else {}
             low, high = bounds.get("min"), bounds.get("max")
-            span = f" AND course_code BETWEEN {sql_text(low)} AND {sql_text(high)}" \
+            span = f" AND course_code BETWEEN {ddl.sql_text(low)} AND {ddl.sql_text(high)}" \
                 if low is not None and high is not None else ""  # constants: zone maps of a clustered table
-            rids = self.con.sql(f"""SELECT rowid AS rid FROM {self.schema}.{table} WHERE unit_code = {sql_text(unit)}
-                {span} AND course_code IN (SELECT course_code FROM wanted_codes)""").to_arrow_table()
+            rids = self.con.sql(f"""SELECT rowid AS rid FROM {self.schema}.{table}
+                WHERE unit_code = {ddl.sql_text(unit)} {span}
+                AND course_code IN (SELECT course_code FROM wanted_codes)""").to_arrow_table()
         finally:
             self.con.unregister("wanted_codes")
         self.con.register("wanted_rids", rids)
