@@ -10,8 +10,9 @@ per writing upload id, a signature of its rows (count, first and last write time
 any insert, delete or move changes: DuckDB's row ids, PostgreSQL's writing transaction ids); the
 course keys that existed, as hashes, so a course removed since is noticed. Every write path of the
 loader (uploads, feeds, corrections, replays, backfill) writes rows with a new upload id and write
-time, so its rows are checked again; so is any insert or delete made by hand. Called without a scope
-(Dagster's asset checks, `failing`) every check reads whole tables, as before.
+time, so its rows are checked again; so is any insert or delete made by hand. Dagster's asset checks
+after each upload run read the same scope (`current_scope`) but record nothing; called without a scope
+(`failing`, a PostgreSQL read-only session) every check reads whole tables.
 """
 
 from __future__ import annotations
@@ -61,13 +62,18 @@ class Scope:
         """A filter on `table`'s rows: those written since (true when the table is read whole)."""
         if table not in self.changed or self.changed[table] is None:
             return "true"
-        ids = self.changed[table] or ()
+        parts = self.filters(table, alias)
+        return "(" + " OR ".join(parts) + ")" if parts else "false"
+
+    def filters(self, table: str, alias: str = "") -> list[str]:
+        """The filters whose union is `rows` (the upload ids changed, those without one, the row
+        groups changed in place), each one a scan can push down by itself."""
+        ids = self.changed.get(table) or ()
         a = f"{alias}." if alias else ""
-        named = [i for i in ids if i is not None]
-        parts = ([f"{a}upload_id IN ({', '.join(ddl.sql_text(i) for i in named)})"] if named else []) + (
+        named = [ddl.sql_text(i) for i in ids if i is not None]
+        return ([f"{a}upload_id IN ({', '.join(named)})"] if named else []) + (
             [f"{a}upload_id IS NULL"] if None in ids else []) + [
             f"{a}rowid BETWEEN {lo} AND {hi}" for lo, hi in self.row_groups.get(table, [])]
-        return "(" + " OR ".join(parts) + ")" if parts else "false"
 
     def untouched(self, table: str) -> bool:
         return self.rows(table) == "false"
@@ -476,12 +482,8 @@ def changes(con: Connection) -> Seen:
             where = seen.rows(t)
             if where in ("true", "false"):
                 continue
-            named = [ddl.sql_text(i) for i in changed[t] or () if i is not None]
-            parts = ([f"upload_id IN ({', '.join(named)})"] if named else []) + (
-                ["upload_id IS NULL"] if None in (changed[t] or ()) else []) + [
-                f"rowid BETWEEN {lo} AND {hi}" for lo, hi in groups[t]]
             name = "gate_new_" + t.replace(".", "_")
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS " + " UNION ".join(
-                f"SELECT rowid AS _rid, * FROM {t} WHERE {p}" for p in parts))
+                f"SELECT rowid AS _rid, * FROM {t} WHERE {p}" for p in seen.filters(t)))
             seen.staged[t] = name
     return Seen(seen)
